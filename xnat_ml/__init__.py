@@ -1,0 +1,3 @@
+"""xnat-ml: segmentation models trained and used inside an XNAT archive."""
+
+__version__ = "0.1.0"

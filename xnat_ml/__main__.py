@@ -1,0 +1,5 @@
+import sys
+
+from xnat_ml.cli import main
+
+sys.exit(main())

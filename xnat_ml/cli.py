@@ -1,0 +1,62 @@
+"""The `xnat-ml` command: a thin dispatcher; each stage package registers its own verbs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from xnat_ml import __version__
+from xnat_ml.errors import XnatMlError
+
+# Each module exposes `register(subparsers)`, adding its verbs with `set_defaults(func=...)`.
+VERB_MODULES = (
+    "xnat_ml.server.cli",
+    "xnat_ml.sample.cli",
+    "xnat_ml.imaging.cli",
+    "xnat_ml.containers.cli",
+    "xnat_ml.events.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xnat-ml",
+        description="Train and run segmentation models on an XNAT archive.",
+    )
+    parser.add_argument("--version", action="version", version=f"xnat-ml {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name in VERB_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a real missing dependency, not a stage not built yet
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except XnatMlError as exc:
+        print(f"xnat-ml: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
