@@ -1,0 +1,129 @@
+"""The contract every launch backend (local process, Docker, Slurm) fulfils.
+
+The resolution engine turns a command + wrapper + input values into a `LaunchSpec`; a backend only
+runs it and reports on it. Nothing XNAT-specific crosses this line: staging (downloading inputs) and
+uploading outputs happen before and after, in the engine, so every backend gets them for free.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """A directory on the launching host made visible to the job at `container_path`."""
+
+    name: str
+    container_path: str  # absolute path inside the container, as the command JSON says
+    host_path: Path  # staging directory on the host (already filled for input mounts)
+    writable: bool
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything a backend needs to start one job; built by `xnat_ml.containers.launch`.
+
+    `command_line` is the resolved command line with container paths (run as `/bin/sh -c`).
+    Backends that do not isolate the file system (local, Slurm without a container runtime) rewrite
+    container paths to `mount.host_path` with `host_command_line()`.
+    `env` holds XNAT_HOST/XNAT_USER/XNAT_PASS (an alias token): backends must not log it.
+    """
+
+    image: str
+    command_line: str
+    env: dict[str, str]
+    mounts: list[MountSpec]
+    job_name: str
+    log_dir: Path  # where the backend writes (or copies) stdout.log / stderr.log
+    working_dir: str | None = None
+    override_entrypoint: bool = True
+    limit_cpu: float | None = None  # CPUs (may be fractional)
+    limit_memory_mb: int | None = None
+    reserve_memory_mb: int | None = None
+    shm_size: int | None = None  # bytes
+    gpus: int = 0  # from generic-resources {"gpu": "N"}
+    generic_resources: dict[str, str] = field(default_factory=dict)
+    network: str | None = None
+    ipc_mode: str | None = None
+    runtime: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def host_command_line(self) -> str:
+        """The command line with every mount's container path replaced by its host directory.
+
+        Longest container paths first, so `/output/sub` is not split by a mount at `/output`.
+        Only whole path components are replaced (`/inputs` is not touched by a mount `/input`).
+        """
+        line = self.command_line
+        for mount in sorted(self.mounts, key=lambda m: len(m.container_path), reverse=True):
+            prefix = mount.container_path.rstrip("/") or "/"
+            pattern = re.compile(r"(?<![\w./-])" + re.escape(prefix) + r"(?=/|\s|$|['\";|&)])")
+            line = pattern.sub(lambda _m, p=str(mount.host_path): p, line)
+        return line
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.log_dir / "stdout.log"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.log_dir / "stderr.log"
+
+
+class JobStatus(enum.StrEnum):
+    """What a backend can say about a job; the engine maps these to XNAT container statuses."""
+
+    PENDING = "Pending"  # accepted by the backend, not yet running (Slurm queue, image pull)
+    RUNNING = "Running"
+    EXITED = "Exited"  # finished on its own; see exit_code
+    KILLED = "Killed"  # stopped by kill()
+    FAILED = "Failed"  # the backend itself failed (could not start, node failure, OOM kill)
+    UNKNOWN = "Unknown"  # the backend no longer knows the job (e.g. purged from sacct)
+
+
+@dataclass(frozen=True)
+class BackendState:
+    status: JobStatus
+    exit_code: int | None = None
+    reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in (JobStatus.PENDING, JobStatus.RUNNING)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A place to run jobs. Implementations: local.LocalBackend, docker, slurm (helper H7).
+
+    `launch` returns quickly (non-blocking) with a backend job id that is stable across server
+    restarts for backends with `can_reattach = True`; the engine polls `state` until finished.
+    """
+
+    name: str
+    can_reattach: bool
+
+    def launch(self, spec: LaunchSpec) -> str:
+        """Start the job; return the backend's job id. Raise XnatMlError if it cannot start."""
+        ...
+
+    def state(self, job_id: str) -> BackendState:
+        """The job's current state (never raises for an unknown id: returns UNKNOWN)."""
+        ...
+
+    def logs(self, job_id: str) -> tuple[str, str]:
+        """(stdout, stderr) so far; also written to spec.log_dir when the job finishes."""
+        ...
+
+    def kill(self, job_id: str) -> None:
+        """Stop the job; a no-op for a job that already finished."""
+        ...
+
+    def cleanup(self, job_id: str) -> None:
+        """Release what the backend holds for a finished job (container, script); idempotent."""
+        ...

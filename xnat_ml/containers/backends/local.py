@@ -1,0 +1,118 @@
+"""Run a job as a local process (`/bin/sh -c`) in the server's own environment.
+
+No container isolation: the command's container paths are rewritten to the staging directories
+(`LaunchSpec.host_command_line`) and the image is ignored. The child gets its own process group so
+`kill` stops the whole pipeline. A local job cannot outlive the server that owns it, hence
+`can_reattach = False`: after a restart the engine marks such jobs Failed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+from xnat_ml.containers.backends.base import BackendState, JobStatus, LaunchSpec
+from xnat_ml.errors import XnatMlError
+
+
+class LocalBackend:
+    name = "local"
+    can_reattach = False
+
+    def __init__(self, work_dir: Path, **_options: object) -> None:
+        self.work_dir = Path(work_dir)
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._killed: set[str] = set()
+        self._specs: dict[str, LaunchSpec] = {}
+        self._lock = threading.Lock()
+
+    def launch(self, spec: LaunchSpec) -> str:
+        spec.log_dir.mkdir(parents=True, exist_ok=True)
+        cwd = self._working_dir(spec)
+        env = {**os.environ, **spec.env}
+        try:
+            with open(spec.stdout_path, "wb") as out, open(spec.stderr_path, "wb") as err:
+                proc = subprocess.Popen(
+                    ["/bin/sh", "-c", spec.host_command_line()],
+                    stdout=out,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    cwd=cwd,
+                    env=env,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            raise XnatMlError(f"job {spec.job_name}: cannot start a local process ({exc})") from exc
+        job_id = f"local-{proc.pid}-{spec.job_name}"
+        with self._lock:
+            self._procs[job_id] = proc
+            self._specs[job_id] = spec
+        return job_id
+
+    @staticmethod
+    def _working_dir(spec: LaunchSpec) -> str:
+        """The host directory behind the command's working-directory (a mount or a plain path)."""
+        if not spec.working_dir:
+            return str(spec.log_dir)
+        for mount in sorted(spec.mounts, key=lambda m: len(m.container_path), reverse=True):
+            root = mount.container_path.rstrip("/")
+            if spec.working_dir == root or spec.working_dir.startswith(root + "/"):
+                return str(mount.host_path) + spec.working_dir[len(root):]
+        return spec.working_dir if os.path.isdir(spec.working_dir) else str(spec.log_dir)
+
+    def state(self, job_id: str) -> BackendState:
+        with self._lock:
+            proc = self._procs.get(job_id)
+            killed = job_id in self._killed
+        if proc is None:
+            return BackendState(JobStatus.UNKNOWN, reason="no such local process (server restart?)")
+        code = proc.poll()
+        if code is None:
+            return BackendState(JobStatus.RUNNING)
+        if killed:
+            return BackendState(JobStatus.KILLED, exit_code=code, reason="killed on request")
+        if code < 0:
+            return BackendState(
+                JobStatus.EXITED, exit_code=128 - code, reason=f"terminated by signal {-code}"
+            )
+        return BackendState(JobStatus.EXITED, exit_code=code)
+
+    def logs(self, job_id: str) -> tuple[str, str]:
+        with self._lock:
+            spec = self._specs.get(job_id)
+        if spec is None:
+            return "", ""
+        return _read(spec.stdout_path), _read(spec.stderr_path)
+
+    def kill(self, job_id: str) -> None:
+        with self._lock:
+            proc = self._procs.get(job_id)
+            if proc is None or proc.poll() is not None:
+                return
+            self._killed.add(job_id)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+
+    def cleanup(self, job_id: str) -> None:
+        with self._lock:
+            proc = self._procs.pop(job_id, None)
+            self._specs.pop(job_id, None)
+            self._killed.discard(job_id)
+        if proc is not None and proc.poll() is None:
+            proc.wait()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
