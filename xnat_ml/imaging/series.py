@@ -22,6 +22,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pydicom
+from pydicom import uid
 from pydicom.errors import InvalidDicomError
 
 from xnat_ml.errors import XnatMlError
@@ -192,14 +193,36 @@ def save_nifti(image: nib.Nifti1Image, path: str | Path) -> Path:
     return path
 
 
+# Single-frame image classes: a file of one of these without geometry is broken, not foreign.
+_IMAGE_CLASSES = {
+    uid.CTImageStorage,
+    uid.MRImageStorage,
+    uid.PositronEmissionTomographyImageStorage,
+    uid.NuclearMedicineImageStorage,
+    uid.SecondaryCaptureImageStorage,
+}
+
+
 def _read_header(path: Path) -> pydicom.Dataset | None:
-    """Header of one file; None for files that are not DICOM at all (stray files are skipped)."""
+    """Header of one image slice; None for non-DICOM files and non-image objects (skipped).
+
+    pydicom stops quietly at the end of a cut file, so a header lacking its SOP class, or an
+    image lacking geometry, is reported as truncated instead of silently leaving a slice out.
+    """
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
     except InvalidDicomError:
         return None
-    except Exception as exc:  # truncated or corrupt DICOM: pydicom raises assorted types
+    except Exception as exc:  # corrupt DICOM: pydicom raises assorted types
         raise XnatMlError(f"{path}: unreadable DICOM header ({exc})") from exc
+    meta_class = getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
+    if meta_class == uid.MediaStorageDirectoryStorage:
+        return None
+    if "SOPClassUID" not in ds:
+        raise XnatMlError(f"{path}: incomplete DICOM header (truncated file?)")
+    if "ImagePositionPatient" not in ds and ds.SOPClassUID not in _IMAGE_CLASSES:
+        return None  # RTSTRUCT, SEG, reports: not slices of a series
+    return ds
 
 
 def _as_slice(path: Path, ds: pydicom.Dataset) -> _Slice:
@@ -253,8 +276,6 @@ def scan_folder(folder: str | Path) -> dict[str, list[tuple[Path, pydicom.Datase
         ds = _read_header(path)
         if ds is None:
             log.debug("%s: not DICOM, skipped", path)
-            continue
-        if "ImagePositionPatient" not in ds or "Rows" not in ds:
             continue
         groups[str(ds.get("SeriesInstanceUID", ""))].append((path, ds))
     return dict(groups)
