@@ -1,0 +1,197 @@
+"""Masks in a series grid → DICOM RTSTRUCT, contours traced per slice in patient coordinates.
+
+Our own writer rather than rt-utils: rt-utils loads the series itself, orders slices by z alone
+and fills holes through "pin hole" cuts, which breaks oblique and sagittal series. Here contours
+are traced with marching squares at the 0.5 level (``skimage.measure.find_contours``), so every
+pixel centre of the mask lies strictly inside and every other centre strictly outside; holes
+become separate contours, and a reader filling with the even-odd rule (as ``rtstruct.py`` and
+OHIF do) recovers the mask. Only exactly collinear points are dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
+from skimage.measure import approximate_polygon, find_contours
+
+from xnat_ml import __version__
+from xnat_ml.errors import XnatMlError
+from xnat_ml.imaging.series import Series
+
+DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"  # SOP class RT references use for studies
+GENERATION_ALGORITHMS = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL")
+DEFAULT_COLOR = (255, 0, 0)
+
+# Identity and study attributes copied from the source images, so viewers file the RTSTRUCT
+# with the images it annotates.
+_COPIED = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+    "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+    "StudyDescription",
+)  # fmt: skip
+
+
+def write_rtstruct(
+    masks: Mapping[str, np.ndarray],
+    series: Series,
+    out_path: str | Path,
+    colors: Mapping[str, tuple[int, int, int]] | None = None,
+    label: str = "xnat-ml",
+    *,
+    roi_generation: str = "AUTOMATIC",
+    series_description: str | None = None,
+) -> Path:
+    """Write one RTSTRUCT with an ROI per mask (bool arrays of ``series.shape``), atomically.
+
+    ``label`` becomes the StructureSetLabel (16 characters at most); ``roi_generation`` is
+    MANUAL for annotations and AUTOMATIC (the default) for model output.
+    """
+    if not masks:
+        raise XnatMlError(f"RTSTRUCT {out_path}: no ROI masks to write")
+    if roi_generation not in GENERATION_ALGORITHMS:
+        raise XnatMlError(
+            f"RTSTRUCT {out_path}: ROI generation {roi_generation!r} is not one of "
+            f"{', '.join(GENERATION_ALGORITHMS)}"
+        )
+    for name, mask in masks.items():
+        if not name.strip() or len(name) > 64:
+            raise XnatMlError(f"RTSTRUCT {out_path}: ROI name {name!r} is empty or over 64 chars")
+        if np.shape(mask) != series.shape:
+            raise XnatMlError(
+                f"ROI {name!r}: mask shape {np.shape(mask)} does not match series grid "
+                f"{series.shape}"
+            )
+    source = _source_header(series)
+    ds = _base_dataset(source, series, label, series_description)
+    ds.ReferencedFrameOfReferenceSequence = Sequence([_frame_reference(source, series)])
+    ds.StructureSetROISequence = Sequence()
+    ds.ROIContourSequence = Sequence()
+    ds.RTROIObservationsSequence = Sequence()
+    colors = colors or {}
+    for number, (name, mask) in enumerate(masks.items(), start=1):
+        roi = Dataset()
+        roi.ROINumber = number
+        roi.ReferencedFrameOfReferenceUID = series.frame_of_reference_uid
+        roi.ROIName = name
+        roi.ROIGenerationAlgorithm = roi_generation
+        ds.StructureSetROISequence.append(roi)
+
+        contours = Dataset()
+        contours.ROIDisplayColor = list(colors.get(name, DEFAULT_COLOR))
+        contours.ReferencedROINumber = number
+        contours.ContourSequence = Sequence(
+            _contour_item(points, _image_ref(source.SOPClassUID, series.sop_instance_uids[k]))
+            for k, points in trace_contours(mask, series)
+        )
+        ds.ROIContourSequence.append(contours)
+
+        observation = Dataset()
+        observation.ObservationNumber = number
+        observation.ReferencedROINumber = number
+        observation.RTROIInterpretedType = ""
+        observation.ROIInterpreter = ""
+        ds.RTROIObservationsSequence.append(observation)
+    return _save(ds, Path(out_path))
+
+
+def trace_contours(mask: np.ndarray, series: Series) -> list[tuple[int, np.ndarray]]:
+    """Closed planar contours of ``mask`` as ``(slice k, (N, 3) LPS points)``, holes included."""
+    mask = np.asarray(mask, dtype=bool)
+    padded = np.pad(mask, ((1, 1), (1, 1), (0, 0)))  # contours at the border close too
+    lps = series.lps_affine
+    out = []
+    for k in np.flatnonzero(mask.any(axis=(0, 1))):
+        for contour in find_contours(padded[:, :, k].astype(np.float32), 0.5):
+            contour = approximate_polygon(contour, tolerance=1e-6)[:-1] - 1.0  # closed: last==first
+            ijk = np.column_stack([contour, np.full(len(contour), float(k))])
+            out.append((int(k), ijk @ lps[:3, :3].T + lps[:3, 3]))
+    return out
+
+
+def _source_header(series: Series) -> Dataset:
+    try:
+        return pydicom.dcmread(series.files[0], stop_before_pixels=True)
+    except Exception as exc:  # pydicom raises assorted types on broken files
+        raise XnatMlError(f"{series.files[0]}: unreadable DICOM header ({exc})") from exc
+
+
+def _base_dataset(
+    source: Dataset, series: Series, label: str, series_description: str | None
+) -> Dataset:
+    now = dt.datetime.now()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = RTStructureSetStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = RTStructureSetStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    for keyword in _COPIED:
+        setattr(ds, keyword, source.get(keyword, ""))
+    ds.Modality = "RTSTRUCT"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 9000 + int(source.get("SeriesNumber", 0) or 0) % 1000
+    ds.SeriesDescription = series_description or label
+    ds.InstanceNumber = 1
+    ds.FrameOfReferenceUID = series.frame_of_reference_uid
+    ds.Manufacturer = "xnat-ml"
+    ds.SoftwareVersions = __version__
+    ds.OperatorsName = ""
+    ds.ContentDate = ds.StructureSetDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
+    ds.ContentTime = ds.StructureSetTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
+    ds.StructureSetLabel = label[:16]
+    ds.StructureSetName = label[:64]
+    return ds
+
+
+def _image_ref(sop_class_uid: str, sop_instance_uid: str) -> Dataset:
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = sop_class_uid
+    ref.ReferencedSOPInstanceUID = sop_instance_uid
+    return ref
+
+
+def _frame_reference(source: Dataset, series: Series) -> Dataset:
+    series_ref = Dataset()
+    series_ref.SeriesInstanceUID = series.series_uid
+    series_ref.ContourImageSequence = Sequence(
+        _image_ref(source.SOPClassUID, uid) for uid in series.sop_instance_uids
+    )
+    study_ref = Dataset()
+    study_ref.ReferencedSOPClassUID = DETACHED_STUDY_MANAGEMENT
+    study_ref.ReferencedSOPInstanceUID = source.get("StudyInstanceUID", "")
+    study_ref.RTReferencedSeriesSequence = Sequence([series_ref])
+    frame = Dataset()
+    frame.FrameOfReferenceUID = series.frame_of_reference_uid
+    frame.RTReferencedStudySequence = Sequence([study_ref])
+    return frame
+
+
+def _contour_item(points: np.ndarray, image_ref: Dataset) -> Dataset:
+    item = Dataset()
+    item.ContourImageSequence = Sequence([image_ref])
+    item.ContourGeometricType = "CLOSED_PLANAR"
+    item.NumberOfContourPoints = len(points)
+    # 8 significant digits fit DS's 16 characters and keep ~1e-5 mm at 1 m from the origin.
+    item.ContourData = [f"{v:.8g}" for v in points.ravel()]
+    return item
+
+
+def _save(ds: Dataset, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        ds.save_as(tmp, enforce_file_format=True)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
