@@ -1,0 +1,43 @@
+"""Sending DICOM into the archive through XNAT's session import service."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from xnat.session import XNATSession
+
+from xnat_ml.errors import XnatMlError
+from xnat_ml.xnat.archives import zip_directory
+from xnat_ml.xnat.responses import reported_as
+
+
+def import_dicom(
+    session: XNATSession,
+    project: str,
+    src_dir: str | Path,
+    subject: str | None = None,
+    experiment: str | None = None,
+    overwrite: str = "append",
+):
+    """Import the DICOM files under `src_dir` into `project` as one zip; the xnatpy session object.
+
+    The server reads the headers and files them as subject, session and one scan per series.
+    `overwrite="append"` lets a re-run add to (not fail on) a session already there.
+    """
+    src = Path(src_dir)
+    with tempfile.TemporaryDirectory(prefix="xnat-ml-import-") as tmp:
+        zip_path = Path(tmp) / "dicom.zip"
+        if zip_directory(src, zip_path) == 0:
+            raise XnatMlError(f"directory {src}: holds no DICOM files to import")
+        with reported_as(f"XNAT import of {src} into project {project}"):
+            return session.services.import_(
+                path=zip_path,
+                content_type="application/zip",
+                import_handler="DICOM-zip",
+                destination=f"/archive/projects/{project}",
+                project=project,
+                subject=subject,
+                experiment=experiment,
+                overwrite=overwrite,
+            )
