@@ -1,0 +1,145 @@
+"""Resource files on disk: where they live, which client paths are safe, and atomic writes.
+
+Every resource owns one directory, `DATA/archive/{project}/resources/{resource id}/`, whatever
+level (project, subject, session, scan, assessor) it hangs from: ids never change and never carry
+odd characters, so the directory never needs renaming or escaping. Bytes arrive in
+`DATA/staging/` first and are renamed into place, so a reader never sees a half-written file;
+which files a resource holds is decided by the catalog (catalog.py), committed after the rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+CHUNK = 1 << 20
+MAX_SEGMENT_BYTES = 255
+MAX_PATH_CHARS = 1024
+
+
+class UnsafePathError(ValueError):
+    """A client-supplied file path that is empty, absolute, or would climb out of its resource."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """What the catalog records for one file once its bytes are in place."""
+
+    path: PurePosixPath
+    size: int
+    md5: str
+
+
+def safe_relpath(raw: str) -> PurePosixPath:
+    """The resource-relative path a client named, or UnsafePathError.
+
+    Flask has already percent-decoded the URL once, so `%2e%2e` arrives here as `..`. `.` segments
+    are dropped (tar members often start with `./`); `..`, empty segments (a leading `/`),
+    backslashes, NUL and other control characters are refused rather than cleaned up: a client
+    sending them is broken or hostile, and guessing what it meant is how traversal bugs start.
+    """
+    if not raw or len(raw) > MAX_PATH_CHARS:
+        raise UnsafePathError(f"file path {raw[:80]!r}: empty or longer than {MAX_PATH_CHARS}")
+    if "\\" in raw or any(ord(ch) < 32 or ord(ch) == 127 for ch in raw):
+        raise UnsafePathError(f"file path {raw[:80]!r}: contains a backslash or control character")
+    parts = [part for part in raw.split("/") if part != "."]
+    for part in parts:
+        if part in ("", ".."):
+            raise UnsafePathError(f"file path {raw[:80]!r}: absolute, empty segment or '..'")
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
+            raise UnsafePathError(f"file path {raw[:80]!r}: a name over {MAX_SEGMENT_BYTES} bytes")
+    if not parts:
+        raise UnsafePathError(f"file path {raw[:80]!r}: names no file")
+    return PurePosixPath(*parts)
+
+
+def check_segment(value: str, what: str) -> str:
+    """An id used as one directory name (project id), refused if it could name another directory."""
+    if safe_relpath(value).parts != (value,):
+        raise UnsafePathError(f"{what} {value!r}: not usable as a directory name")
+    return value
+
+
+class FileStore:
+    """The archive directory tree of one server's data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir) / "archive"
+        self.staging = Path(data_dir) / "staging"
+        self.staging.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def resource_dir(self, project_id: str, resource_id: int) -> Path:
+        return self.root / check_segment(project_id, "project id") / "resources" / str(resource_id)
+
+    def file_path(self, project_id: str, resource_id: int, rel: PurePosixPath) -> Path:
+        """The on-disk path of a catalogued file; rel must come from safe_relpath."""
+        return self.resource_dir(project_id, resource_id).joinpath(*rel.parts)
+
+    def stage_stream(self, stream: BinaryIO, limit: int | None = None) -> tuple[Path, int, str]:
+        """Copy a request body to a new staging file, hashing it on the way: (path, size, md5).
+
+        `limit` (a Content-Length) stops the copy there, so a body is never read past its end.
+        """
+        fd, name = tempfile.mkstemp(prefix="upload-", dir=self.staging)
+        digest = hashlib.md5(usedforsecurity=False)
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while limit is None or size < limit:
+                    want = CHUNK if limit is None else min(CHUNK, limit - size)
+                    block = stream.read(want)
+                    if not block:
+                        break
+                    out.write(block)
+                    digest.update(block)
+                    size += len(block)
+        except BaseException:
+            os.unlink(name)
+            raise
+        if limit is not None and size < limit:
+            os.unlink(name)
+            raise OSError(f"request body ended after {size} of {limit} bytes")
+        return Path(name), size, digest.hexdigest()
+
+    def staging_dir(self) -> Path:
+        """A fresh empty directory in staging, for unpacking an archive before anything moves in."""
+        return Path(tempfile.mkdtemp(prefix="unpack-", dir=self.staging))
+
+    def place(self, staged: Path, dest: Path) -> None:
+        """Rename a staged file over its final path (atomic for readers of that path)."""
+        if dest.is_dir():
+            raise UnsafePathError(f"file path {dest.name!r}: a folder of that name exists")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, dest)
+
+    def remove_file(self, dest: Path, stop_at: Path) -> None:
+        """Delete a file and the folders it leaves empty, up to (not including) stop_at."""
+        dest.unlink(missing_ok=True)
+        parent = dest.parent
+        while parent != stop_at and stop_at in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    def remove_tree(self, path: Path) -> None:
+        """Delete a directory: first renamed into staging so it vanishes at once for readers."""
+        if not path.exists():
+            return
+        doomed = Path(tempfile.mkdtemp(prefix="delete-", dir=self.staging))
+        os.replace(path, doomed / "tree")
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def discard(self, path: Path) -> None:
+        """Throw away a staged file or directory after a failed request."""
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
