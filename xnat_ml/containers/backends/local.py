@@ -60,7 +60,7 @@ class LocalBackend:
         for mount in sorted(spec.mounts, key=lambda m: len(m.container_path), reverse=True):
             root = mount.container_path.rstrip("/")
             if spec.working_dir == root or spec.working_dir.startswith(root + "/"):
-                return str(mount.host_path) + spec.working_dir[len(root):]
+                return str(mount.host_path) + spec.working_dir[len(root) :]
         return spec.working_dir if os.path.isdir(spec.working_dir) else str(spec.log_dir)
 
     def state(self, job_id: str) -> BackendState:
