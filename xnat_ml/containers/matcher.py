@@ -2,8 +2,8 @@
 
 XNAT writes them in Jayway JsonPath's filter syntax, without the surrounding `[?( )]`:
 `@.label == 'DICOM'`, `'DICOM' in @.resources[*].label`, `@.scan-type =~ /t1.*/i`, joined with
-`&&`, `||`, `!` and parentheses. jsonpath-ng evaluates the `@.path` operands (its own parser does not
-know Jayway's operators, nor property names with dashes such as `scan-type`), and this module
+`&&`, `||`, `!` and parentheses. jsonpath-ng evaluates the `@.path` operands (its parser does
+not know Jayway's operators, nor property names with dashes such as `scan-type`), and this module
 evaluates the operators between them with Jayway's semantics: a path with a wildcard yields a list,
 a path to a missing property makes every comparison false.
 """

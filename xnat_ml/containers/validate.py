@@ -321,7 +321,7 @@ class _Validator:
                          f"{target!r} is not a command input")  # fmt: skip
             elif cmd_input.select_values:
                 self.err(f"{path}.provides-value-for-command-input",
-                         f"{target!r} is a select input; XNAT inputs must not feed one")  # fmt: skip
+                         f"{target!r} is a select input; XNAT inputs must not set it")  # fmt: skip
         mount = inp.provides_files_for_command_mount
         if mount:
             if self.c.mount(mount) is None:
@@ -361,7 +361,7 @@ class _Validator:
                      f"{prop!r} is not a property of a {source}")  # fmt: skip
         if inp.type in VALUE_TYPES and not prop:
             self.err(f"{path}.derived-from-xnat-object-property",
-                     f"a {inp.type} derived from a {parent.type} needs the property to read")  # fmt: skip
+                     f"a {inp.type} from a {parent.type} needs a property to read")  # fmt: skip
         if inp.multiple:
             if mount:
                 self.err(f"{path}.multiple", "a multiple input cannot provide files for a mount")
@@ -392,8 +392,8 @@ class _Validator:
             None,
             "uri",
         ):
-            self.err(where, f"{target!r} resolves to its "
-                     f"{inp.derived_from_xnat_object_property!r}, but uploading needs its uri")  # fmt: skip
+            prop = inp.derived_from_xnat_object_property
+            self.err(where, f"{target!r} resolves to its {prop!r}; uploading needs its uri")
 
     def _name(self, name: str, where: str, seen: set[str], what: str) -> None:
         if not name:

@@ -1,14 +1,14 @@
 """XNAT datatypes a wrapper may name as its context, and how they nest.
 
-A wrapper's `contexts` are xsi types; XNAT offers the wrapper on any object whose type is the context
-or one of its descendants (e.g. `xnat:imageSessionData` covers every modality's session).
+A wrapper's `contexts` are xsi types; XNAT offers the wrapper on any object whose type is the
+context or one of its descendants (e.g. `xnat:imageSessionData` covers every modality's session).
 """
 
 from __future__ import annotations
 
 _MODALITIES = (
-    "mr ct pet petmr cr dx mg us xa rt otherDicom nm ecg eeg meg eps es esv gm gmv hd io op opt rf sm "
-    "sr xa3D xc xcv dx3DCraniofacial seg"
+    "mr ct pet petmr cr dx mg us xa rt otherDicom nm ecg eeg meg eps es esv gm gmv hd io op opt "
+    "rf sm sr xa3D xc xcv dx3DCraniofacial seg"
 ).split()
 _SCAN_ONLY = "rtImage sc mrs voiceAudio".split()
 
