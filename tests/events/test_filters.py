@@ -40,10 +40,13 @@ def a_filter(**changes) -> dict:
         ("@.xsiType == 'icr:roiCollectionData' && @.collectionType == 'SEG'", False),
         ("@.collectionType == 'SEG' || @.collectionType == 'RTSTRUCT'", True),
         ('@.props.collectiontype == "RTSTRUCT"', True),
-        ('@.xsiType =~ "icr:.*"', True),
+        ('@.xsiType =~ /icr:.*/', True),  # Jayway regex literal
         ("'RTSTRUCT' in @.resources[*].label", True),  # Jayway's `in`, as the CS docs write it
         ("'NIFTI' in @.resources[*].label", False),
-        ('@.resources[*].label == "SNAPSHOTS"', True),
+        # Jayway compares a wildcard path's whole list: use `in` for "some element equals".
+        ('@.resources[*].label == "SNAPSHOTS"', False),
+        ("'SNAPSHOTS' in @.resources[*].label", True),
+        ("!(@.collectionType == 'SEG')", True),
         ("@.no_such_field == 'x'", False),
         ("@.label > 3", False),  # comparing a string with a number: a mismatch, not a crash
         ("$[?(@.xsiType == 'icr:roiCollectionData' && @.collectionType == 'RTSTRUCT')]", True),
@@ -64,7 +67,7 @@ def test_wrapped_filter_is_stored_bare():
     [
         "@.xsiType ==",
         "@.resources.length() > 0",
-        "!(@.a == 1)",
+        "@.a === 1",
         "@.a == 'unterminated",
         "((((",
         "@.a == 1 ]; DROP TABLE",

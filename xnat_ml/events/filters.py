@@ -1,15 +1,10 @@
 """Does an event reach a subscription? Event type, status, project, then the payload filter.
 
-XNAT stores the payload filter as a bare JSONPath *predicate*
+XNAT stores the payload filter as a bare Jayway JsonPath *predicate*
 (`@.xsiType == "icr:roiCollectionData"`) and evaluates `$[?(<predicate>)]` against the event
-object serialised as JSON; the event passes when that selects something. We do the same with
-jsonpath-ng, evaluating against a one-element list so the predicate applies to the object
-itself, as Jayway does on an object root.
-
-Jayway spells "some element equals" as `'DICOM' in @.resources[*].label`; jsonpath-ng has no
-`in`, but its comparisons on a multi-valued path are already existential, so that form is
-rewritten to `@.resources[*].label == 'DICOM'`. Other Jayway-only operators (`nin`, `size`,
-`.length()`, `!`) are reported as unsupported when the subscription is validated.
+object serialised as JSON; the event passes when that selects the object. The Container
+Service's matchers are the same kind of predicate, so both go through
+`xnat_ml.containers.matcher`, which keeps Jayway's semantics (`in`, `=~`, `&&`, `||`, `!`).
 """
 
 from __future__ import annotations
@@ -17,18 +12,12 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
-from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
-from jsonpath_ng.ext import parse
-
+from xnat_ml.containers.matcher import MatcherError, compile_matcher
 from xnat_ml.errors import XnatMlError
 
-MAX_FILTER_LENGTH = 2000
-
 _WRAPPED = re.compile(r"^\s*\$\s*\[\s*\?\s*\((?P<predicate>.*)\)\s*\]\s*$", re.DOTALL)
-_LITERAL_IN_PATH = re.compile(r"""(?P<literal>'[^']*'|"[^"]*")\s+in\s+(?P<path>@[^\s&|()]*)""")
 
 
 class FilterError(XnatMlError):
@@ -41,36 +30,27 @@ def normalise_predicate(text: str) -> str:
     return (match.group("predicate") if match else text).strip()
 
 
-@lru_cache(maxsize=256)
 def compile_predicate(predicate: str):
-    """The jsonpath-ng expression `$[?(<predicate>)]`; raises FilterError naming the problem."""
-    if len(predicate) > MAX_FILTER_LENGTH:
-        raise FilterError(f"payload filter: longer than {MAX_FILTER_LENGTH} characters")
-    rewritten = _LITERAL_IN_PATH.sub(r"\g<path> == \g<literal>", predicate)
+    """`payload -> bool` for a predicate; raises FilterError naming the problem."""
     try:
-        return parse(f"$[?({rewritten})]")
-    except (JsonPathParserError, JsonPathLexerError, ValueError, TypeError, RecursionError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return compile_matcher(predicate)
+    except (MatcherError, RecursionError) as exc:
         raise FilterError(
-            f"payload filter {predicate!r}: not a JSONPath predicate ({detail})"
-        ) from None
-    except Exception as exc:  # jsonpath-ng raises bare Exception for some token errors
-        raise FilterError(
-            f"payload filter {predicate!r}: not a JSONPath predicate ({exc})"
+            f"payload filter {predicate[:200]!r}: not a JSONPath predicate ({exc})"
         ) from None
 
 
 def payload_passes(predicate: str | None, payload: dict[str, Any]) -> bool:
-    """True when there is no filter or `$[?(predicate)]` selects the payload object.
+    """True when there is no filter or the predicate holds for the payload object.
 
-    A comparison that fails at run time (a string compared with a number) is a mismatch, as
-    with Jayway's SUPPRESS_EXCEPTIONS option in XNAT.
+    A comparison that fails at run time is a mismatch, as with Jayway's SUPPRESS_EXCEPTIONS
+    option in XNAT.
     """
     if not predicate:
         return True
-    expression = compile_predicate(predicate)
+    test = compile_predicate(predicate)
     try:
-        return bool(expression.find([payload]))
+        return bool(test(payload))
     except Exception:  # noqa: BLE001 - any evaluation fault means "does not match"
         return False
 
