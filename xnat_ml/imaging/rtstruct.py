@@ -1,0 +1,428 @@
+"""RTSTRUCT → one binary mask per ROI, in exactly the voxel grid of the referenced series.
+
+Semantics, chosen where converters in the field differ:
+
+* Contours are matched to slices by geometry alone: each contour is mapped into the series'
+  voxel space and must lie, within ``plane_tolerance`` (default a quarter of the slice spacing),
+  on a slice plane. ContourImageSequence is only a hint; a disagreeing hint is reported, a
+  missing one is fine. Contours on no slice (between slices, beyond the stack, or not parallel
+  to the slices) are counted and reported, never snapped.
+* CLOSED_PLANAR contours of one ROI on one slice are combined with the even-odd rule (XOR), so
+  a contour inside another is a hole. POINT and OPEN_* contours are skipped with a warning.
+* A voxel belongs to the ROI when its centre lies inside the even-odd region or on a contour
+  line (the region's closure): contours traced through pixel centres keep their border pixels.
+* Malformed input (no ROIs, an ROI with nothing to draw, contours with fewer than 3 points,
+  ContourData not a list of x/y/z triplets, non-finite or absurd coordinates, another frame of
+  reference or series) is refused with an XnatMlError naming the ROI and the problem.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import RTStructureSetStorage
+
+from xnat_ml.errors import XnatMlError
+from xnat_ml.imaging.series import Series
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PLANE_TOLERANCE = 0.25  # fraction of the slice spacing
+ABSURD_DISTANCE_MM = 1000.0  # a point this far outside the image volume is not a real contour
+_CONTOUR_DATA = 0x30060050
+
+SKIP_REASONS = {
+    "point": "POINT contours (not areas)",
+    "open": "OPEN_PLANAR/OPEN_NONPLANAR contours (not closed)",
+    "off_plane": "contours lying on no slice plane of the series",
+    "not_parallel": "contours not parallel to the slices",
+    "hint_mismatch": "contours whose ContourImageSequence names another slice (geometry used)",
+}
+
+
+@dataclass
+class RoiMask:
+    """One converted ROI: the mask and what was (not) used to draw it."""
+
+    number: int
+    name: str
+    mask: np.ndarray | None = None  # uint8 0/1 of series.shape; None when nothing to draw
+    contours_used: int = 0
+    counts: Counter[str] = field(default_factory=Counter)  # keys of SKIP_REASONS
+
+    @property
+    def voxels(self) -> int:
+        return 0 if self.mask is None else int(np.count_nonzero(self.mask))
+
+
+@dataclass
+class RtstructMasks:
+    """All ROIs of one RTSTRUCT rasterised on one series."""
+
+    path: Path
+    series: Series
+    rois: list[RoiMask]
+    warnings: list[str]
+
+    def masks(self) -> dict[str, np.ndarray]:
+        """ROI name → mask for every drawable ROI (duplicate names get their ROI number)."""
+        seen = Counter(roi.name for roi in self.rois)
+        return {
+            (roi.name if seen[roi.name] == 1 else f"{roi.name} [ROI {roi.number}]"): roi.mask
+            for roi in self.rois
+            if roi.mask is not None
+        }
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "rtstruct": str(self.path),
+            "series_uid": self.series.series_uid,
+            "frame_of_reference_uid": self.series.frame_of_reference_uid,
+            "grid_shape": list(self.series.shape),
+            "rois": [
+                {
+                    "number": roi.number,
+                    "name": roi.name,
+                    "voxels": roi.voxels,
+                    "contours_used": roi.contours_used,
+                    **{key: roi.counts[key] for key in SKIP_REASONS if roi.counts[key]},
+                }
+                for roi in self.rois
+            ],
+            "warnings": self.warnings,
+        }
+
+
+@dataclass(frozen=True)
+class RtstructHeader:
+    """What an RTSTRUCT says it refers to; cheap to read before choosing a series."""
+
+    path: Path
+    dataset: pydicom.Dataset
+    frame_of_reference_uids: frozenset[str]
+    referenced_series_uids: frozenset[str]
+
+
+def read_rtstruct(path: str | Path) -> RtstructHeader:
+    """Open an RTSTRUCT (contour data stays raw until rasterised) and collect its references."""
+    path = Path(path)
+    if not path.is_file():
+        raise XnatMlError(f"RTSTRUCT {path}: no such file")
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError:
+        raise XnatMlError(f"RTSTRUCT {path}: not a DICOM file") from None
+    except Exception as exc:  # corrupt DICOM: pydicom raises assorted types
+        raise XnatMlError(f"RTSTRUCT {path}: unreadable DICOM ({exc})") from None
+    sop_class = ds.get("SOPClassUID") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
+    if sop_class != RTStructureSetStorage:
+        what = ds.get("Modality") or sop_class or "no SOP class (truncated?)"
+        raise XnatMlError(f"RTSTRUCT {path}: not an RT Structure Set ({what})")
+    try:
+        fors = {
+            str(item.FrameOfReferenceUID)
+            for item in ds.get("ReferencedFrameOfReferenceSequence", [])
+            if "FrameOfReferenceUID" in item
+        }
+        fors |= {
+            str(roi.ReferencedFrameOfReferenceUID)
+            for roi in ds.get("StructureSetROISequence", [])
+            if "ReferencedFrameOfReferenceUID" in roi
+        }
+        series_uids = {
+            str(series.SeriesInstanceUID)
+            for ref_for in ds.get("ReferencedFrameOfReferenceSequence", [])
+            for study in ref_for.get("RTReferencedStudySequence", [])
+            for series in study.get("RTReferencedSeriesSequence", [])
+            if "SeriesInstanceUID" in series
+        }
+    except Exception as exc:  # truncated nested sequences surface here
+        raise XnatMlError(f"RTSTRUCT {path}: malformed references ({exc})") from None
+    return RtstructHeader(path, ds, frozenset(fors), frozenset(series_uids))
+
+
+def rtstruct_to_masks(
+    rtstruct: str | Path | RtstructHeader,
+    series: Series,
+    *,
+    plane_tolerance: float = DEFAULT_PLANE_TOLERANCE,
+    skip_empty: bool = False,
+) -> RtstructMasks:
+    """Rasterise every ROI of an RTSTRUCT on `series`.
+
+    `plane_tolerance` is a fraction of the slice spacing. With `skip_empty`, ROIs with nothing
+    to draw are reported and left out instead of failing the conversion.
+    """
+    header = rtstruct if isinstance(rtstruct, RtstructHeader) else read_rtstruct(rtstruct)
+    path, ds = header.path, header.dataset
+    _check_references(header, series)
+    rois = _roi_table(path, ds)
+    warnings: list[str] = []
+    slice_of_uid = {uid: k for k, uid in enumerate(series.sop_instance_uids)}
+    bounds = _absurd_bounds(series)
+    try:
+        contour_items = list(ds.get("ROIContourSequence", []))
+    except Exception as exc:
+        raise XnatMlError(f"RTSTRUCT {path}: malformed ROIContourSequence ({exc})") from None
+    for item in contour_items:
+        number = _int(item.get("ReferencedROINumber"), f"RTSTRUCT {path}: ROIContourSequence")
+        if number not in rois:
+            raise XnatMlError(f"RTSTRUCT {path}: contours refer to undefined ROI number {number}")
+        roi = rois[number]
+        planes = _collect_planes(path, roi, item, series, slice_of_uid, plane_tolerance, bounds)
+        if planes:
+            roi.mask = rasterise(planes, series.shape)
+    for roi in rois.values():
+        for key, text in SKIP_REASONS.items():
+            if roi.counts[key]:
+                warnings.append(f"ROI {roi.name!r}: {roi.counts[key]} {text}")
+        if roi.mask is None:
+            problem = f"RTSTRUCT {path}: ROI {roi.name!r} has no closed contour on any slice"
+            if not skip_empty:
+                raise XnatMlError(problem)
+            warnings.append(problem + " (skipped)")
+    for text in warnings:
+        log.warning("%s", text)
+    return RtstructMasks(path, series, list(rois.values()), warnings)
+
+
+def _check_references(header: RtstructHeader, series: Series) -> None:
+    where = f"RTSTRUCT {header.path}"
+    fors, uids = header.frame_of_reference_uids, header.referenced_series_uids
+    if fors and series.frame_of_reference_uid not in fors:
+        raise XnatMlError(
+            f"{where}: frame of reference {', '.join(sorted(fors))} does not match "
+            f"series {series.series_uid} (frame of reference {series.frame_of_reference_uid})"
+        )
+    if uids and series.series_uid not in uids:
+        raise XnatMlError(
+            f"{where}: refers to series {', '.join(sorted(uids))}, not {series.series_uid}"
+        )
+
+
+def _roi_table(path: Path, ds: pydicom.Dataset) -> dict[int, RoiMask]:
+    rois: dict[int, RoiMask] = {}
+    for item in ds.get("StructureSetROISequence", []):
+        number = _int(item.get("ROINumber"), f"RTSTRUCT {path}: StructureSetROISequence")
+        if number in rois:
+            raise XnatMlError(f"RTSTRUCT {path}: ROI number {number} defined twice")
+        rois[number] = RoiMask(number=number, name=str(item.get("ROIName") or f"ROI_{number}"))
+    if not rois:
+        raise XnatMlError(f"RTSTRUCT {path}: defines no ROIs")
+    return rois
+
+
+def _int(value: Any, where: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise XnatMlError(f"{where}: missing or non-integer ROI number {value!r}") from None
+
+
+def _absurd_bounds(series: Series) -> tuple[np.ndarray, np.ndarray]:
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=float)
+    corners *= np.array(series.shape) - 1
+    lps = corners @ series.lps_affine[:3, :3].T + series.lps_affine[:3, 3]
+    return lps.min(axis=0) - ABSURD_DISTANCE_MM, lps.max(axis=0) + ABSURD_DISTANCE_MM
+
+
+def _contour_points(path: Path, roi: RoiMask, index: int, item: pydicom.Dataset) -> np.ndarray:
+    """ContourData as (N, 3) floats, parsed from the raw bytes (pydicom's DS objects are slow)."""
+    where = f"RTSTRUCT {path}: ROI {roi.name!r} contour {index + 1}"
+    element = item.get_item(_CONTOUR_DATA)
+    if element is None or element.value is None:
+        raise XnatMlError(f"{where}: has no ContourData")
+    value = element.value
+    try:
+        if isinstance(value, bytes):
+            numbers = np.array(value.split(b"\\"), dtype=np.float64)
+        else:  # already converted (a dataset built in memory)
+            numbers = np.array(list(value) if not isinstance(value, float) else [value], float)
+    except ValueError:
+        raise XnatMlError(f"{where}: ContourData holds non-numeric values") from None
+    if numbers.size % 3:
+        raise XnatMlError(
+            f"{where}: ContourData has {numbers.size} values, not a multiple of 3 (x/y/z)"
+        )
+    if not np.all(np.isfinite(numbers)):
+        raise XnatMlError(f"{where}: ContourData holds NaN or infinite coordinates")
+    return numbers.reshape(-1, 3)
+
+
+def _collect_planes(
+    path: Path,
+    roi: RoiMask,
+    roi_contour: pydicom.Dataset,
+    series: Series,
+    slice_of_uid: dict[str, int],
+    plane_tolerance: float,
+    bounds: tuple[np.ndarray, np.ndarray],
+) -> list[tuple[int, np.ndarray]]:
+    """(slice k, (N, 2) polygon in (i, j) voxel coordinates) for every usable contour."""
+    planes: list[tuple[int, np.ndarray]] = []
+    try:
+        items = list(roi_contour.get("ContourSequence", []))
+    except Exception as exc:
+        raise XnatMlError(
+            f"RTSTRUCT {path}: ROI {roi.name!r}: malformed contours ({exc})"
+        ) from None
+    n_slices = series.shape[2]
+    for index, item in enumerate(items):
+        kind = str(item.get("ContourGeometricType", "CLOSED_PLANAR")).strip().upper()
+        if kind == "POINT":
+            roi.counts["point"] += 1
+            continue
+        if kind.startswith("OPEN"):
+            roi.counts["open"] += 1
+            continue
+        where = f"RTSTRUCT {path}: ROI {roi.name!r} contour {index + 1}"
+        if kind != "CLOSED_PLANAR":
+            raise XnatMlError(f"{where}: unknown ContourGeometricType {kind!r}")
+        points = _contour_points(path, roi, index, item)
+        if len(points) < 3:
+            raise XnatMlError(
+                f"{where}: a closed contour needs 3 points or more, has {len(points)}"
+            )
+        low, high = bounds
+        if np.any(points < low) or np.any(points > high):
+            raise XnatMlError(
+                f"{where}: coordinates lie more than {ABSURD_DISTANCE_MM:g} mm outside the image"
+                " volume (wrong units or corrupt data)"
+            )
+        voxels = series.patient_to_voxel(points)
+        ks = voxels[:, 2]
+        if np.ptp(ks) > 2 * plane_tolerance:
+            roi.counts["not_parallel"] += 1
+            continue
+        k_mean = float(ks.mean())
+        k = round(k_mean)
+        if abs(k - k_mean) > plane_tolerance or not 0 <= k < n_slices:
+            roi.counts["off_plane"] += 1
+            continue
+        hint = _hinted_slice(item, slice_of_uid)
+        if hint is not None and hint != k:
+            roi.counts["hint_mismatch"] += 1
+        planes.append((k, voxels[:, :2]))
+        roi.contours_used += 1
+    return planes
+
+
+def _hinted_slice(item: pydicom.Dataset, slice_of_uid: dict[str, int]) -> int | None:
+    refs = item.get("ContourImageSequence")
+    if not refs:
+        return None
+    return slice_of_uid.get(str(refs[0].get("ReferencedSOPInstanceUID", "")))
+
+
+def rasterise(planes: list[tuple[int, np.ndarray]], shape: tuple[int, int, int]) -> np.ndarray:
+    """Even-odd fill of polygons given as (slice k, (N, 2) (i, j) vertices), plus their outlines.
+
+    A scanline fill vectorised over all edges of all slices at once: every edge crossing of a
+    pixel-centre row toggles the parity of all pixels to its right (a bincount and a cumulative
+    sum), so overlapping contours XOR by construction. Returns uint8 0/1 of `shape` in NIfTI
+    order (i, j, k), laid out in Fortran order so that writing it needs no copy.
+    """
+    n_cols, n_rows, n_slices = shape
+    volume = np.zeros((n_slices, n_rows, n_cols), dtype=np.uint8)  # C order (k, j, i)
+    starts = np.cumsum([0] + [len(poly) for _, poly in planes])
+    vertices = np.concatenate([poly for _, poly in planes])
+    nxt = np.arange(len(vertices)) + 1
+    nxt[starts[1:] - 1] = starts[:-1]  # close each polygon
+    edge_k = np.repeat([k for k, _ in planes], np.diff(starts))
+    x0, y0 = vertices[:, 0], vertices[:, 1]
+    x1, y1 = vertices[nxt, 0], vertices[nxt, 1]
+
+    # Rows j with min(y0, y1) <= j < max(y0, y1): the half-open rule counts a vertex once.
+    lo = np.maximum(np.ceil(np.minimum(y0, y1)), 0).astype(np.int64)
+    hi = np.minimum(np.ceil(np.maximum(y0, y1)) - 1, n_rows - 1).astype(np.int64)
+    counts = np.maximum(hi - lo + 1, 0)
+    edges = np.repeat(np.arange(len(vertices)), counts)
+    if edges.size:
+        offsets = np.arange(edges.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        rows = lo[edges] + offsets
+        slope = (x1 - x0)[edges] / (y1 - y0)[edges]
+        xs = x0[edges] + (rows - y0[edges]) * slope
+        # Pixel i is inside when an odd number of crossings lie strictly left of its centre.
+        first = np.clip(np.floor(xs).astype(np.int64) + 1, 0, n_cols)
+        ks = edge_k[edges]
+        # Work in the bounding box of the crossings; right of the last one parity is even.
+        k0, r0, c0 = ks.min(), rows.min(), first.min()
+        box = (ks.max() - k0 + 1, rows.max() - r0 + 1, first.max() - c0 + 1)
+        flat = ((ks - k0) * box[1] + (rows - r0)) * box[2] + (first - c0)
+        cells, hits = np.unique(flat, return_counts=True)
+        toggles = np.zeros(box, dtype=np.uint8)
+        toggles.ravel()[cells[hits % 2 == 1]] = 1
+        parity = np.cumsum(toggles, axis=2, dtype=np.uint8) & 1  # uint8 wraps mod 256: parity kept
+        c1 = min(c0 + box[2], n_cols)
+        volume[k0 : k0 + box[0], r0 : r0 + box[1], c0:c1] = parity[..., : c1 - c0]
+    _draw_outlines(volume, edge_k, x0, y0, x1, y1)
+    return volume.T
+
+
+def _draw_outlines(
+    volume: np.ndarray,
+    edge_k: np.ndarray,
+    x0: np.ndarray,
+    y0: np.ndarray,
+    x1: np.ndarray,
+    y1: np.ndarray,
+) -> None:
+    """Set pixels whose centre lies on an edge (to 1e-6 voxel): samples every half voxel along
+    each edge, rounded to the nearest centre, kept when that centre is on the segment."""
+    n_slices, n_rows, n_cols = volume.shape
+    dx, dy = x1 - x0, y1 - y0
+    steps = (2 * np.ceil(np.maximum(np.abs(dx), np.abs(dy))) + 1).astype(np.int64)
+    edges = np.repeat(np.arange(len(x0)), steps + 1)
+    t = (np.arange(edges.size) - np.repeat(np.cumsum(steps + 1) - steps - 1, steps + 1)) / steps[
+        edges
+    ]
+    ci = np.rint(x0[edges] + t * dx[edges])
+    cj = np.rint(y0[edges] + t * dy[edges])
+    # Distance of the candidate centre from the segment (projection clamped to the ends).
+    length2 = dx[edges] ** 2 + dy[edges] ** 2
+    u = np.where(
+        length2 > 0,
+        ((ci - x0[edges]) * dx[edges] + (cj - y0[edges]) * dy[edges]) / np.maximum(length2, 1e-300),
+        0.0,
+    )
+    u = np.clip(u, 0.0, 1.0)
+    dist2 = (x0[edges] + u * dx[edges] - ci) ** 2 + (y0[edges] + u * dy[edges] - cj) ** 2
+    keep = (dist2 < 1e-12) & (ci >= 0) & (ci < n_cols) & (cj >= 0) & (cj < n_rows)
+    volume[edge_k[edges][keep], cj[keep].astype(np.int64), ci[keep].astype(np.int64)] = 1
+
+
+# --- file names -------------------------------------------------------------------------------
+
+RESERVED_STEMS = {"labels", "rois"}  # files the converter writes beside the ROI masks
+MAX_STEM_CHARS = 100
+
+
+def safe_stems(names: list[str]) -> list[str]:
+    """File stems for ROI names that cannot leave the output folder or collide.
+
+    Rule: Unicode NFKD, accents dropped; every character outside ``A-Z a-z 0-9 . _ -`` becomes
+    ``_``; leading dots and underscores are stripped (no hidden files, no ``..``); at most
+    100 characters; empty results become ``roi``; names equal (ignoring case) to an earlier one or
+    to ``labels``/``rois`` get ``_2``, ``_3`` ….
+    """
+    taken: set[str] = set(RESERVED_STEMS)
+    stems = []
+    for name in names:
+        ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+        stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in ascii_name)
+        stem = stem.lstrip("._")[:MAX_STEM_CHARS].rstrip(".") or "roi"
+        candidate, n = stem, 1
+        while candidate.casefold() in taken:
+            n += 1
+            candidate = f"{stem}_{n}"
+        taken.add(candidate.casefold())
+        stems.append(candidate)
+    return stems
