@@ -1,0 +1,121 @@
+"""Label array in a series grid → DICOM SEG (BINARY) referencing that series, via highdicom.
+
+Model output goes back to XNAT as a SEG so OHIF shows it over the source images. Segments are
+numbered 1..n in ascending label value (SEG requires contiguous numbers; label maps such as
+``Liver=10, Spleen=20`` are not), named by SegmentLabel, coloured by the label map, and marked
+AUTOMATIC with an AI algorithm identification unless written as MANUAL annotations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from xnat_ml import __version__
+from xnat_ml.errors import XnatMlError
+from xnat_ml.imaging.series import Series
+
+# Generic codes: the label name carries the meaning; a label map may later carry SNOMED codes.
+PROPERTY_CATEGORY = codes.SCT.Tissue
+PROPERTY_TYPE = codes.SCT.Tissue
+
+
+def write_seg(
+    labels: np.ndarray,
+    segments: Mapping[int, tuple[str, tuple[int, int, int]]],
+    series: Series,
+    out_path: str | Path,
+    *,
+    algorithm_name: str = "xnat-ml",
+    algorithm_version: str = __version__,
+    manual: bool = False,
+    series_description: str = "xnat-ml segmentation",
+) -> Path:
+    """Write ``labels`` (unsigned ints of ``series.shape``; 0 = background) as a BINARY SEG.
+
+    ``segments`` maps each label value to ``(name, (r, g, b))``; every non-zero value present in
+    ``labels`` must have one. Values without voxels still get a segment (an empty one), so a
+    model's output always lists the same segments.
+    """
+    labels = np.asarray(labels)
+    if labels.shape != series.shape:
+        raise XnatMlError(
+            f"label array of shape {labels.shape}: does not match series grid {series.shape}"
+        )
+    if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
+        raise XnatMlError(f"label array: expected non-negative integers, got {labels.dtype}")
+    present = {int(v) for v in np.unique(labels)} - {0}
+    missing = present - set(segments)
+    if missing:
+        raise XnatMlError(f"label array: values {sorted(missing)} have no segment description")
+    if not segments:
+        raise XnatMlError(f"SEG {out_path}: no segments to write")
+    values = sorted(segments)
+    if values[0] < 1:
+        raise XnatMlError(f"SEG {out_path}: segment value {values[0]} must be 1 or more")
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=algorithm_name,
+        family=codes.cid7162.ArtificialIntelligence,
+        version=algorithm_version,
+    )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=segments[value][0][:64],
+            segmented_property_category=PROPERTY_CATEGORY,
+            segmented_property_type=PROPERTY_TYPE,
+            algorithm_type="MANUAL" if manual else "AUTOMATIC",
+            algorithm_identification=None if manual else algorithm,
+            tracking_id=f"label {value}",
+            tracking_uid=generate_uid(),
+            display_color=hd.color.CIELabColor.from_rgb(*segments[value][1]),
+        )
+        for number, value in enumerate(values, start=1)
+    ]
+    # highdicom wants frames first: (slices, rows, columns, segments).
+    stacked = np.stack([labels == value for value in values], axis=-1).transpose(2, 1, 0, 3)
+    sources = [_header(path) for path in series.files]
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=stacked.astype(np.uint8),
+            segmentation_type="BINARY",
+            segment_descriptions=descriptions,
+            series_instance_uid=generate_uid(),
+            series_number=9100 + int(sources[0].get("SeriesNumber", 0) or 0) % 100,
+            sop_instance_uid=generate_uid(),
+            instance_number=1,
+            manufacturer="xnat-ml",
+            manufacturer_model_name=algorithm_name,
+            software_versions=__version__,
+            device_serial_number="0",
+            series_description=series_description[:64],
+            content_label="SEGMENTATION",
+            content_description=series_description[:64],
+            omit_empty_frames=bool(present),  # a SEG needs at least one frame
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise XnatMlError(f"SEG {out_path}: highdicom refused the segmentation ({exc})") from exc
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.partial")
+    try:
+        seg.save_as(tmp)
+        tmp.replace(out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out_path
+
+
+def _header(path: Path) -> pydicom.Dataset:
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as exc:  # pydicom raises assorted types on broken files
+        raise XnatMlError(f"{path}: unreadable DICOM header ({exc})") from exc
