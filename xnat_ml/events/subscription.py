@@ -12,7 +12,7 @@ ImageAssessorEvent (CREATED, UPDATED)`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -108,9 +108,6 @@ class Subscription:
             "validation-message": "",
             "created": self.created.astimezone(UTC).strftime(TIME_FORMAT) if self.created else None,
         }
-
-    def with_changes(self, **changes: Any) -> Subscription:
-        return replace(self, **changes)
 
 
 def action_key_for(wrapper_id: int) -> str:

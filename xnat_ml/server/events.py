@@ -1,0 +1,468 @@
+"""The Event Service REST API (`/xapi/events/...`) and the dispatcher behind it.
+
+Routes and answers follow xnat-web's EventServiceRestApi: site-level routes are for site admins,
+`/xapi/projects/{p}/events/...` for the project's owners; creation answers 201 with
+`name:id`; a subscription that does not validate answers 424 "Subscription format failed to
+validate." with the field and problem on the next line.
+
+Creation of archive objects arrives through `signals.object_created` inside the creating
+request; the receiver only notes the event (and who caused it) and queues it. One worker thread
+per app matches queued events against the active subscriptions and launches their wrappers, so a
+slow or failing launch never delays or fails the request that created the object. Events still
+queued when the server stops are lost (XNAT's in-memory event bus behaves the same way).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from dataclasses import replace
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, has_request_context, jsonify, request
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import BadRequest, Forbidden, NotFound
+
+from xnat_ml.events import (
+    EVENT_TYPES,
+    Event,
+    Match,
+    Subscription,
+    SubscriptionError,
+    event_type,
+    event_type_for,
+    parse_subscription,
+)
+from xnat_ml.events.dispatch import Delivery, deliver, plan
+from xnat_ml.events.filters import FilterError, compile_predicate, normalise_predicate
+from xnat_ml.server import auth, signals
+from xnat_ml.server.db import get_db, session_factory
+from xnat_ml.server.event_store import DeliveryRow, SubscriptionRow
+from xnat_ml.server.models import Base, Project
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("events", __name__)
+
+MAX_BODY = 1 << 20  # a subscription is a few hundred bytes; refuse megabytes of JSON
+
+
+@bp.record_once
+def _set_up(state) -> None:
+    app = state.app
+    engine = session_factory(app).kw["bind"]
+    Base.metadata.create_all(engine, tables=[SubscriptionRow.__table__, DeliveryRow.__table__])
+    app.config.setdefault("EVENT_SERVICE_ENABLED", True)
+    app.extensions["xnat_ml.events"] = EventWorker(app)
+    signals.object_created.connect(_on_object_created, sender=app)
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+class EventWorker:
+    """One daemon thread per app that delivers queued events, in order."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.queue: queue.Queue[Event] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, event: Event) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="xnat-ml-events", daemon=True
+                )
+                self._thread.start()
+        self.queue.put(event)
+
+    def _run(self) -> None:
+        while True:
+            event = self.queue.get()
+            try:
+                with self.app.app_context():
+                    self.process(event)
+            except Exception:  # keep the worker alive whatever one event does
+                log.exception(
+                    "event %s on %s could not be delivered", event.type, event.payload.get("uri")
+                )
+            finally:
+                self.queue.task_done()
+
+    def process(self, event: Event) -> list[Delivery]:
+        make_session = session_factory(self.app)
+        with make_session() as db:
+            rows = db.scalars(select(SubscriptionRow).where(SubscriptionRow.active))
+            subscriptions = [row.to_subscription() for row in rows]
+        done = [deliver(d, event, launch_wrapper) for d in plan(subscriptions, event)]
+        if done:
+            with make_session() as db:
+                db.add_all(_delivery_row(d, event) for d in done)
+                db.commit()
+        return done
+
+
+def _on_object_created(
+    app: Flask,
+    *,
+    kind: str,
+    xsi_type: str | None,
+    project: str | None,
+    uri: str,
+    payload: dict,
+    **_extra: Any,
+) -> None:
+    """signals.object_created receiver: note the event, queue it, return at once."""
+    if not app.config.get("EVENT_SERVICE_ENABLED", True):
+        return
+    kind_of_event = event_type_for(kind, xsi_type)
+    if kind_of_event is None:
+        return
+    user = auth.current_user() if has_request_context() else None
+    app.extensions["xnat_ml.events"].submit(
+        Event(
+            type=kind_of_event.id,
+            status="CREATED",
+            project=project,
+            payload=xnat_payload(payload, uri),
+            user=user.username if user is not None else None,
+        )
+    )
+
+
+def xnat_payload(payload: dict, uri: str) -> dict:
+    """The event object as XNAT's event service serialises it (assessor fields under `props`)."""
+    shaped = dict(payload)
+    shaped.setdefault("uri", uri)
+    fields = payload.get("fields")
+    if isinstance(fields, dict):
+        shaped.setdefault(
+            "props",
+            {
+                str(k).lower(): v
+                for k, v in fields.items()
+                if isinstance(v, str | int | float | bool)
+            },
+        )
+    return shaped
+
+
+def launch_wrapper(
+    project: str | None, wrapper_id: int, uri: str, attributes: dict[str, str], username: str
+) -> str:
+    """Launch a Container Service wrapper on `uri` as `username`; returns the container id."""
+    from xnat_ml.server import containers  # the Container Service blueprint (helper H6)
+
+    return containers.launch_from_event(project, wrapper_id, uri, attributes, username)
+
+
+def _delivery_row(delivery: Delivery, event: Event) -> DeliveryRow:
+    payload = event.payload
+    row = DeliveryRow(
+        subscription_id=delivery.subscription.id,
+        subscription=delivery.subscription.to_json(),
+        event_type=event.type,
+        event_status=event.status,
+        project=event.project,
+        user=delivery.user,
+        object_uri=payload.get("uri"),
+        object_label=payload.get("label"),
+        object_xsi_type=payload.get("xsiType"),
+        inputs=delivery.inputs,
+        container_id=delivery.container_id,
+        filter_mismatch=delivery.match is Match.FILTER_MISMATCH,
+        error=delivery.error is not None,
+    )
+    row.add_status("SUBSCRIPTION_TRIGGERED", "Subscription Service process started.")
+    if delivery.match is Match.FILTER_MISMATCH:
+        row.add_status("OBJECT_FILTER_MISMATCH_HALT", "Event object failed filter test.")
+    elif delivery.error is not None:
+        row.add_status("ACTION_FAILED", delivery.error)
+    else:
+        row.add_status("ACTION_CALLED", f"Container queued: {delivery.container_id}")
+    return row
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _invalid(message: str) -> Response:
+    return Response(
+        f"Subscription format failed to validate.\n{message}\n", 424, mimetype="text/plain"
+    )
+
+
+def _body() -> Any:
+    raw = request.get_data(cache=False)
+    if len(raw) > MAX_BODY:
+        raise BadRequest(f"Subscription: the body is larger than {MAX_BODY} bytes.")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"Subscription: the body is not JSON ({str(exc)[:120]}).") from None
+
+
+def _row(sub_id: int) -> SubscriptionRow:
+    row = get_db().get(SubscriptionRow, sub_id)
+    if row is None:
+        raise NotFound(f"Subscription {sub_id} does not exist.")
+    return row
+
+
+def _check_owner(user, project_ids: list[str] | tuple[str, ...], project: str) -> None:
+    """XNAT's rule: a project subscription names `project`, and the caller owns all it names."""
+    if not project_ids or project not in project_ids:
+        raise Forbidden(
+            f"User '{user.username}' may not manage subscriptions for project(s): "
+            f"{', '.join(project_ids) or 'Site'} from project '{project}'."
+        )
+    db = get_db()
+    for pid in project_ids:
+        found = db.scalar(select(Project).where(Project.id == pid))
+        if found is None or not auth.may(user, found, "own"):
+            raise Forbidden(f"User '{user.username}' does not own project '{pid}'.")
+
+
+def _save(row: SubscriptionRow, sub: Subscription) -> Response | None:
+    """Validate what only the store knows (unique name), then write; a 424 answer on failure."""
+    db = get_db()
+    clash = db.scalar(
+        select(SubscriptionRow.id).where(
+            SubscriptionRow.name == sub.name, SubscriptionRow.id != (row.id or -1)
+        )
+    )
+    if clash is not None:
+        return _invalid(
+            f"subscription field 'name': a subscription named {sub.name!r} exists (id {clash})"
+        )
+    row.update_from(sub)
+    db.add(row)
+    try:
+        db.commit()
+    except IntegrityError:
+        db.rollback()
+        return _invalid(f"subscription field 'name': a subscription named {sub.name!r} exists")
+    return None
+
+
+def _create(owner: str, project: str | None) -> Response:
+    try:
+        sub = parse_subscription(_body())
+    except SubscriptionError as exc:
+        return _invalid(str(exc))
+    if project is not None:
+        user = auth.current_user()
+        ids = sub.event_filter.project_ids or (project,)
+        _check_owner(user, ids, project)
+        # XNAT: project subscriptions run as their owner, never as the event's user.
+        sub = replace(
+            sub,
+            event_filter=replace(sub.event_filter, project_ids=tuple(ids)),
+            act_as_event_user=False,
+        )
+    row = SubscriptionRow(owner=owner)
+    failed = _save(row, sub)
+    if failed is not None:
+        return failed
+    return Response(f"{row.name}:{row.id}", 201, mimetype="text/plain")
+
+
+def _update(row: SubscriptionRow, project: str | None) -> Response:
+    try:
+        sub = parse_subscription(_body(), base=row.to_subscription())
+    except SubscriptionError as exc:
+        return _invalid(str(exc))
+    if project is not None:
+        _check_owner(auth.current_user(), sub.event_filter.project_ids, project)
+    failed = _save(row, sub)
+    return failed or Response(status=200)
+
+
+def _set_active(row: SubscriptionRow, active: bool) -> Response:
+    row.active = active
+    get_db().commit()
+    return Response(status=200)
+
+
+def _deliveries(project: str | None, one: int | None = None, count: bool = False) -> Response:
+    db = get_db()
+    query = select(DeliveryRow).order_by(DeliveryRow.id.desc())
+    if project is not None:
+        query = query.where(DeliveryRow.project == project)
+    if one is not None:
+        row = db.scalar(query.where(DeliveryRow.id == one))
+        if row is None:
+            raise NotFound(f"Delivery {one} does not exist.")
+        return jsonify(row.to_json())
+    if sub_id := request.args.get("subscription-id", type=int):
+        query = query.where(DeliveryRow.subscription_id == sub_id)
+    if request.args.get("include-filter-mismatch", "false").lower() != "true":
+        query = query.where(DeliveryRow.filter_mismatch.is_(False))
+    if count:
+        return jsonify(db.scalar(select(func.count()).select_from(query.subquery())))
+    limit = max(1, min(request.args.get("limit", 1000, type=int), 10000))
+    return jsonify([row.to_json() for row in db.scalars(query.limit(limit))])
+
+
+def _display(row: SubscriptionRow, project: str) -> dict:
+    data = row.to_subscription().to_json()
+    data["editable"] = row.project_ids == [project]
+    return data
+
+
+# ----------------------------------------------------------------------------- site routes
+
+
+@bp.route("/xapi/events/subscription", methods=["POST"])
+def create_subscription() -> Response:
+    return _create(auth.require_admin().username, project=None)
+
+
+@bp.route("/xapi/events/subscriptions", methods=["GET"])
+def list_subscriptions() -> Response:
+    auth.require_admin()
+    rows = get_db().scalars(select(SubscriptionRow).order_by(SubscriptionRow.id))
+    return jsonify([row.to_subscription().to_json() for row in rows])
+
+
+@bp.route("/xapi/events/subscription/<int:sub_id>", methods=["GET", "PUT", "DELETE"])
+def one_subscription(sub_id: int) -> Response:
+    auth.require_admin()
+    row = _row(sub_id)
+    if request.method == "PUT":
+        return _update(row, project=None)
+    if request.method == "DELETE":
+        get_db().delete(row)
+        get_db().commit()
+        return Response(status=204)
+    return jsonify(row.to_subscription().to_json())
+
+
+@bp.route(
+    "/xapi/events/subscription/<int:sub_id>/<any(activate, deactivate):verb>", methods=["POST"]
+)
+def activate_subscription(sub_id: int, verb: str) -> Response:
+    auth.require_admin()
+    return _set_active(_row(sub_id), verb == "activate")
+
+
+@bp.route("/xapi/events/subscription/filter/validate", methods=["POST"])
+def validate_filter() -> Response:
+    auth.require_login()
+    predicate = normalise_predicate(request.get_data(as_text=True)[:MAX_BODY])
+    try:
+        compile_predicate(predicate)
+    except FilterError as exc:
+        return Response(f"JsonPath format failed to validate.\n{exc}\n", 424, mimetype="text/plain")
+    return Response(status=200)
+
+
+@bp.route("/xapi/events/delivered", methods=["GET", "POST"])
+def delivered() -> Response:
+    auth.require_admin()
+    return _deliveries(request.args.get("project"))
+
+
+@bp.route("/xapi/events/delivered/count", methods=["GET"])
+def delivered_count() -> Response:
+    auth.require_admin()
+    return _deliveries(request.args.get("project"), count=True)
+
+
+@bp.route("/xapi/events/delivered/<int:delivery_id>", methods=["GET"])
+def one_delivery(delivery_id: int) -> Response:
+    auth.require_admin()
+    return _deliveries(None, one=delivery_id)
+
+
+@bp.route("/xapi/events/events", methods=["GET"])
+@bp.route("/xapi/projects/<project>/events/events", methods=["GET"])
+def list_events(project: str | None = None) -> Response:
+    auth.require_login()
+    return jsonify([t.to_json() for t in sorted(EVENT_TYPES.values(), key=lambda t: t.id)])
+
+
+@bp.route("/xapi/events/event", methods=["GET"])
+def one_event() -> Response:
+    auth.require_login()
+    found = event_type(request.args.get("event-type", ""))
+    if found is None:
+        raise NotFound(f"Event type '{request.args.get('event-type', '')}' does not exist.")
+    return jsonify(found.to_json())
+
+
+@bp.route("/xapi/events/prefs", methods=["GET", "PUT"])
+def prefs() -> Response:
+    if request.method == "PUT":
+        auth.require_admin()
+        body = _body()
+        if not isinstance(body, dict) or not isinstance(body.get("enabled", True), bool):
+            raise BadRequest('Event Service prefs: expected {"enabled": true|false}.')
+        current_app.config["EVENT_SERVICE_ENABLED"] = body.get("enabled", True)
+        return Response(status=200)
+    auth.require_login()
+    return jsonify({"enabled": current_app.config.get("EVENT_SERVICE_ENABLED", True)})
+
+
+# ----------------------------------------------------------------------------- project routes
+
+
+@bp.route("/xapi/projects/<project>/events/subscription", methods=["POST"])
+def create_project_subscription(project: str) -> Response:
+    user = auth.require_project_role(project, "own")
+    return _create(user.username, project=project)
+
+
+@bp.route("/xapi/projects/<project>/events/subscriptions", methods=["GET"])
+def list_project_subscriptions(project: str) -> Response:
+    auth.require_project_role(project, "own")
+    rows = get_db().scalars(select(SubscriptionRow).order_by(SubscriptionRow.id))
+    return jsonify(
+        [_display(r, project) for r in rows if not r.project_ids or project in r.project_ids]
+    )
+
+
+@bp.route(
+    "/xapi/projects/<project>/events/subscription/<int:sub_id>", methods=["GET", "PUT", "DELETE"]
+)
+def one_project_subscription(project: str, sub_id: int) -> Response:
+    user = auth.require_project_role(project, "own")
+    row = _row(sub_id)
+    if request.method == "GET":
+        if row.project_ids and project not in row.project_ids:
+            raise Forbidden(f"User '{user.username}' may not read subscriptions of other projects.")
+        return jsonify(_display(row, project))
+    _check_owner(user, row.project_ids, project)
+    if request.method == "PUT":
+        return _update(row, project=project)
+    get_db().delete(row)
+    get_db().commit()
+    return Response(status=204)
+
+
+@bp.route(
+    "/xapi/projects/<project>/events/subscription/<int:sub_id>/<any(activate, deactivate):verb>",
+    methods=["POST"],
+)
+def activate_project_subscription(project: str, sub_id: int, verb: str) -> Response:
+    user = auth.require_project_role(project, "own")
+    row = _row(sub_id)
+    _check_owner(user, row.project_ids, project)
+    return _set_active(row, verb == "activate")
+
+
+@bp.route("/xapi/projects/<project>/events/delivered", methods=["GET", "POST"])
+def project_delivered(project: str) -> Response:
+    auth.require_project_role(project, "own")
+    return _deliveries(project)
+
+
+@bp.route("/xapi/projects/<project>/events/delivered/<int:delivery_id>", methods=["GET"])
+def one_project_delivery(project: str, delivery_id: int) -> Response:
+    auth.require_project_role(project, "own")
+    return _deliveries(project, one=delivery_id)
