@@ -11,23 +11,29 @@ OHIF do) recovers the mask. Only exactly collinear points are dropped.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
-from skimage.measure import approximate_polygon, find_contours
+from skimage.measure import find_contours
 
 from xnat_ml import __version__
 from xnat_ml.errors import XnatMlError
 from xnat_ml.imaging.series import Series
 
+log = logging.getLogger(__name__)
+
 DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"  # SOP class RT references use for studies
 GENERATION_ALGORITHMS = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL")
 DEFAULT_COLOR = (255, 0, 0)
+_CONTOUR_DATA = Tag(0x3006, 0x0050)
 
 # Identity and study attributes copied from the source images, so viewers file the RTSTRUCT
 # with the images it annotates.
@@ -51,7 +57,8 @@ def write_rtstruct(
     """Write one RTSTRUCT with an ROI per mask (bool arrays of ``series.shape``), atomically.
 
     ``label`` becomes the StructureSetLabel (16 characters at most); ``roi_generation`` is
-    MANUAL for annotations and AUTOMATIC (the default) for model output.
+    MANUAL for annotations and AUTOMATIC (the default) for model output. Empty masks are left
+    out with a warning: an ROI without contours is refused by most readers, ours included.
     """
     if not masks:
         raise XnatMlError(f"RTSTRUCT {out_path}: no ROI masks to write")
@@ -68,6 +75,12 @@ def write_rtstruct(
                 f"ROI {name!r}: mask shape {np.shape(mask)} does not match series grid "
                 f"{series.shape}"
             )
+    empty = [name for name, mask in masks.items() if not np.any(mask)]
+    for name in empty:
+        log.warning("RTSTRUCT %s: ROI %r has an empty mask, left out", out_path, name)
+    masks = {name: mask for name, mask in masks.items() if name not in empty}
+    if not masks:
+        raise XnatMlError(f"RTSTRUCT {out_path}: every ROI mask is empty, nothing to write")
     source = _source_header(series)
     ds = _base_dataset(source, series, label, series_description)
     ds.ReferencedFrameOfReferenceSequence = Sequence([_frame_reference(source, series)])
@@ -109,10 +122,23 @@ def trace_contours(mask: np.ndarray, series: Series) -> list[tuple[int, np.ndarr
     out = []
     for k in np.flatnonzero(mask.any(axis=(0, 1))):
         for contour in find_contours(padded[:, :, k].astype(np.float32), 0.5):
-            contour = approximate_polygon(contour, tolerance=1e-6)[:-1] - 1.0  # closed: last==first
+            contour = _corners(contour[:-1]) - 1.0  # closed: the last point repeats the first
             ijk = np.column_stack([contour, np.full(len(contour), float(k))])
             out.append((int(k), ijk @ lps[:3, :3].T + lps[:3, 3]))
     return out
+
+
+def _corners(points: np.ndarray) -> np.ndarray:
+    """Drop the points of a closed polygon that lie straight between their neighbours.
+
+    Marching squares puts a point on every pixel edge crossed; on a binary mask the coordinates
+    are exact halves, so exact collinearity (zero cross product, forward direction) is safe.
+    """
+    before = points - np.roll(points, 1, axis=0)
+    after = np.roll(points, -1, axis=0) - points
+    cross = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]
+    straight = (np.abs(cross) < 1e-9) & (np.einsum("ij,ij->i", before, after) > 0)
+    return points if straight.all() else points[~straight]
 
 
 def _source_header(series: Series) -> Dataset:
@@ -182,7 +208,12 @@ def _contour_item(points: np.ndarray, image_ref: Dataset) -> Dataset:
     item.ContourGeometricType = "CLOSED_PLANAR"
     item.NumberOfContourPoints = len(points)
     # 8 significant digits fit DS's 16 characters and keep ~1e-5 mm at 1 m from the origin.
-    item.ContourData = [f"{v:.8g}" for v in points.ravel()]
+    # Stored as the encoded value: pydicom would otherwise build (and validate) one DS object
+    # per number, the bulk of the writing time for large masks.
+    text = "\\".join(f"{v:.8g}" for v in points.ravel()).encode("ascii")
+    if len(text) % 2:
+        text += b" "
+    item[_CONTOUR_DATA] = RawDataElement(_CONTOUR_DATA, "DS", len(text), text, 0, False, True)
     return item
 
 
