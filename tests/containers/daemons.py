@@ -49,12 +49,15 @@ class Unavailable(Exception):
 
 def require(executables: list[str], package: str) -> None:
     if os.geteuid() != 0:
-        raise Unavailable(f"{package}: the test daemons must run as root (running as uid "
-                          f"{os.geteuid()})")
+        raise Unavailable(
+            f"{package}: the test daemons must run as root (running as uid {os.geteuid()})"
+        )
     missing = [exe for exe in executables if shutil.which(exe) is None]
     if missing:
-        raise Unavailable(f"{package}: {', '.join(missing)} not installed "
-                          f"(`apt-get install {package}`; .ci/run does this)")
+        raise Unavailable(
+            f"{package}: {', '.join(missing)} not installed "
+            f"(`apt-get install {package}`; .ci/run does this)"
+        )
 
 
 def free_port() -> int:
@@ -63,8 +66,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(ready: Callable[[], bool], timeout: float, what: str,
-             procs: list[subprocess.Popen], log: Path) -> float:
+def wait_for(
+    ready: Callable[[], bool], timeout: float, what: str, procs: list[subprocess.Popen], log: Path
+) -> float:
     """Poll `ready` until true; return the seconds it took. Fail early if a daemon died."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
@@ -72,8 +76,10 @@ def wait_for(ready: Callable[[], bool], timeout: float, what: str,
             return time.monotonic() - start
         dead = [p for p in procs if p.poll() is not None]
         if dead:
-            raise RuntimeError(f"{what}: {dead[0].args[0]} exited with {dead[0].returncode}; "
-                               f"log {log}:\n{_tail(log)}")
+            raise RuntimeError(
+                f"{what}: {dead[0].args[0]} exited with {dead[0].returncode}; "
+                f"log {log}:\n{_tail(log)}"
+            )
         time.sleep(0.1)
     raise RuntimeError(f"{what}: not ready after {timeout:.0f} s; log {log}:\n{_tail(log)}")
 
@@ -146,14 +152,32 @@ def start_dockerd() -> DockerDaemon:
     log = root / "dockerd.log"
     daemon = DockerDaemon(root=root, url=url, binds=_runtime_binds())
     with open(log, "wb") as out:
-        daemon.procs.append(subprocess.Popen(
-            ["dockerd", "--bridge=none", "--iptables=false", "--ip-masq=false",
-             "-H", url, "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-             "--pidfile", str(root / "docker.pid"),
-             "--containerd-namespace", "xnat-ml-test",
-             "--containerd-plugins-namespace", "xnat-ml-test-plugins"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True))
+        daemon.procs.append(
+            subprocess.Popen(
+                [
+                    "dockerd",
+                    "--bridge=none",
+                    "--iptables=false",
+                    "--ip-masq=false",
+                    "-H",
+                    url,
+                    "--data-root",
+                    str(root / "data"),
+                    "--exec-root",
+                    str(root / "exec"),
+                    "--pidfile",
+                    str(root / "docker.pid"),
+                    "--containerd-namespace",
+                    "xnat-ml-test",
+                    "--containerd-plugins-namespace",
+                    "xnat-ml-test-plugins",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
 
     def pings() -> bool:
         try:
@@ -199,12 +223,24 @@ def rootfs_tarball() -> Path:
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         rootfs = Path(tmp) / "rootfs"
         done = subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
-             DEBIAN_SUITE, str(rootfs), DEBIAN_MIRROR],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900)
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(packages)}",
+                DEBIAN_SUITE,
+                str(rootfs),
+                DEBIAN_MIRROR,
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if done.returncode != 0:
-            raise Unavailable(f"debootstrap {DEBIAN_SUITE} from {DEBIAN_MIRROR} failed "
-                              f"(mirror unreachable?):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+            raise Unavailable(
+                f"debootstrap {DEBIAN_SUITE} from {DEBIAN_MIRROR} failed "
+                f"(mirror unreachable?):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+            )
         partial = Path(tmp) / "rootfs.tar"
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], check=True)
         os.replace(partial, tarball)
@@ -230,8 +266,14 @@ class SlurmCluster:
 
     def run(self, *args: str) -> str:
         """Run a Slurm client command against this cluster; return its stdout."""
-        done = subprocess.run(list(args), env={**os.environ, **self.env}, capture_output=True,
-                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            list(args),
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(args)}: exit {done.returncode}: {done.stderr.strip()}")
         return done.stdout
@@ -273,8 +315,10 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 
 
 def start_slurm() -> SlurmCluster:
-    require(["munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo"],
-            "slurm-wlm munge")
+    require(
+        ["munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo"],
+        "slurm-wlm munge",
+    )
     root = Path(tempfile.mkdtemp(prefix="xnat-ml-slurm-"))
     for sub in ("munge", "state", "spool", "log"):
         (root / sub).mkdir(mode=0o700)
@@ -286,27 +330,53 @@ def start_slurm() -> SlurmCluster:
         total_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
     memory = int(total_kb / 1024 * 0.8)  # slurmd refuses a node that claims more than it has
     cluster = SlurmCluster(root=root, conf=root / "slurm.conf", cpus=cpus, memory_mb=memory)
-    cluster.conf.write_text(SLURM_CONF.format(
-        root=root, ctld_port=free_port(), d_port=free_port(), cpus=cpus, memory=memory,
-        def_mem=min(1024, memory // cpus)))
+    cluster.conf.write_text(
+        SLURM_CONF.format(
+            root=root,
+            ctld_port=free_port(),
+            d_port=free_port(),
+            cpus=cpus,
+            memory=memory,
+            def_mem=min(1024, memory // cpus),
+        )
+    )
     env = {**os.environ, **cluster.env}
     log = root / "log" / "daemons.log"
     start = time.monotonic()
     try:
         with open(log, "wb") as out:
             for argv in (
-                ["munged", "--foreground", "--force", f"--socket={root}/munge/munge.socket",
-                 f"--key-file={key}", f"--pid-file={root}/munge/munged.pid",
-                 f"--log-file={root}/log/munged.log", f"--seed-file={root}/munge/munged.seed"],
+                [
+                    "munged",
+                    "--foreground",
+                    "--force",
+                    f"--socket={root}/munge/munge.socket",
+                    f"--key-file={key}",
+                    f"--pid-file={root}/munge/munged.pid",
+                    f"--log-file={root}/log/munged.log",
+                    f"--seed-file={root}/munge/munged.seed",
+                ],
                 ["slurmctld", "-D", "-f", str(cluster.conf)],
                 ["slurmd", "-D", "-N", "localhost", "-f", str(cluster.conf)],
             ):
-                cluster.procs.append(subprocess.Popen(
-                    argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=subprocess.STDOUT, start_new_session=True))
+                cluster.procs.append(
+                    subprocess.Popen(
+                        argv,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
                 if argv[0] == "munged":
-                    wait_for((root / "munge" / "munge.socket").exists, 30, "munged",
-                             cluster.procs, root / "log" / "munged.log")
+                    wait_for(
+                        (root / "munge" / "munge.socket").exists,
+                        30,
+                        "munged",
+                        cluster.procs,
+                        root / "log" / "munged.log",
+                    )
 
         def node_idle() -> bool:
             try:

@@ -1,0 +1,251 @@
+"""Docker backend against a real dockerd: outputs, failures, kill, limits, OOM, re-attach."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import docker.errors
+import pytest
+
+from xnat_ml.containers.backends import BackendState, JobStatus, LaunchSpec, MountSpec, get_backend
+from xnat_ml.containers.backends.docker import LABEL_JOB, DockerBackend, container_options
+from xnat_ml.errors import XnatMlError
+
+
+def make_spec(root: Path, command_line: str, image: str = "unused", **fields) -> LaunchSpec:
+    """A job with /input (read-only, holds in.txt) and /output (writable) staged under root."""
+    (root / "in").mkdir(parents=True, exist_ok=True)
+    (root / "in" / "in.txt").write_text("payload\n")
+    (root / "out").mkdir(exist_ok=True)
+    return LaunchSpec(
+        image=image,
+        command_line=command_line,
+        env={"XNAT_HOST": "http://127.0.0.1:1", "XNAT_USER": "alias", "XNAT_PASS": "secret"},
+        mounts=[
+            MountSpec("in", "/input", root / "in", writable=False),
+            MountSpec("out", "/output", root / "out", writable=True),
+        ],
+        job_name=f"test-{root.name}",
+        log_dir=root / "logs",
+        **fields,
+    )
+
+
+def wait_done(backend, job_id: str, timeout: float = 60) -> BackendState:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = backend.state(job_id)
+        if state.finished:
+            return state
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {state.status} after {timeout} s")
+
+
+def wait_running(backend, job_id: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while backend.state(job_id).status != JobStatus.RUNNING:
+        assert time.monotonic() < deadline, "job never started"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def backend(dockerd, tmp_path) -> DockerBackend:
+    return get_backend("docker", tmp_path / "work", **dockerd.backend_options)
+
+
+@pytest.mark.docker
+def test_job_writes_output_and_exits_zero(backend, dockerd, tmp_path):
+    spec = make_spec(
+        tmp_path,
+        'cat /input/in.txt > /output/out.txt && echo "user=$XNAT_USER" && echo note >&2',
+        image=dockerd.image,
+    )
+    job = backend.launch(spec)
+    assert wait_done(backend, job) == BackendState(JobStatus.EXITED, exit_code=0)
+    assert (tmp_path / "out" / "out.txt").read_text() == "payload\n"
+    assert backend.logs(job) == ("user=alias\n", "note\n")
+    backend.cleanup(job)
+    assert spec.stdout_path.read_text() == "user=alias\n"
+    assert spec.stderr_path.read_text() == "note\n"
+    with pytest.raises(docker.errors.NotFound):
+        dockerd.client().containers.get(job)
+    backend.cleanup(job)  # idempotent
+
+
+@pytest.mark.docker
+def test_xnat_ml_runs_inside_the_test_image(backend, dockerd, tmp_path):
+    """The image plus the read-only binds run this checkout's `xnat-ml`, as end-to-end jobs do."""
+    spec = make_spec(
+        tmp_path, f"{sys.prefix}/bin/xnat-ml --version > /output/version", image=dockerd.image
+    )
+    job = backend.launch(spec)
+    assert wait_done(backend, job).exit_code == 0, backend.logs(job)
+    assert (tmp_path / "out" / "version").read_text().startswith("xnat-ml ")
+    backend.cleanup(job)
+
+
+@pytest.mark.docker
+def test_failure_keeps_logs_after_cleanup(backend, dockerd, tmp_path):
+    spec = make_spec(
+        tmp_path, "echo started; echo 'no such input' >&2; exit 3", image=dockerd.image
+    )
+    job = backend.launch(spec)
+    assert wait_done(backend, job) == BackendState(JobStatus.EXITED, exit_code=3)
+    backend.cleanup(job)
+    assert spec.stdout_path.read_text() == "started\n"
+    assert spec.stderr_path.read_text() == "no such input\n"
+
+
+@pytest.mark.docker
+def test_read_only_input_mount(backend, dockerd, tmp_path):
+    spec = make_spec(tmp_path, "echo x > /input/new.txt", image=dockerd.image)
+    job = backend.launch(spec)
+    assert wait_done(backend, job).exit_code != 0
+    assert "Read-only file system" in backend.logs(job)[1]
+    assert not (tmp_path / "in" / "new.txt").exists()
+    backend.cleanup(job)
+
+
+@pytest.mark.docker
+def test_working_directory_and_labels(backend, dockerd, tmp_path):
+    spec = make_spec(
+        tmp_path,
+        "pwd > here",
+        image=dockerd.image,
+        working_dir="/output",
+        labels={"org.example.project": "P1"},
+    )
+    job = backend.launch(spec)
+    labels = dockerd.client().containers.get(job).labels
+    assert labels[LABEL_JOB] == spec.job_name and labels["org.example.project"] == "P1"
+    assert wait_done(backend, job).exit_code == 0
+    assert (tmp_path / "out" / "here").read_text() == "/output\n"
+    backend.cleanup(job)
+
+
+@pytest.mark.docker
+def test_kill_stops_a_running_job(backend, dockerd, tmp_path):
+    job = backend.launch(make_spec(tmp_path, "sleep 120", image=dockerd.image))
+    wait_running(backend, job)
+    started = time.monotonic()
+    backend.kill(job)
+    state = wait_done(backend, job, timeout=15)
+    assert state.status == JobStatus.KILLED
+    assert time.monotonic() - started < 10
+    backend.kill(job)  # a second kill of a finished job is a no-op
+    backend.cleanup(job)
+
+
+@pytest.mark.docker
+def test_cpu_and_memory_limits_reach_the_kernel(backend, dockerd, tmp_path):
+    spec = make_spec(
+        tmp_path,
+        "cat /sys/fs/cgroup/memory.max 2>/dev/null "
+        "|| cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+        image=dockerd.image,
+        limit_cpu=0.5,
+        limit_memory_mb=64,
+        reserve_memory_mb=32,
+    )
+    job = backend.launch(spec)
+    host_config = dockerd.client().containers.get(job).attrs["HostConfig"]
+    assert host_config["NanoCpus"] == 500_000_000
+    assert host_config["Memory"] == 64 * 2**20
+    assert host_config["MemoryReservation"] == 32 * 2**20
+    assert wait_done(backend, job).exit_code == 0
+    assert backend.logs(job)[0].strip() == str(64 * 2**20)
+    backend.cleanup(job)
+
+
+@pytest.mark.docker
+def test_out_of_memory_is_a_failure_with_a_reason(backend, dockerd, tmp_path):
+    spec = make_spec(
+        tmp_path,
+        f"{sys.executable} -c 'b = bytearray(400 * 2**20); b[::4096]'",
+        image=dockerd.image,
+        limit_memory_mb=32,
+    )
+    job = backend.launch(spec)
+    state = wait_done(backend, job)
+    assert state.status == JobStatus.FAILED
+    assert "out of memory (limit 32 MB)" in state.reason
+    backend.cleanup(job)
+
+
+@pytest.mark.docker
+def test_a_new_backend_instance_reattaches(dockerd, tmp_path):
+    """What a server restart does: the job id alone finds the container, its state and kill."""
+    work = tmp_path / "work"
+    first = get_backend("docker", work, **dockerd.backend_options)
+    spec = make_spec(tmp_path, "sleep 1; echo late > /output/late.txt", image=dockerd.image)
+    job = first.launch(spec)
+    second = get_backend("docker", work, **dockerd.backend_options)
+    assert wait_done(second, job).exit_code == 0
+    assert (tmp_path / "out" / "late.txt").read_text() == "late\n"
+    second.cleanup(job)
+
+    sleeper = first.launch(make_spec(tmp_path / "b", "sleep 120", image=dockerd.image))
+    wait_running(first, sleeper)
+    get_backend("docker", work, **dockerd.backend_options).kill(sleeper)
+    third = get_backend("docker", work, **dockerd.backend_options)
+    assert wait_done(third, sleeper, timeout=15).status == JobStatus.KILLED
+    third.cleanup(sleeper)
+
+
+@pytest.mark.docker
+def test_unknown_job_is_unknown(backend):
+    assert backend.state("0" * 64).status == JobStatus.UNKNOWN
+    assert backend.logs("0" * 64) == ("", "")
+    backend.kill("0" * 64)
+    backend.cleanup("0" * 64)
+
+
+@pytest.mark.docker
+def test_missing_image_is_a_clear_error(backend, tmp_path):
+    with pytest.raises(XnatMlError, match="image xnatml/absent:9 is not on the Docker host"):
+        backend.launch(make_spec(tmp_path, "true", image="xnatml/absent:9"))
+
+
+@pytest.mark.docker
+def test_gpu_request_on_a_host_without_gpus_fails_cleanly(backend, dockerd, tmp_path):
+    before = {c.id for c in dockerd.client().containers.list(all=True)}
+    with pytest.raises(XnatMlError, match="could not start the container"):
+        backend.launch(make_spec(tmp_path, "true", image=dockerd.image, gpus=1))
+    assert {c.id for c in dockerd.client().containers.list(all=True)} == before
+
+
+def test_unreachable_daemon_is_a_clear_error(tmp_path):
+    backend = DockerBackend(tmp_path, docker_url=f"unix://{tmp_path}/absent.sock")
+    with pytest.raises(XnatMlError, match="cannot reach dockerd at unix://"):
+        backend.launch(make_spec(tmp_path, "true"))
+
+
+def test_container_options_translate_the_spec(tmp_path):
+    spec = make_spec(
+        tmp_path,
+        "run --in /input",
+        image="img:1",
+        gpus=2,
+        limit_cpu=1.5,
+        shm_size=2**26,
+        override_entrypoint=False,
+    )
+    options = container_options(spec, network="host", extra_binds=["/opt/venv:/opt/venv:ro"])
+    assert options["command"] == ["/bin/sh", "-c", "run --in /input"]
+    assert "entrypoint" not in options
+    assert options["volumes"] == [
+        f"{tmp_path}/in:/input:ro",
+        f"{tmp_path}/out:/output:rw",
+        "/opt/venv:/opt/venv:ro",
+    ]
+    assert options["nano_cpus"] == 1_500_000_000 and options["shm_size"] == 2**26
+    assert options["network_mode"] == "host"
+    [request] = options["device_requests"]
+    assert request["Count"] == 2 and request["Capabilities"] == [["gpu"]]
+    assert "mem_limit" not in options and "working_dir" not in options
+
+    own_network = make_spec(tmp_path, "true", image="img:1", network="xnat")
+    assert container_options(own_network, network="host")["network_mode"] == "xnat"
+    assert container_options(own_network)["entrypoint"] == ["/bin/sh", "-c"]
