@@ -24,7 +24,7 @@ class MatcherError(ValueError):
     """A matcher that does not parse; the message says where."""
 
 
-_MISSING = object()
+MISSING = object()
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -49,11 +49,11 @@ class _Path:
     def evaluate(self, obj: Any) -> Any:
         values = [m.value for m in self.expr.find(obj)]
         if self.definite:
-            return values[0] if values else _MISSING
+            return values[0] if values else MISSING
         return values
 
 
-def _compile_path(text: str, pos: int) -> _Path:
+def compile_path(text: str, pos: int) -> _Path:
     expr: Any = Root()
     definite = True
     for seg in re.finditer(r"\.\.?(?:[A-Za-z0-9_\-]+|\*)|\[[^\]]*\]", text[1:]):
@@ -90,7 +90,7 @@ def _tokens(text: str) -> list[tuple[str, Any, int]]:
         raw = m.group(kind)
         start = m.start(kind)
         if kind == "path":
-            out.append(("val", _compile_path(raw, start), start))
+            out.append(("val", compile_path(raw, start), start))
         elif kind == "str":
             out.append(("val", re.sub(r"\\(.)", r"\1", raw[1:-1]), start))
         elif kind == "num":
@@ -199,7 +199,7 @@ class _Parser:
 
 
 def _truthy(value: Any) -> bool:
-    if value is _MISSING or value is None or value is False:
+    if value is MISSING or value is None or value is False:
         return False
     if isinstance(value, list):
         return len(value) > 0  # Jayway: a path filter is true when it finds something
@@ -207,7 +207,7 @@ def _truthy(value: Any) -> bool:
 
 
 def _compare(op: str, a: Any, b: Any) -> bool:
-    if a is _MISSING or b is _MISSING:
+    if a is MISSING or b is MISSING:
         return op in ("!=", "nin", "noneof") and a is not b
     try:
         if op == "==":

@@ -1,0 +1,438 @@
+"""The archive as the Container Service sees it: XNAT objects as JSON, read and written over REST.
+
+Objects come back in the Container Service's JSON shape (`id`, `label`, `xsiType`, `uri`,
+`project-id`, `scans`, `assessors`, `resources`, ...; see its `model/xnat/*.java`), because that is
+what matchers and `derived-from-xnat-object-property` are written against. Object URIs use its form
+(`/archive/experiments/XNAT_E00001/scans/1`); `rest_path` maps them to `/data/...` requests, which
+real XNAT and the embedded server both answer. Plain `requests`, one keep-alive session per job:
+a launch makes a handful of calls and must not pay xnatpy's schema bootstrap each time.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import requests
+
+from xnat_ml.errors import XnatMlError
+from xnat_ml.xnat.archives import extract_zip, zip_directory
+from xnat_ml.xnat.uris import path_in_resource
+
+log = logging.getLogger(__name__)
+
+_URI = re.compile(
+    r"^/(?:data/|REST/)?(?:archive/)?"
+    r"(?:projects/(?P<project>[^/]+)(?:/subjects/(?P<psubject>[^/]+))?"
+    r"(?:/experiments/(?P<pexperiment>[^/]+))?|subjects/(?P<subject>[^/]+)"
+    r"|experiments/(?P<experiment>[^/]+))"
+    r"(?:/(?P<child>scans|assessors)/(?P<child_id>[^/]+))?"
+    r"(?:/resources/(?P<resource>[^/]+)(?:/files/(?P<file>.+))?)?/?$"
+)
+
+
+def rest_path(uri: str) -> str:
+    """`/archive/x` or `/x` → `/data/x` (what XNAT's REST API answers)."""
+    uri = "/" + uri.lstrip("/")
+    if uri.startswith("/data/"):
+        return uri
+    if uri.startswith("/archive/"):
+        return "/data/" + uri[len("/archive/") :]
+    return "/data" + uri
+
+
+def parse_uri(uri: str) -> dict[str, str] | None:
+    """The ids named by an object URI (project, subject, experiment, child, resource, file)."""
+    m = _URI.match("/" + uri.strip().lstrip("/"))
+    if not m:
+        return None
+    g = {k: unquote(v) for k, v in m.groupdict().items() if v}
+    if "psubject" in g:
+        g["subject"] = g.pop("psubject")
+    if "pexperiment" in g:
+        g["experiment"] = g.pop("pexperiment")
+    return g
+
+
+def _q(value: str) -> str:
+    return quote(str(value), safe="")
+
+
+class ArchiveClient:
+    """REST calls a job needs, as one user (normally through an alias token)."""
+
+    def __init__(self, host: str, user: str, password: str, timeout: float = 120) -> None:
+        self.host = host.rstrip("/")
+        self.http = requests.Session()
+        self.http.auth = (user, password)
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self.http.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def request(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kw: Any):
+        url = self.host + path
+        try:
+            response = self.http.request(method, url, timeout=self.timeout, **kw)
+        except requests.RequestException as exc:
+            raise XnatMlError(f"XNAT {path}: {type(exc).__name__} talking to {self.host}") from exc
+        if response.status_code not in ok:
+            first = (response.text.strip().splitlines() or [""])[0][:200]
+            raise XnatMlError(f"XNAT {path}: {method} answered {response.status_code} {first}")
+        return response
+
+    def json(self, path: str, **params: Any) -> Any:
+        response = self.request("GET", path, params={"format": "json", **params})
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise XnatMlError(f"XNAT {path}: answer is not JSON") from exc
+
+    def rows(self, path: str, **params: Any) -> list[dict]:
+        data = self.json(path, **params)
+        try:
+            return list(data["ResultSet"]["Result"])
+        except (KeyError, TypeError) as exc:
+            raise XnatMlError(f"XNAT {path}: answer is not a ResultSet listing") from exc
+
+    def item(self, path: str) -> tuple[dict, str]:
+        """(data_fields, xsi type) of one object from its `?format=json` document."""
+        data = self.json(path)
+        try:
+            item = data["items"][0]
+            fields = dict(item.get("data_fields") or {})
+            xsi = (item.get("meta") or {}).get("xsi:type") or fields.get("xsiType", "")
+        except (KeyError, IndexError, TypeError) as exc:
+            raise XnatMlError(f"XNAT {path}: answer is not an XNAT object document") from exc
+        return fields, xsi
+
+    def issue_token(self) -> tuple[str, str]:
+        """A fresh alias token (alias, secret) for the user this client acts as."""
+        data = self.request("GET", "/data/services/tokens/issue").json()
+        try:
+            return data["alias"], data["secret"]
+        except (KeyError, TypeError) as exc:
+            raise XnatMlError(
+                "XNAT /data/services/tokens/issue: no alias/secret in answer"
+            ) from exc
+
+    # ------------------------------------------------------------------ objects
+
+    def load(self, kind: str, uri: str, children: bool = True) -> dict:
+        """The object of `kind` (Project, Subject, Session, Scan, Assessor, ...) at `uri`."""
+        ids = parse_uri(uri)
+        if ids is None:
+            raise XnatMlError(f"{kind} {uri!r}: not an XNAT object URI")
+        loader = {
+            "Project": self._project,
+            "Subject": self._subject,
+            "Session": self._session,
+            "SubjectAssessor": self._session,
+            "Scan": self._scan,
+            "Assessor": self._assessor,
+            "Resource": self._resource,
+        }.get(kind)
+        if loader is None:
+            raise XnatMlError(f"{kind} {uri!r}: cannot load objects of this type")
+        return loader(ids, children)
+
+    def _project(self, ids: dict, children: bool) -> dict:
+        pid = ids["project"]
+        fields, _ = self.item(f"/data/projects/{_q(pid)}")
+        project = fields.get("ID", pid)
+        obj = {
+            "id": project,
+            "label": project,
+            "name": fields.get("name", ""),
+            "xsiType": "xnat:projectData",
+            "uri": f"/archive/projects/{project}",
+            "directory": None,
+        }
+        if children:
+            obj["resources"] = self.resources(obj["uri"])
+        return obj
+
+    def _subject(self, ids: dict, children: bool) -> dict:
+        path = (
+            f"/data/projects/{_q(ids['project'])}/subjects/{_q(ids['subject'])}"
+            if "project" in ids
+            else f"/data/subjects/{_q(ids['subject'])}"
+        )
+        fields, _ = self.item(path)
+        sid = fields.get("ID", ids["subject"])
+        obj = {
+            "id": sid,
+            "label": fields.get("label", sid),
+            "xsiType": "xnat:subjectData",
+            "uri": f"/archive/subjects/{sid}",
+            "project-id": fields.get("project", ids.get("project")),
+            "directory": None,
+        }
+        if children:
+            obj["resources"] = self.resources(obj["uri"])
+        return obj
+
+    def _experiment_path(self, ids: dict) -> str:
+        if "project" in ids and "experiment" in ids:
+            subject = f"/subjects/{_q(ids['subject'])}" if "subject" in ids else ""
+            return (
+                f"/data/projects/{_q(ids['project'])}{subject}/experiments/{_q(ids['experiment'])}"
+            )
+        if "experiment" not in ids:
+            raise XnatMlError(f"URI with {ids}: names no session")
+        return f"/data/experiments/{_q(ids['experiment'])}"
+
+    def _session(self, ids: dict, children: bool) -> dict:
+        fields, xsi = self.item(self._experiment_path(ids))
+        eid = fields.get("ID", ids["experiment"])
+        uri = f"/archive/experiments/{eid}"
+        obj = {
+            "id": eid,
+            "label": fields.get("label", eid),
+            "xsiType": xsi,
+            "uri": uri,
+            "directory": None,
+            "project-id": fields.get("project"),
+            "subject-id": fields.get("subject_ID"),
+            "modality": fields.get("modality"),
+            "date": fields.get("date"),
+        }
+        if children:
+            obj["scans"] = [
+                self._scan({"experiment": eid, "child_id": row["ID"]}, True)
+                for row in self.rows(f"/data/experiments/{_q(eid)}/scans")
+            ]
+            obj["assessors"] = [
+                self._assessor({"experiment": eid, "child_id": row["ID"]}, True)
+                for row in self.rows(f"/data/experiments/{_q(eid)}/assessors")
+            ]
+            obj["resources"] = self.resources(uri)
+        return obj
+
+    def _scan(self, ids: dict, children: bool) -> dict:
+        eid = ids["experiment"]
+        if "project" in ids:  # a label-addressed session: find its accession id
+            eid = self.item(self._experiment_path(ids))[0].get("ID", eid)
+        fields, xsi = self.item(f"/data/experiments/{_q(eid)}/scans/{_q(ids['child_id'])}")
+        scan_id = str(fields.get("ID", ids["child_id"]))
+        uri = f"/archive/experiments/{eid}/scans/{scan_id}"
+        obj = {
+            "id": scan_id,
+            "label": scan_id,
+            "xsiType": xsi,
+            "uri": uri,
+            "directory": None,
+            "integer-id": int(scan_id) if scan_id.isdigit() else None,
+            "scan-type": fields.get("type"),
+            "series-description": fields.get("series_description"),
+            "uid": fields.get("UID"),
+            "quality": fields.get("quality"),
+            "modality": fields.get("modality"),
+            "frames": fields.get("frames"),
+            "note": fields.get("note"),
+            "session-id": eid,
+            "project-id": fields.get("project"),
+        }
+        if children:
+            obj["resources"] = self.resources(uri)
+        return obj
+
+    def _assessor(self, ids: dict, children: bool) -> dict:
+        eid = ids["experiment"]
+        fields, xsi = self.item(f"/data/experiments/{_q(eid)}/assessors/{_q(ids['child_id'])}")
+        aid = fields.get("ID", ids["child_id"])
+        uri = f"/archive/experiments/{eid}/assessors/{aid}"
+        obj = {
+            "id": aid,
+            "label": fields.get("label", aid),
+            "xsiType": xsi,
+            "uri": uri,
+            "directory": None,
+            "project-id": fields.get("project"),
+            "session-id": eid,
+            "name": fields.get("name"),
+        }
+        # ROI collections (icr:roiCollectionData): type and referenced series, which the
+        # Container Service does not expose; roi-to-mask needs the series to find its scan.
+        if "collectionType" in fields:
+            obj["collection-type"] = fields["collectionType"]
+        series = next((v for k, v in fields.items() if k.lower().endswith("seriesuid")), None)
+        if series:
+            obj["series-uid"] = series
+        if children:
+            obj["resources"] = self.resources(uri)
+        return obj
+
+    def _resource(self, ids: dict, children: bool) -> dict:
+        label = ids["resource"]
+        parent_uri = "/archive" + rest_path(_strip_resource(ids))[len("/data") :]
+        for res in self.resources(parent_uri):
+            if res["label"] == label or res["id"] == label:
+                if children:
+                    res["files"] = self.files(res["uri"])
+                return res
+        raise XnatMlError(f"XNAT resource {label!r} of {parent_uri}: not found")
+
+    def resources(self, parent_uri: str) -> list[dict]:
+        out = []
+        for row in self.rows(rest_path(parent_uri) + "/resources"):
+            label = row.get("label", "")
+            rid = str(row.get("xnat_abstractresource_id", ""))
+            out.append(
+                {
+                    "id": rid,
+                    "label": label,
+                    "xsiType": row.get("element_name") or "xnat:resourceCatalog",
+                    "uri": f"{parent_uri}/resources/{label}",
+                    "directory": None,
+                    "integer-id": int(rid) if rid.isdigit() else None,
+                    "format": row.get("format"),
+                    "content": row.get("content"),
+                    "parent-uri": parent_uri,
+                    "file-count": row.get("file_count"),
+                }
+            )
+        return out
+
+    def files(self, resource_uri: str) -> list[dict]:
+        out = []
+        for row in self.rows(rest_path(resource_uri) + "/files"):
+            name = row.get("Name", "")
+            path = row.get("path") or name
+            out.append(
+                {
+                    "name": name.rsplit("/", 1)[-1],
+                    "path": path,
+                    "uri": f"{resource_uri}/files/{path}",
+                    "size": row.get("Size"),
+                    "format": row.get("file_format"),
+                    "content": row.get("file_content"),
+                    "tags": [t for t in (row.get("file_tags") or "").split(",") if t],
+                    "checksum": row.get("digest"),
+                }
+            )
+        return out
+
+    def subjects(self, project_id: str) -> list[dict]:
+        return [
+            self._subject({"subject": row["ID"]}, True)
+            for row in self.rows(f"/data/projects/{_q(project_id)}/subjects")
+        ]
+
+    def sessions(self, project_id: str, subject_id: str | None = None) -> list[dict]:
+        params = {"project": project_id}
+        rows = self.rows("/data/experiments", **params, columns="ID,subject_ID,xsiType")
+        return [
+            self._session({"experiment": row["ID"]}, True)
+            for row in rows
+            if subject_id is None or row.get("subject_ID") == subject_id
+        ]
+
+    # ------------------------------------------------------------------ transfer
+
+    def download_resource(self, resource_uri: str, dest: Path) -> list[Path]:
+        """All files of a resource into `dest` (zip streamed to disk, extracted safely)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=dest.parent, suffix=".zip") as tmp:
+            response = self.request(
+                "GET", rest_path(resource_uri) + "/files", params={"format": "zip"}, stream=True
+            )
+            with response:
+                for chunk in response.iter_content(1 << 20):
+                    tmp.write(chunk)
+            tmp.flush()
+            return extract_zip(Path(tmp.name), dest, rename=path_in_resource)
+
+    def download_file(self, file_uri: str, dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        response = self.request("GET", rest_path(file_uri), stream=True)
+        part = dest.with_name(f".{dest.name}.part")
+        with response, open(part, "wb") as out:
+            for chunk in response.iter_content(1 << 20):
+                out.write(chunk)
+        part.rename(dest)
+        return dest
+
+    def resource_exists(self, parent_uri: str, label: str) -> bool:
+        return any(r["label"] == label for r in self.resources(parent_uri))
+
+    def upload_resource(
+        self,
+        parent_uri: str,
+        label: str,
+        src_dir: Path,
+        format: str | None = None,
+        content: str | None = None,
+        tags: list[str] | None = None,
+    ) -> str:
+        """Upload every file under `src_dir` as resource `label` of `parent_uri` in one zip PUT.
+
+        The server extracts the zip in one step, so readers never see part of the files.
+        """
+        uri = f"{parent_uri}/resources/{label}"
+        path = rest_path(parent_uri) + f"/resources/{_q(label)}"
+        meta = {k: v for k, v in (("format", format), ("content", content)) if v}
+        if tags:
+            meta["tags"] = ",".join(tags)
+        self.request("PUT", path, ok=(200, 201, 409), params=meta)
+        with tempfile.TemporaryDirectory(prefix="xnat-ml-out-") as tmp:
+            zip_path = Path(tmp) / "upload.zip"
+            zip_directory(src_dir, zip_path)
+            with open(zip_path, "rb") as body:
+                self.request(
+                    "PUT",
+                    f"{path}/files/{_q(label)}.zip",
+                    ok=(200, 201),
+                    params={"extract": "true", "overwrite": "true", **meta},
+                    data=body,
+                    headers={"Content-Type": "application/octet-stream"},
+                )
+        return uri
+
+    def upload_xml(self, parent_uri: str, kind: str, xml_file: Path) -> str:
+        """Create an assessor or scan from an XML document (output handler type Assessor/Scan)."""
+        import xml.etree.ElementTree as ET
+
+        root = ET.parse(xml_file).getroot()
+        label = root.get("label") or root.get("ID")
+        if not label:
+            raise XnatMlError(f"output {xml_file.name}: the XML has no label or ID attribute")
+        child = "assessors" if kind == "Assessor" else "scans"
+        path = rest_path(parent_uri) + f"/{child}/{_q(label)}"
+        self.request(
+            "PUT",
+            path,
+            ok=(200, 201),
+            params={"inbody": "true"},
+            data=xml_file.read_bytes(),
+            headers={"Content-Type": "text/xml"},
+        )
+        return f"{parent_uri}/{child}/{label}"
+
+    def delete(self, uri: str) -> None:
+        self.request("DELETE", rest_path(uri), ok=(200, 204, 404), params={"removeFiles": "true"})
+
+
+def _strip_resource(ids: dict) -> str:
+    """The parent object's path of a resource URI's ids."""
+    if "experiment" in ids and "project" not in ids:
+        base = f"/experiments/{ids['experiment']}"
+    elif "experiment" in ids:
+        base = f"/projects/{ids['project']}/experiments/{ids['experiment']}"
+    elif "subject" in ids:
+        base = (
+            f"/projects/{ids['project']}/subjects/{ids['subject']}"
+            if "project" in ids
+            else f"/subjects/{ids['subject']}"
+        )
+    else:
+        base = f"/projects/{ids['project']}"
+    if "child" in ids:
+        base += f"/{ids['child']}/{ids['child_id']}"
+    return base

@@ -1,0 +1,462 @@
+"""Command resolution: a command + wrapper + input values + the archive → what to run.
+
+Follows the Container Service's `command-resolution.md`: external inputs take the user's value (or
+their default) and, for XNAT types, load the object and apply the matcher; derived inputs walk the
+XNAT hierarchy up or down from their parent (children filtered by the matcher, in which replacement
+keys of inputs resolved so far are substituted) or read a property of it (`$.property`); command
+inputs take their default, the user's value, or the value a wrapper input provides; booleans
+become `true-value`/`false-value`; the command line gets each command input as flag + separator +
+value (several values joined by the multiple-delimiter) and each wrapper input as its value.
+
+`check_inputs` is the part that needs no archive (names, types, required, select values): the
+server runs it before accepting a launch so that bad input is a 400, not a failed job.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from xnat_ml.containers.archive import ArchiveClient
+from xnat_ml.containers.command import (
+    Command,
+    CommandInput,
+    CommandOutput,
+    DerivedInput,
+    OutputHandler,
+    Wrapper,
+    WrapperInput,
+)
+from xnat_ml.containers.matcher import MISSING, MatcherError, compile_matcher, compile_path
+from xnat_ml.containers.validate import FILE_TYPES, OBJECT_TYPES
+from xnat_ml.errors import XnatMlError
+
+MAX_VALUE_LENGTH = 10_000
+_SAFE_SHELL = re.compile(r"^[\w@%+=:,./-]*$")
+
+
+class InputError(XnatMlError):
+    """A launch input that is missing, unknown or of the wrong type (the server answers 400)."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"input {name!r}: {problem}")
+        self.input_name = name
+
+
+@dataclass
+class ResolvedMount:
+    name: str
+    container_path: str
+    writable: bool
+    sources: list[tuple[str, str]] = field(default_factory=list)  # (kind, uri) to stage
+
+
+@dataclass
+class ResolvedOutput:
+    handler: OutputHandler
+    output: CommandOutput
+    mount: str
+    path: str  # relative path inside the mount ('' = the mount itself)
+    glob: str | None
+    parent: str  # uri of the object to upload under, or "handler:<name>"
+    label: str | None
+
+
+@dataclass
+class Resolution:
+    command: Command
+    wrapper: Wrapper
+    wrapper_values: dict[str, Any]
+    command_values: dict[str, Any]
+    command_line: str
+    env: dict[str, str]
+    mounts: list[ResolvedMount]
+    outputs: list[ResolvedOutput]
+    working_dir: str | None
+    root_uri: str | None
+
+    def public_inputs(self) -> dict[str, Any]:
+        """Input values safe to show (sensitive ones masked), for the job record."""
+        sensitive = {i.name for i in self.wrapper.inputs if i.sensitive}
+        sensitive |= {i.name for i in self.command.inputs if i.sensitive}
+        values = {**self.command_values, **self.wrapper_values}
+        return {k: ("*****" if k in sensitive else v) for k, v in values.items()}
+
+
+# ---------------------------------------------------------------------------- static checks
+
+
+def check_inputs(command: Command, wrapper: Wrapper, values: dict[str, Any]) -> dict[str, Any]:
+    """Normalise the launch values (strings, or lists for select-many); InputError on the first
+    missing, unknown or wrong-typed one."""
+    if not isinstance(values, dict):
+        raise InputError("(body)", "launch parameters must be a JSON object of name: value")
+    by_name: dict[str, WrapperInput | CommandInput] = {i.name: i for i in command.inputs}
+    by_name.update({i.name: i for i in wrapper.inputs})
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        spec = by_name.get(name)
+        if spec is None:
+            raise InputError(name, f"not an input of wrapper {wrapper.name!r}")
+        if value is None:
+            continue
+        out[name] = _normalise(name, spec, value)
+    provided = {i.provides_value_for_command_input for i in wrapper.inputs}
+    for inp in wrapper.external_inputs:
+        if inp.required and out.get(inp.name) in (None, "") and not inp.default_value:
+            raise InputError(inp.name, f"required {inp.type} input is missing")
+    for inp in command.inputs:
+        if (
+            inp.required
+            and inp.name not in provided
+            and out.get(inp.name) in (None, "")
+            and inp.default_value in (None, "")
+        ):
+            raise InputError(inp.name, "required input is missing")
+    return out
+
+
+def _normalise(name: str, spec: WrapperInput | CommandInput, value: Any) -> Any:
+    kind = spec.type
+    if kind == "select-many":
+        items = value
+        if isinstance(value, str):
+            try:
+                items = json.loads(value) if value.strip().startswith("[") else value.split(",")
+            except ValueError:
+                raise InputError(name, "is not a list of values") from None
+        if not isinstance(items, list) or not all(isinstance(v, str | int | float) for v in items):
+            raise InputError(name, "expected a list of values")
+        items = [str(v).strip() for v in items if str(v).strip()]
+        bad = [v for v in items if spec.select_values and v not in spec.select_values]
+        if bad:
+            raise InputError(name, f"{bad[0]!r} is not one of {spec.select_values}")
+        return items
+    if isinstance(value, dict | list):
+        raise InputError(name, f"expected a single {kind} value, got a JSON {type(value).__name__}")
+    if kind == "boolean":
+        text = str(value).lower()
+        if text not in ("true", "false"):
+            raise InputError(name, f"expected true or false, got {value!r}")
+        return text
+    text = value if isinstance(value, str) else json.dumps(value)
+    if len(text) > MAX_VALUE_LENGTH:
+        raise InputError(name, f"longer than {MAX_VALUE_LENGTH} characters")
+    if "\x00" in text:
+        raise InputError(name, "contains a NUL character")
+    if kind == "number":
+        try:
+            float(text)
+        except ValueError:
+            raise InputError(name, f"expected a number, got {value!r}") from None
+    if kind == "select-one" and spec.select_values and text not in spec.select_values:
+        raise InputError(name, f"{text!r} is not one of {spec.select_values}")
+    if kind in OBJECT_TYPES and not text.strip():
+        raise InputError(name, f"expected the URI or ID of a {kind}")
+    return text
+
+
+# ---------------------------------------------------------------------------- resolution
+
+
+def resolve(
+    command: Command,
+    wrapper: Wrapper,
+    values: dict[str, Any],
+    client: ArchiveClient,
+) -> Resolution:
+    """Resolve every input against the archive and build the command line, mounts and outputs."""
+    values = check_inputs(command, wrapper, values)
+    r = _Resolver(command, wrapper, values, client)
+    return r.run()
+
+
+class _Resolver:
+    def __init__(self, command: Command, wrapper: Wrapper, values: dict, client: ArchiveClient):
+        self.c = command
+        self.w = wrapper
+        self.values = values
+        self.client = client
+        self.objects: dict[str, dict] = {}
+        self.wrapper_values: dict[str, Any] = {}
+        self.keys: dict[str, str] = {}  # replacement key -> text
+        self.provided: dict[str, Any] = {}  # command input -> value from a wrapper input
+        self.mount_sources: dict[str, list[tuple[str, str]]] = {}
+        self.root_uri: str | None = None
+
+    def run(self) -> Resolution:
+        for inp in self.w.external_inputs:
+            self.external(inp)
+        for inp in self.w.derived_inputs:
+            self.derived(inp)
+        command_values = {i.name: self.command_value(i) for i in self.c.inputs}
+        line_keys = dict(self.keys)
+        for inp in self.c.inputs:
+            line_keys[inp.key] = _command_line_text(inp, command_values[inp.name])
+            self.keys[inp.key] = _plain_text(command_values[inp.name])
+        return Resolution(
+            command=self.c,
+            wrapper=self.w,
+            wrapper_values=self.wrapper_values,
+            command_values=command_values,
+            command_line=_substitute(self.c.command_line or "", line_keys),
+            env={k: _substitute(v, self.keys) for k, v in self.c.environment_variables.items()},
+            mounts=[
+                ResolvedMount(
+                    m.name,
+                    _substitute(m.path or "", self.keys),
+                    m.writable or any(o.mount == m.name for o in self.c.outputs),
+                    self.mount_sources.get(m.name, []),
+                )
+                for m in self.c.mounts
+            ],
+            outputs=[self.output(h) for h in self.w.output_handlers],
+            working_dir=_substitute(self.c.working_directory, self.keys)
+            if self.c.working_directory
+            else None,
+            root_uri=self.root_uri,
+        )
+
+    # -- wrapper inputs
+
+    def external(self, inp: WrapperInput) -> None:
+        value = self.values.get(inp.name, inp.default_value)
+        if value in (None, ""):
+            if inp.required:
+                raise InputError(inp.name, f"required {inp.type} input is missing")
+            self.record(inp, None)
+            return
+        if inp.type in OBJECT_TYPES:
+            obj = self.client.load(inp.type, _as_uri(inp.type, value), children=inp.load_children)
+            if not self.matches(inp, obj):
+                raise InputError(inp.name, f"{obj['uri']} does not match {inp.matcher!r}")
+            self.objects[inp.name] = obj
+            self.root_uri = self.root_uri or obj["uri"]
+            self.record(inp, obj["uri"])
+        elif inp.type in FILE_TYPES or inp.type == "Config":
+            raise InputError(inp.name, f"external {inp.type} inputs are not supported")
+        else:
+            self.record(inp, value)
+
+    def derived(self, inp: DerivedInput) -> None:
+        parent_name = inp.derived_from_wrapper_input or ""
+        parent = self.objects.get(parent_name)
+        if parent is None:
+            if inp.required and self.wrapper_values.get(parent_name) is not None:
+                raise InputError(inp.name, f"parent input {parent_name!r} is not an XNAT object")
+            if inp.required:
+                raise InputError(inp.name, f"parent input {parent_name!r} has no value")
+            self.record(inp, None)
+            return
+        prop = inp.derived_from_xnat_object_property
+        if inp.type not in OBJECT_TYPES and inp.type not in ("File", "File[]", "Directory"):
+            value = _property(parent, prop or "")
+            if value is None and inp.required:
+                raise InputError(inp.name, f"{parent['uri']} has no property {prop!r}")
+            self.record(inp, value)
+            return
+        candidates = [c for c in self.children(inp, parent) if self.matches(inp, c)]
+        chosen = self.values.get(inp.name)
+        if chosen:
+            candidates = [
+                c for c in candidates if chosen in (c.get("id"), c.get("label"), c.get("uri"))
+            ]
+        if inp.type in ("File[]",) or inp.multiple:
+            picked = [(_property(c, prop) if prop else c["uri"]) for c in candidates]
+            if not picked and inp.required:
+                raise InputError(inp.name, f"nothing under {parent['uri']} matches")
+            self.record(inp, picked or None)
+            return
+        if not candidates:
+            if inp.required:
+                what = f" matching {inp.matcher!r}" if inp.matcher else ""
+                raise InputError(inp.name, f"no {inp.type} of {parent['uri']}{what}")
+            self.record(inp, None)
+            return
+        if len(candidates) > 1:
+            ids = ", ".join(str(c.get("id") or c.get("name")) for c in candidates[:10])
+            raise InputError(
+                inp.name,
+                f"{len(candidates)} {inp.type} objects of {parent['uri']} match ({ids}); "
+                "choose one with this input or a stricter matcher",
+            )
+        obj = candidates[0]
+        self.objects[inp.name] = obj
+        self.record(inp, _property(obj, prop) if prop else obj["uri"])
+
+    def children(self, inp: DerivedInput, parent: dict) -> list[dict]:
+        """Objects of the input's type related to `parent` (down or up the hierarchy)."""
+        kind = inp.type
+        load = inp.load_children
+        if kind == "Resource":
+            return parent.get("resources") or (
+                self.client.resources(parent["uri"]) if "resources" not in parent else []
+            )
+        if kind in ("File", "File[]"):
+            files = parent.get("files")
+            return files if files is not None else self.client.files(parent["uri"])
+        if kind == "Directory":
+            return [parent]
+        if kind == "Scan":
+            if "scans" not in parent:
+                parent = self.client.load("Session", parent["uri"])
+            return parent.get("scans", [])
+        if kind == "Assessor":
+            if "assessors" not in parent:
+                parent = self.client.load("Session", parent["uri"])
+            return parent.get("assessors", [])
+        if kind in ("Session", "SubjectAssessor"):
+            if parent.get("session-id"):  # up, from a scan or assessor
+                return [self.client.load("Session", f"/experiments/{parent['session-id']}", load)]
+            if parent.get("xsiType") == "xnat:subjectData":
+                return self.client.sessions(parent["project-id"], parent["id"])
+            return self.client.sessions(parent["id"])
+        if kind == "Subject":
+            if parent.get("subject-id"):
+                return [self.client.load("Subject", f"/subjects/{parent['subject-id']}", load)]
+            return self.client.subjects(parent["id"])
+        if kind == "Project":
+            project = parent.get("project-id") or parent["id"]
+            return [self.client.load("Project", f"/projects/{project}", load)]
+        raise InputError(inp.name, f"cannot derive a {kind} from a {parent.get('xsiType')}")
+
+    def matches(self, inp: WrapperInput, obj: dict) -> bool:
+        if not inp.matcher:
+            return True
+        text = _substitute(inp.matcher, self.keys)
+        try:
+            return compile_matcher(text)(obj)
+        except MatcherError as exc:
+            raise InputError(inp.name, f"matcher {text!r} does not parse: {exc}") from None
+
+    def record(self, inp: WrapperInput, value: Any) -> None:
+        self.wrapper_values[inp.name] = value
+        self.keys[inp.key] = _plain_text(value)
+        if inp.provides_value_for_command_input:
+            self.provided[inp.provides_value_for_command_input] = value
+        if inp.provides_files_for_command_mount and value is not None:
+            obj = self.objects.get(inp.name)
+            kind = "file" if inp.type == "File" else ("resource" if inp.type in (
+                "Resource", "Directory") else "object")  # fmt: skip
+            sources = self.mount_sources.setdefault(inp.provides_files_for_command_mount, [])
+            if obj is not None and kind == "object":
+                sources.extend(("resource", r["uri"]) for r in obj.get("resources", []))
+            elif obj is not None:
+                sources.append((kind, obj["uri"]))
+
+    # -- command inputs and outputs
+
+    def command_value(self, inp: CommandInput) -> Any:
+        value: Any = inp.default_value
+        if inp.type == "select-many" and isinstance(value, str):
+            try:
+                value = json.loads(value) if value.startswith("[") else [value]
+            except ValueError:
+                value = [value]
+        if inp.name in self.values:
+            value = self.values[inp.name]
+        if inp.name in self.provided:
+            value = self.provided[inp.name]
+        if inp.required and value in (None, "", []):
+            raise InputError(inp.name, "required input has no value")
+        if inp.type == "boolean" and value not in (None, ""):
+            truthy = str(value).lower() == "true"
+            value = (inp.true_value or "true") if truthy else (inp.false_value or "false")
+        return value
+
+    def output(self, handler: OutputHandler) -> ResolvedOutput:
+        output = self.c.output(handler.accepts_command_output or "")
+        if output is None:
+            raise XnatMlError(f"output handler {handler.name!r}: names no command output")
+        target = handler.as_a_child_of or ""
+        if target in self.objects:
+            parent = self.objects[target]["uri"]
+        elif any(h.name == target for h in self.w.output_handlers):
+            parent = f"handler:{target}"
+        else:
+            value = self.wrapper_values.get(target)
+            if not isinstance(value, str) or not value.startswith("/"):
+                raise InputError(target, f"has no object for output handler {handler.name!r}")
+            parent = value
+        return ResolvedOutput(
+            handler=handler,
+            output=output,
+            mount=output.mount or "",
+            path=_substitute(output.path or "", self.keys).strip("/"),
+            glob=_substitute(output.glob, self.keys) if output.glob else None,
+            parent=parent,
+            label=_substitute(handler.label, self.keys) if handler.label else None,
+        )
+
+
+def _as_uri(kind: str, value: str) -> str:
+    """Accept a URI, or a bare ID for a project or session (as XNAT's UI sometimes sends)."""
+    value = value.strip()
+    if value.startswith("/"):
+        return value
+    if kind == "Project":
+        return f"/projects/{value}"
+    if kind in ("Session", "SubjectAssessor"):
+        return f"/experiments/{value}"
+    if kind == "Subject":
+        return f"/subjects/{value}"
+    raise InputError(kind, f"{value!r} is not a URI of a {kind}")
+
+
+def _property(obj: dict, prop: str) -> Any:
+    """`$.prop` of an object, as the Container Service reads derived-from-xnat-object-property."""
+    if not prop:
+        return None
+    path = prop if prop.startswith(("$", "@")) else "@." + prop
+    try:
+        value = compile_path(path, 0).evaluate(obj)
+    except (ValueError, re.error):
+        return None
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if value is None or value is MISSING:
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _plain_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return " ".join(_shell_safe(str(v)) for v in value)
+    return str(value)
+
+
+def _shell_safe(text: str) -> str:
+    """Values taken from the archive may hold spaces or quotes; keep them one shell word."""
+    return text if _SAFE_SHELL.match(text) else shlex.quote(text)
+
+
+def _command_line_text(inp: CommandInput, value: Any) -> str:
+    """The value as it appears in the command line: flag, separator, multiple-delimiter."""
+    if value in (None, "", []):
+        return ""
+    flag = inp.command_line_flag or ""
+    sep = inp.command_line_separator if inp.command_line_separator is not None else " "
+    if isinstance(value, list):
+        items = [_shell_safe(str(v)) for v in value]
+        delimiter = inp.multiple_delimiter or "space"
+        if delimiter == "flag" and flag:
+            return " ".join(f"{flag}{sep}{v}" for v in items)
+        joined = {
+            "comma": ",".join(items),
+            "quoted-space": "'" + " ".join(str(v) for v in value) + "'",
+        }.get(delimiter, " ".join(items))
+        return f"{flag}{sep}{joined}" if flag else joined
+    return f"{flag}{sep}{value}" if flag else str(value)
+
+
+def _substitute(template: str, keys: dict[str, str]) -> str:
+    """Replace every replacement key at once (longest first), so values are never re-scanned."""
+    if not template or not keys:
+        return template
+    pattern = re.compile("|".join(re.escape(k) for k in sorted(keys, key=len, reverse=True)))
+    return pattern.sub(lambda m: keys[m.group(0)], template)
