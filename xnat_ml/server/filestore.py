@@ -1,8 +1,7 @@
 """Resource files on disk: where they live, which client paths are safe, and atomic writes.
 
-Every resource owns one directory, `DATA/archive/{project}/resources/{resource id}/`, whatever
-level (project, subject, session, scan, assessor) it hangs from: ids never change and never carry
-odd characters, so the directory never needs renaming or escaping. Bytes arrive in
+Every resource owns one directory under `DATA/archive/`, named by ids (never by labels, see
+models.Resource.relative_dir), so it never needs renaming or escaping. Bytes arrive in
 `DATA/staging/` first and are renamed into place, so a reader never sees a half-written file;
 which files a resource holds is decided by the catalog (catalog.py), committed after the rename.
 """
@@ -58,28 +57,19 @@ def safe_relpath(raw: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
-def check_segment(value: str, what: str) -> str:
-    """An id used as one directory name (project id), refused if it could name another directory."""
-    if safe_relpath(value).parts != (value,):
-        raise UnsafePathError(f"{what} {value!r}: not usable as a directory name")
-    return value
-
-
 class FileStore:
-    """The archive directory tree of one server's data dir."""
+    """The archive tree of one server's data dir, plus the staging area beside it."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.root = Path(data_dir) / "archive"
-        self.staging = Path(data_dir) / "staging"
+        self.data_dir = Path(data_dir)
+        self.staging = self.data_dir / "staging"
         self.staging.mkdir(parents=True, exist_ok=True)
-        self.root.mkdir(parents=True, exist_ok=True)
 
-    def resource_dir(self, project_id: str, resource_id: int) -> Path:
-        return self.root / check_segment(project_id, "project id") / "resources" / str(resource_id)
-
-    def file_path(self, project_id: str, resource_id: int, rel: PurePosixPath) -> Path:
-        """The on-disk path of a catalogued file; rel must come from safe_relpath."""
-        return self.resource_dir(project_id, resource_id).joinpath(*rel.parts)
+    def resource_dir(self, relative_dir: PurePosixPath) -> Path:
+        """The directory of a resource, from its data-dir-relative folder (models.Resource)."""
+        if safe_relpath(str(relative_dir)) != relative_dir:
+            raise UnsafePathError(f"resource folder {str(relative_dir)!r}: not a relative path")
+        return self.data_dir.joinpath(*relative_dir.parts)
 
     def stage_stream(self, stream: BinaryIO, limit: int | None = None) -> tuple[Path, int, str]:
         """Copy a request body to a new staging file, hashing it on the way: (path, size, md5).

@@ -1,0 +1,417 @@
+"""Resources and their files at every archive level, in XNAT's URL forms and JSON shapes.
+
+`{object}/resources[/{label}[/files[/{path}]]]` where {object} is any project, subject, session,
+scan or assessor path that archive.resolve_object understands (`/data/projects/...`,
+`/data/archive/...`, `/data/experiments/{id}/...`); `{object}/files` lists or zips all resources
+of an object, and `scans/ALL` or `scans/1,2` (likewise `resources/A,B`) select several at once.
+
+Uploads never hold the database lock while bytes arrive: the request's first transaction only
+resolves and authorises, the body is streamed to staging, and a second short transaction checks
+for conflicts, renames the files into place and commits their catalog rows.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from pathlib import Path, PurePosixPath
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import BadRequest, Conflict, NotFound
+
+from xnat_ml.server import catalog
+from xnat_ml.server.archive import archive_route, resolve_object
+from xnat_ml.server.db import get_db
+from xnat_ml.server.filestore import FileStore, StoredFile, UnsafePathError, safe_relpath
+from xnat_ml.server.listing import result_set
+from xnat_ml.server.models import ArchiveObject, Experiment, Resource, Scan
+from xnat_ml.server.signals import announce_created
+from xnat_ml.server.zipfiles import ArchiveError, extract_archive, is_archive_name, stream_zip
+
+bp = Blueprint("resources", __name__)
+
+RESOURCE_COLUMNS = (
+    "xnat_abstractresource_id", "label", "element_name", "category", "cat_id", "cat_desc",
+    "format", "content", "tags", "file_count", "file_size",
+)
+MAX_LABEL = 255
+_TRUE = ("true", "1", "yes")
+
+
+@bp.record_once
+def _create_catalog_table(state) -> None:
+    """The catalog table joins the schema even if the app created its tables before importing us."""
+    from xnat_ml.server.db import session_factory
+
+    catalog.ResourceFile.__table__.create(session_factory(state.app).kw["bind"], checkfirst=True)
+
+
+def file_store() -> FileStore:
+    app = current_app
+    if "xnat_ml.files" not in app.extensions:
+        app.extensions["xnat_ml.files"] = FileStore(app.config["DATA_DIR"])
+    return app.extensions["xnat_ml.files"]
+
+
+def _flag(name: str) -> bool:
+    return request.args.get(name, "").lower() in _TRUE
+
+
+# ----------------------------------------------------------------------------- lookups
+
+
+def check_label(label: str) -> str:
+    """A resource label as XNAT accepts it: non-empty, one path segment, printable."""
+    if (
+        not label.strip()
+        or len(label) > MAX_LABEL
+        or any(ch in label for ch in "/\\")
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in label)
+        or label in (".", "..")
+    ):
+        raise BadRequest(f"Resource label {label[:60]!r}: empty, too long, or has a slash.")
+    return label
+
+
+def owners(path: str, access: str) -> list[ArchiveObject]:
+    """The archive objects a path names, after checking the caller's access to their project.
+
+    `.../scans/ALL` and `.../scans/1,2` name several scans of one session.
+    """
+    match = re.fullmatch(r"(.+)/scans/([^/]+)", path)
+    if match and ("," in match.group(2) or match.group(2) == "ALL"):
+        session = resolve_object(match.group(1), access)
+        if not isinstance(session, Experiment):
+            raise NotFound(f"No session at {match.group(1)}.")
+        wanted = match.group(2).split(",")
+        found = [s for s in session.scans if match.group(2) == "ALL" or s.id in wanted]
+        return sorted(found, key=_scan_order)
+    return [resolve_object(path, access)]
+
+
+def _scan_order(scan: Scan) -> tuple:
+    return (0, int(scan.id), "") if scan.id.isdigit() else (1, 0, scan.id)
+
+
+def find_resource(db: Session, owner: ArchiveObject, label: str) -> Resource | None:
+    """The owner's resource by label, or by its numeric id (xnat_abstractresource_id)."""
+    query = select(Resource).filter_by(**Resource.owner_key(owner))
+    found = db.scalar(query.where(Resource.label == label))
+    if found is None and label.isdigit():
+        found = db.scalar(query.where(Resource.pk == int(label)))
+    return found
+
+
+def resources_of(db: Session, owner_list: list[ArchiveObject], labels: str | None = None):
+    """All resources of the owners, or those named by a comma-separated label/id list."""
+    found: list[Resource] = []
+    for owner in owner_list:
+        if labels is None:
+            query = select(Resource).filter_by(**Resource.owner_key(owner))
+            found.extend(db.scalars(query.order_by(Resource.pk)))
+            continue
+        for label in labels.split(","):
+            resource = find_resource(db, owner, label)
+            if resource is not None:
+                found.append(resource)
+    return found
+
+
+def create_resource(
+    db: Session, owner: ArchiveObject, label: str, format: str = "", content: str = "",
+    tags: str = "",
+) -> Resource:
+    """A new resource of owner (flushed, not committed); Conflict when the label is taken."""
+    check_label(label)
+    if find_resource(db, owner, label) is not None:
+        raise Conflict(f"Resource '{label}' already exists on {owner.uri}.")
+    resource = Resource(label=label, format=format, content=content, tags=tags,
+                        **Resource.owner_key(owner))
+    db.add(resource)
+    db.flush()
+    db.refresh(resource)
+    return resource
+
+
+def _one_owner(path: str, access: str) -> ArchiveObject:
+    found = owners(path, access)
+    if len(found) != 1:
+        raise NotFound(f"No single object at {path}.")
+    return found[0]
+
+
+def _resource_or_404(db: Session, owner: ArchiveObject, label: str) -> Resource:
+    resource = find_resource(db, owner, label)
+    if resource is None:
+        raise NotFound(f"Resource '{label}' does not exist on {owner.uri}.")
+    return resource
+
+
+def resource_row(resource: Resource, totals: dict[int, tuple[int, int]]) -> dict[str, str]:
+    """A row of `.../resources?format=json` (strings, as XNAT sends them; no URI, as XNAT)."""
+    count, size = totals.get(resource.pk, (0, 0))
+    return {
+        "xnat_abstractresource_id": str(resource.pk),
+        "label": resource.label,
+        "element_name": resource.xsi_type,
+        "category": resource.owner.kind,
+        "cat_id": str(resource.pk),
+        "cat_desc": resource.description,
+        "format": resource.format,
+        "content": resource.content,
+        "tags": resource.tags,
+        "file_count": str(count),
+        "file_size": str(size),
+    }
+
+
+# ----------------------------------------------------------------------------- resources
+
+
+@archive_route(bp, "/<xnat:owner>/resources", methods=["GET"])
+def list_resources(owner: str) -> Response:
+    db = get_db()
+    found = resources_of(db, owners(owner, "read"))
+    totals = catalog.totals(db, found)
+    rows = [resource_row(r, totals) for r in found]
+    # XNAT ignores columns= here, and xnatpy relies on that (it asks for ID,URI which rows lack).
+    args = {k: v for k, v in request.args.items() if k.lower() != "columns"}
+    return result_set(rows, args, RESOURCE_COLUMNS)
+
+
+@archive_route(bp, "/<xnat:owner>/resources/<label>", methods=["GET"])
+def get_resource(owner: str, label: str) -> Response:
+    db = get_db()
+    resource = _resource_or_404(db, _one_owner(owner, "read"), label)
+    row = resource_row(resource, catalog.totals(db, [resource]))
+    return jsonify(
+        {
+            "items": [
+                {
+                    "meta": {"xsi:type": resource.xsi_type, "isHistory": False},
+                    "data_fields": {**row, "ID": row["xnat_abstractresource_id"]},
+                    "children": [],
+                }
+            ]
+        }
+    )
+
+
+@archive_route(bp, "/<xnat:owner>/resources/<label>", methods=["PUT", "POST"])
+def put_resource(owner: str, label: str) -> Response:
+    db = get_db()
+    parent = _one_owner(owner, "edit")
+    args = request.args
+    resource = create_resource(
+        db, parent, label, args.get("format", ""), args.get("content", ""), args.get("tags", "")
+    )
+    resource.description = args.get("description", "")
+    db.commit()
+    announce_created(resource)
+    return Response(resource.uri, 200, mimetype="text/plain")
+
+
+@archive_route(bp, "/<xnat:owner>/resources/<label>", methods=["DELETE"])
+def delete_resource(owner: str, label: str) -> Response:
+    db = get_db()
+    resource = _resource_or_404(db, _one_owner(owner, "edit"), label)
+    folder = file_store().resource_dir(resource.relative_dir)
+    db.delete(resource)
+    db.commit()
+    file_store().remove_tree(folder)
+    return Response("", 200)
+
+
+# ----------------------------------------------------------------------------- listings, zips
+
+
+def _zip_folder(resource: Resource) -> str:
+    """Where a resource's files sit in a zip download, as XNAT lays it out."""
+    owner = resource.owner
+    parts: list[str]
+    if owner.kind in ("project", "subject", "experiment"):
+        parts = [owner.label]
+    elif owner.kind == "scan":
+        parts = [owner.experiment.label, "scans", owner.id]
+    else:
+        parts = [owner.experiment.label, "assessors", owner.label]
+    parts += ["resources", resource.label, "files"]
+    return "/".join(re.sub(r"[/\\]|^\.\.?$", "_", part) for part in parts)
+
+
+def _files_response(found: list[Resource]) -> Response:
+    db = get_db()
+    rows = catalog.files_of(db, found)
+    by_pk = {resource.pk: resource for resource in found}
+    if request.args.get("format", "").lower() == "zip":
+        store = file_store()
+        entries = [
+            (
+                f"{_zip_folder(by_pk[row.resource_pk])}/{row.path}",
+                store.resource_dir(by_pk[row.resource_pk].relative_dir).joinpath(
+                    *PurePosixPath(row.path).parts
+                ),
+            )
+            for row in rows
+        ]
+        db.rollback()  # end the read transaction: the zip may stream for minutes
+        name = _download_name(found)
+        return Response(
+            stream_zip(entries),
+            mimetype="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{name}.zip"'},
+        )
+    listing = [catalog.listing_row(by_pk[row.resource_pk], row) for row in rows]
+    args = {k: v for k, v in request.args.items() if k.lower() != "columns"}
+    return result_set(listing, args)
+
+
+def _download_name(found: list[Resource]) -> str:
+    name = found[0].label if len(found) == 1 else "files"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "files"
+
+
+@archive_route(bp, "/<xnat:owner>/resources/<labels>/files", methods=["GET"])
+def list_files(owner: str, labels: str) -> Response:
+    db = get_db()
+    found = resources_of(db, owners(owner, "read"), labels)
+    if not found and "," not in labels:
+        raise NotFound(f"Resource '{labels}' does not exist on {owner}.")
+    return _files_response(found)
+
+
+@archive_route(bp, "/<xnat:owner>/files", methods=["GET"])
+def list_object_files(owner: str) -> Response:
+    return _files_response(resources_of(get_db(), owners(owner, "read")))
+
+
+# ----------------------------------------------------------------------------- one file
+
+
+def _relpath(raw: str) -> PurePosixPath:
+    try:
+        return safe_relpath(raw)
+    except UnsafePathError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+@archive_route(bp, "/<xnat:owner>/resources/<label>/files/<path:fpath>", methods=["GET"])
+def get_file(owner: str, label: str, fpath: str) -> Response:
+    rel = _relpath(fpath)
+    db = get_db()
+    resource = _resource_or_404(db, _one_owner(owner, "read"), label)
+    row = catalog.find(db, resource, rel)
+    if row is None:
+        raise NotFound(f"File '{rel}' does not exist in resource '{resource.label}'.")
+    path = file_store().resource_dir(resource.relative_dir).joinpath(*rel.parts)
+    db.rollback()
+    mimetype = mimetypes.guess_type(rel.name)[0] or "application/octet-stream"
+    response = send_file(path, mimetype=mimetype, download_name=rel.name, etag=row.md5,
+                         conditional=True)
+    return response
+
+
+def _incoming(store: FileStore) -> tuple[Path, int, str]:
+    """The request's file, staged: the raw body, or the first file of a multipart form."""
+    try:
+        if request.mimetype == "multipart/form-data":
+            upload = next(iter(request.files.values()), None)
+            if upload is None:
+                raise BadRequest("Multipart upload carries no file part.")
+            return store.stage_stream(upload.stream)
+        return store.stage_stream(request.stream, request.content_length)
+    except OSError as exc:
+        raise BadRequest(f"Upload interrupted: {exc}.") from exc
+
+
+def _clashes(existing: set[str], new: list[StoredFile], overwrite: bool) -> str | None:
+    """Why adding `new` to a resource holding `existing` paths would conflict, or None."""
+    folders = {str(parent) for path in existing for parent in PurePosixPath(path).parents}
+    for stored in new:
+        path = str(stored.path)
+        if path in existing and not overwrite:
+            return f"File '{path}' already exists; add overwrite=true to replace it."
+        if path in folders:
+            return f"'{path}' is a folder in this resource."
+        if any(str(parent) in existing for parent in stored.path.parents):
+            return f"A parent of '{path}' is a file in this resource."
+    return None
+
+
+@archive_route(
+    bp, "/<xnat:owner>/resources/<label>/files/<path:fpath>", methods=["PUT", "POST"]
+)
+def put_file(owner: str, label: str, fpath: str) -> Response:
+    rel = _relpath(fpath)
+    check_label(label)
+    store = file_store()
+    db = get_db()
+    parent = _one_owner(owner, "edit")
+    db.commit()  # release the write lock while the body streams in
+
+    staged, size, md5 = _incoming(store)
+    unpacked: Path | None = None
+    try:
+        if _flag("extract") and is_archive_name(rel.name):
+            unpacked = store.staging_dir()
+            try:
+                files = extract_archive(staged, unpacked, rel.name)
+            except ArchiveError as exc:
+                raise BadRequest(f"{rel.name}: {exc}") from exc
+            base = rel.parent
+            sources = {base / f.path: unpacked.joinpath(*f.path.parts) for f in files}
+            files = [StoredFile(base / f.path, f.size, f.md5) for f in files]
+        else:
+            files = [StoredFile(rel, size, md5)]
+            sources = {rel: staged}
+        created = _commit_files(db, store, parent, label, files, sources)
+    finally:
+        store.discard(staged)
+        if unpacked is not None:
+            store.discard(unpacked)
+    if created is not None:
+        announce_created(created)
+    return Response("", 200)
+
+
+def _commit_files(
+    db: Session, store: FileStore, parent: ArchiveObject, label: str,
+    files: list[StoredFile], sources: dict[PurePosixPath, Path],
+) -> Resource | None:
+    """Check, rename into place and catalog the staged files; the resource if newly created."""
+    args = request.args
+    fmt, content, tags = args.get("format", ""), args.get("content", ""), args.get("tags", "")
+    db.refresh(parent)
+    resource = find_resource(db, parent, label)
+    created = None
+    if resource is None:
+        resource = created = create_resource(db, parent, label, fmt, content, tags)
+    existing = {row.path for row in catalog.files_of(db, [resource])}
+    problem = _clashes(existing, files, _flag("overwrite"))
+    if problem:
+        db.rollback()
+        raise Conflict(problem)
+    folder = store.resource_dir(resource.relative_dir)
+    for stored in files:
+        store.place(sources[stored.path], folder.joinpath(*stored.path.parts))
+        catalog.record(db, resource, stored, fmt, content, tags)
+    db.commit()
+    return created
+
+
+@archive_route(bp, "/<xnat:owner>/resources/<label>/files/<path:fpath>", methods=["DELETE"])
+def delete_file(owner: str, label: str, fpath: str) -> Response:
+    rel = _relpath(fpath)
+    db = get_db()
+    resource = _resource_or_404(db, _one_owner(owner, "edit"), label)
+    row = catalog.find(db, resource, rel)
+    if row is None:
+        raise NotFound(f"File '{rel}' does not exist in resource '{resource.label}'.")
+    folder = file_store().resource_dir(resource.relative_dir)
+    db.delete(row)
+    db.commit()
+    file_store().remove_file(folder.joinpath(*rel.parts), stop_at=folder)
+    return Response("", 200)
+
