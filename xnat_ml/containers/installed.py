@@ -1,0 +1,127 @@
+"""The commands installed on an XNAT's Container Service, found by name over REST.
+
+Command and wrapper ids are handed out by each XNAT on installation, so files we ship name
+commands and wrappers by name; this module turns names into ids on a given server, installs a
+command from `command_json/` when it is missing, and enables a wrapper for a project.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xnat.session import XNATSession
+
+from xnat_ml.errors import XnatMlError
+from xnat_ml.xnat.responses import reported_as
+from xnat_ml.xnat.uris import segment
+
+log = logging.getLogger(__name__)
+
+COMMAND_DIR = Path(__file__).resolve().parents[2] / "command_json"
+
+
+@dataclass(frozen=True)
+class InstalledWrapper:
+    command_id: int
+    command_name: str
+    wrapper_id: int
+    wrapper_name: str
+    contexts: tuple[str, ...]
+    root_input: str  # the first external input: what a launch is "on"
+    root_type: str  # its type: Project, Subject, Session, Scan, Assessor, Resource, ...
+
+
+def list_commands(session: XNATSession) -> list[dict[str, Any]]:
+    with reported_as("Container Service commands (/xapi/commands)"):
+        commands = session.get_json("/xapi/commands")
+    if not isinstance(commands, list):
+        raise XnatMlError("Container Service commands (/xapi/commands): the answer is not a list")
+    return commands
+
+
+def find_wrapper(
+    session: XNATSession, command: str, wrapper: str | None = None
+) -> InstalledWrapper | None:
+    """The installed wrapper `wrapper` of command `command` (the only one, or the one named like
+    the command, when `wrapper` is None); None when the command is not installed."""
+    candidates = [c for c in list_commands(session) if c.get("name") == command]
+    if not candidates:
+        return None
+    found = max(candidates, key=lambda c: int(c.get("id") or 0))  # newest install wins
+    wrappers = found.get("xnat") or []
+    if wrapper is None:
+        named = [w for w in wrappers if w.get("name") == command]
+        chosen = named or (wrappers if len(wrappers) == 1 else [])
+        if not chosen:
+            names = ", ".join(str(w.get("name")) for w in wrappers) or "none"
+            raise XnatMlError(f"command {command}: choose a wrapper with --wrapper ({names})")
+    else:
+        chosen = [w for w in wrappers if w.get("name") == wrapper]
+        if not chosen:
+            names = ", ".join(str(w.get("name")) for w in wrappers) or "none"
+            raise XnatMlError(f"command {command}: no wrapper named {wrapper!r} (has: {names})")
+    w = chosen[0]
+    external = w.get("external-inputs") or []
+    if not external:
+        raise XnatMlError(
+            f"wrapper {command}/{w.get('name')}: it has no external input to launch on"
+        )
+    return InstalledWrapper(
+        command_id=int(found["id"]),
+        command_name=command,
+        wrapper_id=int(w["id"]),
+        wrapper_name=str(w.get("name")),
+        contexts=tuple(w.get("contexts") or ()),
+        root_input=str(external[0]["name"]),
+        root_type=str(external[0].get("type", "")),
+    )
+
+
+def install_command(session: XNATSession, path: Path) -> None:
+    """POST a command JSON file to /xapi/commands (needs a site admin)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise XnatMlError(f"command file {path}: cannot read it ({exc})") from None
+    with reported_as(f"command {document.get('name', path.stem)}: installing it"):
+        session.post("/xapi/commands", json=document, accepted_status=[200, 201])
+
+
+def require_wrapper(
+    session: XNATSession, command: str, wrapper: str | None = None, install_from: Path | None = None
+) -> InstalledWrapper:
+    """find_wrapper, installing `install_from/<command>.json` first when the command is missing."""
+    found = find_wrapper(session, command, wrapper)
+    if found is None and install_from is not None and (install_from / f"{command}.json").is_file():
+        log.info("command %s is not installed; installing %s", command, install_from)
+        install_command(session, install_from / f"{command}.json")
+        found = find_wrapper(session, command, wrapper)
+    if found is None:
+        raise XnatMlError(
+            f"command {command}: not installed on the XNAT server (an admin installs "
+            f"command_json/{command}.json through /xapi/commands)"
+        )
+    return found
+
+
+def enable_wrapper(session: XNATSession, project: str, wrapper: InstalledWrapper) -> None:
+    """Enable the wrapper site-wide (when we may) and for the project (idempotent)."""
+    site = f"/xapi/wrappers/{wrapper.wrapper_id}/enabled"
+    # Only admins may enable site-wide; an owner's project enablement is enough where the
+    # admin already did it, so a refusal here is not an error.
+    response = session.put(site, accepted_status=[200, 201, 204, 401, 403, 404])
+    if response.status_code not in (200, 201, 204):
+        log.debug(
+            "site-wide enable of wrapper %s answered %s", wrapper.wrapper_id, response.status_code
+        )
+    with reported_as(
+        f"wrapper {wrapper.command_name}/{wrapper.wrapper_name}: enabling it for project {project}"
+    ):
+        session.put(
+            f"/xapi/projects/{segment(project)}/wrappers/{wrapper.wrapper_id}/enabled",
+            accepted_status=[200, 201, 204],
+        )

@@ -1,0 +1,81 @@
+"""`xnat-ml events ...`: install the shipped Event Service subscriptions into a project."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from xnat_ml.events.install import HANDLER_DIR, handler_files, install_handler, read_handler
+from xnat_ml.xnat import connect
+from xnat_ml.xnat.responses import reported_as
+from xnat_ml.xnat.uris import segment
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """--url/--user/--password, falling back to XNAT_HOST/XNAT_USER/XNAT_PASS."""
+    group = parser.add_argument_group("XNAT server (default: $XNAT_HOST, $XNAT_USER, $XNAT_PASS)")
+    group.add_argument("--url", metavar="URL", help="XNAT address, e.g. http://127.0.0.1:8080")
+    group.add_argument("--user", metavar="NAME", help="user name (or alias token)")
+    group.add_argument("--password", metavar="SECRET", help="password (or token secret)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    events = subparsers.add_parser(
+        "events",
+        help="install and inspect Event Service subscriptions",
+        description="Work with XNAT Event Service subscriptions (event_handlers/).",
+    )
+    verbs = events.add_subparsers(dest="events_verb", metavar="VERB")
+
+    install = verbs.add_parser(
+        "install",
+        help="install the event_handlers/ subscriptions into a project",
+        description=(
+            "Install subscriptions into project P of a real XNAT or the embedded server: for each "
+            "file, look the command's wrapper up by name (installing command_json/<command>.json "
+            "when missing, which needs an admin), enable the wrapper for P and create the project "
+            "subscription '<P>: <name>'. Idempotent: running it again changes nothing. Needs the "
+            "Owner role in P."
+        ),
+    )
+    install.add_argument("--project", required=True, metavar="P", help="project ID")
+    install.add_argument(
+        "--file",
+        dest="files",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help=f"a subscription file to install (repeatable; default: every file in {HANDLER_DIR})",
+    )
+    add_server_options(install)
+    install.set_defaults(func=_install)
+
+    listing = verbs.add_parser(
+        "list",
+        help="list a project's subscriptions",
+        description="List the Event Service subscriptions that apply to project P.",
+    )
+    listing.add_argument("--project", required=True, metavar="P", help="project ID")
+    add_server_options(listing)
+    listing.set_defaults(func=_list)
+    events.set_defaults(func=lambda _args: events.print_help() or 2)
+
+
+def _install(args: argparse.Namespace) -> int:
+    handlers = [read_handler(path) for path in (args.files or handler_files())]
+    with connect(args.url, args.user, args.password) as session:
+        for handler in handlers:
+            outcome = install_handler(session, args.project, handler)
+            print(f"{handler.path.name}: {outcome} in project {args.project}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    with connect(args.url, args.user, args.password) as session:
+        with reported_as(f"project {args.project}: listing its event subscriptions"):
+            subs = session.get_json(f"/xapi/projects/{segment(args.project)}/events/subscriptions")
+    for sub in subs or []:
+        state = "active" if sub.get("active") else "inactive"
+        event = str(sub.get("event-filter", {}).get("event-type", "")).rsplit(".", 1)[-1]
+        print(f"{sub.get('id')}\t{state}\t{event}\t{sub.get('action-key')}\t{sub.get('name')}")
+    return 0

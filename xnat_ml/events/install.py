@@ -1,0 +1,107 @@
+"""Install the subscriptions of `event_handlers/` into a project of any XNAT, over REST.
+
+Each file is an XNAT subscription whose `action-key` ends in the placeholder `WRAPPER_ID`, plus an
+`x-xnat-ml` block naming the command and wrapper to run. Installing looks the wrapper up by name
+on the target server (ids differ from one XNAT to the next), installs the command from
+`command_json/` if it is missing, enables the wrapper for the project and creates the project
+subscription, named `<project>: <name>`. Running it again changes nothing (or updates a
+subscription whose file changed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xnat.session import XNATSession
+
+from xnat_ml.containers.installed import COMMAND_DIR, enable_wrapper, require_wrapper
+from xnat_ml.errors import XnatMlError
+from xnat_ml.events.subscription import SubscriptionError, action_key_for, parse_subscription
+from xnat_ml.xnat.responses import reported_as
+from xnat_ml.xnat.uris import segment
+
+log = logging.getLogger(__name__)
+
+HANDLER_DIR = Path(__file__).resolve().parents[2] / "event_handlers"
+PLACEHOLDER = "WRAPPER_ID"
+EXTENSION_KEY = "x-xnat-ml"
+
+
+@dataclass(frozen=True)
+class Handler:
+    """One shipped subscription file, read and checked."""
+
+    path: Path
+    document: dict[str, Any]  # the subscription, without the x-xnat-ml block
+    command: str
+    wrapper: str | None
+
+
+def read_handler(path: Path) -> Handler:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise XnatMlError(f"event handler {path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(document, dict) or not isinstance(document.get(EXTENSION_KEY), dict):
+        raise XnatMlError(f"event handler {path}: no '{EXTENSION_KEY}' block naming its command")
+    extension = document.pop(EXTENSION_KEY)
+    command = extension.get("command")
+    if not isinstance(command, str) or not command:
+        raise XnatMlError(f"event handler {path}: '{EXTENSION_KEY}.command' is missing")
+    try:  # validate now, with a stand-in wrapper id, so a broken file fails before any REST call
+        parse_subscription(dict(document, **{"action-key": action_key_for(1)}))
+    except SubscriptionError as exc:
+        raise XnatMlError(f"event handler {path}: {exc}") from None
+    return Handler(path, document, command, extension.get("wrapper"))
+
+
+def handler_files(directory: Path = HANDLER_DIR) -> list[Path]:
+    files = sorted(directory.glob("*.json"))
+    if not files:
+        raise XnatMlError(f"event handlers folder {directory}: holds no *.json subscription")
+    return files
+
+
+def install_handler(
+    session: XNATSession, project: str, handler: Handler, command_dir: Path = COMMAND_DIR
+) -> str:
+    """Install one handler into `project`; returns what happened (created/updated/unchanged)."""
+    wrapper = require_wrapper(session, handler.command, handler.wrapper, install_from=command_dir)
+    enable_wrapper(session, project, wrapper)
+
+    wanted = dict(handler.document)
+    wanted["name"] = f"{project}: {handler.document['name']}"
+    wanted["action-key"] = action_key_for(wrapper.wrapper_id)
+    wanted["event-filter"] = dict(wanted["event-filter"], **{"project-ids": [project]})
+    wanted_sub = parse_subscription(wanted)
+
+    base = f"/xapi/projects/{segment(project)}/events"
+    with reported_as(f"project {project}: listing its event subscriptions"):
+        existing = session.get_json(f"{base}/subscriptions")
+    same_name = [s for s in existing or [] if s.get("name") == wanted["name"]]
+    if not same_name:
+        with reported_as(f"subscription {wanted['name']!r}: creating it"):
+            session.post(f"{base}/subscription", json=wanted, accepted_status=[200, 201])
+        return "created"
+    current = same_name[0]
+    try:
+        current_sub = parse_subscription({k: v for k, v in current.items() if k != "editable"})
+    except SubscriptionError:
+        current_sub = None
+    unchanged = current_sub is not None and (
+        current_sub.event_filter == wanted_sub.event_filter
+        and current_sub.action_key == wanted_sub.action_key
+        and current_sub.attributes == wanted_sub.attributes
+        and current_sub.active == wanted_sub.active
+    )
+    if unchanged:
+        return "unchanged"
+    with reported_as(f"subscription {wanted['name']!r}: updating it"):
+        session.put(
+            f"{base}/subscription/{int(current['id'])}", json=wanted, accepted_status=[200, 204]
+        )
+    return "updated"
