@@ -19,7 +19,6 @@ Semantics, chosen where converters in the field differ:
 from __future__ import annotations
 
 import logging
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -397,32 +396,3 @@ def _draw_outlines(
     dist2 = (x0[edges] + u * dx[edges] - ci) ** 2 + (y0[edges] + u * dy[edges] - cj) ** 2
     keep = (dist2 < 1e-12) & (ci >= 0) & (ci < n_cols) & (cj >= 0) & (cj < n_rows)
     volume[edge_k[edges][keep], cj[keep].astype(np.int64), ci[keep].astype(np.int64)] = 1
-
-
-# --- file names -------------------------------------------------------------------------------
-
-RESERVED_STEMS = {"labels", "rois"}  # files the converter writes beside the ROI masks
-MAX_STEM_CHARS = 100
-
-
-def safe_stems(names: list[str]) -> list[str]:
-    """File stems for ROI names that cannot leave the output folder or collide.
-
-    Rule: Unicode NFKD, accents dropped; every character outside ``A-Z a-z 0-9 . _ -`` becomes
-    ``_``; leading dots and underscores are stripped (no hidden files, no ``..``); at most
-    100 characters; empty results become ``roi``; names equal (ignoring case) to an earlier one or
-    to ``labels``/``rois`` get ``_2``, ``_3`` ….
-    """
-    taken: set[str] = set(RESERVED_STEMS)
-    stems = []
-    for name in names:
-        ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-        stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in ascii_name)
-        stem = stem.lstrip("._")[:MAX_STEM_CHARS].rstrip(".") or "roi"
-        candidate, n = stem, 1
-        while candidate.casefold() in taken:
-            n += 1
-            candidate = f"{stem}_{n}"
-        taken.add(candidate.casefold())
-        stems.append(candidate)
-    return stems

@@ -1,0 +1,99 @@
+"""A folder of per-ROI mask NIfTIs, written all at once or not at all.
+
+`convert rtstruct` and `convert seg` both end here: one ``<stem>.nii.gz`` (uint8 0/1, the series
+grid) per ROI or segment, ``masks.json`` mapping names to files (ROI names are not file names),
+and with a label map ``labels.nii.gz`` + ``labels.json``. Everything is written into a hidden
+sibling folder first and moved into place only when all files exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import unicodedata
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from xnat_ml.errors import XnatMlError
+from xnat_ml.imaging import labelmap as labelmaps
+from xnat_ml.imaging.series import Series, as_nifti
+
+INDEX_NAME = "masks.json"
+RESERVED_STEMS = {"labels", "masks"}  # the files written beside the ROI masks
+MAX_STEM_CHARS = 100
+NAMING_RULE = (
+    "Unicode NFKD with accents dropped; characters other than A-Z a-z 0-9 . _ - become _; "
+    "leading dots and underscores stripped; at most 100 characters; empty becomes 'roi'; "
+    "a stem equal (ignoring case) to an earlier one or to 'labels'/'masks' gets _2, _3, ..."
+)
+
+
+def safe_stems(names: list[str]) -> list[str]:
+    """File stems for ROI names that cannot leave the output folder or collide (NAMING_RULE)."""
+    taken: set[str] = set(RESERVED_STEMS)
+    stems = []
+    for name in names:
+        ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+        stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in ascii_name)
+        stem = stem.lstrip("._")[:MAX_STEM_CHARS].rstrip(".") or "roi"
+        candidate, n = stem, 1
+        while candidate.casefold() in taken:
+            n += 1
+            candidate = f"{stem}_{n}"
+        taken.add(candidate.casefold())
+        stems.append(candidate)
+    return stems
+
+
+def write_mask_folder(
+    out_dir: str | Path,
+    masks: Mapping[str, np.ndarray],
+    series: Series,
+    report: Mapping[str, Any],
+    labelmap_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Write the masks (and a composite label map) into `out_dir`; return the index written.
+
+    Existing files of the same names in `out_dir` are replaced; others are left alone.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise XnatMlError(f"output {out_dir}: exists and is not a directory")
+    labelmap = labelmaps.load_labelmap(labelmap_path) if labelmap_path else None
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would stick to a folder created by renaming it
+    try:
+        files: dict[str, str] = {}
+        for name, stem in zip(masks, safe_stems(list(masks)), strict=True):
+            image = as_nifti(np.asarray(masks[name]).astype(np.uint8, copy=False), series)
+            nib.save(image, staging / f"{stem}.nii.gz")
+            files[name] = f"{stem}.nii.gz"
+        index = {"files": files, "naming_rule": NAMING_RULE, **report}
+        if labelmap is not None:
+            labels, label_report = labelmaps.compose(masks, labelmap, shape=series.shape)
+            labelmaps.write_labels(labels, label_report, series, staging)
+            index["labels"] = {"image": "labels.nii.gz", "report": "labels.json"}
+        (staging / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        _move_in(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return index
+
+
+def _move_in(staging: Path, out_dir: Path) -> None:
+    """A new folder appears by one rename; into an existing one, finished files are moved."""
+    try:
+        staging.rename(out_dir)
+        return
+    except OSError:
+        if not out_dir.is_dir():
+            raise
+    for path in sorted(staging.iterdir(), key=lambda p: p.name == INDEX_NAME):
+        os.replace(path, out_dir / path.name)  # the index last: it marks the folder complete
