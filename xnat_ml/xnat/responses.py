@@ -16,6 +16,7 @@ from xnat import exceptions as xnat_exceptions
 from xnat_ml.errors import XnatMlError
 
 _TAG = re.compile(r"<[^>]+>")
+_UPLOAD_FAILURE = re.compile(r"Status code (\d+), response text (.*)", re.DOTALL)
 
 
 def explain(status: int, text: str) -> str:
@@ -39,3 +40,7 @@ def reported_as(what: str) -> Iterator[None]:
         raise XnatMlError(f"{what}: cannot reach the XNAT server ({type(exc).__name__})") from exc
     except requests.Timeout as exc:
         raise XnatMlError(f"{what}: the XNAT server did not answer in time") from exc
+    except xnat_exceptions.XNATError as exc:  # e.g. XNATUploadError, which keeps only text
+        upload = _UPLOAD_FAILURE.search(str(exc))
+        problem = explain(int(upload[1]), upload[2]) if upload else str(exc).splitlines()[0][:200]
+        raise XnatMlError(f"{what}: {problem}") from exc
