@@ -1,0 +1,103 @@
+"""Application factory of the embedded XNAT-compatible server: one blueprint per API family.
+
+Every error reaches the client as one clear line with a 4xx/5xx status, never a stack trace;
+unexpected exceptions are logged with their traceback here and answered with a 500.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from pathlib import Path
+
+from flask import Flask, Response, request
+from sqlalchemy import select
+from werkzeug.exceptions import HTTPException
+
+from xnat_ml.server import db
+from xnat_ml.server.archive import ObjectPathConverter
+from xnat_ml.server.models import User
+
+log = logging.getLogger(__name__)
+
+# Each module exposes `bp` (a flask.Blueprint); add a family by adding its module here.
+BLUEPRINT_MODULES = (
+    "xnat_ml.server.meta",
+    "xnat_ml.server.login",
+    "xnat_ml.server.users",
+    "xnat_ml.server.archive",
+)
+
+DEFAULTS = {
+    "SITE_ID": "XNAT",  # prefix of accession IDs: XNAT_S00001, XNAT_E00001
+    "XNAT_VERSION": "1.8.10",
+    "SESSION_LIFETIME_S": 12 * 3600,
+    "TOKEN_LIFETIME_S": 2 * 3600,
+    "ADMIN_PASSWORD": None,  # None: env XNAT_ML_ADMIN_PASSWORD, else "admin" (as XNAT ships)
+    "MAX_CONTENT_LENGTH": None,
+}
+
+
+def create_app(data_dir: Path, **config) -> Flask:
+    """A ready app serving the archive in `data_dir` (created, with an admin user, when new)."""
+    data_dir = Path(data_dir).resolve()
+    (data_dir / "archive").mkdir(parents=True, exist_ok=True)
+    app = Flask("xnat_ml.server")
+    app.config.update(DEFAULTS)
+    app.config.update({key.upper(): value for key, value in config.items()})
+    app.config["DATA_DIR"] = data_dir
+    app.url_map.strict_slashes = False
+    app.json.sort_keys = False  # keep XNAT's column order in listings
+
+    db.init_app(app, data_dir)
+    # `<xnat:path>` in any blueprint's rules matches an archive object path (projects/P/...).
+    app.url_map.converters["xnat"] = ObjectPathConverter
+    for name in BLUEPRINT_MODULES:
+        app.register_blueprint(importlib.import_module(name).bp)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    _ensure_admin(app)
+    return app
+
+
+def _http_error(exc: HTTPException) -> Response:
+    response = Response(
+        f"{exc.code} {exc.name}: {exc.description}\n", exc.code, mimetype="text/plain"
+    )
+    if exc.code == 401:
+        response.headers["WWW-Authenticate"] = 'Basic realm="XNAT"'
+    return response
+
+
+def _unexpected_error(exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.path)
+    return Response(
+        f"500 Internal Server Error: {type(exc).__name__} while handling {request.path}\n",
+        500,
+        mimetype="text/plain",
+    )
+
+
+def _ensure_admin(app: Flask) -> None:
+    """On a fresh archive, create the site admin `admin` (password from config, env, or 'admin')."""
+    from xnat_ml.server.auth import hash_password
+
+    with db.session_factory(app)() as session:
+        if session.scalar(select(User.pk).limit(1)) is not None:
+            return
+        password = (
+            app.config["ADMIN_PASSWORD"] or os.environ.get("XNAT_ML_ADMIN_PASSWORD") or "admin"
+        )
+        session.add(
+            User(
+                username="admin",
+                password_hash=hash_password(password),
+                is_admin=True,
+                first_name="Site",
+                last_name="Administrator",
+            )
+        )
+        session.commit()
+    where = "the given password" if password != "admin" else "password 'admin'"
+    log.warning("Created site administrator 'admin' with %s; change it for shared use.", where)

@@ -1,0 +1,602 @@
+"""The archive hierarchy over REST: projects, subjects, experiments, scans, assessors.
+
+Every object is reachable by XNAT's URL forms (`/data/projects/P/subjects/S/experiments/E/scans/1`,
+`/data/experiments/E/...`, `/data/subjects/S`, each also under `/data/archive/...`). The
+`xnat` URL converter matches such an object path and `resolve_object` maps it to the ORM object,
+checking the caller's project role on the way: other blueprints (resources, files, ROI) build
+their routes with `archive_route` and the same two pieces.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Mapping
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy import or_, select
+from werkzeug.exceptions import BadRequest, Conflict, NotFound
+from werkzeug.routing import BaseConverter
+
+from xnat_ml.server import auth, datatypes, serializers
+from xnat_ml.server.db import get_db
+from xnat_ml.server.listing import RESERVED_PARAMS, result_set
+from xnat_ml.server.models import (
+    Accession,
+    ArchiveObject,
+    Assessor,
+    Experiment,
+    Project,
+    ProjectRole,
+    Scan,
+    Subject,
+    User,
+)
+from xnat_ml.server.signals import announce_created
+
+bp = Blueprint("archive", __name__)
+
+_SEG = r"[^/]+"
+_SESSION = rf"experiments/{_SEG}(?:/(?:scans|assessors)/{_SEG})?"
+#: an archive object path below /data/ (or /data/archive/)
+OBJECT_PATH = (
+    rf"(?:projects/{_SEG}(?:/subjects/{_SEG}(?:/{_SESSION})?|/{_SESSION})?"
+    rf"|subjects/{_SEG}(?:/{_SESSION})?|{_SESSION})"
+)
+
+
+class ObjectPathConverter(BaseConverter):
+    """URL converter `<xnat:name>` for an archive object path such as projects/P/subjects/S."""
+
+    regex = OBJECT_PATH
+    part_isolating = False
+
+
+def archive_route(blueprint: Blueprint, rule: str, **options) -> Callable:
+    """Register a view under both /data{rule} and /data/archive{rule}, as XNAT serves both."""
+
+    def decorator(view: Callable) -> Callable:
+        blueprint.add_url_rule(f"/data{rule}", view_func=view, **options)
+        blueprint.add_url_rule(
+            f"/data/archive{rule}", endpoint=f"archive_{view.__name__}", view_func=view, **options
+        )
+        return view
+
+    return decorator
+
+
+# ----------------------------------------------------------------------------- resolving
+
+
+def _lookup(parent: ArchiveObject | None, collection: str, name: str) -> ArchiveObject | None:
+    db = get_db()
+    by_label_or_id = {
+        Subject: lambda: or_(Subject.label == name, Subject.id == name),
+        Experiment: lambda: or_(Experiment.label == name, Experiment.id == name),
+        Assessor: lambda: or_(Assessor.label == name, Assessor.id == name),
+    }
+    if parent is None:
+        model = {"projects": Project, "subjects": Subject, "experiments": Experiment}[collection]
+        found = db.scalar(select(model).where(model.id == name))
+        if found is None and model is Experiment:  # assessors are experiments to XNAT
+            found = db.scalar(select(Assessor).where(Assessor.id == name))
+        return found
+    if isinstance(parent, Project) and collection == "subjects":
+        return db.scalar(
+            select(Subject).where(Subject.project_pk == parent.pk, by_label_or_id[Subject]())
+        )
+    if isinstance(parent, Project | Subject) and collection == "experiments":
+        owner = Experiment.project_pk if isinstance(parent, Project) else Experiment.subject_pk
+        return db.scalar(select(Experiment).where(owner == parent.pk, by_label_or_id[Experiment]()))
+    if isinstance(parent, Experiment) and collection == "scans":
+        return db.scalar(select(Scan).where(Scan.experiment_pk == parent.pk, Scan.id == name))
+    if isinstance(parent, Experiment) and collection == "assessors":
+        return db.scalar(
+            select(Assessor).where(Assessor.experiment_pk == parent.pk, by_label_or_id[Assessor]())
+        )
+    return None
+
+
+def _describe(parent: ArchiveObject | None, collection: str, name: str) -> str:
+    kind = {
+        "projects": "Project",
+        "subjects": "Subject",
+        "experiments": "Experiment",
+        "scans": "Scan",
+        "assessors": "Assessor",
+    }.get(collection, collection)
+    where = f" in {parent.kind} '{parent.label}'" if parent is not None else ""
+    return f"{kind} '{name}' does not exist{where}."
+
+
+def split_path(path: str) -> list[tuple[str, str]]:
+    """'data/archive/projects/P/subjects/S' → [('projects', 'P'), ('subjects', 'S')]."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    if parts[:1] == ["data"]:
+        parts = parts[1:]
+    if parts[:1] == ["archive"]:
+        parts = parts[1:]
+    if not parts or len(parts) % 2:
+        raise NotFound(f"'{path}' is not an archive object path.")
+    return list(zip(parts[::2], parts[1::2], strict=True))
+
+
+def resolve_object(path: str, access: str | None = "read") -> ArchiveObject:
+    """The object at an archive path; 404 if missing, 401/403 unless the caller has `access`.
+
+    `access` is read, edit or own (see auth.require_project_role); None skips the role check
+    (login is still required). The role is checked as soon as the project is known, so callers
+    outside a project learn nothing about its content.
+    """
+    auth.require_login()
+    return _walk(split_path(path), access)
+
+
+def _walk(pairs: list[tuple[str, str]], access: str | None) -> ArchiveObject:
+    obj: ArchiveObject | None = None
+    for collection, name in pairs:
+        found = _lookup(obj, collection, name)
+        if found is None:
+            raise NotFound(_describe(obj, collection, name))
+        if obj is None and access is not None:
+            auth.require_project_role(found.project_obj, access)
+        obj = found
+    assert obj is not None
+    return obj
+
+
+# ----------------------------------------------------------------------------- validation
+
+_LABEL_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_SCAN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_FIELD_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
+_DATE_RE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
+MAX_LABEL = 64
+MAX_VALUE = 4096
+
+
+def check_label(kind: str, label: str, pattern: re.Pattern = _LABEL_RE) -> str:
+    """A legal XNAT label/ID, or a 400 naming the object and the problem."""
+    if not label:
+        raise BadRequest(f"{kind} label must not be empty.")
+    if len(label) > MAX_LABEL:
+        raise BadRequest(f"{kind} label '{label[:20]}…' is longer than {MAX_LABEL} characters.")
+    if not pattern.match(label):
+        raise BadRequest(
+            f"{kind} label {label!r} may contain only letters, digits, '_' and '-'"
+            + (" (and '.' after the first character)" if pattern is _SCAN_ID_RE else "")
+            + "."
+        )
+    return label
+
+
+def _check_type(xsi_type: str | None, base: str, kind: str) -> str | None:
+    if not xsi_type:
+        return None
+    found = datatypes.canonical(xsi_type)
+    if found is None or found not in datatypes.concrete_types(base):
+        allowed = ", ".join(datatypes.concrete_types(base))
+        raise BadRequest(
+            f"{kind} xsiType {xsi_type!r} is not supported here; use one of {allowed}."
+        )
+    return found
+
+
+def _check_date(value: str) -> str:
+    match = _DATE_RE.match(value.strip())
+    if not match:
+        raise BadRequest(f"Date {value!r} is not a date in YYYY-MM-DD form.")
+    return "-".join(match.groups())
+
+
+def query_fields(args: Mapping[str, str]) -> dict[str, str]:
+    """Object fields from the query string: `xnat:mrSessionData/date=..` and `date=..` alike.
+
+    The datatype prefix is dropped and nested xpaths joined with '_' (PI/firstname →
+    PI_firstname); steering parameters (format, xsiType, event_reason, ...) are left out.
+    """
+    fields: dict[str, str] = {}
+    for raw_key, value in args.items():
+        parts = raw_key.split("/")
+        if ":" in parts[0] and len(parts) > 1:
+            parts = parts[1:]
+        key = "_".join(parts)
+        if key.lower() in RESERVED_PARAMS or key.lower() == "xsitype":
+            continue
+        if not _FIELD_KEY_RE.match(key) or len(key) > 128:
+            raise BadRequest(f"Field name {raw_key!r} is not a legal XNAT field name.")
+        if len(value) > MAX_VALUE:
+            raise BadRequest(f"Field '{key}' is longer than {MAX_VALUE} characters.")
+        fields[key] = value
+    return fields
+
+
+def _take(fields: dict[str, str], *names: str) -> str | None:
+    """Remove and return the first of `names` present in fields (case-insensitive)."""
+    wanted = {n.lower() for n in names}
+    for key in list(fields):
+        if key.lower() in wanted:
+            return fields.pop(key)
+    return None
+
+
+# ----------------------------------------------------------------------------- listings
+
+
+def _experiment_filters(args: Mapping[str, str]) -> list:
+    clauses = []
+    if xsi := args.get("xsiType"):
+        base = datatypes.canonical(xsi)
+        if base is None:
+            raise BadRequest(f"xsiType {xsi!r} is not a datatype this server knows.")
+        clauses.append(Experiment.xsi_type.in_(datatypes.subtypes(base)))
+    return clauses
+
+
+def _list_experiments(parent: ArchiveObject | None, args: Mapping[str, str]) -> Response:
+    user = auth.require_login()
+    statement = serializers.experiment_query().where(*_experiment_filters(args))
+    if parent is None:
+        if project_id := args.get("project"):
+            project = _walk([("projects", project_id)], "read")
+            statement = statement.where(Experiment.project_pk == project.pk)
+        elif (readable := auth.readable_project_pks(user)) is not None:
+            statement = statement.where(Experiment.project_pk.in_(readable))
+    elif isinstance(parent, Project):
+        statement = statement.where(Experiment.project_pk == parent.pk)
+    else:
+        statement = statement.where(Experiment.subject_pk == parent.pk)
+    rows = serializers.experiment_rows(get_db(), statement)
+    return result_set(
+        rows, args, serializers.DEFAULT_COLUMNS["experiment"], serializers.ALIASES["experiment"]
+    )
+
+
+def _readable(model, user: User, args: Mapping[str, str]):
+    statement = select(model).order_by(model.pk)
+    if project_id := args.get("project"):
+        project = _walk([("projects", project_id)], "read")
+        return statement.where(model.project_pk == project.pk)
+    readable = auth.readable_project_pks(user)
+    if readable is not None:
+        statement = statement.where(model.project_pk.in_(readable))
+    return statement
+
+
+@archive_route(bp, "/projects", methods=["GET"])
+def list_projects() -> Response:
+    user = auth.require_login()
+    statement = select(Project).order_by(Project.pk)
+    readable = auth.readable_project_pks(user)
+    if readable is not None:
+        statement = statement.where(Project.pk.in_(readable))
+    rows = serializers.rows_of(get_db().scalars(statement))
+    return result_set(
+        rows, request.args, serializers.DEFAULT_COLUMNS["project"], serializers.ALIASES["project"]
+    )
+
+
+@archive_route(bp, "/subjects", methods=["GET"])
+def list_all_subjects() -> Response:
+    user = auth.require_login()
+    rows = serializers.rows_of(get_db().scalars(_readable(Subject, user, request.args)))
+    return result_set(
+        rows, request.args, serializers.DEFAULT_COLUMNS["subject"], serializers.ALIASES["subject"]
+    )
+
+
+@archive_route(bp, "/experiments", methods=["GET"])
+def list_all_experiments() -> Response:
+    return _list_experiments(None, request.args)
+
+
+@archive_route(
+    bp, "/<xnat:parent>/<any(subjects, experiments, scans, assessors):collection>", methods=["GET"]
+)
+def list_children(parent: str, collection: str) -> Response:
+    owner = resolve_object(parent, "read")
+    args = request.args
+    if collection == "experiments" and isinstance(owner, Project | Subject):
+        return _list_experiments(owner, args)
+    if collection == "subjects" and isinstance(owner, Project):
+        objects = sorted(owner.subjects, key=lambda s: s.pk)
+    elif collection == "scans" and isinstance(owner, Experiment):
+        objects = sorted(owner.scans, key=lambda s: s.pk)
+        if xsi := args.get("xsiType"):
+            objects = [s for s in objects if datatypes.is_a(s.xsi_type, xsi)]
+    elif collection == "assessors" and isinstance(owner, Experiment):
+        objects = sorted(owner.assessors, key=lambda a: a.pk)
+        if xsi := args.get("xsiType"):
+            objects = [a for a in objects if datatypes.is_a(a.xsi_type, xsi)]
+    else:
+        raise NotFound(f"A {owner.kind} has no {collection}.")
+    kind = collection.removesuffix("s")
+    return result_set(
+        serializers.rows_of(objects),
+        args,
+        serializers.DEFAULT_COLUMNS[kind],
+        serializers.ALIASES[kind],
+    )
+
+
+# ----------------------------------------------------------------------------- single objects
+
+
+@archive_route(bp, "/<xnat:path>", methods=["GET"])
+def get_object(path: str) -> Response:
+    obj = resolve_object(path, "read")
+    if (request.args.get("format") or "json").lower() not in ("json", "html"):
+        raise BadRequest("Only format=json is supported for single objects.")
+    return jsonify(serializers.item(obj))
+
+
+@archive_route(bp, "/<xnat:path>", methods=["PUT"])
+def put_object(path: str) -> Response:
+    """Create the object named by the path (fields from the query string), or update it."""
+    auth.require_login()
+    pairs = split_path(path)
+    *parent_pairs, (collection, name) = pairs
+    parent = _walk(parent_pairs, "edit") if parent_pairs else None
+    fields = query_fields(request.args)
+    given_id = _take(fields, "ID")  # server-assigned, except a scan's (xnatpy PUTs scans/{type})
+    if collection == "scans" and given_id:
+        name = given_id
+    existing = _lookup(parent, collection, name)
+    if parent is None and collection != "projects":
+        if existing is None:
+            raise NotFound(_describe(None, collection, name))
+        auth.require_project_role(existing.project_obj, "edit")
+    xsi_type = request.args.get("xsiType")
+    db = get_db()
+    if existing is not None:
+        if isinstance(existing, Project):
+            auth.require_project_role(existing, "own")
+        _update(existing, fields, xsi_type)
+        db.commit()
+        return Response(existing.id, 200, mimetype="text/plain")
+    creators = {
+        "projects": _create_project,
+        "subjects": _create_subject,
+        "experiments": _create_experiment,
+        "scans": _create_scan,
+        "assessors": _create_assessor,
+    }
+    obj = creators[collection](parent, name, fields, xsi_type)
+    db.commit()
+    announce_created(obj)
+    return Response(obj.id, 201, mimetype="text/plain")
+
+
+@archive_route(bp, "/<xnat:path>", methods=["DELETE"])
+def delete_object(path: str) -> Response:
+    """Delete the object, everything below it, and its files."""
+    pairs = split_path(path)
+    obj = resolve_object(path, "own" if pairs[-1][0] == "projects" else "edit")
+    data_dir = current_app.config["DATA_DIR"]
+    folder = data_dir / obj.relative_dir
+    trash = data_dir / "trash" / uuid.uuid4().hex
+    moved = folder.exists()
+    if moved:  # out of sight first, so a failed commit can put it back untouched
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        folder.rename(trash)
+    db = get_db()
+    try:
+        db.delete(obj)
+        db.commit()
+    except Exception:
+        db.rollback()
+        if moved:
+            trash.rename(folder)
+        raise
+    if moved:
+        shutil.rmtree(trash, ignore_errors=True)
+    return Response("", 200)
+
+
+# ----------------------------------------------------------------------------- create / update
+
+
+def new_accession(kind_letter: str) -> str:
+    """The next accession ID, e.g. XNAT_E00042 (never reused, also after deletions)."""
+    db = get_db()
+    accession = Accession(prefix=kind_letter)
+    db.add(accession)
+    db.flush()
+    return f"{current_app.config['SITE_ID']}_{kind_letter}{accession.pk:05d}"
+
+
+def _unique_label(model, project: Project, label: str, kind: str) -> None:
+    holder = get_db().scalar(
+        select(model).where(model.project_pk == project.pk, model.label == label)
+    )
+    if holder is not None:
+        raise Conflict(
+            f"{kind} label '{label}' is already used in project '{project.id}' (by {holder.id})."
+        )
+
+
+def _create_project(_parent, name: str, fields: dict, xsi_type: str | None) -> Project:
+    user = auth.require_login()
+    _check_type(xsi_type, "xnat:projectData", "Project")
+    project_id = check_label("Project", name)
+    if get_db().scalar(select(Project).where(Project.id.ilike(project_id))) is not None:
+        raise Conflict(f"Project ID '{project_id}' is already taken (IDs ignore case).")
+    project = Project(
+        id=project_id, insert_user=user.username, name=project_id, secondary_id=project_id
+    )
+    _apply_project_fields(project, fields)
+    db = get_db()
+    db.add(project)
+    db.flush()
+    db.add(ProjectRole(user_pk=user.pk, project_pk=project.pk, role="Owner"))
+    return project
+
+
+def _apply_project_fields(project: Project, fields: dict) -> None:
+    columns = {
+        "secondary_id": "secondary_id",
+        "name": "name",
+        "description": "description",
+        "keywords": "keywords",
+        "pi_firstname": "pi_firstname",
+        "pi_lastname": "pi_lastname",
+        "accessibility": "accessibility",
+    }
+    for key, value in fields.items():
+        attr = columns.get(key.lower())
+        if attr == "accessibility" and value not in ("private", "protected", "public"):
+            raise BadRequest(
+                f"Project accessibility {value!r} must be private, protected or public."
+            )
+        if attr is not None:
+            setattr(project, attr, value)
+
+
+def _create_subject(parent, name: str, fields: dict, xsi_type: str | None) -> Subject:
+    if not isinstance(parent, Project):
+        raise NotFound("Subjects are created under /data/projects/{project}/subjects/{label}.")
+    _check_type(xsi_type, "xnat:subjectData", "Subject")
+    label = check_label("Subject", _take(fields, "label") or name)
+    _unique_label(Subject, parent, label, "Subject")
+    subject = Subject(
+        id=new_accession("S"),
+        project=parent,
+        label=label,
+        fields=fields,
+        insert_user=auth.require_login().username,
+    )
+    get_db().add(subject)
+    return subject
+
+
+def _create_experiment(parent, name: str, fields: dict, xsi_type: str | None) -> Experiment:
+    if isinstance(parent, Project):
+        subject_ref = _take(fields, "subject_ID", "subject_label", "subject")
+        if not subject_ref:
+            raise BadRequest(
+                "A new experiment needs its subject: PUT it under "
+                ".../subjects/{subject}/experiments/{label} or pass subject_ID."
+            )
+        subject = _lookup(parent, "subjects", subject_ref)
+        if subject is None:
+            raise NotFound(_describe(parent, "subjects", subject_ref))
+    elif isinstance(parent, Subject):
+        subject = parent
+    else:
+        raise NotFound("Experiments are created under /data/projects/{p}/subjects/{s}/experiments.")
+    xsi = _check_type(xsi_type, "xnat:subjectAssessorData", "Experiment")
+    if xsi is None:
+        raise BadRequest("A new experiment needs xsiType, e.g. xsiType=xnat:mrSessionData.")
+    label = check_label("Experiment", _take(fields, "label") or name)
+    _unique_label(Experiment, subject.project, label, "Experiment")
+    experiment = Experiment(
+        id=new_accession("E"),
+        project=subject.project,
+        subject=subject,
+        label=label,
+        xsi_type=xsi,
+        insert_user=auth.require_login().username,
+        fields={},
+    )
+    _apply_experiment_fields(experiment, fields)
+    if not experiment.modality:
+        modalities = {v: k for k, v in datatypes.SESSION_TYPE_BY_MODALITY.items()}
+        experiment.modality = modalities.get(xsi, "")
+    get_db().add(experiment)
+    return experiment
+
+
+def _apply_experiment_fields(experiment: Experiment | Assessor, fields: dict) -> None:
+    if (date := _take(fields, "date")) is not None:
+        experiment.date = _check_date(date) if date else ""
+    if isinstance(experiment, Experiment):
+        if (time := _take(fields, "time")) is not None:
+            experiment.time = time
+        if (modality := _take(fields, "modality")) is not None:
+            experiment.modality = modality
+    experiment.fields.update(fields)
+
+
+def _create_scan(parent, name: str, fields: dict, xsi_type: str | None) -> Scan:
+    if not isinstance(parent, Experiment):
+        raise NotFound("Scans are created under .../experiments/{session}/scans/{id}.")
+    xsi = _check_type(xsi_type, "xnat:imageScanData", "Scan") or datatypes.scan_type_for(
+        parent.modality
+    )
+    scan_id = check_label("Scan", name, _SCAN_ID_RE)
+    scan = Scan(experiment=parent, id=scan_id, xsi_type=xsi, fields={})
+    _apply_scan_fields(scan, fields)
+    get_db().add(scan)
+    return scan
+
+
+def _apply_scan_fields(scan: Scan, fields: dict) -> None:
+    for attr, names in (
+        ("type", ("type",)),
+        ("series_description", ("series_description", "seriesDescription")),
+        ("uid", ("UID",)),
+        ("quality", ("quality",)),
+    ):
+        if (value := _take(fields, *names)) is not None:
+            setattr(scan, attr, value)
+    scan.fields.update(fields)
+
+
+def _create_assessor(parent, name: str, fields: dict, xsi_type: str | None) -> Assessor:
+    if not isinstance(parent, Experiment):
+        raise NotFound("Assessors are created under .../experiments/{session}/assessors/{label}.")
+    xsi = _check_type(xsi_type, "xnat:imageAssessorData", "Assessor")
+    if xsi is None:
+        raise BadRequest("A new assessor needs xsiType, e.g. xsiType=icr:roiCollectionData.")
+    label = check_label("Assessor", _take(fields, "label") or name)
+    _unique_label(Assessor, parent.project, label, "Assessor")
+    assessor = Assessor(
+        id=new_accession("E"),
+        experiment=parent,
+        project_pk=parent.project_pk,
+        label=label,
+        xsi_type=xsi,
+        insert_user=auth.require_login().username,
+        fields={},
+    )
+    _apply_experiment_fields(assessor, fields)
+    get_db().add(assessor)
+    return assessor
+
+
+def _update(obj: ArchiveObject, fields: dict, xsi_type: str | None) -> None:
+    if xsi_type and datatypes.canonical(xsi_type) != obj.xsi_type:
+        raise Conflict(
+            f"{obj.kind.title()} '{obj.label}' is a {obj.xsi_type}; "
+            f"its xsiType cannot change to {xsi_type!r}."
+        )
+    if isinstance(obj, Project):
+        _apply_project_fields(obj, fields)
+        return
+    if isinstance(obj, Scan):
+        _apply_scan_fields(obj, fields)
+        return
+    new_label = _take(fields, "label")
+    if new_label and new_label != obj.label:
+        check_label(obj.kind.title(), new_label)
+        _unique_label(type(obj), obj.project_obj, new_label, obj.kind.title())
+        obj.label = new_label
+    if isinstance(obj, Subject):
+        obj.fields.update(fields)
+    else:
+        _apply_experiment_fields(obj, fields)
+
+
+@archive_route(bp, "/projects/<project_id>/accessibility", methods=["GET"])
+def get_accessibility(project_id: str) -> Response:
+    project = resolve_object(f"projects/{project_id}", "read")
+    return Response(project.accessibility, mimetype="text/plain")
+
+
+@archive_route(bp, "/projects/<project_id>/accessibility/<level>", methods=["PUT"])
+def set_accessibility(project_id: str, level: str) -> Response:
+    project = resolve_object(f"projects/{project_id}", "own")
+    _apply_project_fields(project, {"accessibility": level})
+    get_db().commit()
+    return jsonify({"accessibility": level})

@@ -1,0 +1,195 @@
+"""Who is calling and what they may do: basic auth, JSESSIONID, alias tokens, project roles.
+
+Credentials are checked in XNAT's order: an Authorization header (username/password, or alias
+token/secret) wins over the JSESSIONID cookie; a header with wrong credentials is a 401 even when
+a valid cookie is present. Access follows XNAT's project roles: Collaborators read, Members also
+create and edit data, Owners also manage membership and delete the project; site admins pass
+everything. Missing objects are 404 (the caller resolves the object before checking its role).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from datetime import datetime, timedelta
+
+from flask import current_app, g, request
+from sqlalchemy import delete, select
+from werkzeug.exceptions import Forbidden, NotFound, Unauthorized
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from xnat_ml.server.db import get_db
+from xnat_ml.server.models import ROLES, AliasToken, Project, ProjectRole, User, WebSession, utcnow
+
+# What each access level needs, as the weakest sufficient role.
+ACCESS_LEVELS = {"read": "Collaborator", "edit": "Member", "own": "Owner"}
+
+_MAC_KEY = secrets.token_bytes(32)
+_recently_verified: dict[bytes, datetime] = {}  # mac(hash, password) → when it was verified
+_VERIFIED_TTL = timedelta(minutes=5)
+
+
+def hash_password(password: str) -> str:
+    return generate_password_hash(password)
+
+
+def password_matches(user: User, password: str) -> bool:
+    """Check a password; a success is remembered briefly so basic auth on every call stays cheap."""
+    mac = hmac.new(_MAC_KEY, f"{user.password_hash}\0{password}".encode(), "sha256").digest()
+    seen = _recently_verified.get(mac)
+    if seen is not None and utcnow() - seen < _VERIFIED_TTL:
+        return True
+    if not check_password_hash(user.password_hash, password):
+        return False
+    if len(_recently_verified) > 4096:
+        _recently_verified.clear()
+    _recently_verified[mac] = utcnow()
+    return True
+
+
+def _token_digest(secret: str) -> str:
+    # Secrets are 192 random bits, so a plain digest is as safe as a slow hash and keeps
+    # per-request token checks fast.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def authenticate(username: str, password: str) -> User | None:
+    """The enabled user these credentials (password or alias token) belong to, else None."""
+    db = get_db()
+    user = db.scalar(select(User).where(User.username == username))
+    if user is not None:
+        return user if user.enabled and password_matches(user, password) else None
+    token = validate_token(username, password)
+    return token.user if token is not None and token.user.enabled else None
+
+
+def _session_user(session_id: str) -> User | None:
+    web_session = get_db().get(WebSession, session_id)
+    if web_session is None or web_session.expires < utcnow() or not web_session.user.enabled:
+        return None
+    return web_session.user
+
+
+def current_user() -> User | None:
+    """The authenticated caller of this request, or None (cached for the request)."""
+    if "user" not in g:
+        g.user = None
+        g.auth_failed = False
+        auth = request.authorization
+        if auth is not None and auth.type == "basic":
+            g.user = authenticate(auth.username or "", auth.password or "")
+            g.auth_failed = g.user is None
+        elif session_id := request.cookies.get("JSESSIONID"):
+            g.user = _session_user(session_id)
+    return g.user
+
+
+def require_login() -> User:
+    """The caller, or a 401 when no valid credentials came with the request."""
+    user = current_user()
+    if user is None:
+        if g.get("auth_failed"):
+            raise Unauthorized("Login attempt failed: wrong username, password or token.")
+        raise Unauthorized("Authentication required: send basic auth or a JSESSIONID cookie.")
+    return user
+
+
+def require_admin() -> User:
+    user = require_login()
+    if not user.is_admin:
+        raise Forbidden(f"User '{user.username}' is not a site administrator.")
+    return user
+
+
+def role_in(user: User, project: Project) -> str | None:
+    """The user's role in the project (Owner, Member, Collaborator) or None."""
+    return get_db().scalar(
+        select(ProjectRole.role).where(
+            ProjectRole.user_pk == user.pk, ProjectRole.project_pk == project.pk
+        )
+    )
+
+
+def may(user: User, project: Project, access: str) -> bool:
+    """Whether the user has `access` (read, edit, own) on the project."""
+    if user.is_admin:
+        return True
+    role = role_in(user, project)
+    if access == "read" and project.accessibility in ("public", "protected"):
+        return role is not None or project.accessibility == "public"
+    return role is not None and ROLES.index(role) >= ROLES.index(ACCESS_LEVELS[access])
+
+
+def require_project_role(project: Project | str, access: str = "read") -> User:
+    """The caller if they have `access` (read, edit, own) on the project; else 401/403/404."""
+    user = require_login()
+    if isinstance(project, str):
+        found = get_db().scalar(select(Project).where(Project.id == project))
+        if found is None:
+            raise NotFound(f"Project '{project}' does not exist.")
+        project = found
+    if not may(user, project, access):
+        raise Forbidden(
+            f"User '{user.username}' may not {access} project '{project.id}'"
+            f" (needs the {ACCESS_LEVELS[access]} role or higher)."
+        )
+    return user
+
+
+def readable_project_pks(user: User) -> list[int] | None:
+    """Primary keys of the projects the user may read; None means all (site admin)."""
+    if user.is_admin:
+        return None
+    db = get_db()
+    own = db.scalars(select(ProjectRole.project_pk).where(ProjectRole.user_pk == user.pk))
+    public = db.scalars(select(Project.pk).where(Project.accessibility == "public"))
+    return sorted(set(own) | set(public))
+
+
+# ----------------------------------------------------------------------------- sessions, tokens
+
+
+def start_session(user: User) -> str:
+    """Open a web session for the user; returns its JSESSIONID."""
+    db = get_db()
+    now = utcnow()
+    db.execute(delete(WebSession).where(WebSession.expires < now))
+    session_id = secrets.token_hex(16).upper()
+    lifetime = timedelta(seconds=current_app.config["SESSION_LIFETIME_S"])
+    db.add(WebSession(id=session_id, user_pk=user.pk, expires=now + lifetime))
+    db.commit()
+    return session_id
+
+
+def end_session(session_id: str) -> None:
+    db = get_db()
+    db.execute(delete(WebSession).where(WebSession.id == session_id))
+    db.commit()
+
+
+def issue_token(user: User) -> tuple[AliasToken, str]:
+    """A new alias token for the user and its secret (only the secret's digest is stored)."""
+    db = get_db()
+    now = utcnow()
+    db.execute(delete(AliasToken).where(AliasToken.expires < now))
+    secret = secrets.token_hex(24)
+    lifetime = timedelta(seconds=current_app.config["TOKEN_LIFETIME_S"])
+    token = AliasToken(
+        alias=str(uuid.uuid4()),
+        secret_hash=_token_digest(secret),
+        user_pk=user.pk,
+        created=now,
+        expires=now + lifetime,
+    )
+    db.add(token)
+    db.commit()
+    return token, secret
+
+
+def validate_token(alias: str, secret: str) -> AliasToken | None:
+    token = get_db().get(AliasToken, alias)
+    if token is None or token.expires < utcnow():
+        return None
+    return token if hmac.compare_digest(token.secret_hash, _token_digest(secret)) else None

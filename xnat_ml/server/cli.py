@@ -1,0 +1,80 @@
+"""`xnat-ml serve`: run the embedded XNAT-compatible server with waitress."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from xnat_ml.errors import XnatMlError
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the embedded XNAT-compatible server",
+        description=(
+            "Serve an XNAT-compatible REST API (projects, subjects, sessions, scans, "
+            "resources, ROI collections) from DIR: metadata in DIR/xnat-ml.sqlite, files under "
+            "DIR/archive. A fresh DIR gets the site administrator 'admin'."
+        ),
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="archive folder (created if missing)",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )
+    parser.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
+    parser.add_argument(
+        "--admin-password",
+        default=None,
+        help="password of 'admin' on a fresh DIR (default: env "
+        "XNAT_ML_ADMIN_PASSWORD, else 'admin')",
+    )
+    parser.add_argument("--threads", type=int, default=8, help="worker threads (default 8)")
+    parser.add_argument(
+        "--token-lifetime",
+        type=int,
+        default=7200,
+        metavar="SECONDS",
+        help="how long alias tokens stay valid (default 7200)",
+    )
+    parser.set_defaults(func=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import waitress
+
+    from xnat_ml.server.app import create_app
+
+    try:
+        args.data.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise XnatMlError(f"{args.data}: cannot create the data folder ({exc.strerror})") from exc
+    app = create_app(
+        args.data,
+        admin_password=args.admin_password,
+        token_lifetime_s=args.token_lifetime,
+    )
+    log.info("Serving XNAT API from %s on http://%s:%d", args.data, args.host, args.port)
+    try:
+        waitress.serve(
+            app,
+            host=args.host,
+            port=args.port,
+            threads=args.threads,
+            ident="xnat-ml",
+            max_request_body_size=64 * 1024**3,
+        )
+    except OSError as exc:
+        raise XnatMlError(f"{args.host}:{args.port}: cannot listen ({exc.strerror})") from exc
+    return 0

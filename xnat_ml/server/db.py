@@ -1,0 +1,71 @@
+"""The SQLite store behind the embedded server: one engine per app, one ORM session per request.
+
+SQLite runs in WAL mode with a busy timeout so that waitress's worker threads can read while one
+writes; every request gets its own session (`get_db()`), closed when the request ends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask, current_app, g, has_request_context, request
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+DB_FILENAME = "xnat-ml.sqlite"
+
+
+def make_engine(data_dir: Path) -> Engine:
+    """An engine on DIR/xnat-ml.sqlite shared by all threads (each checks out a connection)."""
+    engine = create_engine(
+        f"sqlite:///{data_dir / DB_FILENAME}",
+        connect_args={"check_same_thread": False, "timeout": 30},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection, _record) -> None:
+        # Let SQLAlchemy emit BEGIN itself: pysqlite's own transaction handling defers it
+        # past SELECTs, which lets two writers read the same counter value.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn) -> None:
+        # Writing requests take the lock at BEGIN, so concurrent creations serialise instead of
+        # failing with "database is locked" halfway through; WAL readers are never blocked.
+        reading = has_request_context() and request.method in ("GET", "HEAD", "OPTIONS")
+        conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def init_app(app: Flask, data_dir: Path) -> None:
+    """Create the schema if needed and attach a session factory to the app."""
+    from xnat_ml.server.models import Base
+
+    engine = make_engine(data_dir)
+    Base.metadata.create_all(engine)
+    app.extensions["xnat_ml.db"] = sessionmaker(engine, expire_on_commit=False)
+    app.teardown_appcontext(_close_session)
+
+
+def session_factory(app: Flask | None = None) -> sessionmaker[Session]:
+    """The app's session factory, for work outside a request (bootstrap, CLI, event handlers)."""
+    return (app or current_app).extensions["xnat_ml.db"]
+
+
+def get_db() -> Session:
+    """The current request's ORM session (created on first use)."""
+    if "db" not in g:
+        g.db = session_factory()()
+    return g.db
+
+
+def _close_session(_exc: BaseException | None) -> None:
+    db = g.pop("db", None)
+    if db is not None:
+        db.close()

@@ -1,0 +1,130 @@
+"""XNAT's ResultSet listings: column selection, simple filters, paging, JSON or CSV.
+
+Rows arrive as flat dicts (canonical keys plus any datatype-specific fields). `columns=` picks and
+orders keys; a column may be named case-insensitively, by XNAT xpath (`xnat:mrSessionData/date`
+selects `date`) or by an alias the listing declares (`xnat:subjectData/label` → `subject_label`).
+The response echoes the names the client asked for. Unknown columns come back empty, as XNAT
+leaves fields a datatype lacks empty.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import io
+from collections.abc import Iterable, Mapping
+
+from flask import Response, jsonify
+from werkzeug.exceptions import BadRequest
+
+# Query parameters that steer the request rather than filter rows.
+RESERVED_PARAMS = frozenset(
+    {
+        "format",
+        "columns",
+        "limit",
+        "offset",
+        "xsitype",
+        "project",
+        "req_format",
+        "sortby",
+        "sortorder",
+        "_",
+        "event_reason",
+        "event_type",
+        "event_action",
+        "event_comment",
+        "removefiles",
+        "allowdatadeletion",
+        "recursive",
+    }
+)
+
+
+def _lookup_key(column: str, keys: Mapping[str, str], aliases: Mapping[str, str]) -> str | None:
+    """The row key a requested column refers to (keys: lower-cased key → key)."""
+    lowered = column.lower()
+    if lowered in aliases:
+        return aliases[lowered]
+    if lowered in keys:
+        return keys[lowered]
+    if "/" in lowered:
+        leaf = lowered.rsplit("/", 1)[1]
+        return aliases.get(leaf) or keys.get(leaf)
+    return None
+
+
+def select_columns(
+    rows: list[dict], columns: Iterable[str], aliases: Mapping[str, str] | None = None
+) -> list[dict]:
+    """Rows reduced to `columns`, in that order, keyed by the names as requested."""
+    aliases = {k.lower(): v for k, v in (aliases or {}).items()}
+    keys: dict[str, str] = {}
+    for row in rows:
+        for key in row:
+            keys.setdefault(key.lower(), key)
+    wanted = [(name, _lookup_key(name, keys, aliases)) for name in columns]
+    return [{name: _text(row.get(key, "")) if key else "" for name, key in wanted} for row in rows]
+
+
+def filter_rows(rows: list[dict], args: Mapping[str, str]) -> list[dict]:
+    """Keep rows whose columns match the non-reserved query parameters (`*` is a wildcard)."""
+    if not rows:
+        return rows
+    keys = {key.lower(): key for row in rows[:1] for key in row}
+    filters = [
+        (keys[name.lower()], value)
+        for name, value in args.items()
+        if name.lower() not in RESERVED_PARAMS and name.lower() in keys
+    ]
+    for key, pattern in filters:
+        if "*" in pattern:
+            rows = [r for r in rows if fnmatch.fnmatchcase(_text(r.get(key, "")), pattern)]
+        else:
+            rows = [r for r in rows if _text(r.get(key, "")) == pattern]
+    return rows
+
+
+def page(rows: list[dict], args: Mapping[str, str]) -> list[dict]:
+    """Apply `offset` and `limit` (`limit=*` or none: everything)."""
+    try:
+        offset = int(args.get("offset", 0) or 0)
+        limit_arg = args.get("limit", "*") or "*"
+        limit = None if limit_arg == "*" else int(limit_arg)
+    except ValueError as exc:
+        raise BadRequest("limit and offset must be whole numbers (or limit=*).") from exc
+    if offset < 0 or (limit is not None and limit < 0):
+        raise BadRequest("limit and offset must not be negative.")
+    return rows[offset:] if limit is None else rows[offset : offset + limit]
+
+
+def result_set(
+    rows: list[dict],
+    args: Mapping[str, str],
+    default_columns: Iterable[str] | None = None,
+    aliases: Mapping[str, str] | None = None,
+) -> Response:
+    """The full listing response: filter, page, pick columns, render as JSON (or CSV)."""
+    rows = filter_rows(rows, args)
+    total = len(rows)
+    rows = page(rows, args)
+    if args.get("columns"):
+        columns = [c.strip() for c in args["columns"].split(",") if c.strip()]
+    else:
+        columns = list(default_columns) if default_columns else list(rows[0]) if rows else []
+    rows = select_columns(rows, columns, aliases)
+    if (args.get("format") or "json").lower() == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        return Response(buffer.getvalue(), mimetype="text/csv")
+    return jsonify({"ResultSet": {"Result": rows, "totalRecords": str(total)}})
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

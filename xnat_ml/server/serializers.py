@@ -1,0 +1,240 @@
+"""Archive objects as XNAT shows them: listing rows (flat dicts) and single-object `items`.
+
+Sessions are listed with one SQL query over experiments ⋈ subjects ⋈ projects, so a project of a
+thousand sessions lists in milliseconds; the other kinds are small and listed from ORM objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from xnat_ml.server.models import Assessor, Experiment, Project, Scan, Subject
+
+# Columns a listing shows when the client names none (XNAT's defaults, trimmed).
+DEFAULT_COLUMNS = {
+    "project": ("ID", "secondary_ID", "name", "description", "pi_firstname", "pi_lastname", "URI"),
+    "subject": ("ID", "project", "label", "insert_date", "insert_user", "URI"),
+    "experiment": ("ID", "project", "date", "xsiType", "label", "insert_date", "URI"),
+    "scan": (
+        "xnat_imagescandata_id",
+        "ID",
+        "type",
+        "series_description",
+        "quality",
+        "xsiType",
+        "URI",
+    ),
+    "assessor": ("ID", "label", "xsiType", "project", "session_ID", "insert_date", "URI"),
+}
+
+# Other names clients use for the same columns (xpaths of the parent type, XNAT's lower-case ids).
+ALIASES = {
+    "project": {"xnat:projectdata/id": "ID"},
+    "subject": {"xnat:subjectdata/id": "ID", "subject_label": "label", "subject_id": "ID"},
+    "experiment": {
+        "xnat:subjectdata/label": "subject_label",
+        "xnat:subjectdata/id": "subject_ID",
+        "xnat:subjectassessordata/id": "ID",
+        "xnat:experimentdata/id": "ID",
+        "subject_id": "subject_ID",
+        "session_id": "ID",
+        "xsi_type": "xsiType",
+    },
+    "scan": {"xnat:imagescandata/id": "ID", "uid": "UID", "xsi_type": "xsiType"},
+    "assessor": {"xnat:imageassessordata/id": "ID", "session_id": "session_ID"},
+}
+
+
+def _stamp(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if value else ""
+
+
+def _with_fields(row: dict, fields: dict | None) -> dict:
+    for key, value in (fields or {}).items():
+        row.setdefault(key, value)
+    return row
+
+
+def project_row(project: Project) -> dict:
+    return {
+        "ID": project.id,
+        "secondary_ID": project.secondary_id,
+        "name": project.name,
+        "description": project.description,
+        "keywords": project.keywords,
+        "pi_firstname": project.pi_firstname,
+        "pi_lastname": project.pi_lastname,
+        "accessibility": project.accessibility,
+        "insert_date": _stamp(project.created),
+        "insert_user": project.insert_user,
+        "xsiType": project.xsi_type,
+        "URI": project.uri,
+    }
+
+
+def subject_row(subject: Subject) -> dict:
+    return _with_fields(
+        {
+            "ID": subject.id,
+            "project": subject.project.id,
+            "label": subject.label,
+            "insert_date": _stamp(subject.created),
+            "insert_user": subject.insert_user,
+            "xsiType": subject.xsi_type,
+            "URI": subject.uri,
+        },
+        subject.fields,
+    )
+
+
+def experiment_query() -> Select:
+    """All session columns in one statement; callers add WHERE clauses."""
+    return (
+        select(
+            Experiment.id,
+            Experiment.label,
+            Project.id.label("project"),
+            Experiment.xsi_type,
+            Experiment.date,
+            Experiment.time,
+            Experiment.modality,
+            Subject.id.label("subject_ID"),
+            Subject.label.label("subject_label"),
+            Experiment.insert_user,
+            Experiment.created,
+            Experiment.fields,
+        )
+        .join(Project, Experiment.project_pk == Project.pk)
+        .join(Subject, Experiment.subject_pk == Subject.pk)
+        .order_by(Experiment.pk)
+    )
+
+
+def experiment_rows(db: Session, statement: Select) -> list[dict]:
+    rows = []
+    for r in db.execute(statement):
+        row = {
+            "ID": r.id,
+            "label": r.label,
+            "project": r.project,
+            "xsiType": r.xsi_type,
+            "date": r.date,
+            "time": r.time,
+            "modality": r.modality,
+            "subject_ID": r.subject_ID,
+            "subject_label": r.subject_label,
+            "insert_date": _stamp(r.created),
+            "insert_user": r.insert_user,
+            "URI": f"/data/experiments/{r.id}",
+        }
+        rows.append(_with_fields(row, r.fields))
+    return rows
+
+
+def scan_row(scan: Scan) -> dict:
+    return _with_fields(
+        {
+            "xnat_imagescandata_id": str(scan.pk),
+            "ID": scan.id,
+            "type": scan.type,
+            "series_description": scan.series_description,
+            "quality": scan.quality,
+            "UID": scan.uid,
+            "xsiType": scan.xsi_type,
+            "image_session_ID": scan.experiment.id,
+            "project": scan.experiment.project.id,
+            "URI": scan.uri,
+        },
+        scan.fields,
+    )
+
+
+def assessor_row(assessor: Assessor) -> dict:
+    return _with_fields(
+        {
+            "ID": assessor.id,
+            "label": assessor.label,
+            "xsiType": assessor.xsi_type,
+            "project": assessor.experiment.project.id,
+            "session_ID": assessor.experiment.id,
+            "session_label": assessor.experiment.label,
+            "date": assessor.date,
+            "insert_date": _stamp(assessor.created),
+            "insert_user": assessor.insert_user,
+            "URI": assessor.uri,
+        },
+        assessor.fields,
+    )
+
+
+def rows_of(objects: Iterable) -> list[dict]:
+    builders = {
+        Project: project_row,
+        Subject: subject_row,
+        Scan: scan_row,
+        Assessor: assessor_row,
+    }
+    return [builders[type(obj)](obj) for obj in objects]
+
+
+def data_fields(obj) -> dict:
+    """The `data_fields` of a single-object GET (XNAT's field names for the datatype)."""
+    if isinstance(obj, Project):
+        row = project_row(obj)
+        fields = {k: row[k] for k in ("ID", "secondary_ID", "name", "description", "keywords")}
+        fields["PI/firstname"] = obj.pi_firstname
+        fields["PI/lastname"] = obj.pi_lastname
+        return fields
+    if isinstance(obj, Subject):
+        fields = {"ID": obj.id, "label": obj.label, "project": obj.project.id}
+    elif isinstance(obj, Experiment):
+        fields = {
+            "ID": obj.id,
+            "label": obj.label,
+            "project": obj.project.id,
+            "subject_ID": obj.subject.id,
+            "date": obj.date,
+            "time": obj.time,
+            "modality": obj.modality,
+        }
+    elif isinstance(obj, Scan):
+        fields = {
+            "ID": obj.id,
+            "type": obj.type,
+            "series_description": obj.series_description,
+            "UID": obj.uid,
+            "quality": obj.quality,
+            "image_session_ID": obj.experiment.id,
+            "project": obj.experiment.project.id,
+        }
+    else:
+        fields = {
+            "ID": obj.id,
+            "label": obj.label,
+            "project": obj.experiment.project.id,
+            "imageSession_ID": obj.experiment.id,
+            "date": obj.date,
+        }
+    fields = {k: v for k, v in fields.items() if v not in ("", None)}
+    return _with_fields(fields, getattr(obj, "fields", None))
+
+
+def item(obj) -> dict:
+    """The single-object GET body: {"items": [{"data_fields", "meta", "children"}]}."""
+    return {
+        "items": [
+            {
+                "data_fields": data_fields(obj),
+                "meta": {
+                    "isHistory": False,
+                    "xsi:type": obj.xsi_type,
+                    "start_date": obj.created.strftime("%a %b %d %H:%M:%S UTC %Y"),
+                },
+                "children": [],
+            }
+        ]
+    }

@@ -1,0 +1,177 @@
+"""Users and project membership: /xapi/users (site admins create), /data/projects/{p}/users/..."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import select
+from werkzeug.exceptions import BadRequest, Conflict, NotFound
+
+from xnat_ml.server import auth
+from xnat_ml.server.archive import archive_route, resolve_object
+from xnat_ml.server.db import get_db
+from xnat_ml.server.listing import result_set
+from xnat_ml.server.models import ROLES, ProjectRole, User
+
+bp = Blueprint("users", __name__)
+
+_USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+# XNAT names the membership groups in the plural: /users/Owners/alice
+_GROUPS = {f"{role.lower()}s": role for role in ROLES} | {role.lower(): role for role in ROLES}
+
+
+def _user_json(user: User) -> dict:
+    return {
+        "username": user.username,
+        "email": user.email,
+        "firstName": user.first_name,
+        "lastName": user.last_name,
+        "enabled": user.enabled,
+        "verified": user.verified,
+        "id": user.pk,
+        "admin": user.is_admin,
+    }
+
+
+def _find_user(username: str) -> User:
+    user = get_db().scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFound(f"User '{username}' does not exist.")
+    return user
+
+
+@bp.route("/xapi/users", methods=["POST"])
+def create_user() -> Response:
+    """JSON body {username, password, email, firstName, lastName, enabled, verified}."""
+    auth.require_admin()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("Send the new user as a JSON object with username and password.")
+    username = str(body.get("username", ""))
+    password = str(body.get("password", ""))
+    if not _USERNAME_RE.match(username):
+        raise BadRequest(f"Username {username!r} must be 1-64 letters, digits or _ . @ -.")
+    if not password:
+        raise BadRequest(f"User '{username}' needs a password.")
+    db = get_db()
+    if db.scalar(select(User).where(User.username == username)) is not None:
+        raise Conflict(f"User '{username}' already exists.")
+    user = User(
+        username=username,
+        password_hash=auth.hash_password(password),
+        email=str(body.get("email", "")),
+        first_name=str(body.get("firstName", "")),
+        last_name=str(body.get("lastName", "")),
+        enabled=bool(body.get("enabled", True)),
+        verified=bool(body.get("verified", True)),
+    )
+    db.add(user)
+    db.commit()
+    return Response(jsonify(_user_json(user)).get_data(), 201, mimetype="application/json")
+
+
+@bp.route("/xapi/users", methods=["GET"])
+def list_usernames() -> Response:
+    auth.require_login()
+    return jsonify(list(get_db().scalars(select(User.username).order_by(User.username))))
+
+
+@bp.route("/xapi/users/profiles", methods=["GET"])
+def list_profiles() -> Response:
+    auth.require_login()
+    return jsonify([_user_json(u) for u in get_db().scalars(select(User).order_by(User.pk))])
+
+
+@bp.route("/xapi/users/<username>", methods=["GET"])
+def get_user(username: str) -> Response:
+    auth.require_login()
+    return jsonify(_user_json(_find_user(username)))
+
+
+@bp.route("/data/users", methods=["GET"])
+def list_users() -> Response:
+    auth.require_login()
+    rows = [
+        {
+            "xdat_user_id": u.pk,
+            "login": u.username,
+            "firstname": u.first_name,
+            "lastname": u.last_name,
+            "email": u.email,
+            "enabled": u.enabled,
+        }
+        for u in get_db().scalars(select(User).order_by(User.pk))
+    ]
+    return result_set(rows, request.args)
+
+
+@archive_route(bp, "/projects/<project_id>/users", methods=["GET"])
+def project_users(project_id: str) -> Response:
+    project = resolve_object(f"projects/{project_id}", "read")
+    rows = [
+        {
+            "login": role.user.username,
+            "firstname": role.user.first_name,
+            "lastname": role.user.last_name,
+            "email": role.user.email,
+            "xdat_user_id": role.user.pk,
+            "displayname": f"{role.role}s",
+            "role": role.role,
+            "GROUP_ID": f"{project.id}_{role.role.lower()}",
+        }
+        for role in sorted(project.roles, key=lambda r: r.pk)
+    ]
+    return result_set(rows, request.args)
+
+
+def _group(name: str) -> str:
+    role = _GROUPS.get(name.lower())
+    if role is None:
+        raise BadRequest(f"Group {name!r} is not one of Owners, Members, Collaborators.")
+    return role
+
+
+@archive_route(bp, "/projects/<project_id>/users/<group>/<username>", methods=["PUT"])
+def add_member(project_id: str, group: str, username: str) -> Response:
+    """Give the user this role in the project (replacing any other role there)."""
+    project = resolve_object(f"projects/{project_id}", "own")
+    role = _group(group)
+    user = _find_user(username)
+    db = get_db()
+    membership = db.scalar(
+        select(ProjectRole).where(
+            ProjectRole.project_pk == project.pk, ProjectRole.user_pk == user.pk
+        )
+    )
+    if membership is None:
+        db.add(ProjectRole(project_pk=project.pk, user_pk=user.pk, role=role))
+    else:
+        membership.role = role
+    db.commit()
+    return Response(
+        f"User '{username}' is now {role} of project '{project.id}'.", 200, mimetype="text/plain"
+    )
+
+
+@archive_route(bp, "/projects/<project_id>/users/<group>/<username>", methods=["DELETE"])
+def remove_member(project_id: str, group: str, username: str) -> Response:
+    project = resolve_object(f"projects/{project_id}", "own")
+    role = _group(group)
+    user = _find_user(username)
+    db = get_db()
+    membership = db.scalar(
+        select(ProjectRole).where(
+            ProjectRole.project_pk == project.pk,
+            ProjectRole.user_pk == user.pk,
+            ProjectRole.role == role,
+        )
+    )
+    if membership is None:
+        raise NotFound(f"User '{username}' is not among the {role}s of project '{project.id}'.")
+    owners = [r for r in project.roles if r.role == "Owner"]
+    if role == "Owner" and len(owners) == 1:
+        raise Conflict(f"User '{username}' is the last Owner of project '{project.id}'.")
+    db.delete(membership)
+    db.commit()
+    return Response("", 200)
