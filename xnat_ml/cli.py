@@ -16,6 +16,7 @@ VERB_MODULES = (
     "xnat_ml.sample.cli",
     "xnat_ml.imaging.cli",
     "xnat_ml.containers.cli",
+    "xnat_ml.containers.batch_cli",
     "xnat_ml.events.cli",
 )
 

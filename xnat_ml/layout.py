@@ -10,5 +10,6 @@ MODELS_RESOURCE = "ML_MODELS"  # project resource, folder per model
 DATASETS_RESOURCE = "ML_DATASETS"  # project resource, folder per dataset version
 CONFIGS_RESOURCE = "ML_CONFIGS"  # project resource: training configs
 RUNS_RESOURCE = "ML_RUNS"  # project resource, folder per run id
+BATCHES_RESOURCE = "ML_BATCHES"  # project resource: one JSON record per batch (xnat-ml batch run)
 
 ROI_COLLECTION_XSI = "icr:roiCollectionData"

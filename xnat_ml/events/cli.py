@@ -5,18 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from xnat_ml.containers.batch_cli import add_server_options
 from xnat_ml.events.install import HANDLER_DIR, handler_files, install_handler, read_handler
 from xnat_ml.xnat import connect
 from xnat_ml.xnat.responses import reported_as
 from xnat_ml.xnat.uris import segment
-
-
-def add_server_options(parser: argparse.ArgumentParser) -> None:
-    """--url/--user/--password, falling back to XNAT_HOST/XNAT_USER/XNAT_PASS."""
-    group = parser.add_argument_group("XNAT server (default: $XNAT_HOST, $XNAT_USER, $XNAT_PASS)")
-    group.add_argument("--url", metavar="URL", help="XNAT address, e.g. http://127.0.0.1:8080")
-    group.add_argument("--user", metavar="NAME", help="user name (or alias token)")
-    group.add_argument("--password", metavar="SECRET", help="password (or token secret)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,0 +1,228 @@
+"""`xnat-ml batch ...` and `xnat-ml jobs ...`: run a command over many sessions, follow the jobs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+
+from xnat_ml.containers.batch import (
+    Selection,
+    filter_jobs,
+    list_containers,
+    load_record,
+    rerun_failed,
+    run_batch,
+)
+from xnat_ml.errors import XnatMlError
+from xnat_ml.xnat import connect
+from xnat_ml.xnat.responses import reported_as
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """--url/--user/--password, falling back to XNAT_HOST/XNAT_USER/XNAT_PASS."""
+    group = parser.add_argument_group("XNAT server (default: $XNAT_HOST, $XNAT_USER, $XNAT_PASS)")
+    group.add_argument("--url", metavar="URL", help="XNAT address, e.g. http://127.0.0.1:8080")
+    group.add_argument("--user", metavar="NAME", help="user name (or alias token)")
+    group.add_argument("--password", metavar="SECRET", help="password (or token secret)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_batch(subparsers)
+    _register_jobs(subparsers)
+
+
+def _register_batch(subparsers: argparse._SubParsersAction) -> None:
+    batch = subparsers.add_parser(
+        "batch",
+        help="run a Container Service command over many sessions",
+        description="Launch a command on many objects of a project at once, and rerun failures.",
+    )
+    verbs = batch.add_subparsers(dest="batch_verb", metavar="VERB")
+    run = verbs.add_parser(
+        "run",
+        help="launch a command on a selection of sessions (or their scans / ROI collections)",
+        description=(
+            "Select objects of project P from one bulk listing, then launch the command's wrapper "
+            "on all of them with one bulk launch. The wrapper's first external input decides the "
+            "level: sessions, subjects, scans (narrowed by --scan-types) or assessors. Criteria "
+            "combine with AND; patterns use * and ? (fnmatch, case-sensitive). Prints the batch "
+            "id; the record is kept in the project resource ML_BATCHES."
+        ),
+    )
+    run.add_argument("--project", required=True, metavar="P", help="project ID")
+    run.add_argument("--command", required=True, metavar="NAME", help="installed command name")
+    run.add_argument(
+        "--wrapper",
+        metavar="W",
+        help="wrapper name (default: the only one, or the one named like the command)",
+    )
+    run.add_argument(
+        "--sessions",
+        nargs="+",
+        default=(),
+        metavar="PAT",
+        help="session label patterns, e.g. 'PAT0*'",
+    )
+    run.add_argument(
+        "--subjects", nargs="+", default=(), metavar="PAT", help="subject label patterns"
+    )
+    run.add_argument(
+        "--ids",
+        nargs="+",
+        default=(),
+        metavar="ID",
+        help="session accession ids or labels, exactly",
+    )
+    run.add_argument(
+        "--scan-types",
+        nargs="+",
+        default=(),
+        metavar="T",
+        help="scan type patterns (scan-level commands)",
+    )
+    run.add_argument(
+        "--input",
+        dest="inputs",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a value for another wrapper input (repeatable)",
+    )
+    add_server_options(run)
+    run.set_defaults(func=_run)
+
+    rerun = verbs.add_parser(
+        "rerun",
+        help="relaunch the failed jobs of a batch",
+        description=(
+            "Relaunch, in one bulk launch, the objects of batch BATCH whose latest job has a "
+            "Failed status (Failed, Failed (Upload), ...) or whose launch was refused. The "
+            "batch record gets a new attempt; `xnat-ml jobs --batch BATCH` shows all of them."
+        ),
+    )
+    rerun.add_argument("batch", metavar="BATCH", help="batch id printed by `batch run`")
+    rerun.add_argument(
+        "--failed",
+        action="store_true",
+        required=True,
+        help="rerun the failed subgroup (required: the only mode)",
+    )
+    rerun.add_argument("--project", required=True, metavar="P", help="project ID of the batch")
+    add_server_options(rerun)
+    rerun.set_defaults(func=_rerun)
+    batch.set_defaults(func=lambda _args: batch.print_help() or 2)
+
+
+def _register_jobs(subparsers: argparse._SubParsersAction) -> None:
+    jobs = subparsers.add_parser(
+        "jobs",
+        help="list Container Service jobs; show their logs; kill them",
+        description=(
+            "List the server's containers (jobs), newest last, optionally narrowed by status "
+            "prefix (e.g. Failed), project and batch. Subcommands: logs, kill."
+        ),
+    )
+    jobs.add_argument(
+        "--status",
+        metavar="S",
+        help="status prefix, case-insensitive (Created, Running, Complete, Failed, Killed)",
+    )
+    jobs.add_argument("--project", metavar="P", help="project ID")
+    jobs.add_argument("--batch", metavar="B", help="batch id (needs --project)")
+    add_server_options(jobs)
+    jobs.set_defaults(func=_jobs)
+    verbs = jobs.add_subparsers(dest="jobs_verb", metavar="VERB")
+
+    logs = verbs.add_parser(
+        "logs",
+        help="print a job's stdout (or stderr)",
+        description="Print the stdout log of job ID (--stderr: its stderr).",
+    )
+    logs.add_argument("id", metavar="ID", help="container id from `xnat-ml jobs`")
+    logs.add_argument("--stderr", action="store_true", help="print stderr instead of stdout")
+    add_server_options(logs)
+    logs.set_defaults(func=_logs)
+
+    kill = verbs.add_parser(
+        "kill", help="stop a running job", description="Kill job ID; its status becomes Killed."
+    )
+    kill.add_argument("id", metavar="ID", help="container id from `xnat-ml jobs`")
+    add_server_options(kill)
+    kill.set_defaults(func=_kill)
+
+
+def _inputs(pairs: list[str]) -> dict[str, str]:
+    values = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise XnatMlError(f"--input {pair!r}: expected NAME=VALUE")
+        values[name] = value
+    return values
+
+
+def _print_attempt(record, attempt) -> int:
+    failed = [i for i in attempt["items"] if i.get("error")]
+    for item in attempt["items"]:
+        outcome = f"refused: {item['error']}" if item.get("error") else f"job {item['container']}"
+        print(f"  {item['label']}: {outcome}")
+    print(
+        f"batch {record.id}: {len(attempt['items']) - len(failed)} launched, "
+        f"{len(failed)} refused ({record.command}/{record.wrapper} in {record.project})"
+    )
+    return 1 if failed else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    selection = Selection(args.sessions, args.subjects, args.ids, args.scan_types)
+    with connect(args.url, args.user, args.password) as session:
+        record, attempt = run_batch(
+            session, args.project, args.command, args.wrapper, selection, _inputs(args.inputs)
+        )
+    return _print_attempt(record, attempt)
+
+
+def _rerun(args: argparse.Namespace) -> int:
+    with connect(args.url, args.user, args.password) as session:
+        record, attempt = rerun_failed(session, args.project, args.batch)
+    return _print_attempt(record, attempt)
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    if args.batch and not args.project:
+        raise XnatMlError(f"batch {args.batch}: give its --project too")
+    with connect(args.url, args.user, args.password) as session:
+        ids = load_record(session, args.project, args.batch).container_ids() if args.batch else None
+        chosen = filter_jobs(list_containers(session), args.status, args.project, ids)
+    print("ID\tSTATUS\tPROJECT\tCOMMAND\tOBJECT\tSTATUS TIME")
+    for c in chosen:
+        name = f"{c.get('command-name', c.get('command-id', ''))}/{c.get('wrapper-name', '')}"
+        print(
+            f"{c.get('id')}\t{c.get('status')}\t{c.get('project', '')}\t{name}\t"
+            f"{c.get('root-uri', '')}\t{_when(c.get('status-time'))}"
+        )
+    return 0
+
+
+def _when(value) -> str:
+    if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
+        return datetime.fromtimestamp(int(value) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return str(value or "")
+
+
+def _logs(args: argparse.Namespace) -> int:
+    which = "stderr" if args.stderr else "stdout"
+    with connect(args.url, args.user, args.password) as session:
+        with reported_as(f"job {args.id}: reading its {which}"):
+            response = session.get(f"/xapi/containers/{args.id}/logs/{which}")
+    sys.stdout.write(response.text)
+    return 0
+
+
+def _kill(args: argparse.Namespace) -> int:
+    with connect(args.url, args.user, args.password) as session:
+        with reported_as(f"job {args.id}: killing it"):
+            session.post(f"/xapi/containers/{args.id}/kill", accepted_status=[200, 204])
+    print(f"job {args.id}: kill requested")
+    return 0
