@@ -27,6 +27,7 @@ BLUEPRINT_MODULES = (
     "xnat_ml.server.login",
     "xnat_ml.server.users",
     "xnat_ml.server.archive",
+    "xnat_ml.server.events",
 )
 
 DEFAULTS = {
