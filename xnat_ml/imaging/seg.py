@@ -5,7 +5,9 @@ Frames are placed by geometry: every frame's plane position must fall on a slice
 highdicom's volume is then matched to the series grid without resampling. References to source
 instances are checked too: a frame naming an instance the series lacks, or a different slice
 than the one it lies on, means the SEG belongs to other images, and using it would put labels
-on the wrong voxels. Only a SEG without plane positions is placed by its references alone.
+on the wrong voxels. When highdicom cannot build a regular volume from the frames alone (a
+sparse stack without SpacingBetweenSlices looks coarser than the series), frames are placed by
+their source-instance references, which the checks above have proven to agree with geometry.
 
 FRACTIONAL segments are binarised at 0.5 (a voxel belongs to the segment when its fraction,
 probability or occupancy, is at least one half). LABELMAP segmentations are read where highdicom
@@ -50,12 +52,7 @@ def read_seg(path: str | Path, series: Series) -> dict[str, np.ndarray]:
     if not numbers:
         raise XnatMlError(f"{where}: describes no segments")
     try:
-        if all(k is not None for k in slices):
-            stack = _by_geometry(seg, series, numbers)
-        else:
-            stack = _by_references(seg, series, numbers)
-    except XnatMlError:
-        raise
+        stack = _by_geometry(seg, series, numbers)
     except Exception as exc:  # highdicom/pydicom decoding failures come in many types
         raise XnatMlError(f"{where}: cannot decode segmentation frames ({exc})") from exc
 
@@ -111,8 +108,8 @@ def _check_referenced_series(seg: hd.seg.Segmentation, series: Series, where: st
         )
 
 
-def _frame_slices(seg: hd.seg.Segmentation, series: Series, where: str) -> list[int | None]:
-    """Slice index k of every frame from its plane position; None where a frame has none."""
+def _frame_slices(seg: hd.seg.Segmentation, series: Series, where: str) -> list[int]:
+    """Slice index k of every frame, from its plane position."""
     shared = (
         seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else {}
     )
@@ -121,16 +118,15 @@ def _frame_slices(seg: hd.seg.Segmentation, series: Series, where: str) -> list[
             f"{where}: frames are {seg.Rows}x{seg.Columns} pixels, series {series.series_uid} "
             f"has {series.rows}x{series.columns}"
         )
-    slices: list[int | None] = []
+    slices: list[int] = []
     for number, group in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
         orientation = _group_value(
             group, shared, "PlaneOrientationSequence", "ImageOrientationPatient"
         )
         spacing = _group_value(group, shared, "PixelMeasuresSequence", "PixelSpacing")
         position = _group_value(group, shared, "PlanePositionSequence", "ImagePositionPatient")
-        if position is None:
-            slices.append(None)
-            continue
+        if position is None:  # highdicom requires positions with a frame of reference
+            raise XnatMlError(f"{where}: frame {number} has no plane position")
         if orientation is not None:
             expected = np.concatenate([series.row_cosine, series.column_cosine])
             if np.max(np.abs(np.asarray(orientation, float) - expected)) > ORIENTATION_TOL:
@@ -170,7 +166,7 @@ def _group_value(group, shared, sequence: str, keyword: str):
 
 
 def _check_frame_references(
-    seg: hd.seg.Segmentation, series: Series, slices: list[int | None], where: str
+    seg: hd.seg.Segmentation, series: Series, slices: list[int], where: str
 ) -> None:
     index = {uid: k for k, uid in enumerate(series.sop_instance_uids)}
     missing: set[str] = set()
@@ -186,13 +182,11 @@ def _check_frame_references(
         for uid in refs:
             if uid not in index:
                 missing.add(uid)
-            elif slice_k is not None and index[uid] != slice_k:
+            elif index[uid] != slice_k:
                 raise XnatMlError(
                     f"{where}: frame {number} references slice {index[uid]} of series "
                     f"{series.series_uid} but lies on slice {slice_k}"
                 )
-        if slice_k is None and not refs:
-            raise XnatMlError(f"{where}: frame {number} has neither a position nor a source image")
     if missing:
         raise XnatMlError(
             f"{where}: frames reference {len(missing)} instance(s) missing from series "
@@ -217,8 +211,6 @@ def _by_geometry(seg: hd.seg.Segmentation, series: Series, numbers: list[int]) -
         volume = seg.get_volume(segment_numbers=numbers, rescale_fractional=True)
         matched = volume.match_geometry(target, tol=POSITION_TOL)
     except (RuntimeError, ValueError) as exc:
-        # Positions already checked frame by frame; highdicom may still refuse a stack whose
-        # spacing it cannot infer (e.g. one frame, no SpacingBetweenSlices).
         log.debug("SEG volume not matched by geometry (%s); placing frames by references", exc)
         return _by_references(seg, series, numbers)
     return matched.array
