@@ -27,6 +27,9 @@ BLUEPRINT_MODULES = (
     "xnat_ml.server.login",
     "xnat_ml.server.users",
     "xnat_ml.server.archive",
+    "xnat_ml.server.resources",
+    "xnat_ml.server.dicom_import",
+    "xnat_ml.server.roi",
     "xnat_ml.server.events",
 )
 

@@ -108,27 +108,40 @@ class FileStore:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, dest)
 
-    def remove_file(self, dest: Path, stop_at: Path) -> None:
-        """Delete a file and the folders it leaves empty, up to (not including) stop_at."""
-        dest.unlink(missing_ok=True)
-        parent = dest.parent
-        while parent != stop_at and stop_at in parent.parents:
+    def set_aside(self, path: Path) -> Path | None:
+        """Move a file or folder out of sight into staging (None if absent).
+
+        Done before the deleting transaction commits, so neither a reader nor a new object that
+        reuses the id (and so the folder) can meet old bytes; `restore` undoes it on failure.
+        """
+        if not path.exists():
+            return None
+        aside = Path(tempfile.mkdtemp(prefix="delete-", dir=self.staging)) / "item"
+        os.replace(path, aside)
+        return aside
+
+    @staticmethod
+    def restore(aside: Path | None, origin: Path) -> None:
+        if aside is not None:
+            origin.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(aside, origin)
+
+    @staticmethod
+    def prune(folder: Path, stop_at: Path) -> None:
+        """Remove empty folders from folder upwards, up to (not including) stop_at."""
+        while folder != stop_at and stop_at in folder.parents:
             try:
-                parent.rmdir()
+                folder.rmdir()
             except OSError:
                 break
-            parent = parent.parent
+            folder = folder.parent
 
-    def remove_tree(self, path: Path) -> None:
-        """Delete a directory: first renamed into staging so it vanishes at once for readers."""
-        if not path.exists():
+    def discard(self, path: Path | None) -> None:
+        """Throw away a staged or set-aside file or directory."""
+        if path is None:
             return
-        doomed = Path(tempfile.mkdtemp(prefix="delete-", dir=self.staging))
-        os.replace(path, doomed / "tree")
-        shutil.rmtree(doomed, ignore_errors=True)
-
-    def discard(self, path: Path) -> None:
-        """Throw away a staged file or directory after a failed request."""
+        if path.parent.parent == self.staging and path.parent.name.startswith("delete-"):
+            path = path.parent
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:

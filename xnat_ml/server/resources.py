@@ -217,11 +217,24 @@ def put_resource(owner: str, label: str) -> Response:
 def delete_resource(owner: str, label: str) -> Response:
     db = get_db()
     resource = _resource_or_404(db, _one_owner(owner, "edit"), label)
-    folder = file_store().resource_dir(resource.relative_dir)
-    db.delete(resource)
-    db.commit()
-    file_store().remove_tree(folder)
+    store = file_store()
+    folder = store.resource_dir(resource.relative_dir)
+    _delete_committed(db, resource, folder)
     return Response("", 200)
+
+
+def _delete_committed(db: Session, row, path: Path) -> None:
+    """Delete a database row and, first, set its file or folder aside; undone if commit fails."""
+    store = file_store()
+    aside = store.set_aside(path)
+    try:
+        db.delete(row)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        store.restore(aside, path)
+        raise
+    store.discard(aside)
 
 
 # ----------------------------------------------------------------------------- listings, zips
@@ -313,7 +326,7 @@ def get_file(owner: str, label: str, fpath: str) -> Response:
     return response
 
 
-def _incoming(store: FileStore) -> tuple[Path, int, str]:
+def staged_upload(store: FileStore) -> tuple[Path, int, str]:
     """The request's file, staged: the raw body, or the first file of a multipart form."""
     try:
         if request.mimetype == "multipart/form-data":
@@ -351,7 +364,7 @@ def put_file(owner: str, label: str, fpath: str) -> Response:
     parent = _one_owner(owner, "edit")
     db.commit()  # release the write lock while the body streams in
 
-    staged, size, md5 = _incoming(store)
+    staged, size, md5 = staged_upload(store)
     unpacked: Path | None = None
     try:
         if _flag("extract") and is_archive_name(rel.name):
@@ -410,8 +423,7 @@ def delete_file(owner: str, label: str, fpath: str) -> Response:
     if row is None:
         raise NotFound(f"File '{rel}' does not exist in resource '{resource.label}'.")
     folder = file_store().resource_dir(resource.relative_dir)
-    db.delete(row)
-    db.commit()
-    file_store().remove_file(folder.joinpath(*rel.parts), stop_at=folder)
+    target = folder.joinpath(*rel.parts)
+    _delete_committed(db, row, target)
+    file_store().prune(target.parent, stop_at=folder)
     return Response("", 200)
-

@@ -1,0 +1,284 @@
+"""XNAT's session import service for DICOM zips: `POST /data/services/import`.
+
+A zip (or tar) of DICOM becomes subject → session (xsi type by modality) → one scan per series,
+each scan holding its instances in a `DICOM` resource, straight into the archive (this server has
+no prearchive). Files that are not DICOM are skipped: their count is in the `X-Skipped-Files`
+response header and their names in the server log. The response body is the session URI, one per
+line, as XNAT answers (xnatpy's `services.import_` turns it into a session object).
+
+Nothing is half-imported: the upload is unpacked and read in staging; the archive changes in one
+transaction, and files moved in before a failure are moved out again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from flask import Blueprint, Response, request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import BadRequest, Conflict
+
+from xnat_ml.layout import DICOM_RESOURCE
+from xnat_ml.server import catalog, datatypes
+from xnat_ml.server.archive import check_label, new_accession, resolve_object
+from xnat_ml.server.auth import require_login
+from xnat_ml.server.db import get_db
+from xnat_ml.server.dicom_headers import (
+    ImportContent,
+    SeriesHeaders,
+    StudyHeaders,
+    label_from,
+    read_folder,
+)
+from xnat_ml.server.filestore import FileStore, StoredFile
+from xnat_ml.server.models import Experiment, Project, Scan, Subject
+from xnat_ml.server.resources import (
+    create_resource,
+    file_store,
+    find_resource,
+    staged_upload,
+)
+from xnat_ml.server.signals import announce_created
+from xnat_ml.server.zipfiles import ArchiveError, extract_archive
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("dicom_import", __name__)
+
+HANDLERS = ("DICOM-zip", "dicom-zip", "SI", "")
+OVERWRITE_MODES = ("none", "append", "delete")
+
+
+@dataclass
+class Destination:
+    project: str
+    subject: str | None = None
+    session: str | None = None
+
+
+def _destination() -> Destination:
+    """Project/subject/session from `dest=/archive/projects/P/...`, overridden by named params."""
+    args = request.args
+    parts: dict[str, str] = {}
+    if dest := args.get("dest"):
+        segments = [s for s in dest.split("/") if s]
+        if segments[:1] == ["prearchive"]:
+            raise BadRequest("dest: this server has no prearchive; use dest=/archive/projects/P.")
+        pairs = dict(zip(segments[1::2], segments[2::2], strict=False))
+        if (
+            segments[:1] != ["archive"]
+            or len(segments) % 2 == 0
+            or not pairs
+            or list(pairs) != ["projects", "subjects", "experiments"][: len(pairs)]
+        ):
+            raise BadRequest(f"dest {dest!r} is not /archive/projects/P[/subjects/S[/...]].")
+        parts = {"project": pairs["projects"], "subject": pairs.get("subjects", ""),
+                 "session": pairs.get("experiments", "")}
+    for name in ("project", "subject", "session"):
+        if args.get(name):
+            parts[name] = args[name]
+    if not parts.get("project"):
+        raise BadRequest("Import needs a project: dest=/archive/projects/P or project=P.")
+    return Destination(
+        project=check_label("Project", parts["project"]),
+        subject=check_label("Subject", parts["subject"]) if parts.get("subject") else None,
+        session=check_label("Experiment", parts["session"]) if parts.get("session") else None,
+    )
+
+
+@bp.route("/data/services/import", methods=["POST", "PUT"])
+def import_dicom() -> Response:
+    handler = request.args.get("import-handler", "")
+    if handler not in HANDLERS:
+        raise BadRequest(f"import-handler {handler!r} is not supported; use DICOM-zip.")
+    overwrite = request.args.get("overwrite", "none").lower()
+    if overwrite not in OVERWRITE_MODES:
+        raise BadRequest(f"overwrite {overwrite!r} must be none, append or delete.")
+    where = _destination()
+    db = get_db()
+    project = resolve_object(f"projects/{where.project}", "edit")
+    db.commit()  # no write lock while the upload streams in and headers are read
+
+    store = file_store()
+    staged = staged_upload(store)[0]
+    unpacked = store.staging_dir()
+    try:
+        try:
+            stored = extract_archive(staged, unpacked)
+        except ArchiveError as exc:
+            raise BadRequest(f"Import upload: {exc}") from exc
+        content = read_folder(unpacked)
+        if content.skipped:
+            log.warning("import into %s skipped %d file(s): %s", project.id, len(content.skipped),
+                        "; ".join(f"{n} ({why})" for n, why in content.skipped.items()))
+        if not content.studies:
+            raise BadRequest(
+                f"Import upload holds no DICOM ({len(content.skipped)} file(s) skipped, e.g. "
+                f"{', '.join(list(content.skipped)[:3]) or 'none'})."
+            )
+        if where.session and len(content.studies) > 1:
+            raise BadRequest(f"Import upload holds {len(content.studies)} studies; one session "
+                             f"label ({where.session}) cannot name them all.")
+        digests = {unpacked.joinpath(*f.path.parts): f.md5 for f in stored}
+        job = _Import(db, store, project, where, overwrite, digests)
+        job.run(content)
+    finally:
+        store.discard(staged)
+        store.discard(unpacked)
+    for obj in job.created:
+        announce_created(obj)
+    response = Response("\n".join(job.uris) + "\n", 200, mimetype="text/plain")
+    response.headers["X-Skipped-Files"] = str(len(content.skipped))
+    return response
+
+
+def _series_order(series: SeriesHeaders) -> tuple:
+    number = series.number
+    return (0, int(number), series.uid) if number.isdigit() else (1, 0, series.uid)
+
+
+def _scan_id(session: Experiment, series: SeriesHeaders) -> str:
+    """SeriesNumber, made unique as XNAT does (`4-MR1`, `4-MR2`); the next free number if none."""
+    taken = {scan.id for scan in session.scans}
+    if series.number.isdigit():
+        if series.number not in taken:
+            return series.number
+        k = 1
+        while f"{series.number}-{series.modality or 'OT'}{k}" in taken:
+            k += 1
+        return f"{series.number}-{series.modality or 'OT'}{k}"
+    n = 1
+    while str(n) in taken:
+        n += 1
+    return str(n)
+
+
+class _Import:
+    """One import's archive changes: made in one transaction, undone on disk if it fails."""
+
+    def __init__(self, db: Session, store: FileStore, project: Project, where: Destination,
+                 overwrite: str, digests: dict[Path, str]) -> None:
+        self.db, self.store, self.project = db, store, project
+        self.where, self.overwrite, self.digests = where, overwrite, digests
+        self.user = require_login().username
+        self.uris: list[str] = []
+        self.created: list = []  # new objects, announced after the commit
+        self.placed: list[Path] = []  # new files moved in, removed again on failure
+        self.aside: list[tuple[Path | None, Path]] = []  # (set aside, origin): overwrite=delete
+        self.labels: set[str] = set()
+
+    def run(self, content: ImportContent) -> None:
+        try:
+            self.db.refresh(self.project)
+            for study in content.studies.values():
+                self._study(study)
+            self.db.commit()
+        except BaseException:
+            self.db.rollback()
+            for path in self.placed:
+                path.unlink(missing_ok=True)
+            for aside, origin in self.aside:
+                self.store.restore(aside, origin)
+            raise
+        for aside, _origin in self.aside:
+            self.store.discard(aside)
+
+    def _subject(self, study: StudyHeaders) -> Subject:
+        label = self.where.subject or label_from(study.patient_name) or label_from(study.patient_id)
+        if not label:
+            raise BadRequest(f"Study {study.uid} has no PatientName/PatientID; pass subject=.")
+        subject = self.db.scalar(
+            select(Subject).where(Subject.project_pk == self.project.pk, Subject.label == label)
+        )
+        if subject is None:
+            subject = Subject(id=new_accession("S"), project=self.project, label=label, fields={},
+                              insert_user=self.user)
+            self.db.add(subject)
+            self.created.append(subject)
+        return subject
+
+    def _session_label(self, study: StudyHeaders) -> str:
+        """XNAT's default session label is the PatientID; further studies get _2, _3, ..."""
+        base = self.where.session or label_from(study.patient_id) or label_from(study.patient_name)
+        label, n = base, 1
+        while label in self.labels:
+            n += 1
+            label = f"{base}_{n}"
+        self.labels.add(label)
+        return label
+
+    def _study(self, study: StudyHeaders) -> None:
+        subject = self._subject(study)
+        label = self._session_label(study)
+        session = self.db.scalar(
+            select(Experiment).where(Experiment.project_pk == self.project.pk,
+                                     Experiment.label == label)
+        )
+        if session is not None:
+            if self.overwrite == "none":
+                raise Conflict(f"Session '{label}' already exists in project '{self.project.id}'; "
+                               "import with overwrite=append or overwrite=delete.")
+            if session.subject_pk != subject.pk:
+                raise Conflict(f"Session '{label}' belongs to subject '{session.subject.label}', "
+                               f"not '{subject.label}'.")
+            if self.overwrite == "delete":
+                self._clear_scans(session)
+        else:
+            session = Experiment(
+                id=new_accession("E"), project=self.project, subject=subject, label=label,
+                xsi_type=datatypes.session_type_for(study.modality), date=study.date,
+                time=study.time, modality=study.modality, fields=dict(study.fields),
+                insert_user=self.user,
+            )
+            self.db.add(session)
+            self.created.append(session)
+        self.db.flush()
+        for series in sorted(study.series.values(), key=_series_order):
+            self._series(session, series)
+        self.uris.append(
+            f"/data/archive/projects/{self.project.id}/subjects/{subject.label}"
+            f"/experiments/{label}"
+        )
+
+    def _clear_scans(self, session: Experiment) -> None:
+        """overwrite=delete: the session's scans go; their folders wait aside until the commit."""
+        for scan in list(session.scans):
+            folder = self.store.data_dir.joinpath(*scan.relative_dir.parts)
+            self.aside.append((self.store.set_aside(folder), folder))
+            self.db.delete(scan)
+        self.db.flush()
+        self.db.expire(session, ["scans"])
+
+    def _series(self, session: Experiment, series: SeriesHeaders) -> None:
+        scan = next((s for s in session.scans if s.uid == series.uid), None)
+        if scan is None:
+            scan = Scan(
+                experiment=session, id=_scan_id(session, series),
+                xsi_type=datatypes.scan_type_for(series.modality), type=series.description,
+                series_description=series.description, uid=series.uid,
+                fields={**series.fields, "modality": series.modality},
+            )
+            self.db.add(scan)
+            self.db.flush()
+            self.created.append(scan)
+        resource = find_resource(self.db, scan, DICOM_RESOURCE)
+        if resource is None:
+            resource = create_resource(self.db, scan, DICOM_RESOURCE, format="DICOM",
+                                       content="RAW")
+            self.created.append(resource)
+        folder = self.store.resource_dir(resource.relative_dir)
+        new_frames = 0
+        for instance in series.instances:
+            rel = PurePosixPath(f"{instance.sop_uid}.dcm")
+            target = folder / rel.name
+            if not target.exists():  # an instance sent again (append) replaces its file
+                self.placed.append(target)
+                new_frames += instance.frames
+            size = instance.path.stat().st_size
+            self.store.place(instance.path, target)
+            catalog.record(self.db, resource, StoredFile(rel, size, self.digests[instance.path]),
+                           "DICOM", "RAW", "")
+        scan.fields["frames"] = str(int(scan.fields.get("frames") or 0) + new_frames)
