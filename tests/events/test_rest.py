@@ -1,0 +1,221 @@
+"""The /xapi/events REST API on the embedded server: CRUD, XNAT's answers, and who may do what."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+
+ACTION = "org.nrg.containers.services.CommandActionProvider:{}"
+SCAN_EVENT = "org.nrg.xnat.eventservice.events.ScanEvent"
+_names = itertools.count(1)
+
+
+def subscription(project: str | None = None, **changes) -> dict:
+    doc = {
+        "name": f"test subscription {next(_names)}",
+        "active": True,
+        "event-filter": {
+            "event-type": SCAN_EVENT,
+            "status": "CREATED",
+            "project-ids": [project] if project else [],
+            "payload-filter": "@.scan-type == 'CT'",
+        },
+        "action-key": ACTION.format(1),
+        "attributes": {"threshold": "0.5"},
+        "act-as-event-user": True,
+    }
+    return doc | changes
+
+
+@pytest.fixture
+def admin(xnat_server):
+    return xnat_server.session()
+
+
+def created_id(response) -> int:
+    assert response.status_code == 201, response.text
+    name, _, sub_id = response.text.rpartition(":")
+    assert name
+    return int(sub_id)
+
+
+def test_admin_crud_round_trip(xnat_server, admin):
+    url = xnat_server.url
+    doc = subscription()
+    sub_id = created_id(admin.post(f"{url}/xapi/events/subscription", json=doc))
+
+    listed = admin.get(f"{url}/xapi/events/subscriptions").json()
+    assert sub_id in [s["id"] for s in listed]
+    got = admin.get(f"{url}/xapi/events/subscription/{sub_id}").json()
+    assert got["name"] == doc["name"]
+    assert got["subscription-owner"] == "admin"
+    assert got["event-filter"]["payload-filter"] == "@.scan-type == 'CT'"
+    assert got["act-as-event-user"] is True
+
+    # PUT takes a partial update; what GET returns can be PUT back unchanged.
+    assert admin.put(f"{url}/xapi/events/subscription/{sub_id}",
+                     json={"attributes": {"threshold": "0.7"}}).status_code == 200
+    got = admin.get(f"{url}/xapi/events/subscription/{sub_id}").json()
+    assert got["attributes"] == {"threshold": "0.7"} and got["name"] == doc["name"]
+    assert admin.put(f"{url}/xapi/events/subscription/{sub_id}", json=got).status_code == 200
+
+    assert admin.post(f"{url}/xapi/events/subscription/{sub_id}/deactivate").status_code == 200
+    assert admin.get(f"{url}/xapi/events/subscription/{sub_id}").json()["active"] is False
+    assert admin.post(f"{url}/xapi/events/subscription/{sub_id}/activate").status_code == 200
+    assert admin.get(f"{url}/xapi/events/subscription/{sub_id}").json()["active"] is True
+
+    assert admin.delete(f"{url}/xapi/events/subscription/{sub_id}").status_code == 204
+    assert admin.get(f"{url}/xapi/events/subscription/{sub_id}").status_code == 404
+    assert admin.delete(f"{url}/xapi/events/subscription/{sub_id}").status_code == 404
+
+
+def test_invalid_subscriptions_are_424_naming_the_field(xnat_server, admin):
+    url = f"{xnat_server.url}/xapi/events/subscription"
+    bad_status = subscription()
+    bad_status["event-filter"]["status"] = "DONE"
+    response = admin.post(url, json=bad_status)
+    assert response.status_code == 424
+    assert "Subscription format failed to validate." in response.text
+    assert "'event-filter.status'" in response.text
+
+    bad_filter = subscription()
+    bad_filter["event-filter"]["payload-filter"] = "@.scan-type == "
+    response = admin.post(url, json=bad_filter)
+    assert response.status_code == 424 and "payload-filter" in response.text
+
+    doc = subscription()
+    created_id(admin.post(url, json=doc))
+    response = admin.post(url, json=doc)
+    assert response.status_code == 424 and "'name'" in response.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"\xff\xfe\x00", b"[" * 100_000, b'{"name": ' + b'"x' * 10],
+)
+def test_hostile_bodies_are_400(xnat_server, admin, body):
+    response = admin.post(f"{xnat_server.url}/xapi/events/subscription", data=body,
+                          headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert "Traceback" not in response.text
+
+
+def test_site_routes_are_for_admins(xnat_server, project):
+    url = xnat_server.url
+    xnat_server.add_user("ev_owner", "pw-owner", project, "Owner")
+    owner = xnat_server.session("ev_owner", "pw-owner")
+    assert owner.post(f"{url}/xapi/events/subscription", json=subscription()).status_code == 403
+    assert owner.get(f"{url}/xapi/events/subscriptions").status_code == 403
+    anonymous = xnat_server.session()
+    anonymous.auth = None
+    assert anonymous.get(f"{url}/xapi/events/subscriptions").status_code == 401
+    # Anyone logged in may read the event types.
+    events = owner.get(f"{url}/xapi/events/events").json()
+    by_type = {e["type"].rsplit(".", 1)[1]: e for e in events}
+    assert by_type["ImageAssessorEvent"]["statuses"] == ["CREATED", "UPDATED"]
+    assert len(by_type) == 9
+
+
+def test_project_owners_manage_their_project_subscriptions(xnat_server, project, admin):
+    url = xnat_server.url
+    base = f"{url}/xapi/projects/{project}/events"
+    xnat_server.add_user("ev_owner2", "pw-owner", project, "Owner")
+    xnat_server.add_user("ev_member", "pw-member", project, "Member")
+    xnat_server.add_user("ev_collab", "pw-collab", project, "Collaborator")
+    owner = xnat_server.session("ev_owner2", "pw-owner")
+
+    # project-ids left empty means this project; act-as-event-user is forced off (as in XNAT).
+    doc = subscription()
+    sub_id = created_id(owner.post(f"{base}/subscription", json=doc))
+    got = owner.get(f"{base}/subscription/{sub_id}").json()
+    assert got["event-filter"]["project-ids"] == [project]
+    assert got["act-as-event-user"] is False
+    assert got["subscription-owner"] == "ev_owner2"
+    assert got["editable"] is True
+    assert sub_id in [s["id"] for s in owner.get(f"{base}/subscriptions").json()]
+
+    assert owner.put(f"{base}/subscription/{sub_id}", json={"active": False}).status_code == 200
+    assert owner.post(f"{base}/subscription/{sub_id}/activate").status_code == 200
+    assert owner.get(f"{base}/delivered").status_code == 200
+
+    for name, password in (("ev_member", "pw-member"), ("ev_collab", "pw-collab")):
+        other = xnat_server.session(name, password)
+        assert other.post(f"{base}/subscription", json=subscription()).status_code == 403
+        assert other.get(f"{base}/subscriptions").status_code == 403
+        assert other.delete(f"{base}/subscription/{sub_id}").status_code == 403
+
+    assert owner.delete(f"{base}/subscription/{sub_id}").status_code == 204
+
+
+def test_owners_cannot_reach_other_projects(xnat_server, project, admin):
+    url = xnat_server.url
+    other_project = f"{project}_B"
+    admin.put(f"{url}/data/projects/{other_project}").raise_for_status()
+    try:
+        xnat_server.add_user("ev_owner3", "pw-owner", project, "Owner")
+        owner = xnat_server.session("ev_owner3", "pw-owner")
+        # A subscription of the other project, made by the admin...
+        theirs = created_id(admin.post(f"{url}/xapi/projects/{other_project}/events/subscription",
+                                       json=subscription(other_project)))
+        # ...cannot be read, changed or deleted through the owner's own project,
+        base = f"{url}/xapi/projects/{project}/events"
+        assert owner.get(f"{base}/subscription/{theirs}").status_code == 403
+        assert owner.put(f"{base}/subscription/{theirs}", json={"active": False}).status_code == 403
+        assert owner.delete(f"{base}/subscription/{theirs}").status_code == 403
+        # ...nor through the other project's routes.
+        other_base = f"{url}/xapi/projects/{other_project}/events"
+        assert owner.get(f"{other_base}/subscription/{theirs}").status_code == 403
+        # Nor may the owner create a subscription that also names the other project.
+        both = subscription(project)
+        both["event-filter"]["project-ids"] = [project, other_project]
+        assert owner.post(f"{base}/subscription", json=both).status_code == 403
+        assert admin.get(f"{url}/xapi/events/subscription/{theirs}").json()["active"] is True
+    finally:
+        admin.delete(f"{url}/data/projects/{other_project}")
+
+
+def wait_for_deliveries(admin, url: str, project: str, count: int, timeout: float = 30.0,
+                        **query) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = admin.get(f"{url}/xapi/events/delivered", params={"project": project, **query})
+        found.raise_for_status()
+        if len(found.json()) >= count or time.monotonic() > deadline:
+            return found.json()
+        time.sleep(0.2)
+
+
+def test_events_are_delivered_without_failing_the_request(xnat_server, project, admin):
+    """A subject created in the project fires SubjectEvent; the subscription's launch fails
+    (no such wrapper) and that is history, while the creating request succeeded."""
+    url = xnat_server.url
+    matching = subscription(project, **{"action-key": ACTION.format(987654)})
+    matching["event-filter"] = {"event-type": "SubjectEvent", "status": "CREATED",
+                                "payload-filter": "@.label =~ /S.*/"}
+    sub_id = created_id(admin.post(f"{url}/xapi/projects/{project}/events/subscription",
+                                   json=matching))
+    not_matching = subscription(project)
+    not_matching["event-filter"] = {"event-type": "SubjectEvent",
+                                    "payload-filter": "@.label == 'nobody'"}
+    other_id = created_id(admin.post(f"{url}/xapi/projects/{project}/events/subscription",
+                                     json=not_matching))
+
+    response = admin.put(f"{url}/data/projects/{project}/subjects/S01")
+    assert response.status_code in (200, 201), response.text
+
+    [delivery] = wait_for_deliveries(admin, url, project, 1)
+    assert delivery["subscription"]["id"] == sub_id
+    assert delivery["trigger"]["label"] == "S01"
+    assert delivery["trigger"]["status"] == "CREATED"
+    assert delivery["user"] == "admin"  # project subscriptions run as their owner
+    assert delivery["error"] is True and delivery["container-id"] is None
+    assert delivery["status"][-1]["status"] == "ACTION_FAILED"
+
+    # The filter mismatch is history too, shown on request (as in XNAT).
+    everything = wait_for_deliveries(admin, url, project, 2, **{"include-filter-mismatch": "true"})
+    mismatch = [d for d in everything if d["subscription"]["id"] == other_id]
+    assert mismatch and mismatch[0]["status"][-1]["status"] == "OBJECT_FILTER_MISMATCH_HALT"
+    one = admin.get(f"{url}/xapi/events/delivered/{delivery['id']}").json()
+    assert one["id"] == delivery["id"]
