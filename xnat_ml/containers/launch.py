@@ -1,0 +1,291 @@
+"""One job's life after resolution: stage inputs, run on a backend, upload outputs.
+
+The same steps serve the server's worker threads and `run_command` (a command run by hand against
+any XNAT). Outputs follow the Container Service: a command that exits non-zero uploads nothing
+and keeps its logs; every required output is checked before the first upload, each resource goes
+up as one atomic zip, and if a required upload fails the resources this job created are removed
+again, so the archive never holds half of a job's results (status `Failed (Upload)`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from xnat_ml.containers.archive import ArchiveClient
+from xnat_ml.containers.backends.base import Backend, JobStatus, LaunchSpec, MountSpec
+from xnat_ml.containers.resolve import Resolution, ResolvedOutput
+from xnat_ml.errors import XnatMlError
+
+log = logging.getLogger(__name__)
+
+
+class UploadError(XnatMlError):
+    """A required output was missing or could not be uploaded."""
+
+
+@dataclass
+class Outcome:
+    status: str  # a jobs.* status
+    message: str
+    exit_code: int | None = None
+    uploaded: list[str] | None = None
+
+
+def stage(resolution: Resolution, client: ArchiveClient, job_dir: Path) -> list[MountSpec]:
+    """Create a directory per mount under job_dir/mounts and download the inputs into it."""
+    mounts = []
+    for mount in resolution.mounts:
+        host = job_dir / "mounts" / mount.name
+        host.mkdir(parents=True, exist_ok=True)
+        for kind, uri in mount.sources:
+            if kind == "file":
+                client.download_file(uri, host / uri.rsplit("/", 1)[-1])
+            elif len(mount.sources) == 1 and kind == "resource":
+                client.download_resource(uri, host)
+            else:  # several resources (an object's): one folder per resource label
+                client.download_resource(uri, host / uri.rstrip("/").rsplit("/", 1)[-1])
+        mounts.append(MountSpec(mount.name, mount.container_path, host, mount.writable))
+    return mounts
+
+
+def build_spec(
+    resolution: Resolution,
+    mounts: list[MountSpec],
+    env: dict[str, str],
+    job_name: str,
+    log_dir: Path,
+) -> LaunchSpec:
+    c = resolution.command
+    gpus = c.generic_resources.get("gpu") or c.generic_resources.get("GPU") or c.gpus or "0"
+    return LaunchSpec(
+        image=c.image or "",
+        command_line=resolution.command_line,
+        env={**resolution.env, **env},
+        mounts=mounts,
+        job_name=job_name,
+        log_dir=log_dir,
+        working_dir=resolution.working_dir,
+        override_entrypoint=c.override_entrypoint is not False,
+        limit_cpu=c.limit_cpu,
+        limit_memory_mb=c.limit_memory,
+        reserve_memory_mb=c.reserve_memory,
+        shm_size=c.shm_size,
+        gpus=int(gpus) if str(gpus).isdigit() else 0,
+        generic_resources=dict(c.generic_resources),
+        network=c.network,
+        ipc_mode=c.ipc_mode,
+        runtime=c.runtime,
+        labels=dict(c.container_labels),
+    )
+
+
+def wait(
+    backend: Backend, job_id: str, poll_s: float = 0.5, stop: Callable[[], bool] | None = None
+) -> Outcome:
+    """Poll until the backend says the job finished; map its state to an outcome."""
+    delay = min(0.1, poll_s)
+    while True:
+        state = backend.state(job_id)
+        if state.finished:
+            break
+        if stop is not None and stop():
+            backend.kill(job_id)
+        time.sleep(delay)
+        delay = min(delay * 1.5, poll_s)
+    if state.status == JobStatus.KILLED:
+        return Outcome("Killed", state.reason or "killed", state.exit_code)
+    if state.status == JobStatus.EXITED and state.exit_code == 0:
+        return Outcome("Complete", "", 0)
+    if state.status == JobStatus.EXITED:
+        reason = f"; {state.reason}" if state.reason else ""
+        return Outcome(
+            "Failed", f"command exited with code {state.exit_code}{reason}", state.exit_code
+        )
+    return Outcome("Failed", state.reason or f"backend reports {state.status}", state.exit_code)
+
+
+def save_logs(backend: Backend, job_id: str, log_dir: Path) -> None:
+    """Make sure stdout.log/stderr.log exist in log_dir (backends that keep them elsewhere)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stdout, stderr = backend.logs(job_id)
+    for name, text in (("stdout.log", stdout), ("stderr.log", stderr)):
+        path = log_dir / name
+        if text and (not path.exists() or path.stat().st_size == 0):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+
+
+def _matched_files(root: Path, output: ResolvedOutput) -> list[Path]:
+    """Files of one output: everything under mount/path, filtered by the glob if any."""
+    base = (root / output.path) if output.path else root
+    base_resolved = base.resolve()
+    if not base_resolved.is_relative_to(root.resolve()):
+        raise UploadError(f"output {output.output.name!r}: path {output.path!r} leaves its mount")
+    if base.is_file():
+        return [base]
+    if not base.is_dir():
+        return []
+    files = []
+    for path in sorted(base.rglob("*")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        rel = path.relative_to(base).as_posix()
+        if output.glob and not (
+            fnmatch.fnmatch(rel, output.glob) or fnmatch.fnmatch(path.name, output.glob)
+        ):
+            continue
+        files.append(path)
+    return files
+
+
+def upload_outputs(
+    resolution: Resolution, client: ArchiveClient, mounts: dict[str, Path]
+) -> list[str]:
+    """Upload every handler's files; all required outputs present first, undo on failure."""
+    plan = []
+    for out in resolution.outputs:
+        root = mounts.get(out.mount)
+        files = _matched_files(root, out) if root is not None else []
+        if not files and out.output.required:
+            where = "/".join(p for p in (out.mount, out.path, out.glob or "") if p)
+            raise UploadError(f"required output {out.output.name!r} produced no files ({where})")
+        plan.append((out, files))
+    created: list[str] = []
+    uploaded: list[str] = []
+    parents: dict[str, str] = {}
+    try:
+        for out, files in plan:
+            if not files:
+                continue
+            parent = out.parent
+            if parent.startswith("handler:"):
+                parent = parents.get(parent[len("handler:") :], "")
+                if not parent:
+                    raise UploadError(f"output handler {out.handler.name!r}: its parent failed")
+            try:
+                uri = _upload_one(client, out, files, mounts[out.mount], parent, created)
+            except XnatMlError as exc:
+                if out.output.required:
+                    raise UploadError(f"output {out.output.name!r}: {exc}") from exc
+                log.warning("optional output %s not uploaded: %s", out.output.name, exc)
+                continue
+            parents[out.handler.name] = uri
+            uploaded.append(uri)
+    except XnatMlError:
+        for uri in reversed(created):
+            try:
+                client.delete(uri)
+            except XnatMlError as exc:
+                log.warning("could not remove %s after a failed upload: %s", uri, exc)
+        raise
+    return uploaded
+
+
+def _upload_one(
+    client: ArchiveClient,
+    out: ResolvedOutput,
+    files: list[Path],
+    mount_root: Path,
+    parent: str,
+    created: list[str],
+) -> str:
+    handler = out.handler
+    if handler.type == "Resource":
+        label = out.label or out.output.name
+        existed = client.resource_exists(parent, label)
+        base = (mount_root / out.path) if out.path else mount_root
+        with _selection(files, base if base.is_dir() else base.parent) as src:
+            uri = client.upload_resource(
+                parent, label, src, handler.format, handler.content, handler.tags
+            )
+        if not existed:
+            created.append(uri)
+        return uri
+    xml = [f for f in files if f.suffix.lower() == ".xml"]
+    if len(xml) != 1:
+        raise UploadError(f"a {handler.type} handler needs exactly one XML file, got {len(xml)}")
+    uri = client.upload_xml(parent, handler.type, xml[0])
+    created.append(uri)
+    return uri
+
+
+class _selection:
+    """A directory holding exactly `files` (hard links where possible), relative to `base`."""
+
+    def __init__(self, files: list[Path], base: Path) -> None:
+        self.files = files
+        self.base = base
+
+    def __enter__(self) -> Path:
+        import tempfile
+
+        self.tmp = Path(tempfile.mkdtemp(prefix="xnat-ml-sel-"))
+        for path in self.files:
+            rel = path.relative_to(self.base) if path.is_relative_to(self.base) else path.name
+            dest = self.tmp / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, dest)
+            except OSError:
+                shutil.copy2(path, dest)
+        return self.tmp
+
+    def __exit__(self, *_exc: object) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def execute(
+    resolution: Resolution,
+    client: ArchiveClient,
+    backend: Backend,
+    job_dir: Path,
+    env: dict[str, str],
+    job_name: str,
+    on_started: Callable[[str], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Outcome:
+    """Stage, run, wait and upload: the whole job, synchronously."""
+    mounts = stage(resolution, client, job_dir)
+    spec = build_spec(resolution, mounts, env, job_name, job_dir / "logs")
+    backend_id = backend.launch(spec)
+    if on_started is not None:
+        on_started(backend_id)
+    return finish(
+        resolution,
+        client,
+        backend,
+        backend_id,
+        job_dir,
+        {m.name: m.host_path for m in mounts},
+        stop,
+    )
+
+
+def finish(
+    resolution: Resolution,
+    client: ArchiveClient,
+    backend: Backend,
+    backend_id: str,
+    job_dir: Path,
+    mounts: dict[str, Path],
+    stop: Callable[[], bool] | None = None,
+) -> Outcome:
+    """Wait for a launched job and upload its outputs (also used after a re-attach)."""
+    outcome = wait(backend, backend_id, stop=stop)
+    save_logs(backend, backend_id, job_dir / "logs")
+    backend.cleanup(backend_id)
+    if outcome.status != "Complete":
+        return outcome
+    try:
+        uploaded = upload_outputs(resolution, client, mounts)
+    except XnatMlError as exc:
+        return Outcome("Failed (Upload)", str(exc), outcome.exit_code)
+    return Outcome("Complete", f"uploaded {len(uploaded)} output(s)", 0, uploaded)

@@ -1,0 +1,205 @@
+"""Launching wrappers and following the jobs: XNAT's launch, bulk launch and /xapi/containers.
+
+A launch is checked here (project edit rights → 403, wrapper and inputs → 404/400) and recorded
+as a `Created` job; resolution against the archive, staging, running and uploading happen in the
+Container Service's worker threads, so the answer comes at once, as XNAT's does.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy import select
+from werkzeug.exceptions import BadRequest, Forbidden, NotFound
+
+from xnat_ml.containers import jobs, registry
+from xnat_ml.containers.command import Command, Wrapper
+from xnat_ml.containers.jobs import Job
+from xnat_ml.containers.resolve import InputError, check_inputs
+from xnat_ml.server import auth
+from xnat_ml.server.commands import service
+from xnat_ml.server.db import get_db
+from xnat_ml.server.models import Project
+
+bp = Blueprint("containers", __name__)
+
+
+def _launch_values() -> dict:
+    if request.is_json or request.data:
+        try:
+            values = json.loads(request.get_data(cache=True) or b"{}")
+        except ValueError:
+            raise BadRequest("Launch body is not valid JSON.") from None
+    else:
+        values = request.form.to_dict()
+    if not isinstance(values, dict):
+        raise BadRequest("Launch body must be a JSON object of input name: value.")
+    return values
+
+
+def _wrapper_for(project: str, wrapper_id: str) -> tuple[Command, Wrapper]:
+    found = registry.find_wrapper(get_db(), wrapper_id)
+    if found is None:
+        raise NotFound(f"Wrapper {wrapper_id} does not exist.")
+    command, wrapper = found
+    if not registry.is_enabled(get_db(), project, wrapper.id):
+        raise BadRequest(f"Wrapper {wrapper.name!r} is disabled in project {project!r}.")
+    return command, wrapper
+
+
+def _create_job(
+    project: str, command: Command, wrapper: Wrapper, root: str, values: dict, bulk_id: str | None
+) -> Job:
+    """Check the inputs (InputError → 400) and store a Created job."""
+    if root not in {i.name for i in wrapper.external_inputs}:
+        raise InputError(root, f"not an external input of wrapper {wrapper.name!r}")
+    params = check_inputs(command, wrapper, values)
+    sensitive = {i.name for i in (*wrapper.inputs, *command.inputs) if i.sensitive}
+    user = auth.require_login()
+    db = get_db()
+    job = Job(
+        command_id=command.id,
+        wrapper_id=wrapper.id,
+        command_name=command.name,
+        wrapper_name=wrapper.name,
+        project=project,
+        root_element=root,
+        root_uri=str(params.get(root, "")),
+        username=user.username,
+        host=current_app.config.get("SITE_URL") or request.host_url,
+        backend=current_app.config.get("CONTAINER_BACKEND", "local"),
+        bulk_id=bulk_id,
+        params=params,
+        inputs={k: ("*****" if k in sensitive else v) for k, v in params.items()},
+    )
+    job.set_status(jobs.CREATED, f"launched by {user.username}")
+    db.add(job)
+    db.flush()
+    job.work_dir = str(current_app.config["DATA_DIR"] / "containers" / str(job.id))
+    db.commit()
+    return job
+
+
+def _report(job: Job) -> dict:
+    return {
+        "status": "success",
+        "params": job.inputs,
+        "id": job.id,
+        "container-id": str(job.id),
+        "command-id": job.command_id,
+        "wrapper-id": job.wrapper_id,
+        "workflow-id": None,
+        "type": "container",
+    }
+
+
+@bp.post("/xapi/projects/<project>/wrappers/<wrapper_id>/root/<root>/launch")
+@bp.post("/xapi/projects/<project>/commands/<int:_cid>/wrappers/<wrapper_id>/root/<root>/launch")
+def launch(project: str, wrapper_id: str, root: str, _cid: int | None = None) -> Response:
+    auth.require_project_role(project, "edit")
+    command, wrapper = _wrapper_for(project, wrapper_id)
+    values = _launch_values()
+    try:
+        job = _create_job(project, command, wrapper, root, values, None)
+    except InputError as exc:
+        return jsonify({"status": "failure", "params": values, "message": str(exc)}), 400
+    service().submit(job.id)
+    return jsonify(_report(job))
+
+
+@bp.post("/xapi/projects/<project>/wrappers/<wrapper_id>/root/<root>/bulklaunch")
+def bulk_launch(project: str, wrapper_id: str, root: str) -> Response:
+    """The root input holds a list of objects (a JSON list, or a JSON-encoded list string)."""
+    auth.require_project_role(project, "edit")
+    command, wrapper = _wrapper_for(project, wrapper_id)
+    values = _launch_values()
+    targets = values.get(root)
+    if isinstance(targets, str):
+        try:
+            targets = json.loads(targets) if targets.strip().startswith("[") else [targets]
+        except ValueError:
+            targets = None
+    if not isinstance(targets, list) or not targets:
+        raise BadRequest(f"input {root!r}: bulk launch needs a list of objects")
+    bulk_id = uuid.uuid4().hex[:16]
+    successes, failures = [], []
+    for target in targets:
+        params = {**values, root: target}
+        try:
+            job = _create_job(project, command, wrapper, root, params, bulk_id)
+        except InputError as exc:
+            failures.append({"status": "failure", "params": params, "message": str(exc)})
+            continue
+        service().submit(job.id)
+        successes.append(_report(job))
+    return jsonify({"bulk-launch-id": bulk_id, "successes": successes, "failures": failures})
+
+
+# ---------------------------------------------------------------------------- containers
+
+
+def _visible(job: Job, access: str = "read") -> bool:
+    user = auth.require_login()
+    if user.is_admin or (access == "read" and job.username == user.username):
+        return True
+    project = get_db().scalar(select(Project).where(Project.id == job.project))
+    return project is not None and auth.may(user, project, access)
+
+
+def _job(job_id: int, access: str = "read") -> Job:
+    job = get_db().get(Job, job_id)
+    if job is None or not _visible(job, "read"):
+        raise NotFound(f"Container {job_id} does not exist.")
+    if not _visible(job, access):
+        raise Forbidden(f"Container {job_id}: you may not {access} it.")
+    return job
+
+
+@bp.get("/xapi/containers")
+@bp.get("/xapi/projects/<project>/containers")
+def list_containers(project: str | None = None) -> Response:
+    user = auth.require_login()
+    query = select(Job).order_by(Job.id)
+    project = project or request.args.get("project")
+    if project:
+        auth.require_project_role(project, "read")
+        query = query.where(Job.project == project)
+    for arg, column in (("status", Job.status), ("bulk-launch-id", Job.bulk_id),
+                        ("command-name", Job.command_name)):  # fmt: skip
+        if request.args.get(arg):
+            query = query.where(column == request.args[arg])
+    rows = get_db().scalars(query)
+    if not user.is_admin and not project:
+        readable = auth.readable_project_pks(user)
+        ids = set(get_db().scalars(select(Project.id).where(Project.pk.in_(readable or []))))
+        rows = [j for j in rows if j.project in ids or j.username == user.username]
+    return jsonify([j.to_json() for j in rows])
+
+
+@bp.get("/xapi/containers/<int:job_id>")
+def get_container(job_id: int) -> Response:
+    return jsonify(_job(job_id).to_json())
+
+
+@bp.route("/xapi/containers/<int:job_id>/kill", methods=["POST", "PUT"])
+def kill_container(job_id: int) -> Response:
+    job = _job(job_id, "edit")
+    status = service().kill(job.id)
+    return Response(status, 200, mimetype="text/plain")
+
+
+@bp.get("/xapi/containers/<int:job_id>/logs/<name>")
+@bp.get("/xapi/containers/<int:job_id>/logs")
+def container_logs(job_id: int, name: str = "stdout") -> Response:
+    if name not in ("stdout", "stderr"):
+        raise NotFound(f"Log {name!r} does not exist (stdout or stderr).")
+    job = _job(job_id)
+    path = f"{job.work_dir}/logs/{name}.log"
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        text = b""
+    return Response(text, 200, mimetype="text/plain")
