@@ -31,6 +31,8 @@ BLUEPRINT_MODULES = (
     "xnat_ml.server.dicom_import",
     "xnat_ml.server.roi",
     "xnat_ml.server.events",
+    "xnat_ml.server.commands",
+    "xnat_ml.server.containers",
 )
 
 DEFAULTS = {
