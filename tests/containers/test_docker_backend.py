@@ -4,50 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import docker.errors
 import pytest
+from jobs import make_spec, wait_done, wait_running
 
-from xnat_ml.containers.backends import BackendState, JobStatus, LaunchSpec, MountSpec, get_backend
+from xnat_ml.containers.backends import BackendState, JobStatus, get_backend
 from xnat_ml.containers.backends.docker import LABEL_JOB, DockerBackend, container_options
 from xnat_ml.errors import XnatMlError
-
-
-def make_spec(root: Path, command_line: str, image: str = "unused", **fields) -> LaunchSpec:
-    """A job with /input (read-only, holds in.txt) and /output (writable) staged under root."""
-    (root / "in").mkdir(parents=True, exist_ok=True)
-    (root / "in" / "in.txt").write_text("payload\n")
-    (root / "out").mkdir(exist_ok=True)
-    return LaunchSpec(
-        image=image,
-        command_line=command_line,
-        env={"XNAT_HOST": "http://127.0.0.1:1", "XNAT_USER": "alias", "XNAT_PASS": "secret"},
-        mounts=[
-            MountSpec("in", "/input", root / "in", writable=False),
-            MountSpec("out", "/output", root / "out", writable=True),
-        ],
-        job_name=f"test-{root.name}",
-        log_dir=root / "logs",
-        **fields,
-    )
-
-
-def wait_done(backend, job_id: str, timeout: float = 60) -> BackendState:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = backend.state(job_id)
-        if state.finished:
-            return state
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {state.status} after {timeout} s")
-
-
-def wait_running(backend, job_id: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while backend.state(job_id).status != JobStatus.RUNNING:
-        assert time.monotonic() < deadline, "job never started"
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -72,7 +72,10 @@ def sbatch_script(
     for flag, value in (("partition", partition), ("account", account), ("time", time_limit)):
         if value:
             directives.append(f"--{flag}={value}")
-    command = spec.host_command_line() if runtime is None else _in_image(spec, runtime)
+    if runtime is None:
+        command = f"/bin/sh -c {shlex.quote(spec.host_command_line())}"
+    else:
+        command = _in_image(spec, runtime)
     env_file = shlex.quote(str(job_dir / "env.sh"))
     exit_file = shlex.quote(str(job_dir / "exit_code"))
     return "\n".join(
@@ -84,7 +87,7 @@ def sbatch_script(
             "set -a",
             f". {env_file}",
             "set +a",
-            f"/bin/sh -c {shlex.quote(command)}",
+            command,
             "code=$?",
             f"printf '%s\\n' \"$code\" > {exit_file}.partial && mv {exit_file}.partial {exit_file}",
             'exit "$code"',
