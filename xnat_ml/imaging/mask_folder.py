@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import unicodedata
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +71,16 @@ def write_mask_folder(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     staging.chmod(0o755)  # mkdtemp's 0700 would stick to a folder created by renaming it
     try:
-        files: dict[str, str] = {}
-        for name, stem in zip(masks, safe_stems(list(masks)), strict=True):
+        stems = safe_stems(list(masks))
+        files = {name: f"{stem}.nii.gz" for name, stem in zip(masks, stems, strict=True)}
+
+        def save(name: str) -> None:
             image = as_nifti(np.asarray(masks[name]).astype(np.uint8, copy=False), series)
-            nib.save(image, staging / f"{stem}.nii.gz")
-            files[name] = f"{stem}.nii.gz"
+            nib.save(image, staging / files[name])
+
+        # gzip dominates and releases the GIL: one thread per core roughly halves the time.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            list(pool.map(save, files))
         index = {"files": files, "naming_rule": NAMING_RULE, **report}
         if labelmap is not None:
             labels, label_report = labelmaps.compose(masks, labelmap, shape=series.shape)

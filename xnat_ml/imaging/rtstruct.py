@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PLANE_TOLERANCE = 0.25  # fraction of the slice spacing
 ABSURD_DISTANCE_MM = 1000.0  # a point this far outside the image volume is not a real contour
 _CONTOUR_DATA = 0x30060050
+_GEOMETRIC_TYPE = 0x30060042
+_CONTOUR_IMAGE_SEQUENCE = 0x30060016
 
 SKIP_REASONS = {
     "point": "POINT contours (not areas)",
@@ -47,38 +51,66 @@ SKIP_REASONS = {
 }
 
 
-@dataclass
+@dataclass(eq=False)
 class RoiMask:
-    """One converted ROI: the mask and what was (not) used to draw it."""
+    """One ROI: the contours placed on slices, what was skipped, and the mask (drawn lazily, so
+    that several ROIs can be drawn and written in parallel)."""
 
     number: int
     name: str
-    mask: np.ndarray | None = None  # uint8 0/1 of series.shape; None when nothing to draw
-    contours_used: int = 0
+    shape: tuple[int, int, int]
+    planes: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (k, (N, 2) i/j)
     counts: Counter[str] = field(default_factory=Counter)  # keys of SKIP_REASONS
+
+    @property
+    def contours_used(self) -> int:
+        return len(self.planes)
+
+    @cached_property
+    def mask(self) -> np.ndarray | None:
+        """uint8 0/1 of the series shape; None when there is nothing to draw."""
+        return rasterise(self.planes, self.shape) if self.planes else None
 
     @property
     def voxels(self) -> int:
         return 0 if self.mask is None else int(np.count_nonzero(self.mask))
 
 
+class _MaskView(Mapping[str, np.ndarray]):
+    """Name → mask, rasterising each ROI on first access."""
+
+    def __init__(self, rois: dict[str, RoiMask]) -> None:
+        self._rois = rois
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._rois[name].mask  # type: ignore[return-value]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rois)
+
+    def __len__(self) -> int:
+        return len(self._rois)
+
+
 @dataclass
 class RtstructMasks:
-    """All ROIs of one RTSTRUCT rasterised on one series."""
+    """All ROIs of one RTSTRUCT placed on one series."""
 
     path: Path
     series: Series
     rois: list[RoiMask]
     warnings: list[str]
 
-    def masks(self) -> dict[str, np.ndarray]:
+    def masks(self) -> Mapping[str, np.ndarray]:
         """ROI name → mask for every drawable ROI (duplicate names get their ROI number)."""
         seen = Counter(roi.name for roi in self.rois)
-        return {
-            (roi.name if seen[roi.name] == 1 else f"{roi.name} [ROI {roi.number}]"): roi.mask
-            for roi in self.rois
-            if roi.mask is not None
-        }
+        return _MaskView(
+            {
+                (roi.name if seen[roi.name] == 1 else f"{roi.name} [ROI {roi.number}]"): roi
+                for roi in self.rois
+                if roi.planes
+            }
+        )
 
     def report(self) -> dict[str, Any]:
         return {
@@ -155,17 +187,16 @@ def rtstruct_to_masks(
     plane_tolerance: float = DEFAULT_PLANE_TOLERANCE,
     skip_empty: bool = False,
 ) -> RtstructMasks:
-    """Rasterise every ROI of an RTSTRUCT on `series`.
+    """Place every ROI's contours on the slices of `series`; masks are drawn on first access.
 
-    `plane_tolerance` is a fraction of the slice spacing. With `skip_empty`, ROIs with nothing
+    All checks happen here, before any mask is drawn. `plane_tolerance` is a fraction of the slice spacing. With `skip_empty`, ROIs with nothing
     to draw are reported and left out instead of failing the conversion.
     """
     header = rtstruct if isinstance(rtstruct, RtstructHeader) else read_rtstruct(rtstruct)
     path, ds = header.path, header.dataset
     _check_references(header, series)
-    rois = _roi_table(path, ds)
+    rois = _roi_table(path, ds, series.shape)
     warnings: list[str] = []
-    slice_of_uid = {uid: k for k, uid in enumerate(series.sop_instance_uids)}
     bounds = _absurd_bounds(series)
     try:
         contour_items = list(ds.get("ROIContourSequence", []))
@@ -176,14 +207,12 @@ def rtstruct_to_masks(
         if number not in rois:
             raise XnatMlError(f"RTSTRUCT {path}: contours refer to undefined ROI number {number}")
         roi = rois[number]
-        planes = _collect_planes(path, roi, item, series, slice_of_uid, plane_tolerance, bounds)
-        if planes:
-            roi.mask = rasterise(planes, series.shape)
+        _collect_planes(path, roi, item, series, plane_tolerance, bounds)
     for roi in rois.values():
         for key, text in SKIP_REASONS.items():
             if roi.counts[key]:
                 warnings.append(f"ROI {roi.name!r}: {roi.counts[key]} {text}")
-        if roi.mask is None:
+        if not roi.planes:
             problem = f"RTSTRUCT {path}: ROI {roi.name!r} has no closed contour on any slice"
             if not skip_empty:
                 raise XnatMlError(problem)
@@ -207,13 +236,14 @@ def _check_references(header: RtstructHeader, series: Series) -> None:
         )
 
 
-def _roi_table(path: Path, ds: pydicom.Dataset) -> dict[int, RoiMask]:
+def _roi_table(path: Path, ds: pydicom.Dataset, shape: tuple[int, int, int]) -> dict[int, RoiMask]:
     rois: dict[int, RoiMask] = {}
     for item in ds.get("StructureSetROISequence", []):
         number = _int(item.get("ROINumber"), f"RTSTRUCT {path}: StructureSetROISequence")
         if number in rois:
             raise XnatMlError(f"RTSTRUCT {path}: ROI number {number} defined twice")
-        rois[number] = RoiMask(number=number, name=str(item.get("ROIName") or f"ROI_{number}"))
+        name = str(item.get("ROIName") or f"ROI_{number}")
+        rois[number] = RoiMask(number=number, name=name, shape=shape)
     if not rois:
         raise XnatMlError(f"RTSTRUCT {path}: defines no ROIs")
     return rois
@@ -261,21 +291,19 @@ def _collect_planes(
     roi: RoiMask,
     roi_contour: pydicom.Dataset,
     series: Series,
-    slice_of_uid: dict[str, int],
     plane_tolerance: float,
     bounds: tuple[np.ndarray, np.ndarray],
-) -> list[tuple[int, np.ndarray]]:
-    """(slice k, (N, 2) polygon in (i, j) voxel coordinates) for every usable contour."""
-    planes: list[tuple[int, np.ndarray]] = []
+) -> None:
+    """Add (slice k, (N, 2) polygon in (i, j) voxel coordinates) to `roi` for every usable
+    contour; count the others."""
     try:
         items = list(roi_contour.get("ContourSequence", []))
     except Exception as exc:
-        raise XnatMlError(
-            f"RTSTRUCT {path}: ROI {roi.name!r}: malformed contours ({exc})"
-        ) from None
+        where = f"RTSTRUCT {path}: ROI {roi.name!r}"
+        raise XnatMlError(f"{where}: malformed contours ({exc})") from None
     n_slices = series.shape[2]
     for index, item in enumerate(items):
-        kind = str(item.get("ContourGeometricType", "CLOSED_PLANAR")).strip().upper()
+        kind = _raw_text(item, _GEOMETRIC_TYPE) or "CLOSED_PLANAR"
         if kind == "POINT":
             roi.counts["point"] += 1
             continue
@@ -288,7 +316,7 @@ def _collect_planes(
         points = _contour_points(path, roi, index, item)
         if len(points) < 3:
             raise XnatMlError(
-                f"{where}: a closed contour needs 3 points or more, has {len(points)}"
+                f"{where}: a closed contour needs 3 points or more, not {len(points)}"
             )
         low, high = bounds
         if np.any(points < low) or np.any(points > high):
@@ -306,19 +334,34 @@ def _collect_planes(
         if abs(k - k_mean) > plane_tolerance or not 0 <= k < n_slices:
             roi.counts["off_plane"] += 1
             continue
-        hint = _hinted_slice(item, slice_of_uid)
-        if hint is not None and hint != k:
+        if _hint_disagrees(item, series.sop_instance_uids[k]):
             roi.counts["hint_mismatch"] += 1
-        planes.append((k, voxels[:, :2]))
-        roi.contours_used += 1
-    return planes
+        roi.planes.append((k, voxels[:, :2]))
 
 
-def _hinted_slice(item: pydicom.Dataset, slice_of_uid: dict[str, int]) -> int | None:
-    refs = item.get("ContourImageSequence")
-    if not refs:
-        return None
-    return slice_of_uid.get(str(refs[0].get("ReferencedSOPInstanceUID", "")))
+def _raw_text(item: pydicom.Dataset, tag: int) -> str:
+    """A short text value, read from the raw element without pydicom's value conversion."""
+    element = item.get_item(tag)
+    if element is None or element.value is None:
+        return ""
+    value = element.value
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    return text.strip(" \0").upper()
+
+
+def _hint_disagrees(item: pydicom.Dataset, sop_instance_uid: str) -> bool:
+    """True when ContourImageSequence names an image other than the slice the contour lies on.
+
+    The raw sequence bytes are searched for the slice's UID: building a dataset per contour
+    just to read one reference would cost more than the rest of the parsing.
+    """
+    element = item.get_item(_CONTOUR_IMAGE_SEQUENCE)
+    if element is None or not element.value:
+        return False
+    if isinstance(element.value, bytes):
+        return sop_instance_uid.encode() not in element.value
+    uids = {str(ref.get("ReferencedSOPInstanceUID", "")) for ref in element.value}
+    return sop_instance_uid not in uids
 
 
 def rasterise(planes: list[tuple[int, np.ndarray]], shape: tuple[int, int, int]) -> np.ndarray:
