@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -48,7 +49,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="how long alias tokens stay valid (default 7200)",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("local", "docker", "slurm"),
+        default="local",
+        help="where launched commands run (default local: a process on this machine; "
+        "see docs/backends.md)",
+    )
+    parser.add_argument(
+        "--backend-option",
+        action="append",
+        default=[],
+        type=_backend_option,
+        metavar="KEY=VALUE",
+        help="a backend setting, repeatable, e.g. docker_url=unix:///run/docker.sock, "
+        "docker_network=host, slurm_partition=gpu; JSON values are parsed "
+        '(docker_binds=\'["/opt/venv:/opt/venv:ro"]\')',
+    )
     parser.set_defaults(func=serve)
+
+
+def _backend_option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -64,6 +92,8 @@ def serve(args: argparse.Namespace) -> int:
         args.data,
         admin_password=args.admin_password,
         token_lifetime_s=args.token_lifetime,
+        container_backend=args.backend,
+        container_backend_options=dict(args.backend_option),
     )
     log.info("Serving XNAT API from %s on http://%s:%d", args.data, args.host, args.port)
     try:
