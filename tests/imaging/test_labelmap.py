@@ -342,3 +342,18 @@ def test_write_labels_leaves_nothing_behind_on_failure(tmp_path):
     with pytest.raises(XnatMlError, match="does not match series grid"):
         write_labels(np.zeros((4, 4, 3), np.uint8), {}, series, out)
     assert list(out.iterdir()) == []
+
+
+def test_memory_order_and_mask_dtype_do_not_change_the_result():
+    """Fortran-ordered uint8 masks (as NIfTI data and the RTSTRUCT rasteriser give) compose
+    exactly as C-ordered bool masks do."""
+    rng = np.random.default_rng(1)
+    a, b = rng.random((7, 5, 3)) > 0.5, rng.random((7, 5, 3)) > 0.6
+    labelmap = parse_text_labelmap("a=1\nb=2\n")
+    labels_c, report_c = compose({"a": a, "b": b}, labelmap)
+    labels_f, report_f = compose(
+        {"a": np.asfortranarray(a.astype(np.uint8)), "b": np.asfortranarray(b)}, labelmap
+    )
+    np.testing.assert_array_equal(labels_c, labels_f)
+    assert report_c == report_f
+    assert report_c["overlaps"][0]["voxels"] == int((a & b).sum())

@@ -219,25 +219,33 @@ def compose(
     if not shapes and shape is None:
         raise XnatMlError("ROI masks: none given and no grid shape to compose into")
     grid = shapes.pop() if shapes else tuple(shape)  # type: ignore[arg-type]
-    labels = np.zeros(grid, dtype=np.uint8)
+    # Work on flat views in the masks' own memory order: masks built in Fortran order (as NIfTI
+    # data is) would otherwise be copied or strided through for every operation.
+    fortran = bool(masks) and all(
+        np.asarray(m).flags.f_contiguous and not np.asarray(m).flags.c_contiguous
+        for m in masks.values()
+    )
+    order = "F" if fortran else "C"
+    labels = np.zeros(grid, dtype=np.uint8, order=order)
+    flat_labels = labels.reshape(-1, order=order)  # a view: writes land in `labels`
 
     mapped: list[tuple[str, Label, np.ndarray]] = []
     unmapped: list[dict[str, Any]] = []
     for roi, mask in masks.items():
-        mask = np.asarray(mask).astype(bool, copy=False)
+        flat = np.asarray(mask).reshape(-1, order=order).astype(bool, copy=False)
         hits = labelmap.match(roi)
         if len(hits) == 1:
-            mapped.append((roi, hits[0], mask))
+            mapped.append((roi, hits[0], flat))
             continue
         reason = (
             "no label matches"
             if not hits
             else "matches several labels: " + ", ".join(lab.name for lab in hits)
         )
-        unmapped.append({"roi": roi, "voxels": int(mask.sum()), "reason": reason})
+        unmapped.append({"roi": roi, "voxels": int(np.count_nonzero(flat)), "reason": reason})
 
-    for _, label, mask in sorted(mapped, key=lambda m: m[1].rank):
-        labels[mask] = label.value
+    for _, label, flat in sorted(mapped, key=lambda m: m[1].rank):
+        np.copyto(flat_labels, label.value, where=flat)
 
     per_label: dict[int, dict[str, Any]] = {}
     for roi, label, mask in mapped:
@@ -251,8 +259,8 @@ def compose(
                 "rois": [],
             },
         )
-        entry["rois"].append({"roi": roi, "voxels": int(mask.sum())})
-    counts = np.bincount(labels.ravel(), minlength=256)
+        entry["rois"].append({"roi": roi, "voxels": int(np.count_nonzero(mask))})
+    counts = np.bincount(flat_labels, minlength=256)
     for value, entry in per_label.items():
         entry["voxels"] = int(counts[value])
 
@@ -273,21 +281,22 @@ def compose(
 
 
 def _overlaps(mapped: list[tuple[str, Label, np.ndarray]]) -> list[dict[str, Any]]:
-    """Voxel counts of every overlapping ROI pair, computed on the overlap voxels only."""
+    """Voxel counts of every overlapping ROI pair (masks given flat), counted on the voxels
+    that two or more ROIs cover, usually a small fraction of the grid."""
     if len(mapped) < 2:
         return []
     cover = np.zeros(mapped[0][2].shape, dtype=np.uint16)
-    for _, _, mask in mapped:
-        cover += mask
+    for _, _, flat in mapped:
+        np.add(cover, flat, out=cover, casting="unsafe")
     where = np.flatnonzero(cover >= 2)
     if where.size == 0:
         return []
-    stacked = np.stack([mask.ravel()[where] for _, _, mask in mapped]).astype(np.int64)
-    pairs = stacked @ stacked.T
+    subsets = [flat[where] for _, _, flat in mapped]
     out = []
     for a in range(len(mapped)):
         for b in range(a + 1, len(mapped)):
-            if not pairs[a, b]:
+            voxels = int(np.count_nonzero(subsets[a] & subsets[b]))
+            if not voxels:
                 continue
             (roi_a, lab_a, _), (roi_b, lab_b, _) = mapped[a], mapped[b]
             if lab_a.value == lab_b.value:
@@ -298,7 +307,7 @@ def _overlaps(mapped: list[tuple[str, Label, np.ndarray]]) -> list[dict[str, Any
                 {
                     "rois": [roi_a, roi_b],
                     "values": [lab_a.value, lab_b.value],
-                    "voxels": int(pairs[a, b]),
+                    "voxels": voxels,
                     "winner": winner,
                 }
             )
