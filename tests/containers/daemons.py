@@ -190,7 +190,10 @@ def start_dockerd() -> DockerDaemon:
         start = time.monotonic()
         tarball = rootfs_tarball()
         repository, tag = TEST_IMAGE.split(":")
-        daemon.client().api.import_image(src=str(tarball), repository=repository, tag=tag)
+        path = f"{sys.prefix}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        daemon.client().api.import_image(
+            src=str(tarball), repository=repository, tag=tag, changes=[f"ENV PATH={path}"]
+        )
         daemon.image_s = time.monotonic() - start
     except BaseException:
         daemon.stop()

@@ -40,10 +40,8 @@ def test_job_writes_output_and_exits_zero(backend, dockerd, tmp_path):
 
 @pytest.mark.docker
 def test_xnat_ml_runs_inside_the_test_image(backend, dockerd, tmp_path):
-    """The image plus the read-only binds run this checkout's `xnat-ml`, as end-to-end jobs do."""
-    spec = make_spec(
-        tmp_path, f"{sys.prefix}/bin/xnat-ml --version > /output/version", image=dockerd.image
-    )
+    """The image plus the read-only binds run this checkout's `xnat-ml` (on PATH), as jobs do."""
+    spec = make_spec(tmp_path, "xnat-ml --version > /output/version", image=dockerd.image)
     job = backend.launch(spec)
     assert wait_done(backend, job).exit_code == 0, backend.logs(job)
     assert (tmp_path / "out" / "version").read_text().startswith("xnat-ml ")
