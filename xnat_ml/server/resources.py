@@ -20,6 +20,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, Conflict, NotFound
+from werkzeug.routing import PathConverter
 
 from xnat_ml.server import catalog
 from xnat_ml.server.archive import archive_route, resolve_object
@@ -37,6 +38,18 @@ RESOURCE_COLUMNS = (
     "format", "content", "tags", "file_count", "file_size",
 )
 MAX_LABEL = 255
+# A file path is taken as sent (even `//etc/x`, with merge_slashes=False) so that safe_relpath
+# refuses it with a 400, rather than the router redirecting or answering 405.
+FILE_RULE = "/<xnat:owner>/resources/<label>/files/<rawpath:fpath>"
+
+
+class RawPathConverter(PathConverter):
+    regex = ".+"
+
+
+@bp.record_once
+def _register_converter(state) -> None:
+    state.app.url_map.converters.setdefault("rawpath", RawPathConverter)
 _TRUE = ("true", "1", "yes")
 
 
@@ -310,7 +323,7 @@ def _relpath(raw: str) -> PurePosixPath:
         raise BadRequest(str(exc)) from exc
 
 
-@archive_route(bp, "/<xnat:owner>/resources/<label>/files/<path:fpath>", methods=["GET"])
+@archive_route(bp, FILE_RULE, methods=["GET"], merge_slashes=False)
 def get_file(owner: str, label: str, fpath: str) -> Response:
     rel = _relpath(fpath)
     db = get_db()
@@ -353,9 +366,7 @@ def _clashes(existing: set[str], new: list[StoredFile], overwrite: bool) -> str 
     return None
 
 
-@archive_route(
-    bp, "/<xnat:owner>/resources/<label>/files/<path:fpath>", methods=["PUT", "POST"]
-)
+@archive_route(bp, FILE_RULE, methods=["PUT", "POST"], merge_slashes=False)
 def put_file(owner: str, label: str, fpath: str) -> Response:
     rel = _relpath(fpath)
     check_label(label)
@@ -414,7 +425,7 @@ def _commit_files(
     return created
 
 
-@archive_route(bp, "/<xnat:owner>/resources/<label>/files/<path:fpath>", methods=["DELETE"])
+@archive_route(bp, FILE_RULE, methods=["DELETE"], merge_slashes=False)
 def delete_file(owner: str, label: str, fpath: str) -> Response:
     rel = _relpath(fpath)
     db = get_db()
