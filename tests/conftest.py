@@ -46,8 +46,18 @@ class XnatServer:
 
     def start(self, timeout: float = 60.0) -> None:
         command = [
-            sys.executable, "-m", "xnat_ml", "serve", "--data", str(self.data_dir),
-            "--host", "127.0.0.1", "--port", str(self.port), "--admin-password", self.password,
+            sys.executable,
+            "-m",
+            "xnat_ml",
+            "serve",
+            "--data",
+            str(self.data_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--admin-password",
+            self.password,
         ]
         env = {k: v for k, v in os.environ.items() if k != "XNAT_ML_ADMIN_PASSWORD"}
         log = self.log_path.open("ab")
@@ -90,20 +100,30 @@ class XnatServer:
         http.auth = (user or self.user, password or self.password)
         return http
 
-    def add_user(self, username: str, password: str, project: str | None = None,
-                 role: str | None = None) -> None:
+    def add_user(
+        self, username: str, password: str, project: str | None = None, role: str | None = None
+    ) -> None:
         """Create a user (idempotent) and optionally give them a role (Owner, Member,
         Collaborator) in a project."""
         admin = self.session()
-        response = admin.post(f"{self.url}/xapi/users", json={
-            "username": username, "password": password, "email": f"{username}@example.org",
-            "firstName": username, "lastName": "Test", "enabled": True, "verified": True,
-        })
+        response = admin.post(
+            f"{self.url}/xapi/users",
+            json={
+                "username": username,
+                "password": password,
+                "email": f"{username}@example.org",
+                "firstName": username,
+                "lastName": "Test",
+                "enabled": True,
+                "verified": True,
+            },
+        )
         if response.status_code not in (201, 409):
             response.raise_for_status()
         if project and role:
-            admin.put(f"{self.url}/data/projects/{project}/users/{role}s/{username}"
-                      ).raise_for_status()
+            admin.put(
+                f"{self.url}/data/projects/{project}/users/{role}s/{username}"
+            ).raise_for_status()
 
 
 @pytest.fixture(scope="session")

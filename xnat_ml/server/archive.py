@@ -374,23 +374,26 @@ def delete_object(path: str) -> Response:
     pairs = split_path(path)
     obj = resolve_object(path, "own" if pairs[-1][0] == "projects" else "edit")
     data_dir = current_app.config["DATA_DIR"]
-    folder = data_dir / obj.relative_dir
+    folders = [obj.relative_dir]
+    if isinstance(obj, Subject):  # sessions live beside subjects, not inside them
+        folders += [experiment.relative_dir for experiment in obj.experiments]
     trash = data_dir / "trash" / uuid.uuid4().hex
-    moved = folder.exists()
-    if moved:  # out of sight first, so a failed commit can put it back untouched
-        trash.parent.mkdir(parents=True, exist_ok=True)
-        folder.rename(trash)
+    moved = []
+    for n, folder in enumerate(data_dir / f for f in folders):
+        if folder.exists():  # out of sight first, so a failed commit can put it back untouched
+            trash.mkdir(parents=True, exist_ok=True)
+            folder.rename(trash / str(n))
+            moved.append((folder, trash / str(n)))
     db = get_db()
     try:
         db.delete(obj)
         db.commit()
     except Exception:
         db.rollback()
-        if moved:
-            trash.rename(folder)
+        for folder, hidden in moved:
+            hidden.rename(folder)
         raise
-    if moved:
-        shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(trash, ignore_errors=True)
     return Response("", 200)
 
 

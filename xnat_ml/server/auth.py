@@ -15,7 +15,7 @@ import secrets
 import uuid
 from datetime import datetime, timedelta
 
-from flask import current_app, g, request
+from flask import Response, current_app, g, request
 from sqlalchemy import delete, select
 from werkzeug.exceptions import Forbidden, NotFound, Unauthorized
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -81,7 +81,7 @@ def current_user() -> User | None:
         if auth is not None and auth.type == "basic":
             g.user = authenticate(auth.username or "", auth.password or "")
             g.auth_failed = g.user is None
-        elif session_id := request.cookies.get("JSESSIONID"):
+        elif session_id := request.cookies.get(SESSION_COOKIE):
             g.user = _session_user(session_id)
     return g.user
 
@@ -149,6 +149,13 @@ def readable_project_pks(user: User) -> list[int] | None:
 
 
 # ----------------------------------------------------------------------------- sessions, tokens
+
+SESSION_COOKIE = "JSESSIONID"
+
+
+def with_session_cookie(response: Response, session_id: str) -> Response:
+    response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="Lax", path="/")
+    return response
 
 
 def start_session(user: User) -> str:

@@ -3,7 +3,8 @@
 Rows arrive as flat dicts (canonical keys plus any datatype-specific fields). `columns=` picks and
 orders keys; a column may be named case-insensitively, by XNAT xpath (`xnat:mrSessionData/date`
 selects `date`) or by an alias the listing declares (`xnat:subjectData/label` → `subject_label`).
-The response echoes the names the client asked for. Unknown columns come back empty, as XNAT
+The response echoes the names the client asked for (an xpath column also appears under
+the field's own name). Unknown columns come back empty, as XNAT
 leaves fields a datatype lacks empty.
 """
 
@@ -64,6 +65,10 @@ def select_columns(
         for key in row:
             keys.setdefault(key.lower(), key)
     wanted = [(name, _lookup_key(name, keys, aliases)) for name in columns]
+    # An xpath column also comes back under its field's own name (pyxnat reads `subject_ID`
+    # after asking for `xnat:mrSessionData/subject_id`).
+    named = {name for name, _ in wanted}
+    wanted += [(key, key) for name, key in list(wanted) if key and "/" in name and key not in named]
     return [{name: _text(row.get(key, "")) if key else "" for name, key in wanted} for row in rows]
 
 
@@ -110,12 +115,14 @@ def result_set(
     rows = page(rows, args)
     if args.get("columns"):
         columns = [c.strip() for c in args["columns"].split(",") if c.strip()]
+        if rows and "URI" in rows[0] and "URI" not in columns:
+            columns.append("URI")  # XNAT always adds it; pyxnat relies on that
     else:
         columns = list(default_columns) if default_columns else list(rows[0]) if rows else []
     rows = select_columns(rows, columns, aliases)
     if (args.get("format") or "json").lower() == "csv":
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else columns)
         writer.writeheader()
         writer.writerows(rows)
         return Response(buffer.getvalue(), mimetype="text/csv")

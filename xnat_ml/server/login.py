@@ -12,13 +12,6 @@ from xnat_ml.server.models import AliasToken, User
 
 bp = Blueprint("login", __name__)
 
-_SESSION_COOKIE = "JSESSIONID"
-
-
-def _with_session_cookie(response: Response, session_id: str) -> Response:
-    response.set_cookie(_SESSION_COOKIE, session_id, httponly=True, samesite="Lax", path="/")
-    return response
-
 
 @bp.route("/data/services/auth", methods=["PUT", "POST"])
 def services_auth() -> Response:
@@ -33,26 +26,26 @@ def services_auth() -> Response:
             mimetype="text/html",
         )
     session_id = auth.start_session(user)
-    return _with_session_cookie(Response(session_id, mimetype="text/plain"), session_id)
+    return auth.with_session_cookie(Response(session_id, mimetype="text/plain"), session_id)
 
 
 @bp.route("/data/JSESSION", methods=["GET"])
 def get_jsession() -> Response:
     """The caller's session id; basic-auth callers get a new session (and cookie)."""
     user = auth.require_login()
-    current = request.cookies.get(_SESSION_COOKIE)
+    current = request.cookies.get(auth.SESSION_COOKIE)
     if request.authorization is None and current:
         return Response(current, mimetype="text/plain")
     session_id = auth.start_session(user)
-    return _with_session_cookie(Response(session_id, mimetype="text/plain"), session_id)
+    return auth.with_session_cookie(Response(session_id, mimetype="text/plain"), session_id)
 
 
 @bp.route("/data/JSESSION", methods=["DELETE"])
 def delete_jsession() -> Response:
-    if session_id := request.cookies.get(_SESSION_COOKIE):
+    if session_id := request.cookies.get(auth.SESSION_COOKIE):
         auth.end_session(session_id)
     response = Response("", 200)
-    response.delete_cookie(_SESSION_COOKIE, path="/")
+    response.delete_cookie(auth.SESSION_COOKIE, path="/")
     return response
 
 

@@ -36,14 +36,22 @@ _SEARCH_FIELDS = {
 
 @bp.route("/", methods=["GET"])
 def root() -> Response:
-    """A landing page (xnatpy GETs it first to detect redirects)."""
-    return Response(
+    """A landing page (xnatpy GETs it first to detect redirects).
+
+    With basic auth it also opens a session: xnatpy logs in with alias tokens this way and
+    reads the JSESSIONID cookie.
+    """
+    user = auth.require_login() if request.authorization is not None else None
+    response = Response(
         "<!doctype html><html><head><title>xnat-ml</title></head><body>"
         f"<h1>xnat-ml embedded XNAT</h1><p>xnat-ml {__version__}, XNAT API "
         f"{current_app.config['XNAT_VERSION']}. Connect with <code>xnat.connect(url)</code>."
         "</p></body></html>",
         mimetype="text/html",
     )
+    if user is not None:
+        auth.with_session_cookie(response, auth.start_session(user))
+    return response
 
 
 @bp.route("/data/version", methods=["GET"])

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from xnat_ml.server.models import Assessor, Experiment, Project, Scan, Subject
 
-# Columns a listing shows when the client names none (XNAT's defaults, trimmed).
+# Columns a listing shows when the client names none (XNAT's defaults, trimmed). Like XNAT,
+# project and subject rows carry no xsiType: pyxnat learns types from rows that have one.
 DEFAULT_COLUMNS = {
     "project": ("ID", "secondary_ID", "name", "description", "pi_firstname", "pi_lastname", "URI"),
     "subject": ("ID", "project", "label", "insert_date", "insert_user", "URI"),
@@ -71,7 +72,6 @@ def project_row(project: Project) -> dict:
         "accessibility": project.accessibility,
         "insert_date": _stamp(project.created),
         "insert_user": project.insert_user,
-        "xsiType": project.xsi_type,
         "URI": project.uri,
     }
 
@@ -84,7 +84,6 @@ def subject_row(subject: Subject) -> dict:
             "label": subject.label,
             "insert_date": _stamp(subject.created),
             "insert_user": subject.insert_user,
-            "xsiType": subject.xsi_type,
             "URI": subject.uri,
         },
         subject.fields,

@@ -1,0 +1,266 @@
+"""Login, sessions, alias tokens and project roles of the embedded server, over real HTTP."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import pytest
+import requests
+
+from xnat_ml.server.app import create_app
+
+
+def test_root_version_and_build_info_answer(xnat_server):
+    assert requests.get(xnat_server.url).status_code == 200
+    assert requests.get(f"{xnat_server.url}/data/version").text.startswith("1.")
+    info = requests.get(f"{xnat_server.url}/xapi/siteConfig/buildInfo").json()
+    assert info["version"].startswith("1.8")
+
+
+def test_services_auth_gives_a_working_jsessionid_until_deleted(xnat_server):
+    http = requests.Session()
+    reply = http.put(
+        f"{xnat_server.url}/data/services/auth",
+        data={"username": xnat_server.user, "password": xnat_server.password},
+    )
+    assert reply.status_code == 200
+    session_id = reply.text
+    assert http.cookies["JSESSIONID"] == session_id
+    assert (
+        http.get(f"{xnat_server.url}/data/auth").text == f"User '{xnat_server.user}' is logged in"
+    )
+    assert http.get(f"{xnat_server.url}/data/JSESSION").text == session_id
+    assert http.get(f"{xnat_server.url}/data/projects?format=json").status_code == 200
+
+    assert http.delete(f"{xnat_server.url}/data/JSESSION").status_code == 200
+    stale = requests.get(f"{xnat_server.url}/data/projects", cookies={"JSESSIONID": session_id})
+    assert stale.status_code == 401
+
+
+@pytest.mark.parametrize("password", ["wrong", "ADMIN"])
+def test_wrong_password_is_401_everywhere(xnat_server, password):
+    bad = (xnat_server.user, password)
+    for method, path in [
+        ("GET", "/data/projects"),
+        ("GET", "/data/auth"),
+        ("PUT", "/data/projects/NOPE"),
+        ("GET", "/xapi/users"),
+    ]:
+        reply = requests.request(method, f"{xnat_server.url}{path}", auth=bad)
+        assert reply.status_code == 401, (method, path)
+        assert "Traceback" not in reply.text
+    login = requests.put(
+        f"{xnat_server.url}/data/services/auth",
+        data={"username": xnat_server.user, "password": password},
+    )
+    assert login.status_code == 401
+    assert "Login attempt failed" in login.text
+
+
+def test_missing_credentials_are_401_with_a_basic_challenge(xnat_server):
+    reply = requests.get(f"{xnat_server.url}/data/projects?format=json")
+    assert reply.status_code == 401
+    assert reply.headers["WWW-Authenticate"].startswith("Basic")
+    assert (
+        requests.get(
+            f"{xnat_server.url}/data/projects", cookies={"JSESSIONID": "FORGED"}
+        ).status_code
+        == 401
+    )
+
+
+def test_alias_token_authenticates_and_validates(xnat_server):
+    admin = xnat_server.session()
+    token = admin.get(f"{xnat_server.url}/data/services/tokens/issue").json()
+    assert uuid.UUID(token["alias"])  # xnatpy recognises token logins by this shape
+    assert token["xdatUserId"] == xnat_server.user
+    assert token["estimatedExpirationTime"] > time.time() * 1000
+
+    as_token = requests.Session()
+    as_token.auth = (token["alias"], token["secret"])
+    assert (
+        as_token.get(f"{xnat_server.url}/data/auth").text
+        == f"User '{xnat_server.user}' is logged in"
+    )
+    root = as_token.get(xnat_server.url)
+    assert root.cookies.get("JSESSIONID")  # xnatpy's token login reads this cookie
+
+    valid = admin.get(
+        f"{xnat_server.url}/data/services/tokens/validate/{token['alias']}/{token['secret']}"
+    ).json()
+    assert valid == {"valid": xnat_server.user}
+    invalid = admin.get(
+        f"{xnat_server.url}/data/services/tokens/validate/{token['alias']}/not-the-secret"
+    ).json()
+    assert invalid == {"valid": None}
+    wrong_secret = requests.get(f"{xnat_server.url}/data/auth", auth=(token["alias"], "nope"))
+    assert wrong_secret.status_code == 401
+
+
+def test_tokens_for_other_users_need_a_site_admin(xnat_server, project):
+    xnat_server.add_user("tok_member", "pw-member", project, "Member")
+    member = xnat_server.session("tok_member", "pw-member")
+    mine = member.get(f"{xnat_server.url}/data/services/tokens/issue")
+    assert mine.json()["xdatUserId"] == "tok_member"
+    assert member.get(f"{xnat_server.url}/data/services/tokens/issue/user/admin").status_code == 403
+    issued = xnat_server.session().get(
+        f"{xnat_server.url}/data/services/tokens/issue/user/tok_member"
+    )
+    assert issued.json()["xdatUserId"] == "tok_member"
+    assert (
+        xnat_server.session()
+        .get(f"{xnat_server.url}/data/services/tokens/issue/user/nobody")
+        .status_code
+        == 404
+    )
+
+
+def test_alias_tokens_expire(tmp_path):
+    app = create_app(tmp_path, token_lifetime_s=1)
+    client = app.test_client()
+    basic = {"Authorization": "Basic YWRtaW46YWRtaW4="}  # admin:admin
+    token = client.get("/data/services/tokens/issue", headers=basic).get_json()
+    as_token = requests.auth._basic_auth_str(token["alias"], token["secret"])
+    assert client.get("/data/auth", headers={"Authorization": as_token}).status_code == 200
+    time.sleep(1.2)
+    assert client.get("/data/auth", headers={"Authorization": as_token}).status_code == 401
+
+
+def test_token_secrets_and_passwords_are_stored_hashed(tmp_path):
+    app = create_app(tmp_path, admin_password="s3cret-pw")
+    client = app.test_client()
+    basic = requests.auth._basic_auth_str("admin", "s3cret-pw")
+    token = client.get("/data/services/tokens/issue", headers={"Authorization": basic}).get_json()
+    stored = (tmp_path / "xnat-ml.sqlite").read_bytes()
+    assert token["secret"].encode() not in stored
+    assert b"s3cret-pw" not in stored
+
+
+def test_users_are_created_by_admins_only(xnat_server, project):
+    xnat_server.add_user("plain_user", "pw-plain")
+    plain = xnat_server.session("plain_user", "pw-plain")
+    reply = plain.post(
+        f"{xnat_server.url}/xapi/users", json={"username": "sneaky", "password": "x"}
+    )
+    assert reply.status_code == 403
+    admin = xnat_server.session()
+    assert "plain_user" in admin.get(f"{xnat_server.url}/xapi/users").json()
+    dup = admin.post(
+        f"{xnat_server.url}/xapi/users", json={"username": "plain_user", "password": "x"}
+    )
+    assert dup.status_code == 409
+    bad = admin.post(f"{xnat_server.url}/xapi/users", json={"username": "../etc", "password": "x"})
+    assert bad.status_code == 400
+
+
+@pytest.fixture
+def roles(xnat_server, project):
+    """Users with each role in `project`, plus an outsider; returns name → requests session."""
+    names = {}
+    for role in ("Owner", "Member", "Collaborator", None):
+        name = f"r_{(role or 'none').lower()}_{uuid.uuid4().hex[:6]}"
+        xnat_server.add_user(name, "pw-" + name, project, role)
+        names[role] = xnat_server.session(name, "pw-" + name)
+        names[role].username = name
+    http = xnat_server.session()
+    http.put(f"{xnat_server.url}/data/projects/{project}/subjects/SUBJ1").raise_for_status()
+    http.put(
+        f"{xnat_server.url}/data/projects/{project}/subjects/SUBJ1/experiments/SESS1",
+        params={"xsiType": "xnat:mrSessionData"},
+    ).raise_for_status()
+    return names
+
+
+def _status(http, method, url, **kw):
+    return http.request(method, url, **kw).status_code
+
+
+def test_collaborator_reads_but_cannot_write(xnat_server, project, roles):
+    base = f"{xnat_server.url}/data/projects/{project}"
+    collaborator = roles["Collaborator"]
+    assert _status(collaborator, "GET", f"{base}/subjects?format=json") == 200
+    assert _status(collaborator, "GET", f"{base}/experiments/SESS1?format=json") == 200
+    assert _status(collaborator, "PUT", f"{base}/subjects/NEW") == 403
+    assert _status(collaborator, "DELETE", f"{base}/subjects/SUBJ1") == 403
+    assert _status(collaborator, "PUT", f"{base}/users/Members/{collaborator.username}") == 403
+
+
+def test_member_edits_data_but_not_membership_or_project(xnat_server, project, roles):
+    base = f"{xnat_server.url}/data/projects/{project}"
+    member = roles["Member"]
+    assert _status(member, "PUT", f"{base}/subjects/BY_MEMBER") == 201
+    assert (
+        _status(
+            member,
+            "PUT",
+            f"{base}/subjects/BY_MEMBER/experiments/MS1",
+            params={"xsiType": "xnat:ctSessionData"},
+        )
+        == 201
+    )
+    assert _status(member, "DELETE", f"{base}/subjects/BY_MEMBER") == 200
+    assert _status(member, "PUT", f"{base}/users/Owners/{member.username}") == 403
+    assert _status(member, "DELETE", base) == 403
+
+
+def test_outsider_is_refused_and_sees_nothing(xnat_server, project, roles):
+    base = f"{xnat_server.url}/data/projects/{project}"
+    outsider = roles[None]
+    for method, url in [
+        ("GET", base),
+        ("GET", f"{base}/subjects"),
+        ("GET", f"{base}/experiments/SESS1"),
+        ("PUT", f"{base}/subjects/X"),
+        ("DELETE", base),
+        ("GET", f"{xnat_server.url}/data/experiments?project={project}"),
+        ("GET", f"{base}/users"),
+    ]:
+        assert _status(outsider, method, url) == 403, (method, url)
+    listed = outsider.get(f"{xnat_server.url}/data/projects?format=json").json()
+    assert project not in [row["ID"] for row in listed["ResultSet"]["Result"]]
+    every = outsider.get(f"{xnat_server.url}/data/experiments?format=json").json()
+    assert every["ResultSet"]["Result"] == []
+
+
+def test_owner_manages_membership(xnat_server, project, roles):
+    base = f"{xnat_server.url}/data/projects/{project}"
+    owner, outsider = roles["Owner"], roles[None]
+    assert _status(owner, "PUT", f"{base}/users/Collaborators/{outsider.username}") == 200
+    assert _status(outsider, "GET", f"{base}/subjects") == 200
+    rows = owner.get(f"{base}/users?format=json").json()["ResultSet"]["Result"]
+    assert {"login": outsider.username, "displayname": "Collaborators"}.items() <= next(
+        r for r in rows if r["login"] == outsider.username
+    ).items()
+    assert _status(owner, "DELETE", f"{base}/users/Collaborators/{outsider.username}") == 200
+    assert _status(outsider, "GET", f"{base}/subjects") == 403
+    assert _status(owner, "PUT", f"{base}/users/Kings/{outsider.username}") == 400
+    assert _status(owner, "PUT", f"{base}/users/Members/no_such_user") == 404
+
+
+def test_missing_objects_are_404_for_everyone_allowed(xnat_server, project, roles):
+    base = f"{xnat_server.url}/data/projects/{project}"
+    for http in (xnat_server.session(), roles["Collaborator"]):
+        for url in [
+            f"{xnat_server.url}/data/projects/NO_SUCH_PROJECT",
+            f"{base}/subjects/NOBODY",
+            f"{base}/experiments/NOTHING",
+            f"{base}/experiments/SESS1/scans/99",
+            f"{xnat_server.url}/data/experiments/XNAT_E99999",
+            f"{xnat_server.url}/data/subjects/XNAT_S99999",
+        ]:
+            reply = http.get(url)
+            assert reply.status_code == 404, url
+            assert re.match(r"^404 Not Found: .+\n$", reply.text)
+
+
+def test_project_creator_becomes_owner(xnat_server):
+    name = f"creator_{uuid.uuid4().hex[:6]}"
+    xnat_server.add_user(name, "pw")
+    creator = xnat_server.session(name, "pw")
+    project_id = f"BY_{name}"
+    assert _status(creator, "PUT", f"{xnat_server.url}/data/projects/{project_id}") == 201
+    rows = creator.get(f"{xnat_server.url}/data/projects/{project_id}/users?format=json").json()
+    assert rows["ResultSet"]["Result"][0]["role"] == "Owner"
+    assert _status(creator, "DELETE", f"{xnat_server.url}/data/projects/{project_id}") == 200
