@@ -35,6 +35,8 @@ class XnatServer:
     user: str = "admin"
     password: str = _ADMIN_PASSWORD
     process: subprocess.Popen | None = None
+    serve_args: list[str] = field(default_factory=list)  # more `xnat-ml serve` options
+    env: dict[str, str] = field(default_factory=dict)  # added to the server's environment
 
     @property
     def url(self) -> str:
@@ -58,8 +60,9 @@ class XnatServer:
             str(self.port),
             "--admin-password",
             self.password,
+            *self.serve_args,
         ]
-        env = {k: v for k, v in os.environ.items() if k != "XNAT_ML_ADMIN_PASSWORD"}
+        env = {k: v for k, v in os.environ.items() if k != "XNAT_ML_ADMIN_PASSWORD"} | self.env
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
@@ -133,6 +136,26 @@ def xnat_server(tmp_path_factory) -> XnatServer:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def start_xnat_server(tmp_path_factory):
+    """Start another server with its own options: `start_xnat_server(name, serve_args, env)`."""
+    servers = []
+
+    def start(name: str, serve_args: list[str] = (), env: dict | None = None) -> XnatServer:
+        server = XnatServer(
+            data_dir=tmp_path_factory.mktemp(name) / "data",
+            serve_args=list(serve_args),
+            env=dict(env or {}),
+        )
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 _project_numbers = itertools.count(1)
