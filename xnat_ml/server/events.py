@@ -19,13 +19,18 @@ import logging
 import queue
 import threading
 from dataclasses import replace
+from functools import partial
 from typing import Any
+from urllib.parse import quote
 
+import requests
 from flask import Blueprint, Flask, Response, current_app, has_request_context, jsonify, request
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import BadRequest, Forbidden, NotFound
 
+from xnat_ml.containers import registry
+from xnat_ml.errors import XnatMlError
 from xnat_ml.events import (
     EVENT_TYPES,
     Event,
@@ -41,7 +46,7 @@ from xnat_ml.events.filters import FilterError, compile_predicate, normalise_pre
 from xnat_ml.server import auth, signals
 from xnat_ml.server.db import get_db, session_factory
 from xnat_ml.server.event_store import DeliveryRow, SubscriptionRow
-from xnat_ml.server.models import Base, Project
+from xnat_ml.server.models import Base, Project, User
 
 log = logging.getLogger(__name__)
 
@@ -68,25 +73,25 @@ class EventWorker:
 
     def __init__(self, app: Flask) -> None:
         self.app = app
-        self.queue: queue.Queue[Event] = queue.Queue()
+        self.queue: queue.Queue[tuple[Event, str]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, event: Event) -> None:
+    def submit(self, event: Event, site_url: str) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="xnat-ml-events", daemon=True
                 )
                 self._thread.start()
-        self.queue.put(event)
+        self.queue.put((event, site_url))
 
     def _run(self) -> None:
         while True:
-            event = self.queue.get()
+            event, site_url = self.queue.get()
             try:
                 with self.app.app_context():
-                    self.process(event)
+                    self.process(event, site_url)
             except Exception:  # keep the worker alive whatever one event does
                 log.exception(
                     "event %s on %s could not be delivered", event.type, event.payload.get("uri")
@@ -94,12 +99,13 @@ class EventWorker:
             finally:
                 self.queue.task_done()
 
-    def process(self, event: Event) -> list[Delivery]:
+    def process(self, event: Event, site_url: str) -> list[Delivery]:
         make_session = session_factory(self.app)
         with make_session() as db:
             rows = db.scalars(select(SubscriptionRow).where(SubscriptionRow.active))
             subscriptions = [row.to_subscription() for row in rows]
-        done = [deliver(d, event, launch_wrapper) for d in plan(subscriptions, event)]
+        launch = partial(launch_wrapper, site_url)
+        done = [deliver(d, event, launch) for d in plan(subscriptions, event)]
         if done:
             with make_session() as db:
                 db.add_all(_delivery_row(d, event) for d in done)
@@ -124,6 +130,7 @@ def _on_object_created(
     if kind_of_event is None:
         return
     user = auth.current_user() if has_request_context() else None
+    site_url = app.config.get("SITE_URL") or (request.host_url if has_request_context() else "")
     app.extensions["xnat_ml.events"].submit(
         Event(
             type=kind_of_event.id,
@@ -131,7 +138,8 @@ def _on_object_created(
             project=project,
             payload=xnat_payload(payload, uri),
             user=user.username if user is not None else None,
-        )
+        ),
+        site_url,
     )
 
 
@@ -153,12 +161,60 @@ def xnat_payload(payload: dict, uri: str) -> dict:
 
 
 def launch_wrapper(
-    project: str | None, wrapper_id: int, uri: str, attributes: dict[str, str], username: str
+    site_url: str,
+    project: str | None,
+    wrapper_id: int,
+    uri: str,
+    attributes: dict[str, str],
+    username: str,
 ) -> str:
-    """Launch a Container Service wrapper on `uri` as `username`; returns the container id."""
-    from xnat_ml.server import containers  # the Container Service blueprint (helper H6)
+    """Launch wrapper `wrapper_id` on `uri` as `username` through the server's own launch API.
 
-    return containers.launch_from_event(project, wrapper_id, uri, attributes, username)
+    Going through `POST /xapi/projects/{p}/wrappers/{id}/root/{input}/launch` (with an alias
+    token of the user) applies exactly the checks a user's launch gets: edit rights, wrapper
+    enabled in the project, inputs. The root input is the wrapper's first external input, as in
+    XNAT's CommandActionProvider. Returns the container id.
+    """
+    db = get_db()
+    try:
+        user = db.scalar(select(User).where(User.username == username))
+        if user is None or not user.enabled:
+            raise XnatMlError(f"user {username}: does not exist or is disabled")
+        if not project:
+            raise XnatMlError(f"event on {uri}: no project to launch in")
+        found = registry.find_wrapper(db, wrapper_id)
+        if found is None:
+            raise XnatMlError(f"wrapper {wrapper_id}: not installed on this server")
+        _command, wrapper = found
+        if not wrapper.external_inputs:
+            raise XnatMlError(f"wrapper {wrapper.name}: has no external input to launch on")
+        root = wrapper.external_inputs[0].name
+    finally:
+        # Outside a request every transaction of the store begins IMMEDIATE (a write lock):
+        # end it before the launch request below needs the lock.
+        db.rollback()
+    token, secret = auth.issue_token(user)
+    url = (
+        f"{site_url.rstrip('/')}/xapi/projects/{quote(project, safe='')}/wrappers/{wrapper_id}"
+        f"/root/{quote(root, safe='')}/launch"
+    )
+    try:
+        response = requests.post(
+            url, json={**attributes, root: uri}, auth=(token.alias, secret), timeout=120
+        )
+    except requests.RequestException as exc:
+        raise XnatMlError(f"wrapper {wrapper.name}: launch request failed ({exc})") from None
+    try:
+        report = response.json()
+    except ValueError:
+        report = {"message": response.text.strip()[:300]}
+    if response.status_code != 200 or report.get("status") != "success":
+        message = report.get("message") if isinstance(report, dict) else None
+        raise XnatMlError(
+            f"wrapper {wrapper.name} on {uri}: launch refused "
+            f"(HTTP {response.status_code}: {message or response.text.strip()[:300]})"
+        )
+    return str(report.get("id"))
 
 
 def _delivery_row(delivery: Delivery, event: Event) -> DeliveryRow:
