@@ -172,3 +172,17 @@ def test_empty_label_array_still_gives_a_readable_seg(tmp_path):
     )
     back = read_seg(path, series)
     assert list(back) == ["a"] and not back["a"].any()
+
+
+def test_seg_from_wide_label_values(tmp_path):
+    """uint16 labels with values beyond 255 keep their segments apart."""
+    write_series(tmp_path / "ct", rows=6, columns=8, slices=3)
+    series = load_series(tmp_path / "ct")
+    labels = np.zeros(series.shape, np.uint16)
+    labels[1:3, 1:4, 0] = 300
+    labels[4:6, 2:5, 2] = 7
+    segments = {300: ("three hundred", (1, 2, 3)), 7: ("seven", (4, 5, 6))}
+    back = read_seg(write_seg(labels, segments, series, tmp_path / "s.dcm"), series)
+    assert list(back) == ["seven", "three hundred"]  # segment numbers follow label values
+    np.testing.assert_array_equal(back["seven"], labels == 7)
+    np.testing.assert_array_equal(back["three hundred"], labels == 300)

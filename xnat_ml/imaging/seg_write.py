@@ -79,13 +79,17 @@ def write_seg(
         )
         for number, value in enumerate(values, start=1)
     ]
-    # highdicom wants frames first: (slices, rows, columns, segments).
-    stacked = np.stack([labels == value for value in values], axis=-1).transpose(2, 1, 0, 3)
+    # Label-map style input (one array, segment numbers as values) is several times faster in
+    # highdicom than one stacked array per segment; frames first: (slices, rows, columns).
+    size = max(int(labels.max(initial=0)), values[-1]) + 1
+    numbering = np.zeros(size, dtype=np.uint8 if len(values) < 256 else np.uint16)
+    numbering[values] = np.arange(1, len(values) + 1)
+    numbered = numbering[labels].transpose(2, 1, 0)
     sources = [_header(path) for path in series.files]
     try:
         seg = hd.seg.Segmentation(
             source_images=sources,
-            pixel_array=stacked.astype(np.uint8),
+            pixel_array=numbered,
             segmentation_type="BINARY",
             segment_descriptions=descriptions,
             series_instance_uid=generate_uid(),
