@@ -1,0 +1,140 @@
+"""OHIF-style ROI collections over real HTTP: create, list as assessors, fetch, refuse bad input."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+import xnat
+from dicom_samples import write_rtstruct, write_seg_header, write_series, zip_folder
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def imported(xnat_server, project, tmp_path) -> dict:
+    """A session imported from one MR series; its ids and the series' UIDs."""
+    series = write_series(tmp_path / "mr", slices=2)
+    reply = xnat_server.session().post(
+        f"{xnat_server.url}/data/services/import?import-handler=DICOM-zip"
+        f"&dest=/archive/projects/{project}",
+        data=zip_folder(tmp_path / "mr"),
+    )
+    reply.raise_for_status()
+    rows = xnat_server.session().get(
+        f"{xnat_server.url}/data/projects/{project}/experiments?format=json"
+    ).json()["ResultSet"]["Result"]
+    return {**series, "session_id": rows[0]["ID"], "project": project}
+
+
+def _roi_url(xnat_server, imported, label: str, kind: str, extra: str = "") -> str:
+    return (f"{xnat_server.url}/xapi/roi/projects/{imported['project']}/sessions/"
+            f"{imported['session_id']}/collections/{label}?type={kind}{extra}")
+
+
+def _assessors(xnat_server, imported) -> list[dict]:
+    url = (f"{xnat_server.url}/data/experiments/{imported['session_id']}/assessors"
+           "?format=json&columns=ID,label,xsiType,collectionType,name,references/seriesUID")
+    return xnat_server.session().get(url).json()["ResultSet"]["Result"]
+
+
+def test_rtstruct_and_seg_collections(xnat_server, imported, tmp_path):
+    rtstruct = write_rtstruct(tmp_path / "rt.dcm", imported, label="Reader 1")
+    http = xnat_server.session()
+    reply = http.put(_roi_url(xnat_server, imported, "ann_rt", "RTSTRUCT", "&overwrite=false"),
+                     data=rtstruct.read_bytes(),
+                     headers={"Content-Type": "application/octet-stream"})
+    assert reply.status_code == 200, reply.text
+    assessor_id = reply.text.strip()
+    seg = write_seg_header(tmp_path / "seg.dcm", imported)
+    assert http.put(_roi_url(xnat_server, imported, "ann_seg", "SEG"), data=seg.read_bytes()).ok
+
+    rows = {r["label"]: r for r in _assessors(xnat_server, imported)}
+    assert rows["ann_rt"]["ID"] == assessor_id
+    assert rows["ann_rt"]["xsiType"] == "icr:roiCollectionData"
+    assert (rows["ann_rt"]["collectionType"], rows["ann_rt"]["name"]) == ("RTSTRUCT", "Reader 1")
+    assert rows["ann_rt"]["references/seriesUID"] == imported["series_uid"]
+    assert (rows["ann_seg"]["collectionType"], rows["ann_seg"]["name"]) == ("SEG", "AI liver")
+
+    with xnat.connect(xnat_server.url, user=xnat_server.user,
+                      password=xnat_server.password) as session:
+        experiment = session.experiments[imported["session_id"]]
+        assessor = experiment.assessors[assessor_id]
+        assert assessor.__xsi_type__ == "icr:roiCollectionData"
+        resource = assessor.resources["RTSTRUCT"]
+        (file,) = resource.files.values()
+        file.download(tmp_path / "back.dcm", verbose=False)
+        assert (tmp_path / "back.dcm").read_bytes() == rtstruct.read_bytes()
+
+    fetched = http.get(_roi_url(xnat_server, imported, "ann_rt", "RTSTRUCT"))
+    assert fetched.content == rtstruct.read_bytes()
+
+    # a second upload under the same label is refused unless overwrite=true
+    url = _roi_url(xnat_server, imported, "ann_rt", "RTSTRUCT")
+    assert http.put(url, data=rtstruct.read_bytes()).status_code == 409
+    other = write_rtstruct(tmp_path / "rt2.dcm", imported, label="Reader 2", rois=("Liver",))
+    replaced = http.put(_roi_url(xnat_server, imported, "ann_rt", "RTSTRUCT", "&overwrite=true"),
+                        data=other.read_bytes())
+    assert replaced.ok and replaced.text.strip() == assessor_id
+    rows = {r["label"]: r for r in _assessors(xnat_server, imported)}
+    assert rows["ann_rt"]["name"] == "Reader 2"
+    assert http.get(url).content == other.read_bytes()
+
+    delete = http.delete(f"{xnat_server.url}/data/experiments/{imported['session_id']}"
+                         f"/assessors/{assessor_id}")
+    assert delete.ok
+    assert [r["label"] for r in _assessors(xnat_server, imported)] == ["ann_seg"]
+
+
+def test_nifti_collection_takes_series_from_query(xnat_server, imported, tmp_path):
+    import nibabel
+
+    path = tmp_path / "labels.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 2), np.uint8), np.eye(4)), path)
+    reply = xnat_server.session().put(
+        _roi_url(xnat_server, imported, "mask1", "NIFTI", f"&seriesuid={imported['series_uid']}"),
+        data=path.read_bytes(),
+    )
+    assert reply.ok, reply.text
+    row = next(r for r in _assessors(xnat_server, imported) if r["label"] == "mask1")
+    assert row["references/seriesUID"] == imported["series_uid"]
+    files = xnat_server.session().get(
+        f"{xnat_server.url}/data/experiments/{imported['session_id']}/assessors/{row['ID']}"
+        "/resources/NIFTI/files?format=json").json()["ResultSet"]["Result"]
+    assert [f["Name"] for f in files] == ["mask1.nii.gz"]
+
+
+@pytest.mark.parametrize(
+    "kind,make,status",
+    [
+        ("RTSTRUCT", lambda s, t: s["paths"][0].read_bytes(), 400),  # an MR image
+        ("SEG", lambda s, t: write_rtstruct(t / "rt.dcm", s).read_bytes(), 400),  # wrong class
+        ("RTSTRUCT", lambda s, t: b"\x00" * 64, 400),
+        ("NIFTI", lambda s, t: gzip.compress(b"not nifti"), 400),
+        ("AIM", lambda s, t: b"<?xml version='1.0'?><notAim/>", 400),
+        ("MEAS", lambda s, t: b"[1, 2", 400),
+        ("PNG", lambda s, t: b"\x89PNG", 400),
+        ("", lambda s, t: b"x", 400),
+    ],
+)
+def test_invalid_collections_create_nothing(xnat_server, imported, tmp_path, kind, make, status):
+    body = make(imported, tmp_path)
+    reply = xnat_server.session().put(_roi_url(xnat_server, imported, "bad", kind), data=body)
+    assert reply.status_code == status, reply.text
+    assert _assessors(xnat_server, imported) == []
+    assert not any((xnat_server.data_dir / "staging").iterdir())
+
+
+def test_unknown_session_label_and_roles(xnat_server, imported, tmp_path):
+    http = xnat_server.session()
+    rtstruct = write_rtstruct(tmp_path / "rt.dcm", imported).read_bytes()
+    missing = _roi_url(xnat_server, dict(imported, session_id="XNAT_E99999"), "x", "RTSTRUCT")
+    assert http.put(missing, data=rtstruct).status_code == 404
+    bad_label = http.put(_roi_url(xnat_server, imported, "bad%20label", "RTSTRUCT"), data=rtstruct)
+    assert bad_label.status_code == 400
+    xnat_server.add_user("h2roi", "pw-roi", imported["project"], "Collaborator")
+    reader = xnat_server.session("h2roi", "pw-roi")
+    url = _roi_url(xnat_server, imported, "x", "RTSTRUCT")
+    assert reader.put(url, data=rtstruct).status_code == 403
+    assert _assessors(xnat_server, imported) == []
