@@ -1,0 +1,76 @@
+"""End to end on the embedded server, local backend: an annotator saves an RTSTRUCT through
+/xapi/roi and, with no other action, the image NIfTI and the label map appear as resources,
+through the subscription installed from event_handlers/ by `xnat-ml events install`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from xnat_ml.layout import LABELMAP_RESOURCE, NIFTI_RESOURCE
+from xnat_ml.sample.project import build_sample_project
+from xnat_ml.xnat import connect
+
+pytestmark = pytest.mark.slow
+
+
+def xnat_ml(server, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "xnat_ml", *args, "--url", server.url, "--user", server.user,
+         "--password", server.password],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def wait_for_jobs(http, url: str, project: str, timeout: float = 240.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = http.get(f"{url}/xapi/containers", params={"project": project}).json()
+        if jobs and all(j["status"] in ("Complete", "Failed", "Failed (Upload)", "Killed")
+                        for j in jobs):  # fmt: skip
+            return jobs
+        time.sleep(0.5)
+    raise AssertionError(f"jobs of {project} did not finish in {timeout} s: {jobs}")
+
+
+def labels(http, uri: str) -> dict[str, dict]:
+    rows = http.get(f"{uri}/resources", params={"format": "json"}).json()["ResultSet"]["Result"]
+    return {row["label"]: row for row in rows}
+
+
+def test_saving_an_rtstruct_makes_nifti_and_label_map(xnat_server, project):
+    url, http = xnat_server.url, xnat_server.session()
+
+    first = xnat_ml(xnat_server, "events", "install", "--project", project)
+    assert first.returncode == 0, first.stderr
+    assert "created" in first.stdout
+    again = xnat_ml(xnat_server, "events", "install", "--project", project)
+    assert again.returncode == 0 and "unchanged" in again.stdout, again.stdout + again.stderr
+
+    # The annotator's work: a session imported, then an RTSTRUCT saved as an ROI collection.
+    with connect(url, xnat_server.user, xnat_server.password) as session:
+        [sample] = build_sample_project(session, project, subjects=1)
+
+    [job] = wait_for_jobs(http, url, project)
+    logs = http.get(f"{url}/xapi/containers/{job['id']}/logs/stderr").text
+    assert job["status"] == "Complete", f"{job['status']}: {job.get('message')}\n{logs[-2000:]}"
+    assert job["wrapper-name"] == "roi-to-mask-roi-collection"
+
+    [delivery] = http.get(f"{url}/xapi/events/delivered", params={"project": project}).json()
+    assert delivery["container-id"] == str(job["id"])
+    assert delivery["trigger"]["xnat-type"] == "icr:roiCollectionData"
+
+    session_uri = f"{url}/data/experiments/{sample.session_id}"
+    assessors = http.get(f"{session_uri}/assessors", params={"format": "json"}).json()
+    [roi] = [a for a in assessors["ResultSet"]["Result"] if a["label"] == sample.roi_collection]
+    assessor_resources = labels(http, f"{session_uri}/assessors/{roi['ID']}")
+    assert LABELMAP_RESOURCE in assessor_resources
+    assert int(assessor_resources[LABELMAP_RESOURCE]["file_count"]) > 0
+
+    scans = http.get(f"{session_uri}/scans", params={"format": "json"}).json()
+    with_nifti = [s for s in scans["ResultSet"]["Result"]
+                  if NIFTI_RESOURCE in labels(http, f"{session_uri}/scans/{s['ID']}")]  # fmt: skip
+    assert len(with_nifti) == 1  # only the annotated series
