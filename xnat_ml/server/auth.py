@@ -161,6 +161,7 @@ def with_session_cookie(response: Response, session_id: str) -> Response:
 def start_session(user: User) -> str:
     """Open a web session for the user; returns its JSESSIONID."""
     db = get_db()
+    db.commit()  # end the read that found the user: a write must not upgrade a stale snapshot
     now = utcnow()
     db.execute(delete(WebSession).where(WebSession.expires < now))
     session_id = secrets.token_hex(16).upper()
@@ -179,6 +180,7 @@ def end_session(session_id: str) -> None:
 def issue_token(user: User) -> tuple[AliasToken, str]:
     """A new alias token for the user and its secret (only the secret's digest is stored)."""
     db = get_db()
+    db.commit()  # as in start_session: write in a fresh transaction
     now = utcnow()
     db.execute(delete(AliasToken).where(AliasToken.expires < now))
     secret = secrets.token_hex(24)
