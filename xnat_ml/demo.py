@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -109,12 +110,14 @@ def print_listing(session, project: str) -> None:
             print(f"    ROI collection {assessor['label']} ({assessor.get('xsiType', '')})")
 
 
-def _connection_help(url: str, password: str, project: str, keep_serving: bool) -> str:
+def _connection_help(
+    url: str, password: str, project: str, keep_serving: bool, data_dir: Path
+) -> str:
     reach = (
         "The server keeps running until Ctrl-C."
         if keep_serving
         else "The server stops now; `python -m xnat_ml.demo --keep-serving` keeps it running,\n"
-        "or serve the same archive with `xnat-ml serve --data demo-data --port 8080`."
+        f"or serve the same archive with `xnat-ml serve --data {data_dir} --port 8080`."
     )
     return f"""
 Connect with xnatpy (server at {url}, user {ADMIN}):
@@ -141,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the server running after the listing, until Ctrl-C")
     args = parser.parse_args(argv)
     password = os.environ.get("XNAT_ML_ADMIN_PASSWORD", "admin")
+    # `kill` ends the demo like Ctrl-C does, so the server child is stopped too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return _run(args, password)
     except XnatMlError as exc:
@@ -162,7 +167,7 @@ def _run(args: argparse.Namespace, password: str) -> int:
             build_sample_project(session, args.project, args.subjects, progress=print)
             print(f"(built in {time.monotonic() - started:.1f} s)")
             print_listing(session, args.project)
-        print(_connection_help(url, password, args.project, args.keep_serving))
+        print(_connection_help(url, password, args.project, args.keep_serving, args.data))
         if args.keep_serving:
             try:
                 while True:

@@ -30,9 +30,10 @@ def import_dicom(
         zip_path = Path(tmp) / "dicom.zip"
         if zip_directory(src, zip_path) == 0:
             raise XnatMlError(f"directory {src}: holds no DICOM files to import")
-        with reported_as(f"XNAT import of {src} into project {project}"):
+        # An open file, not a path: xnatpy draws a progress bar for paths.
+        with open(zip_path, "rb") as body, reported_as(f"XNAT import of {src} into {project}"):
             return session.services.import_(
-                path=zip_path,
+                data=body,
                 content_type="application/zip",
                 import_handler="DICOM-zip",
                 destination=f"/archive/projects/{project}",
