@@ -46,11 +46,24 @@ for name in rt.get_roi_names():
 """
 
 
+# The same `convert rtstruct` handler behind a parser holding only the imaging verbs: what the
+# command costs without the import time of the other verb modules `xnat-ml` registers.
+IMAGING_ONLY_SCRIPT = """
+import argparse, sys
+from xnat_ml.imaging.cli import register
+parser = argparse.ArgumentParser()
+register(parser.add_subparsers())
+args = parser.parse_args(sys.argv[1:])
+sys.exit(args.func(args))
+"""
+
+
 def commands(root: Path, out: Path) -> dict[str, list[str]]:
     rtstruct, series = str(root / RTSTRUCT), str(root / SERIES)
+    convert = ["convert", "rtstruct", rtstruct, "--series", series, "--out", str(out)]
     return {
-        "xnat-ml": [str(BIN / "xnat-ml"), "convert", "rtstruct", rtstruct, "--series", series,
-                    "--out", str(out)],
+        "xnat-ml": [str(BIN / "xnat-ml"), *convert],
+        "xnat-ml*": [sys.executable, "-c", IMAGING_ONLY_SCRIPT, *convert],
         "plastimatch": [str(BIN / "plastimatch"), "convert", "--input", rtstruct,
                         "--referenced-ct", series, "--output-prefix", str(out),
                         "--prefix-format", "nii.gz", "--xor-contours"],
@@ -82,7 +95,7 @@ def main() -> int:
     try:
         root = unpack(work / "fixture")
         tools = list(commands(root, work))
-        outs = {name: work / f"out-{name}" for name in tools}
+        outs = {name: work / f"out-{i}" for i, name in enumerate(tools)}
         times: dict[str, list[float]] = {name: [] for name in tools}
         peaks: dict[str, float] = {name: 0.0 for name in tools}
         for _ in range(args.repeats):
@@ -106,15 +119,13 @@ def main() -> int:
         for name in tools:
             print(f"\n{name}:")
             print("\n".join("  " + v.line() for v in verdicts[name]))
-        ratio = statistics.median(times["xnat-ml"]) / statistics.median(times["plastimatch"])
-        target = "met" if ratio <= 1.0 else "MISSED"
-        print(
-            f"\nratio xnat-ml / plastimatch (median wall time): {ratio:.2f} (target <= 1.0: {target})"
-        )
-        print(
-            f"ratio xnat-ml / rt-utils: "
-            f"{statistics.median(times['xnat-ml']) / statistics.median(times['rt-utils']):.2f}"
-        )
+        median = {name: statistics.median(times[name]) for name in tools}
+        print("\n* xnat-ml*: the same convert handler with only the imaging verbs imported")
+        for name in ("xnat-ml", "xnat-ml*"):
+            ratio = median[name] / median["plastimatch"]
+            target = "met" if ratio <= 1.0 else "MISSED"
+            print(f"ratio {name} / plastimatch: {ratio:.2f} (target <= 1.0: {target})")
+        print(f"ratio xnat-ml / rt-utils: {median['xnat-ml'] / median['rt-utils']:.2f}")
         return 0 if all(v.passed for v in verdicts["xnat-ml"]) else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -10,6 +10,7 @@ as given, without validating them, so tests can feed converters hostile input.
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,7 @@ def _meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
 
 
 def _patient_study(ds: Dataset, study_uid: str) -> None:
+    ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: ROI names may be any text
     ds.PatientName = "Synthetic^Phantom"
     ds.PatientID = "SYNTH001"
     ds.PatientBirthDate = ""
@@ -247,7 +249,9 @@ def write_rtstruct(
         roi = Dataset()
         roi.ROINumber = number
         roi.ReferencedFrameOfReferenceUID = for_uid
-        roi.ROIName = name
+        with warnings.catch_warnings():  # over-long or odd names are the point of some tests
+            warnings.simplefilter("ignore")
+            roi.ROIName = name
         roi.ROIGenerationAlgorithm = "MANUAL"
         ds.StructureSetROISequence.append(roi)
 
@@ -262,7 +266,9 @@ def write_rtstruct(
             item = Dataset()
             item.ContourGeometricType = contour.geometric_type
             item.NumberOfContourPoints = len(flat) // 3
-            item.ContourData = [f"{v:.6g}" for v in flat]
+            with warnings.catch_warnings():  # hostile values (NaN) are the point of some tests
+                warnings.simplefilter("ignore")
+                item.ContourData = [f"{v:.6g}" for v in flat]
             ref_uid = contour.referenced_sop_uid
             if ref_uid is None and contour_image_hint and len(flat) >= 3:
                 d = float(flat[:3] @ series.normal)

@@ -37,7 +37,10 @@ from xnat_ml.imaging.series import Series
 log = logging.getLogger(__name__)
 
 DEFAULT_PLANE_TOLERANCE = 0.25  # fraction of the slice spacing
-ABSURD_DISTANCE_MM = 1000.0  # a point this far outside the image volume is not a real contour
+ABSURD_DISTANCE_MM = 1000.0
+# A pixel centre this close (in voxels) to a contour line is on it: ContourData is decimal text
+# (16 characters at most), so a line traced through pixel centres misses them by ~1e-5 voxel.
+ON_CONTOUR_TOL = 1e-3  # a point this far outside the image volume is not a real contour
 _CONTOUR_DATA = 0x30060050
 _GEOMETRIC_TYPE = 0x30060042
 _CONTOUR_IMAGE_SEQUENCE = 0x30060016
@@ -189,8 +192,9 @@ def rtstruct_to_masks(
 ) -> RtstructMasks:
     """Place every ROI's contours on the slices of `series`; masks are drawn on first access.
 
-    All checks happen here, before any mask is drawn. `plane_tolerance` is a fraction of the slice spacing. With `skip_empty`, ROIs with nothing
-    to draw are reported and left out instead of failing the conversion.
+    All checks happen here, before any mask is drawn. `plane_tolerance` is a fraction of the
+    slice spacing. With `skip_empty`, ROIs with nothing to draw are reported and left out
+    instead of failing the conversion.
     """
     header = rtstruct if isinstance(rtstruct, RtstructHeader) else read_rtstruct(rtstruct)
     path, ds = header.path, header.dataset
@@ -417,8 +421,8 @@ def _draw_outlines(
     x1: np.ndarray,
     y1: np.ndarray,
 ) -> None:
-    """Set pixels whose centre lies on an edge (to 1e-6 voxel): samples every half voxel along
-    each edge, rounded to the nearest centre, kept when that centre is on the segment."""
+    """Set pixels whose centre lies on an edge (within ON_CONTOUR_TOL): samples every half voxel
+    along each edge, rounded to the nearest centre, kept when that centre is on the segment."""
     n_slices, n_rows, n_cols = volume.shape
     dx, dy = x1 - x0, y1 - y0
     steps = (2 * np.ceil(np.maximum(np.abs(dx), np.abs(dy))) + 1).astype(np.int64)
@@ -437,5 +441,5 @@ def _draw_outlines(
     )
     u = np.clip(u, 0.0, 1.0)
     dist2 = (x0[edges] + u * dx[edges] - ci) ** 2 + (y0[edges] + u * dy[edges] - cj) ** 2
-    keep = (dist2 < 1e-12) & (ci >= 0) & (ci < n_cols) & (cj >= 0) & (cj < n_rows)
+    keep = (dist2 <= ON_CONTOUR_TOL**2) & (ci >= 0) & (ci < n_cols) & (cj >= 0) & (cj < n_rows)
     volume[edge_k[edges][keep], cj[keep].astype(np.int64), ci[keep].astype(np.int64)] = 1
