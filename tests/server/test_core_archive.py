@@ -356,3 +356,25 @@ def test_schemas_and_search_elements(xnat_server, http):
     assert "xnat:mrSessionData" in [e["ELEMENT_NAME"] for e in elements]
     fields = _rows(http.get(f"{xnat_server.url}/data/search/elements/xnat:ctSessionData"))
     assert "LABEL" in [f["FIELD_ID"] for f in fields]
+
+
+def test_project_ids_clash_ignoring_case_only(xnat_server, http):
+    base = f"{xnat_server.url}/data/projects"
+    assert http.put(f"{base}/CaseProj_AXB").status_code == 201
+    assert http.put(f"{base}/caseproj_axb").status_code == 409
+    assert http.put(f"{base}/CaseProj_A_B").status_code == 201  # '_' is no wildcard
+    for project_id in ("CaseProj_AXB", "CaseProj_A_B"):
+        assert http.delete(f"{base}/{project_id}").status_code == 200
+
+
+def test_public_projects_are_readable_not_writable_by_everyone(xnat_server, http, project):
+    name = f"public_reader_{project[-6:]}"
+    xnat_server.add_user(name, "pw-public")
+    reader = xnat_server.session(name, "pw-public")
+    base = f"{xnat_server.url}/data/projects/{project}"
+    assert reader.get(f"{base}/subjects").status_code == 403
+    assert http.put(f"{base}/accessibility/public").status_code == 200
+    assert http.get(f"{base}/accessibility").text == "public"
+    assert reader.get(f"{base}/subjects").status_code == 200
+    assert reader.put(f"{base}/subjects/NOPE").status_code == 403
+    assert http.put(f"{base}/accessibility/everyone").status_code == 400

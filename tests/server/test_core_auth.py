@@ -264,3 +264,18 @@ def test_project_creator_becomes_owner(xnat_server):
     rows = creator.get(f"{xnat_server.url}/data/projects/{project_id}/users?format=json").json()
     assert rows["ResultSet"]["Result"][0]["role"] == "Owner"
     assert _status(creator, "DELETE", f"{xnat_server.url}/data/projects/{project_id}") == 200
+
+
+def test_unexpected_failures_are_one_line_500s_and_the_app_keeps_serving(tmp_path):
+    app = create_app(tmp_path)
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    client = app.test_client()
+    reply = client.get("/boom")
+    assert reply.status_code == 500
+    text = reply.get_data(as_text=True)
+    assert text == "500 Internal Server Error: RuntimeError while handling /boom\n"
+    assert client.get("/data/version").status_code == 200

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Mapping
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from werkzeug.exceptions import BadRequest, Conflict, NotFound
 from werkzeug.routing import BaseConverter
 
@@ -423,7 +423,7 @@ def _create_project(_parent, name: str, fields: dict, xsi_type: str | None) -> P
     user = auth.require_login()
     _check_type(xsi_type, "xnat:projectData", "Project")
     project_id = check_label("Project", name)
-    if get_db().scalar(select(Project).where(Project.id.ilike(project_id))) is not None:
+    if get_db().scalar(select(Project).where(func.lower(Project.id) == project_id.lower())):
         raise Conflict(f"Project ID '{project_id}' is already taken (IDs ignore case).")
     project = Project(
         id=project_id, insert_user=user.username, name=project_id, secondary_id=project_id

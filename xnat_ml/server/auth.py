@@ -116,9 +116,9 @@ def may(user: User, project: Project, access: str) -> bool:
     """Whether the user has `access` (read, edit, own) on the project."""
     if user.is_admin:
         return True
+    if access == "read" and project.accessibility == "public":
+        return True
     role = role_in(user, project)
-    if access == "read" and project.accessibility in ("public", "protected"):
-        return role is not None or project.accessibility == "public"
     return role is not None and ROLES.index(role) >= ROLES.index(ACCESS_LEVELS[access])
 
 
