@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.charset import default_encoding
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -117,12 +118,19 @@ def write_rtstruct(
 def trace_contours(mask: np.ndarray, series: Series) -> list[tuple[int, np.ndarray]]:
     """Closed planar contours of ``mask`` as ``(slice k, (N, 3) LPS points)``, holes included."""
     mask = np.asarray(mask, dtype=bool)
-    padded = np.pad(mask, ((1, 1), (1, 1), (0, 0)))  # contours at the border close too
     lps = series.lps_affine
     out = []
-    for k in np.flatnonzero(mask.any(axis=(0, 1))):
-        for contour in find_contours(padded[:, :, k].astype(np.float32), 0.5):
-            contour = _corners(contour[:-1]) - 1.0  # closed: the last point repeats the first
+    # Two passes over the volume give every slice's bounding box (per-slice reductions over
+    # strided planes cost several times more).
+    i_any, j_any = mask.any(axis=1), mask.any(axis=0)  # (I, K) and (J, K)
+    for k in np.flatnonzero(i_any.any(axis=0)):
+        i_used, j_used = np.flatnonzero(i_any[:, k]), np.flatnonzero(j_any[:, k])
+        i0, j0 = i_used[0], j_used[0]
+        # The mask's bounding box on this slice, padded so contours at its border close too.
+        crop = np.pad(mask[i0 : i_used[-1] + 1, j0 : j_used[-1] + 1, k], 1).astype(np.float64)
+        for contour in find_contours(crop, 0.5):
+            # closed: the last point repeats the first; shift back from crop to grid indices
+            contour = _corners(contour[:-1]) + (i0 - 1.0, j0 - 1.0)
             ijk = np.column_stack([contour, np.full(len(contour), float(k))])
             out.append((int(k), ijk @ lps[:3, :3].T + lps[:3, 3]))
     return out
@@ -214,6 +222,9 @@ def _contour_item(points: np.ndarray, image_ref: Dataset) -> Dataset:
     if len(text) % 2:
         text += b" "
     item[_CONTOUR_DATA] = RawDataElement(_CONTOUR_DATA, "DS", len(text), text, 0, False, True)
+    # Declared as already encoded (explicit VR little endian, the default character set of a new
+    # item), so the writer copies the bytes instead of decoding and re-encoding them.
+    item.set_original_encoding(False, True, default_encoding)
     return item
 
 
