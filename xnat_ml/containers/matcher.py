@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jsonpath_ng.jsonpath import Child, Descendants, Fields, Index, Root, Slice
+from jsonpath_ng.jsonpath import Child, Descendants, Fields, Index, Root, Wildcard
 
 MAX_MATCHER_LENGTH = 4096
 
@@ -69,7 +69,7 @@ def compile_path(text: str, pos: int) -> _Path:
         else:
             inner = part[1:-1]
             if inner == "*":
-                expr = Child(expr, Slice())
+                expr = Child(expr, Wildcard())
                 definite = False
             elif inner[:1] in "'\"":
                 expr = Child(expr, Fields(inner[1:-1]))

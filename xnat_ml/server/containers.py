@@ -185,8 +185,9 @@ def get_container(job_id: int) -> Response:
 
 @bp.route("/xapi/containers/<int:job_id>/kill", methods=["POST", "PUT"])
 def kill_container(job_id: int) -> Response:
-    job = _job(job_id, "edit")
-    status = service().kill(job.id)
+    _job(job_id, "edit")
+    get_db().rollback()  # release this request's write lock: the service writes in its own session
+    status = service().kill(job_id)
     return Response(status, 200, mimetype="text/plain")
 
 

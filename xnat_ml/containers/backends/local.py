@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -33,6 +34,8 @@ class LocalBackend:
         spec.log_dir.mkdir(parents=True, exist_ok=True)
         cwd = self._working_dir(spec)
         env = {**os.environ, **spec.env}
+        # the server's own scripts (xnat-ml) first, even when it was started without its venv
+        env["PATH"] = os.pathsep.join((os.path.dirname(sys.executable), env.get("PATH", "")))
         try:
             with open(spec.stdout_path, "wb") as out, open(spec.stderr_path, "wb") as err:
                 proc = subprocess.Popen(

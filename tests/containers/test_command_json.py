@@ -1,0 +1,224 @@
+"""The command JSON validator: real XNAT commands and ours pass, broken ones fail clearly."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from xnat_ml.cli import main
+from xnat_ml.containers.command import load_command, parse_command, read_command_file
+from xnat_ml.containers.matcher import MatcherError, compile_matcher, matches
+from xnat_ml.containers.validate import validate
+from xnat_ml.errors import XnatMlError
+
+REPO = Path(__file__).resolve().parents[2]
+OURS = sorted((REPO / "command_json").glob("*.json"))
+SHARED = sorted(Path("/work/shared/data/xnat-commands").glob("*.json"))
+
+
+def errors_of(data) -> list[str]:
+    command, problems = parse_command(json.dumps(data) if not isinstance(data, str) else data)
+    if command is not None:
+        problems += validate(command)
+    return [str(p) for p in problems if not p.warning]
+
+
+def test_command_json_files_exist():
+    assert {p.name for p in OURS} >= {"roi-to-mask.json", "dicom-to-nifti.json"}
+
+
+@pytest.mark.parametrize("path", OURS + SHARED, ids=lambda p: p.name)
+def test_every_command_file_validates(path: Path):
+    command, problems = read_command_file(path)
+    assert command is not None
+    assert [str(p) for p in problems if not p.warning] == []
+    assert command.xnat, "every command has at least one wrapper"
+
+
+def test_shared_files_present():
+    if not SHARED:
+        pytest.skip("NO /work/shared/data/xnat-commands here")
+    assert len(SHARED) == 5
+
+
+def test_legacy_keys_are_read():
+    dcm2niix = load_command((Path("/work/shared/data/xnat-commands/dcm2niix.command.json")
+                             if SHARED else OURS[0]).read_bytes())  # fmt: skip
+    if SHARED:
+        derived = dcm2niix.xnat[0].derived_inputs[0]
+        assert derived.derived_from_wrapper_input == "scan"  # from derived-from-xnat-input
+        assert dcm2niix.xnat[0].output_handlers[0].as_a_child_of == "scan"
+        assert dcm2niix.mounts[0].writable is False  # "false" as a string
+        assert dcm2niix.outputs[0].required is True  # "true" as a string
+
+
+def test_cli_validate_ok_and_failure(tmp_path: Path, capsys):
+    assert main(["commands", "validate", *map(str, OURS)]) == 0
+    bad = tmp_path / "bad.json"
+    data = json.loads(OURS[0].read_text())
+    data["command-line"] += " #NOT_DEFINED#"
+    bad.write_text(json.dumps(data))
+    assert main(["commands", "validate", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "command-line: replacement key #NOT_DEFINED# is not defined by any input" in out
+
+
+@pytest.fixture
+def roi_to_mask() -> dict:
+    return json.loads((REPO / "command_json" / "roi-to-mask.json").read_text())
+
+
+def test_as_a_child_of_unknown_input(roi_to_mask):
+    roi_to_mask["xnat"][0]["output-handlers"][1]["as-a-child-of"] = "sessionz"
+    assert errors_of(roi_to_mask) == [
+        "xnat[0].output-handlers[1].as-a-child-of: 'sessionz' is not a wrapper input"
+    ]
+
+
+def test_as_a_child_of_multiple_input(roi_to_mask):
+    derived = roi_to_mask["xnat"][0]["derived-inputs"]
+    derived[4]["multiple"] = True  # scan
+    derived[4]["provides-value-for-command-input"] = "LABELMAP"
+    errors = errors_of(roi_to_mask)
+    assert any(
+        "output-handlers[0].as-a-child-of: 'scan' allows multiple values" in e for e in errors
+    )
+
+
+def test_as_a_child_of_property_not_uri(roi_to_mask):
+    roi_to_mask["xnat"][0]["derived-inputs"][3]["derived-from-xnat-object-property"] = "label"
+    roi_to_mask["xnat"][0]["output-handlers"][0]["as-a-child-of"] = "session"
+    errors = errors_of(roi_to_mask)
+    assert any("'session' resolves to its 'label'; uploading needs its uri" in e for e in errors)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda d: d.update(bogus=1), "bogus: unknown field of a command"),
+        (
+            lambda d: d["mounts"][0].update(writable="maybe"),
+            "mounts[0].writable: expected true or false",
+        ),
+        (lambda d: d.update({"limit-memory": "lots"}), "limit-memory: expected a number"),
+        (lambda d: d.update(type="singularity"), "type: 'singularity' is not one of"),
+        (lambda d: d.update({"schema-version": "2.0"}), "schema-version: '2.0' is not supported"),
+        (
+            lambda d: d["mounts"].append({"name": "roi", "path": "/x"}),
+            "mount name 'roi' is not unique",
+        ),
+        (
+            lambda d: d["mounts"][0].update(path="relative"),
+            "mounts[0].path: 'relative' is not an absolute",
+        ),
+        (lambda d: d["outputs"][0].update(mount="nope"), "outputs[0].mount: 'nope' is not a mount"),
+        (
+            lambda d: d["outputs"][0].update(path="../../etc"),
+            "outputs[0].path: '../../etc' must stay inside",
+        ),
+        (lambda d: d["inputs"][0].update(type="text"), "inputs[0].type: 'text' is not one of"),
+        (
+            lambda d: d["inputs"][0].update(type="select-one"),
+            "inputs[0].select-values: a select-one input needs",
+        ),
+        (
+            lambda d: d["xnat"][0].update(contexts=["xnat:notAType"]),
+            "contexts[0]: 'xnat:notAType' is not a known",
+        ),
+        (
+            lambda d: d["xnat"][0]["external-inputs"][0].update(type="Sesion"),
+            "external-inputs[0].type: 'Sesion'",
+        ),
+        (
+            lambda d: d["xnat"][0]["external-inputs"][0].update(matcher="@.label =="),
+            "matcher: '@.label ==' does not parse",
+        ),
+        (
+            lambda d: d["xnat"][0]["derived-inputs"][0].update(
+                {"provides-files-for-command-mount": "nomount"}
+            ),
+            "derived-inputs[0].provides-files-for-command-mount: 'nomount' is not a mount",
+        ),
+        (
+            lambda d: d["xnat"][0]["derived-inputs"][1].update(
+                {"provides-value-for-command-input": "NOPE"}
+            ),
+            "derived-inputs[1].provides-value-for-command-input: 'NOPE' is not a command input",
+        ),
+        (
+            lambda d: d["xnat"][0]["derived-inputs"][0].update(
+                {"derived-from-wrapper-input": "ghost"}
+            ),
+            "derived-inputs[0].derived-from-wrapper-input: 'ghost' is not a wrapper input",
+        ),
+        (
+            lambda d: d["xnat"][0]["derived-inputs"][1].update(
+                {"derived-from-xnat-object-property": "colour"}
+            ),
+            "'colour' is not a property of a Resource",
+        ),
+        (
+            lambda d: d["xnat"][0]["output-handlers"][0].update({"accepts-command-output": "nope"}),
+            "output-handlers[0].accepts-command-output: 'nope' is not a command output",
+        ),
+        (lambda d: d["xnat"][0]["output-handlers"].pop(), "command output 'labels' has no handler"),
+        (
+            lambda d: d["xnat"][0]["output-handlers"][0].update(type="Folder"),
+            "output-handlers[0].type: 'Folder'",
+        ),
+        (
+            lambda d: d.update({"environment-variables": {"XNAT_PASS": "x"}}),
+            "environment-variables.XNAT_PASS: is reserved",
+        ),
+        (
+            lambda d: d.update({"command-line": d["command-line"] + " #GHOST#"}),
+            "replacement key #GHOST# is not defined",
+        ),
+        (lambda d: d["inputs"].append(d["inputs"][0]), "input name 'ROI_TYPE' is not unique"),
+        (lambda d: d.update(xnat={"not": "a list"}), "xnat: expected a list"),
+    ],
+)
+def test_broken_commands(roi_to_mask, change, expected):
+    data = copy.deepcopy(roi_to_mask)
+    change(data)
+    errors = errors_of(data)
+    assert any(expected in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{", "not valid JSON"),
+        ("", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ("null", "expected a JSON object"),
+        ("[" * 100_000, "nested too deeply"),
+        ('{"name": "x", "pad": "' + "a" * 1_100_000 + '"}', "larger than"),
+        ('{"name": 5, "inputs": [7, "x"], "xnat": [null]}', "inputs[0]: expected a JSON object"),
+        (
+            '{"name": "\\u0000", "mounts": [{"name": "a/b", "path": "/a"}]}',
+            "mounts[0].name: 'a/b' may contain only",
+        ),
+    ],
+)
+def test_hostile_json(text, expected):
+    errors = errors_of(text)
+    assert any(expected in e for e in errors), errors
+    with pytest.raises(XnatMlError, match="invalid command JSON"):
+        load_command(text)
+
+
+def test_matcher_semantics():
+    scan = {"id": "3", "scan-type": "T1w", "uid": "1.2", "resources": [{"label": "DICOM"}]}
+    assert matches("'DICOM' in @.resources[*].label", scan)
+    assert not matches("'NIFTI' in @.resources[*].label", scan)
+    assert matches("@.scan-type =~ /t1.*/i && @.uid == '1.2'", scan)
+    assert matches("!(@.id == '4') || @.missing == 1", scan)
+    assert not matches("@.missing == 'x'", scan)
+    assert matches("@.label == 'DICOM'", {"label": "DICOM"})
+    for bad in ("@.label ==", "(@.a == 1", "foo == 1", "@.a =~ /[/", "'x' in"):
+        with pytest.raises(MatcherError):
+            compile_matcher(bad)

@@ -1,0 +1,262 @@
+"""The Container Service of `xnat-ml serve`, end to end on the local backend.
+
+Commands are installed over /xapi/commands, launched over the launch API like XNAT's UI does, and
+their results read back over REST: NIfTI and label maps appear, failures upload nothing and keep
+their logs, 50 launches at once all finish, bad launches are refused with the right status.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from xnat_ml.sample.project import build_sample_project
+from xnat_ml.xnat import connect
+
+REPO = Path(__file__).resolve().parents[2]
+FINAL = ("Complete", "Failed", "Failed (Upload)", "Killed")
+
+
+def _command(name: str, command_line: str, outputs: list[dict], handlers: list[dict],
+             inputs: list[dict] | None = None) -> dict:  # fmt: skip
+    """A small test command on sessions, writing into /output."""
+    return {
+        "name": name, "version": "1", "schema-version": "1.0", "type": "docker",
+        "image": "xnat-ml/xnat-ml:0.1.0", "command-line": command_line,
+        "mounts": [{"name": "out", "writable": True, "path": "/output"},
+                   {"name": "out2", "writable": True, "path": "/output2"}],
+        "inputs": inputs or [], "outputs": outputs,
+        "xnat": [{
+            "name": f"{name}-session", "contexts": ["xnat:imageSessionData"],
+            "external-inputs": [{"name": "session", "type": "Session", "required": True}],
+            "derived-inputs": [], "output-handlers": handlers,
+        }],
+    }  # fmt: skip
+
+
+def _handler(name: str, output: str, label: str) -> dict:
+    return {"name": name, "accepts-command-output": output, "as-a-child-of": "session",
+            "label": label}  # fmt: skip
+
+
+class Site:
+    """The server, a sample project, and helpers to install and launch."""
+
+    def __init__(self, server, project: str, session_id: str, collection: str) -> None:
+        self.server = server
+        self.url = server.url
+        self.http = server.session()
+        self.project = project
+        self.session_id = session_id
+        self.collection = collection
+
+    def install(self, data: dict) -> dict[str, int]:
+        """Install (or find) a command; wrapper name → id."""
+        answer = self.http.post(f"{self.url}/xapi/commands", json=data)
+        assert answer.status_code in (201, 409), answer.text
+        listed = self.http.get(f"{self.url}/xapi/commands", params={"name": data["name"]}).json()
+        return {w["name"]: w["id"] for w in listed[0]["xnat"]}
+
+    def launch(self, wrapper_id: int, root: str, values: dict, http=None):
+        http = http or self.http
+        return http.post(
+            f"{self.url}/xapi/projects/{self.project}/wrappers/{wrapper_id}/root/{root}/launch",
+            json=values,
+        )
+
+    def wait(self, job_id: int, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.http.get(f"{self.url}/xapi/containers/{job_id}").json()
+            if job["status"] in FINAL:
+                return job
+            time.sleep(0.2)
+        raise AssertionError(f"container {job_id} still {job['status']}: {job}")
+
+    def resources(self, uri: str) -> dict[str, dict]:
+        rows = self.http.get(f"{self.url}{uri}/resources", params={"format": "json"})
+        rows.raise_for_status()
+        return {r["label"]: r for r in rows.json()["ResultSet"]["Result"]}
+
+    def files(self, uri: str) -> list[str]:
+        rows = self.http.get(f"{self.url}{uri}/files", params={"format": "json"}).json()
+        return sorted(r["Name"] for r in rows["ResultSet"]["Result"])
+
+    def scans(self) -> list[dict]:
+        rows = self.http.get(f"{self.url}/data/experiments/{self.session_id}/scans",
+                             params={"format": "json"}).json()  # fmt: skip
+        return rows["ResultSet"]["Result"]
+
+
+@pytest.fixture(scope="module")
+def site(xnat_server) -> Site:
+    project = "CS_LOCAL"
+    with connect(xnat_server.url, xnat_server.user, xnat_server.password) as session:
+        built = build_sample_project(session, project, subjects=1)
+    return Site(xnat_server, project, built[0].session_id, built[0].roi_collection)
+
+
+def test_dicom_to_nifti_on_a_scan(site: Site):
+    wrappers = site.install(json.loads((REPO / "command_json/dicom-to-nifti.json").read_text()))
+    scan = site.scans()[0]["ID"]
+    uri = f"/archive/experiments/{site.session_id}/scans/{scan}"
+    answer = site.launch(wrappers["dicom-to-nifti-scan"], "scan", {"scan": uri})
+    assert answer.status_code == 200, answer.text
+    job = site.wait(answer.json()["id"])
+    assert job["status"] == "Complete", job["message"]
+    assert [h["status"] for h in job["history"]] == ["Created", "Running", "Complete"]
+    resources = site.resources(f"/data/experiments/{site.session_id}/scans/{scan}")
+    assert "NIFTI" in resources
+    assert site.files(f"/data/experiments/{site.session_id}/scans/{scan}/resources/NIFTI") == [
+        f"{scan}.nii.gz"
+    ]
+    # the container ran with an alias token, never the user's password
+    assert site.server.password not in job["command-line"]
+
+
+def test_roi_to_mask_on_an_roi_collection(site: Site):
+    wrappers = site.install(json.loads((REPO / "command_json/roi-to-mask.json").read_text()))
+    assessors = site.http.get(f"{site.url}/data/experiments/{site.session_id}/assessors",
+                              params={"format": "json"}).json()["ResultSet"]["Result"]  # fmt: skip
+    roi = next(a for a in assessors if a["label"] == site.collection)
+    # a label map in the project's ML_MODELS resource
+    site.http.put(
+        f"{site.url}/data/projects/{site.project}/resources/ML_MODELS/files/region2MaskValueMap.txt",
+        data=b"Grey Matter=1\nWhite Matter=2\n",
+        params={"overwrite": "true"},
+    ).raise_for_status()
+    uri = f"/archive/experiments/{site.session_id}/assessors/{roi['ID']}"
+    answer = site.launch(wrappers["roi-to-mask-roi-collection"], "roi-collection",
+                         {"roi-collection": uri})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    job = site.wait(answer.json()["id"], timeout=300)
+    logs = site.http.get(f"{site.url}/xapi/containers/{job['id']}/logs/stderr").text
+    assert job["status"] == "Complete", (job, logs)
+    labels = site.files(
+        f"/data/experiments/{site.session_id}/assessors/{roi['ID']}/resources/LABELMAP"
+    )
+    assert "labels.nii.gz" in labels and "Grey_Matter.nii.gz" in labels or len(labels) >= 3, labels
+    assert any(
+        "NIFTI" in site.resources(f"/data/experiments/{site.session_id}/scans/{s['ID']}")
+        for s in site.scans()
+    )
+
+
+def test_failing_command_uploads_nothing_and_keeps_logs(site: Site):
+    data = _command(
+        "fails", "echo partial > /output/x.txt; echo 'went wrong' >&2; exit 3",
+        [{"name": "o", "mount": "out", "required": True}],
+        [_handler("h", "o", "FAILS")],
+    )  # fmt: skip
+    wrapper = site.install(data)["fails-session"]
+    answer = site.launch(wrapper, "session", {"session": f"/archive/experiments/{site.session_id}"})
+    job = site.wait(answer.json()["id"])
+    assert job["status"] == "Failed" and job["exit-code"] == "3", job
+    assert "exited with code 3" in job["message"]
+    assert "FAILS" not in site.resources(f"/data/experiments/{site.session_id}")
+    stderr = site.http.get(f"{site.url}/xapi/containers/{job['id']}/logs/stderr")
+    assert stderr.status_code == 200 and "went wrong" in stderr.text
+
+
+def test_missing_required_output_is_failed_upload_with_nothing_uploaded(site: Site):
+    data = _command(
+        "halfdone", "echo ok > /output/a.txt",
+        [{"name": "a", "mount": "out", "required": True},
+         {"name": "b", "mount": "out2", "required": True}],
+        [_handler("ha", "a", "HALF_A"),
+         _handler("hb", "b", "HALF_B")],
+    )  # fmt: skip
+    wrapper = site.install(data)["halfdone-session"]
+    answer = site.launch(wrapper, "session", {"session": site.session_id})
+    job = site.wait(answer.json()["id"])
+    assert job["status"] == "Failed (Upload)", job
+    assert "'b' produced no files" in job["message"]
+    labels = site.resources(f"/data/experiments/{site.session_id}")
+    assert "HALF_A" not in labels and "HALF_B" not in labels
+
+
+def test_fifty_launches_at_once(site: Site):
+    data = _command(
+        "many", "echo #N# > /output/n.txt",
+        [{"name": "o", "mount": "out", "required": True}],
+        [_handler("h", "o", "MANY_#N#")],
+        inputs=[{"name": "N", "type": "number", "required": True}],
+    )  # fmt: skip
+    wrapper = site.install(data)["many-session"]
+    from concurrent.futures import ThreadPoolExecutor
+
+    def go(n: int) -> int:
+        answer = site.launch(wrapper, "session", {"session": site.session_id, "N": n},
+                             http=site.server.session())  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        return answer.json()["id"]
+
+    with ThreadPoolExecutor(16) as pool:
+        ids = list(pool.map(go, range(50)))
+    assert len(set(ids)) == 50
+    jobs = [site.wait(i, timeout=600) for i in ids]
+    assert [j["status"] for j in jobs] == ["Complete"] * 50, [j["message"] for j in jobs]
+    labels = site.resources(f"/data/experiments/{site.session_id}")
+    assert {f"MANY_{n}" for n in range(50)} <= set(labels)
+
+
+def test_kill_a_running_job(site: Site):
+    data = _command(
+        "sleeper", "sleep 60; echo late > /output/x.txt",
+        [{"name": "o", "mount": "out", "required": True}],
+        [_handler("h", "o", "SLEPT")],
+    )  # fmt: skip
+    wrapper = site.install(data)["sleeper-session"]
+    job_id = site.launch(wrapper, "session", {"session": site.session_id}).json()["id"]
+    deadline = time.monotonic() + 60
+    while site.http.get(f"{site.url}/xapi/containers/{job_id}").json()["status"] != "Running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert site.http.post(f"{site.url}/xapi/containers/{job_id}/kill").status_code == 200
+    job = site.wait(job_id, timeout=30)
+    assert job["status"] == "Killed"
+    assert "SLEPT" not in site.resources(f"/data/experiments/{site.session_id}")
+
+
+def test_bad_launches(site: Site):
+    wrappers = site.install(json.loads((REPO / "command_json/dicom-to-nifti.json").read_text()))
+    wrapper = wrappers["dicom-to-nifti-scan"]
+    missing = site.launch(wrapper, "scan", {})
+    assert missing.status_code == 400 and "'scan'" in missing.json()["message"]
+    unknown = site.launch(wrapper, "scan", {"scan": "/archive/x", "colour": "red"})
+    assert unknown.status_code == 400 and "'colour'" in unknown.json()["message"]
+    wrong = site.launch(wrapper, "scan", {"scan": ["a", "b"]})
+    assert wrong.status_code == 400 and "'scan'" in wrong.json()["message"]
+    data = _command("typed", "echo #FLAG# > /output/x", [], [],
+                    inputs=[{"name": "FLAG", "type": "boolean"}])  # fmt: skip
+    typed = site.install(data)["typed-session"]
+    bad_bool = site.launch(typed, "session", {"session": site.session_id, "FLAG": "maybe"})
+    assert bad_bool.status_code == 400 and "'FLAG'" in bad_bool.json()["message"]
+    assert site.launch(999999, "scan", {"scan": "x"}).status_code == 404
+    site.server.add_user("cs_reader", "reader-pass", site.project, "Collaborator")
+    reader = site.server.session("cs_reader", "reader-pass")
+    forbidden = site.launch(wrapper, "scan", {"scan": "/archive/x"}, http=reader)
+    assert forbidden.status_code == 403
+    assert site.http.post(f"{site.url}/xapi/commands", data=b"{not json").status_code == 400
+    assert reader.post(f"{site.url}/xapi/commands", json={"name": "x"}).status_code == 403
+
+
+def test_available_and_enablement(site: Site):
+    wrappers = site.install(json.loads((REPO / "command_json/roi-to-mask.json").read_text()))
+    wrapper = wrappers["roi-to-mask-roi-collection"]
+    available = site.http.get(
+        f"{site.url}/xapi/commands/available",
+        params={"project": site.project, "xsiType": "icr:roiCollectionData"},
+    )
+    names = {a["wrapper-name"]: a for a in available.json()}
+    assert names["roi-to-mask-roi-collection"]["root-element-name"] == "roi-collection"
+    base = f"{site.url}/xapi/projects/{site.project}/wrappers/{wrapper}"
+    assert site.http.put(f"{base}/disabled").status_code == 200
+    assert site.http.get(f"{base}/enabled").json() is False
+    refused = site.launch(wrapper, "roi-collection", {"roi-collection": "/archive/x"})
+    assert refused.status_code == 400
+    assert site.http.put(f"{base}/enabled").status_code == 200
+    assert site.http.get(f"{base}/enabled").json() is True
