@@ -16,9 +16,10 @@ from xnat_ml.imaging.labelmap import (
     load_labelmap,
     parse_json_labelmap,
     parse_text_labelmap,
+    read_labels,
     write_labels,
 )
-from xnat_ml.imaging.series import load_series
+from xnat_ml.imaging.series import as_nifti, load_series
 
 XNAT_ML_EXAMPLE = "Liver=10\nSpleen=20\nKidney=30\n"
 
@@ -357,3 +358,72 @@ def test_memory_order_and_mask_dtype_do_not_change_the_result():
     np.testing.assert_array_equal(labels_c, labels_f)
     assert report_c == report_f
     assert report_c["overlaps"][0]["voxels"] == int((a & b).sum())
+
+
+# --- reading label images back (model output → SEG/RTSTRUCT) ----------------------------------
+
+
+@pytest.fixture
+def oblique(tmp_path):
+    c, s = np.cos(0.5), np.sin(0.5)
+    write_series(
+        tmp_path / "ct",
+        rows=7,
+        columns=9,
+        slices=4,
+        pixel_spacing=(0.8, 1.2),
+        slice_spacing=2.0,
+        orientation=(c, s, 0.0, 0.0, 0.0, -1.0),
+    )
+    series = load_series(tmp_path / "ct")
+    labels = np.zeros(series.shape, np.uint8)
+    labels[1:5, 2:6, 1:3] = 3
+    labels[6:8, 0:2, 3] = 250
+    return series, labels
+
+
+def test_read_labels_undoes_reorientation_only(oblique, tmp_path):
+    series, labels = oblique
+    nifti_path, _ = write_labels(labels, {}, series, tmp_path / "out")
+    np.testing.assert_array_equal(read_labels(nifti_path, series), labels)
+    # Saved RAS-canonical, as some pipelines do: axes permuted and flipped, same voxels.
+    canonical = nib.as_closest_canonical(as_nifti(labels, series))
+    assert canonical.shape != series.shape or not np.allclose(canonical.affine, series.affine)
+    nib.save(canonical, tmp_path / "canonical.nii.gz")
+    back = read_labels(tmp_path / "canonical.nii.gz", series)
+    assert back.dtype == np.uint8
+    np.testing.assert_array_equal(back, labels)
+    # Float storage of whole numbers is fine; wide values come back as uint16.
+    nib.save(as_nifti(labels.astype(np.float32) * 4, series), tmp_path / "float.nii.gz")
+    back = read_labels(tmp_path / "float.nii.gz", series)
+    assert back.dtype == np.uint16 and back.max() == 1000
+
+
+def test_read_labels_refuses_other_grids_and_values(oblique, tmp_path):
+    series, labels = oblique
+    image = as_nifti(labels, series)
+    moved = image.affine.copy()
+    moved[:3, 3] += 0.5
+    cases = {
+        "moved.nii.gz": nib.Nifti1Image(labels, moved),
+        "small.nii.gz": nib.Nifti1Image(labels[:, :, :3], image.affine),
+        "half.nii.gz": nib.Nifti1Image(labels * 0.5, image.affine),
+        "negative.nii.gz": nib.Nifti1Image(labels.astype(np.int16) - 1, image.affine),
+        "4d.nii.gz": nib.Nifti1Image(np.stack([labels, labels], -1), image.affine),
+    }
+    problems = {
+        "moved.nii.gz": "is not the grid of series",
+        "small.nii.gz": "is not the grid of series",
+        "half.nii.gz": "non-integer values",
+        "negative.nii.gz": "values outside 0..65535",
+        "4d.nii.gz": "has 4 dimensions",
+    }
+    for name, img in cases.items():
+        nib.save(img, tmp_path / name)
+        with pytest.raises(XnatMlError, match=problems[name]):
+            read_labels(tmp_path / name, series)
+    (tmp_path / "junk.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(XnatMlError, match="junk.nii.gz: cannot be read"):
+        read_labels(tmp_path / "junk.nii.gz", series)
+    with pytest.raises(XnatMlError, match="cannot be read"):
+        read_labels(tmp_path / "missing.nii.gz", series)

@@ -16,13 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
+from nibabel.orientations import io_orientation, ornt_transform
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.imaging.series import Series, as_nifti, save_nifti
 
 MAX_FILE_BYTES = 1 << 20  # a label map is a few lines; anything bigger is not one
 MAX_NAME_CHARS = 256
+GRID_TOL_MM = 1e-3  # NIfTI stores affines as float32: allow that much, never a real shift
 JSON_FORMAT = "xnat-ml-labelmap"
 
 OVERLAP_RULE = (
@@ -430,3 +433,43 @@ def write_labels(
     finally:
         tmp_json.unlink(missing_ok=True)
     return nifti_path, json_path
+
+
+def read_labels(path: str | Path, series: Series) -> np.ndarray:
+    """A label NIfTI (model output) as a non-negative integer array in the series grid.
+
+    Axis permutations and flips (an image saved in another orientation, e.g. RAS-canonical) are
+    undone with nibabel's orientation tools; any other difference from the series grid (shape,
+    spacing, origin, rotation) is an error: label maps are never resampled here.
+    """
+    path = Path(path)
+    try:
+        image = nib.load(path)
+        if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+            raise XnatMlError(f"label image {path}: not a NIfTI image")
+        if image.ndim == 4 and image.shape[3] == 1:
+            image = image.slicer[..., 0]
+        if image.ndim != 3:
+            raise XnatMlError(f"label image {path}: has {image.ndim} dimensions, expected 3")
+        image = image.as_reoriented(
+            ornt_transform(io_orientation(image.affine), io_orientation(series.affine))
+        )
+        data = np.asanyarray(image.dataobj)
+    except XnatMlError:
+        raise
+    except Exception as exc:  # nibabel raises assorted types on broken files
+        raise XnatMlError(f"label image {path}: cannot be read ({exc})") from None
+    if image.shape != series.shape or not np.allclose(
+        image.affine, series.affine, atol=GRID_TOL_MM
+    ):
+        raise XnatMlError(
+            f"label image {path}: grid {image.shape} with affine "
+            f"{np.round(image.affine[:3], 3).tolist()} is not the grid of series "
+            f"{series.series_uid} {series.shape} (labels are not resampled)"
+        )
+    if not np.issubdtype(data.dtype, np.integer):
+        if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
+            raise XnatMlError(f"label image {path}: holds non-integer values")
+    if data.size and (data.min() < 0 or data.max() > np.iinfo(np.uint16).max):
+        raise XnatMlError(f"label image {path}: values outside 0..65535")
+    return data.astype(np.uint8 if data.size == 0 or data.max() <= 255 else np.uint16)
