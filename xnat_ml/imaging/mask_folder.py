@@ -68,7 +68,10 @@ def write_mask_folder(
         raise XnatMlError(f"output {out_dir}: exists and is not a directory")
     labelmap = labelmaps.load_labelmap(labelmap_path) if labelmap_path else None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    # An existing out_dir may be a mount point (a container's output mount): stage inside it,
+    # since a rename from its parent would cross file systems.
+    where = out_dir if out_dir.is_dir() else out_dir.parent
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=where))
     staging.chmod(0o755)  # mkdtemp's 0700 would stick to a folder created by renaming it
     try:
         stems = safe_stems(list(masks))
