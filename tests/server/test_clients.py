@@ -80,12 +80,13 @@ def test_xnatpy_wrong_password_fails_to_connect(xnat_server):
         xnat.connect(xnat_server.url, user=xnat_server.user, password="not-it", loglevel="CRITICAL")
 
 
-def test_xnatpy_logs_in_with_an_alias_token(xnat_server):
-    token = xnat_server.session().get(f"{xnat_server.url}/data/services/tokens/issue").json()
+def test_xnatpy_logs_in_with_an_alias_token(xnat_server, xnatpy):
+    token = xnatpy.services.issue_token()
     with xnat.connect(
-        xnat_server.url, user=token["alias"], password=token["secret"], loglevel="WARNING"
+        xnat_server.url, user=token.alias, password=token.secret, loglevel="WARNING"
     ) as session:
         assert session.logged_in_user == xnat_server.user
+        assert session.get("/data/auth").text == f"User '{xnat_server.user}' is logged in"
 
 
 def test_xnatpy_collaborator_reads_but_cannot_write(xnat_server, xnatpy, project):
