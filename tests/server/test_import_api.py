@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -54,8 +56,16 @@ def test_xnatpy_import_creates_subject_session_scans(xnat_server, project, tmp_p
         assert {f.digest for f in files.values()} == digests
         ds = scans["7"].read_dicom()  # xnatpy downloads a file of the DICOM resource
         assert ds.SeriesInstanceUID == t2["series_uid"]
+        session_id = imported.id
 
-    response = xnat_server.session().post(
+    http = xnat_server.session()
+    picked = http.get(f"{xnat_server.url}/data/experiments/{session_id}/scans/3,7"
+                      "/resources/DICOM/files?format=zip")
+    with zipfile.ZipFile(io.BytesIO(picked.content)) as download:
+        names = download.namelist()
+    assert len(names) == 6 and all(n.startswith("PAT001/scans/") for n in names)
+
+    response = http.post(
         f"{xnat_server.url}{IMPORT}&dest=/archive/projects/{project}&overwrite=append",
         data=archive.read_bytes(),
     )

@@ -333,6 +333,8 @@ def get_file(owner: str, label: str, fpath: str) -> Response:
         raise NotFound(f"File '{rel}' does not exist in resource '{resource.label}'.")
     path = file_store().resource_dir(resource.relative_dir).joinpath(*rel.parts)
     db.rollback()
+    if not path.is_file():
+        raise NotFound(f"File '{rel}' is catalogued but missing from the archive folder.")
     mimetype = mimetypes.guess_type(rel.name)[0] or "application/octet-stream"
     response = send_file(path, mimetype=mimetype, download_name=rel.name, etag=row.md5,
                          conditional=True)
