@@ -85,6 +85,7 @@ def upload_directory(
     content: str | None = None,
     tags: str | None = None,
     retries: int = 3,
+    compress: bool = False,
 ) -> str:
     """Upload the files under `src_dir` as resource `label` of the object at `parent_uri`.
 
@@ -92,7 +93,7 @@ def upload_directory(
     atomically (the embedded one does), idempotent on retry (same files, same bytes). Files
     already in the resource and absent from `src_dir` are kept, as XNAT does. If the resource
     did not exist and the upload fails, what a non-atomic server left behind is deleted.
-    Returns the resource URI.
+    `compress=True` deflates the zip (worth it on slow links only). Returns the resource URI.
     """
     src = Path(src_dir)
     if not src.is_dir():
@@ -103,7 +104,7 @@ def upload_directory(
     query.update({k: v for k, v in (("format", format), ("content", content), ("tags", tags)) if v})
     with tempfile.TemporaryDirectory(prefix="xnat-ml-upload-") as tmp:
         zip_path = Path(tmp) / f"{label}.zip"
-        if zip_directory(src, zip_path) == 0:
+        if zip_directory(src, zip_path, compress) == 0:
             raise XnatMlError(f"directory {src}: holds no files to upload")
         with open(zip_path, "rb") as body:
 
