@@ -260,3 +260,24 @@ def test_available_and_enablement(site: Site):
     assert refused.status_code == 400
     assert site.http.put(f"{base}/enabled").status_code == 200
     assert site.http.get(f"{base}/enabled").json() is True
+
+
+def test_restart_fails_running_local_jobs(site: Site):
+    data = _command(
+        "napper", "echo $XNAT_ML_LOCAL_JOB > /output/who; sleep 30; echo late > /output/x.txt",
+        [{"name": "o", "mount": "out", "required": True}],
+        [_handler("h", "o", "NAPPED")],
+    )  # fmt: skip
+    wrapper = site.install(data)["napper-session"]
+    job_id = site.launch(wrapper, "session", {"session": site.session_id}).json()["id"]
+    deadline = time.monotonic() + 60
+    while site.http.get(f"{site.url}/xapi/containers/{job_id}").json()["status"] != "Running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    site.server.restart()
+    job = site.http.get(f"{site.url}/xapi/containers/{job_id}").json()
+    assert job["status"] == "Failed", job
+    assert "server restarted" in job["message"]
+    assert [h["status"] for h in job["history"]] == ["Created", "Running", "Failed"]
+    time.sleep(1)
+    assert "NAPPED" not in site.resources(f"/data/experiments/{site.session_id}")

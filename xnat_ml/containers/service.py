@@ -91,6 +91,9 @@ class ContainerService:
             for job in db.scalars(select(Job).where(Job.status == jobs.RUNNING)):
                 backend = self._backend_or_none(job.backend)
                 if backend is None or not backend.can_reattach or not job.backend_job_id:
+                    stop_orphan = getattr(backend, "stop_orphan", None)
+                    if stop_orphan is not None and job.backend_job_id:
+                        stop_orphan(job.backend_job_id)
                     job.set_status(
                         jobs.FAILED,
                         f"server restarted while the job ran; a {job.backend} job cannot be "

@@ -19,6 +19,9 @@ from xnat_ml.containers.backends.base import BackendState, JobStatus, LaunchSpec
 from xnat_ml.errors import XnatMlError
 
 
+_MARKER = "XNAT_ML_LOCAL_JOB"
+
+
 class LocalBackend:
     name = "local"
     can_reattach = False
@@ -36,6 +39,7 @@ class LocalBackend:
         env = {**os.environ, **spec.env}
         # the server's own scripts (xnat-ml) first, even when it was started without its venv
         env["PATH"] = os.pathsep.join((os.path.dirname(sys.executable), env.get("PATH", "")))
+        env[_MARKER] = spec.job_name  # lets a restarted server find (and stop) an orphan
         try:
             with open(spec.stdout_path, "wb") as out, open(spec.stderr_path, "wb") as err:
                 proc = subprocess.Popen(
@@ -104,6 +108,26 @@ class LocalBackend:
             proc.wait()
         except ProcessLookupError:
             pass
+
+    def stop_orphan(self, job_id: str) -> bool:
+        """Stop a job a previous server process started, if it still runs; True if it did.
+
+        The pid in the job id is trusted only if that process carries the job's marker in its
+        environment, so a recycled pid is never signalled.
+        """
+        try:
+            _local, pid_text, name = job_id.split("-", 2)
+            pid = int(pid_text)
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except (ValueError, OSError):
+            return False
+        if f"{_MARKER}={name}".encode() not in environ:
+            return False
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        return True
 
     def cleanup(self, job_id: str) -> None:
         with self._lock:

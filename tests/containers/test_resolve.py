@@ -1,0 +1,222 @@
+"""Command resolution on a small in-memory archive: inputs, derived inputs, command lines.
+
+The archive client is replaced by a fake serving objects in the Container Service's JSON shape,
+so these tests pin the resolution rules themselves (the end-to-end tests cover the REST side).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from xnat_ml.containers.archive import ArchiveClient, parse_uri
+from xnat_ml.containers.command import load_command
+from xnat_ml.containers.resolve import InputError, check_inputs, resolve
+
+SHARED = Path("/work/shared/data/xnat-commands")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _resource(parent: str, label: str, files: list[str] = ()) -> dict:
+    uri = f"{parent}/resources/{label}"
+    return {"id": label, "label": label, "xsiType": "xnat:resourceCatalog", "uri": uri,
+            "files": [{"name": f, "path": f, "uri": f"{uri}/files/{f}"} for f in files]}  # fmt: skip
+
+
+def _scan(sid: str, scan_type: str, uid: str, labels: list[str]) -> dict:
+    uri = f"/archive/experiments/E1/scans/{sid}"
+    return {"id": sid, "label": sid, "xsiType": "xnat:mrScanData", "uri": uri, "uid": uid,
+            "scan-type": scan_type, "integer-id": int(sid), "session-id": "E1",
+            "resources": [_resource(uri, lab, ["a.dcm"]) for lab in labels]}  # fmt: skip
+
+
+class FakeArchive(ArchiveClient):
+    def __init__(self) -> None:
+        assessor_uri = "/archive/experiments/E1/assessors/A1"
+        self.session = {
+            "id": "E1", "label": "sess 1", "xsiType": "xnat:mrSessionData",
+            "uri": "/archive/experiments/E1", "project-id": "P1", "subject-id": "S1",
+            "scans": [
+                _scan("1", "T1w", "1.2.3.1", ["DICOM"]),
+                _scan("2", "T2w", "1.2.3.2", ["DICOM", "NIFTI"]),
+                _scan("3", "RTSTRUCT", "1.2.3.3", ["secondary"]),
+            ],
+            "assessors": [{
+                "id": "A1", "label": "roi1", "xsiType": "icr:roiCollectionData",
+                "uri": assessor_uri, "session-id": "E1", "project-id": "P1",
+                "collection-type": "RTSTRUCT", "series-uid": "1.2.3.2",
+                "resources": [_resource(assessor_uri, "RTSTRUCT", ["rt.dcm"])],
+            }],
+            "resources": [],
+        }  # fmt: skip
+        self.project = {"id": "P1", "label": "P1", "xsiType": "xnat:projectData",
+                        "uri": "/archive/projects/P1",
+                        "resources": [_resource("/archive/projects/P1", "ML_MODELS", ["m.txt"])]}
+        self.subject = {"id": "S1", "label": "subj", "xsiType": "xnat:subjectData",
+                        "uri": "/archive/subjects/S1", "project-id": "P1", "resources": []}
+        self.asset = {"id": "PA1", "label": "asset", "xsiType": "xnat:abstractProjectAsset",
+                      "uri": "/archive/experiments/PA1", "project-id": "P1", "resources": []}
+        # fmt: skip
+
+    def load(self, kind: str, uri: str, children: bool = True) -> dict:
+        ids = parse_uri(uri) or {}
+        if kind == "Project":
+            return self.project
+        if kind == "Subject":
+            return self.subject
+        if kind == "ProjectAsset":
+            return self.asset
+        if kind == "Session":
+            return self.session
+        if kind == "Scan":
+            return next(s for s in self.session["scans"] if s["id"] == ids["child_id"])
+        if kind == "Assessor":
+            return self.session["assessors"][0]
+        raise AssertionError(kind)
+
+    def sessions(self, project_id: str, subject_id: str | None = None) -> list[dict]:
+        return [self.session]
+
+    def subjects(self, project_id: str) -> list[dict]:
+        return [self.subject]
+
+
+ROOTS = {
+    "Project": "/archive/projects/P1",
+    "ProjectAsset": "/archive/experiments/PA1",
+    "Subject": "/archive/subjects/S1",
+    "Session": "/archive/experiments/E1",
+    "Scan": "/archive/experiments/E1/scans/2",
+    "Assessor": "/archive/experiments/E1/assessors/A1",
+}
+
+
+def _wrappers():
+    files = sorted(SHARED.glob("*.json")) + sorted((REPO / "command_json").glob("*.json"))
+    for path in files:
+        command = load_command(path.read_bytes())
+        for wrapper in command.xnat:
+            yield pytest.param(command, wrapper, id=f"{path.name}:{wrapper.name}")
+
+
+@pytest.mark.parametrize(("command", "wrapper"), list(_wrappers()))
+def test_every_wrapper_resolves(command, wrapper):
+    root = wrapper.external_inputs[0]
+    values = {root.name: ROOTS[root.type]}
+    if root.type == "Scan" and "RTSTRUCT" in (wrapper.description or "") + wrapper.name.upper():
+        values[root.name] = "/archive/experiments/E1/scans/3"
+    if command.name == "debug":
+        values["command"] = "echo hi"
+    resolution = resolve(command, wrapper, values, FakeArchive())
+    assert "#" not in resolution.command_line.replace("#!", "")
+    for out in resolution.outputs:
+        assert out.parent.startswith(("/archive/", "handler:"))
+
+
+def _shared(name: str):
+    if not (SHARED / name).exists():
+        pytest.skip(f"NO {SHARED / name}")
+    return load_command((SHARED / name).read_bytes())
+
+
+def test_dcm2niix_command_line_flags_and_booleans():
+    command = _shared("dcm2niix.command.json")
+    wrapper = command.xnat[0]
+    scan = ROOTS["Scan"]
+    line = resolve(command, wrapper, {"scan": scan}, FakeArchive()).command_line
+    assert line == "dcm2niix -b n  -o /output /input"
+    line = resolve(command, wrapper, {"scan": scan, "bids": True, "other-options": "-z y"},
+                   FakeArchive()).command_line  # fmt: skip
+    assert line == "dcm2niix -b y -z y -o /output /input"
+    resolution = resolve(command, wrapper, {"scan": scan}, FakeArchive())
+    assert resolution.mounts[0].sources == [("resource", f"{scan}/resources/DICOM")]
+    assert resolution.outputs[0].parent == scan and resolution.outputs[0].label == "NIFTI"
+
+
+def test_scan_matcher_rejects_a_scan_without_dicom():
+    command = _shared("dcm2niix.command.json")
+    with pytest.raises(InputError, match="'scan'.*does not match"):
+        resolve(command, command.xnat[0], {"scan": "/archive/experiments/E1/scans/3"},
+                FakeArchive())  # fmt: skip
+
+
+def _multi(delimiter: str, flag: str = "--scan", sep: str = "=") -> dict:
+    return {
+        "name": "sample-multi", "version": "1", "schema-version": "1.0", "image": "busybox:1",
+        "command-line": 'echo SCAN_IDS value is "#SCAN_IDS#"',
+        "inputs": [{"name": "SCAN_IDS", "type": "string", "required": True,
+                    "command-line-flag": flag, "command-line-separator": sep,
+                    "multiple-delimiter": delimiter}],
+        "xnat": [{"name": "w", "contexts": ["xnat:imageSessionData"],
+                  "external-inputs": [{"name": "session", "type": "Session"}],
+                  "derived-inputs": [{"name": "scan", "type": "Scan", "multiple": True,
+                                      "matcher": "'DICOM' in @.resources[*].label",
+                                      "derived-from-wrapper-input": "session",
+                                      "derived-from-xnat-object-property": "id",
+                                      "provides-value-for-command-input": "SCAN_IDS"}]}],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("delimiter", "flag", "expected"),
+    [
+        ("flag", "--scan", "--scan=1 --scan=2"),
+        ("comma", "--scan", "--scan=1,2"),
+        ("space", "", "1 2"),
+        ("quoted-space", "", "'1 2'"),
+    ],
+)
+def test_multiple_values_and_delimiters(delimiter, flag, expected):
+    command = load_command(json.dumps(_multi(delimiter, flag)))
+    line = resolve(command, command.xnat[0], {"session": "E1"}, FakeArchive()).command_line
+    assert line == f'echo SCAN_IDS value is "{expected}"'
+
+
+def test_ambiguous_derived_input_names_the_input():
+    data = _multi("space")
+    derived = data["xnat"][0]["derived-inputs"][0]
+    derived.pop("multiple")
+    command = load_command(json.dumps(data))
+    with pytest.raises(InputError, match="input 'scan': 2 Scan objects .* match"):
+        resolve(command, command.xnat[0], {"session": "E1"}, FakeArchive())
+    # the user may pick one
+    line = resolve(command, command.xnat[0], {"session": "E1", "scan": "2"}, FakeArchive())
+    assert line.command_line == 'echo SCAN_IDS value is "--scan=2"'
+
+
+def test_roi_to_mask_finds_the_referenced_scan():
+    command = load_command((REPO / "command_json/roi-to-mask.json").read_bytes())
+    wrapper = command.xnat[0]
+    resolution = resolve(command, wrapper, {"roi-collection": ROOTS["Assessor"]}, FakeArchive())
+    by_name = {m.name: m for m in resolution.mounts}
+    assert by_name["series"].sources == [
+        ("resource", "/archive/experiments/E1/scans/2/resources/DICOM")
+    ]
+    assert by_name["roi"].sources == [
+        ("resource", "/archive/experiments/E1/assessors/A1/resources/RTSTRUCT")
+    ]
+    assert by_name["models"].sources == [("resource", "/archive/projects/P1/resources/ML_MODELS")]
+    assert "case 'RTSTRUCT' in" in resolution.command_line
+    assert "'/models/region2MaskValueMap.txt'" in resolution.command_line
+    parents = {o.handler.name: (o.parent, o.label) for o in resolution.outputs}
+    assert parents == {
+        "image-nifti": ("/archive/experiments/E1/scans/2", "NIFTI"),
+        "label-map": ("/archive/experiments/E1/assessors/A1", "LABELMAP"),
+    }
+
+
+def test_check_inputs_rejects_bad_values():
+    command = load_command(json.dumps(_multi("space")))
+    wrapper = command.xnat[0]
+    with pytest.raises(InputError, match="'session': required Session input is missing"):
+        check_inputs(command, wrapper, {})
+    with pytest.raises(InputError, match="'nope': not an input"):
+        check_inputs(command, wrapper, {"session": "E1", "nope": 1})
+    with pytest.raises(InputError, match="'session': expected a single"):
+        check_inputs(command, wrapper, {"session": {"a": 1}})
+    with pytest.raises(InputError, match="longer than"):
+        check_inputs(command, wrapper, {"session": "x" * 20_000})
+    with pytest.raises(InputError, match="parameters must be a JSON object"):
+        check_inputs(command, wrapper, ["E1"])
