@@ -186,3 +186,15 @@ def test_seg_from_wide_label_values(tmp_path):
     assert list(back) == ["seven", "three hundred"]  # segment numbers follow label values
     np.testing.assert_array_equal(back["seven"], labels == 7)
     np.testing.assert_array_equal(back["three hundred"], labels == 300)
+
+
+def test_non_ascii_and_path_like_names_survive_both_writers(tmp_path):
+    write_series(tmp_path / "ct", rows=8, columns=8, slices=2)
+    series = load_series(tmp_path / "ct")
+    mask = np.zeros(series.shape, bool)
+    mask[2:5, 2:5, 1] = True
+    name = "Leber/../Käse 肝"
+    rtstruct = write_rtstruct({name: mask}, series, tmp_path / "rs.dcm")
+    assert list(rtstruct_to_masks(rtstruct, series).masks()) == [name]
+    seg = write_seg(mask.astype(np.uint8), {1: (name, (1, 2, 3))}, series, tmp_path / "s.dcm")
+    assert list(read_seg(seg, series)) == [name]
