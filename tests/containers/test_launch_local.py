@@ -281,3 +281,20 @@ def test_restart_fails_running_local_jobs(site: Site):
     assert [h["status"] for h in job["history"]] == ["Created", "Running", "Failed"]
     time.sleep(1)
     assert "NAPPED" not in site.resources(f"/data/experiments/{site.session_id}")
+
+
+def test_commands_run_by_hand(site: Site, tmp_path: Path, capsys):
+    """`xnat-ml commands run`: the same engine without the server's Container Service."""
+    from xnat_ml.cli import main
+
+    scan = site.scans()[-1]["ID"]
+    uri = f"/archive/experiments/{site.session_id}/scans/{scan}"
+    args = ["commands", "run", str(REPO / "command_json/dicom-to-nifti.json"), "-i", f"scan={uri}",
+            "--host", site.url, "--user", site.server.user, "--password", site.server.password,
+            "--work-dir", str(tmp_path / "work")]  # fmt: skip
+    assert main([*args, "--dry-run"]) == 0
+    assert f"xnat-ml convert series /input --out /output/{scan}.nii.gz" in capsys.readouterr().out
+    assert main(args) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "Complete" in out and f"{uri}/resources/NIFTI" in out
+    assert site.server.password not in (tmp_path / "work/logs/stdout.log").read_text()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from pathlib import Path
 
-from xnat_ml.containers.command import read_command_file
+from xnat_ml.containers.command import load_command, read_command_file
+from xnat_ml.errors import XnatMlError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +31,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     validate.add_argument("--quiet", "-q", action="store_true", help="do not print warnings")
     validate.set_defaults(func=_validate)
+    run = verbs.add_parser(
+        "run",
+        help="run one command's wrapper by hand against an XNAT (no Container Service needed)",
+        description=(
+            "Resolve WRAPPER of the command in FILE against an XNAT archive with the Container "
+            "Service's rules, stage its inputs into --work-dir, run the command line on a backend "
+            "(local process by default) with XNAT_HOST/XNAT_USER/XNAT_PASS set to an alias token, "
+            "and upload its outputs as the output handlers say. Server and user come from "
+            "--host/--user/--password or XNAT_HOST/XNAT_USER/XNAT_PASS."
+        ),
+    )
+    run.add_argument("file", type=Path, metavar="FILE", help="command JSON")
+    run.add_argument("--wrapper", help="wrapper name (default: the command's only wrapper)")
+    run.add_argument(
+        "--input", "-i", action="append", default=[], metavar="NAME=VALUE",
+        help="an input value, e.g. -i scan=/archive/experiments/XNAT_E00001/scans/1 (repeat)",
+    )  # fmt: skip
+    run.add_argument("--host", help="XNAT address (default $XNAT_HOST)")
+    run.add_argument("--user", help="user name (default $XNAT_USER)")
+    run.add_argument("--password", help="password (default $XNAT_PASS)")
+    run.add_argument("--backend", default="local", help="local (default), docker or slurm")
+    run.add_argument("--work-dir", type=Path, help="staging and logs (default: a temp folder)")
+    run.add_argument(
+        "--dry-run", action="store_true", help="resolve and print the command line; run nothing"
+    )
+    run.set_defaults(func=_run)
     commands.set_defaults(func=lambda _args: commands.print_help() or 2)
 
 
@@ -46,3 +75,53 @@ def _validate(args: argparse.Namespace) -> int:
             wrappers = ", ".join(w.name for w in command.xnat) or "no wrappers"
             print(f"{path}: ok: command {command.name!r} ({wrappers})")
     return 1 if failed else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from xnat_ml.containers.archive import ArchiveClient
+    from xnat_ml.containers.backends import get_backend
+    from xnat_ml.containers.launch import execute
+    from xnat_ml.containers.resolve import resolve
+
+    try:
+        raw = args.file.read_bytes()
+    except OSError as exc:
+        raise XnatMlError(f"command file {args.file}: cannot read ({exc.strerror})") from None
+    command = load_command(raw, f"command file {args.file}")
+    names = [w.name for w in command.xnat]
+    wrapper = command.wrapper(args.wrapper) if args.wrapper else None
+    if wrapper is None:
+        if args.wrapper or len(names) != 1:
+            raise XnatMlError(f"command {command.name}: choose --wrapper among {', '.join(names)}")
+        wrapper = command.xnat[0]
+    values = {}
+    for item in args.input:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise XnatMlError(f"--input {item!r}: expected NAME=VALUE")
+        values[name] = value
+    host = (args.host or os.environ.get("XNAT_HOST") or "").rstrip("/")
+    user = args.user or os.environ.get("XNAT_USER")
+    password = args.password if args.password is not None else os.environ.get("XNAT_PASS")
+    if not host or not user or password is None:
+        raise XnatMlError("XNAT server: give --host/--user/--password or XNAT_HOST/USER/PASS")
+    client = ArchiveClient(host, user, password)
+    try:
+        resolution = resolve(command, wrapper, values, client)
+        print(f"command line: {resolution.command_line}")
+        for mount in resolution.mounts:
+            sources = ", ".join(uri for _kind, uri in mount.sources) or "(empty)"
+            print(f"mount {mount.name} at {mount.container_path}: {sources}")
+        if args.dry_run:
+            return 0
+        alias, secret = client.issue_token()
+        work = args.work_dir or Path(tempfile.mkdtemp(prefix=f"xnat-ml-{command.name}-"))
+        backend = get_backend(args.backend, work / "backend")
+        env = {"XNAT_HOST": host, "XNAT_USER": alias, "XNAT_PASS": secret}
+        outcome = execute(resolution, client, backend, work, env, f"xnat-ml-{command.name}")
+    finally:
+        client.close()
+    print(f"{outcome.status}: {outcome.message} (logs in {work / 'logs'})")
+    for uri in outcome.uploaded or []:
+        print(f"uploaded {uri}")
+    return 0 if outcome.status == "Complete" else 1
