@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.charset import default_encoding
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -27,6 +26,7 @@ from skimage.measure import find_contours
 
 from xnat_ml import __version__
 from xnat_ml.errors import XnatMlError
+from xnat_ml.imaging.derived import save_atomically, source_header
 from xnat_ml.imaging.series import Series
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def write_rtstruct(
     masks = {name: mask for name, mask in masks.items() if name not in empty}
     if not masks:
         raise XnatMlError(f"RTSTRUCT {out_path}: every ROI mask is empty, nothing to write")
-    source = _source_header(series)
+    source = source_header(series.files[0])
     ds = _base_dataset(source, series, label, series_description)
     ds.ReferencedFrameOfReferenceSequence = Sequence([_frame_reference(source, series)])
     ds.StructureSetROISequence = Sequence()
@@ -112,7 +112,7 @@ def write_rtstruct(
         observation.RTROIInterpretedType = ""
         observation.ROIInterpreter = ""
         ds.RTROIObservationsSequence.append(observation)
-    return _save(ds, Path(out_path))
+    return save_atomically(ds, out_path)
 
 
 def trace_contours(mask: np.ndarray, series: Series) -> list[tuple[int, np.ndarray]]:
@@ -147,13 +147,6 @@ def _corners(points: np.ndarray) -> np.ndarray:
     cross = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]
     straight = (np.abs(cross) < 1e-9) & (np.einsum("ij,ij->i", before, after) > 0)
     return points if straight.all() else points[~straight]
-
-
-def _source_header(series: Series) -> Dataset:
-    try:
-        return pydicom.dcmread(series.files[0], stop_before_pixels=True)
-    except Exception as exc:  # pydicom raises assorted types on broken files
-        raise XnatMlError(f"{series.files[0]}: unreadable DICOM header ({exc})") from exc
 
 
 def _base_dataset(
@@ -226,14 +219,3 @@ def _contour_item(points: np.ndarray, image_ref: Dataset) -> Dataset:
     # item), so the writer copies the bytes instead of decoding and re-encoding them.
     item.set_original_encoding(False, True, default_encoding)
     return item
-
-
-def _save(ds: Dataset, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        ds.save_as(tmp, enforce_file_format=True)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

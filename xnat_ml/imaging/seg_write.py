@@ -13,12 +13,12 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
-import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from xnat_ml import __version__
 from xnat_ml.errors import XnatMlError
+from xnat_ml.imaging.derived import save_atomically, source_header
 from xnat_ml.imaging.series import Series
 
 # Generic codes: the label name carries the meaning; a label map may later carry SNOMED codes.
@@ -85,7 +85,7 @@ def write_seg(
     numbering = np.zeros(size, dtype=np.uint8 if len(values) < 256 else np.uint16)
     numbering[values] = np.arange(1, len(values) + 1)
     numbered = numbering[labels].transpose(2, 1, 0)
-    sources = [_header(path) for path in series.files]
+    sources = [source_header(path) for path in series.files]
     try:
         seg = hd.seg.Segmentation(
             source_images=sources,
@@ -107,19 +107,4 @@ def write_seg(
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise XnatMlError(f"SEG {out_path}: highdicom refused the segmentation ({exc})") from exc
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.partial")
-    try:
-        seg.save_as(tmp)
-        tmp.replace(out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out_path
-
-
-def _header(path: Path) -> pydicom.Dataset:
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception as exc:  # pydicom raises assorted types on broken files
-        raise XnatMlError(f"{path}: unreadable DICOM header ({exc})") from exc
+    return save_atomically(seg, out_path)
