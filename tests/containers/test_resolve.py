@@ -220,3 +220,12 @@ def test_check_inputs_rejects_bad_values():
         check_inputs(command, wrapper, {"session": "x" * 20_000})
     with pytest.raises(InputError, match="parameters must be a JSON object"):
         check_inputs(command, wrapper, ["E1"])
+
+
+def test_archive_values_stay_one_shell_word():
+    command = _shared("rt-struct-assessor.command.json")
+    archive = FakeArchive()
+    archive.session["label"] = "sess 1; rm -rf ~"
+    line = resolve(command, command.xnat[0], {"scan": "/archive/experiments/E1/scans/2"},
+                   archive).command_line  # fmt: skip
+    assert "S1 E1 'sess 1; rm -rf ~' P1 /input/a.dcm" in line

@@ -186,6 +186,7 @@ class _Resolver:
         self.provided: dict[str, Any] = {}  # command input -> value from a wrapper input
         self.mount_sources: dict[str, list[tuple[str, str]]] = {}
         self.root_uri: str | None = None
+        self.from_archive: set[str] = set()  # replacement keys whose value the archive gave
 
     def run(self) -> Resolution:
         for inp in self.w.external_inputs:
@@ -193,9 +194,14 @@ class _Resolver:
         for inp in self.w.derived_inputs:
             self.derived(inp)
         command_values = {i.name: self.command_value(i) for i in self.c.inputs}
-        line_keys = dict(self.keys)
+        line_keys = {
+            k: _shell_safe(v) if k in self.from_archive else v for k, v in self.keys.items()
+        }
         for inp in self.c.inputs:
-            line_keys[inp.key] = _command_line_text(inp, command_values[inp.name])
+            value = command_values[inp.name]
+            if f"command:{inp.name}" in self.from_archive and isinstance(value, str):
+                value = _shell_safe(value)
+            line_keys[inp.key] = _command_line_text(inp, value)
             self.keys[inp.key] = _plain_text(command_values[inp.name])
         return Resolution(
             command=self.c,
@@ -256,7 +262,7 @@ class _Resolver:
             value = _property(parent, prop or "")
             if value is None and inp.required:
                 raise InputError(inp.name, f"{parent['uri']} has no property {prop!r}")
-            self.record(inp, value)
+            self.record(inp, value, from_archive=True)
             return
         candidates = [c for c in self.children(inp, parent) if self.matches(inp, c)]
         chosen = self.values.get(inp.name)
@@ -285,7 +291,7 @@ class _Resolver:
             )
         obj = candidates[0]
         self.objects[inp.name] = obj
-        self.record(inp, _property(obj, prop) if prop else obj["uri"])
+        self.record(inp, _property(obj, prop) if prop else obj["uri"], from_archive=True)
 
     def children(self, inp: DerivedInput, parent: dict) -> list[dict]:
         """Objects of the input's type related to `parent` (down or up the hierarchy)."""
@@ -332,11 +338,15 @@ class _Resolver:
         except MatcherError as exc:
             raise InputError(inp.name, f"matcher {text!r} does not parse: {exc}") from None
 
-    def record(self, inp: WrapperInput, value: Any) -> None:
+    def record(self, inp: WrapperInput, value: Any, from_archive: bool = False) -> None:
         self.wrapper_values[inp.name] = value
         self.keys[inp.key] = _plain_text(value)
+        if from_archive:
+            self.from_archive.add(inp.key)
         if inp.provides_value_for_command_input:
             self.provided[inp.provides_value_for_command_input] = value
+            if from_archive:
+                self.from_archive.add(f"command:{inp.provides_value_for_command_input}")
         if inp.provides_files_for_command_mount and value is not None:
             obj = self.objects.get(inp.name)
             kind = "file" if inp.type == "File" else ("resource" if inp.type in (

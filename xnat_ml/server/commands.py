@@ -6,6 +6,9 @@ this blueprint, so the whole Container Service comes with one line in `app.BLUEP
 
 from __future__ import annotations
 
+import json
+import os
+
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 from sqlalchemy import select
 from werkzeug.exceptions import BadRequest, Conflict, NotFound
@@ -41,12 +44,20 @@ def _start_service(state) -> None:
         sessions,
         app.config["DATA_DIR"] / "containers",
         token_for,
-        backend=app.config.get("CONTAINER_BACKEND", "local"),
-        workers=int(app.config.get("CONTAINER_WORKERS", 4)),
-        backend_options=app.config.get("CONTAINER_BACKEND_OPTIONS") or {},
+        backend=_setting(app, "CONTAINER_BACKEND", "local"),
+        workers=int(_setting(app, "CONTAINER_WORKERS", "4")),
+        backend_options=json.loads(_setting(app, "CONTAINER_BACKEND_OPTIONS", "{}")),
     )
     app.extensions["xnat_ml.containers"] = service
     service.fail_orphans()
+
+
+def _setting(app, key: str, default: str) -> str:
+    """App config (create_app keyword), else environment XNAT_ML_<KEY>, else the default."""
+    value = app.config.get(key)
+    if value is None:
+        value = os.environ.get(f"XNAT_ML_{key}", default)
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 @bp.before_app_request

@@ -8,6 +8,7 @@ Container Service's worker threads, so the answer comes at once, as XNAT's does.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -68,8 +69,10 @@ def _create_job(
         root_element=root,
         root_uri=str(params.get(root, "")),
         username=user.username,
-        host=current_app.config.get("SITE_URL") or request.host_url,
-        backend=current_app.config.get("CONTAINER_BACKEND", "local"),
+        host=current_app.config.get("SITE_URL")
+        or os.environ.get("XNAT_ML_SITE_URL")
+        or request.host_url,
+        backend=service().backend_name,
         bulk_id=bulk_id,
         params=params,
         inputs={k: ("*****" if k in sensitive else v) for k, v in params.items()},
