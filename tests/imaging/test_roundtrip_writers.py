@@ -11,6 +11,7 @@ from dicom_factory import write_series
 from mni_masks import GEOMETRIES, brain_series, dice, tissue_masks
 
 from xnat_ml.errors import XnatMlError
+from xnat_ml.imaging.derived import save_atomically
 from xnat_ml.imaging.rtstruct import rtstruct_to_masks
 from xnat_ml.imaging.rtstruct_write import trace_contours, write_rtstruct
 from xnat_ml.imaging.seg import read_seg
@@ -198,3 +199,11 @@ def test_non_ascii_and_path_like_names_survive_both_writers(tmp_path):
     assert list(rtstruct_to_masks(rtstruct, series).masks()) == [name]
     seg = write_seg(mask.astype(np.uint8), {1: (name, (1, 2, 3))}, series, tmp_path / "s.dcm")
     assert list(read_seg(seg, series)) == [name]
+
+
+def test_failed_save_leaves_no_file(tmp_path):
+    broken = pydicom.Dataset()  # no file meta: pydicom refuses to write it as a DICOM file
+    broken.PatientName = "x"
+    with pytest.raises(Exception):  # noqa: B017 - whatever pydicom raises, nothing may remain
+        save_atomically(broken, tmp_path / "out" / "x.dcm")
+    assert list((tmp_path / "out").iterdir()) == []
