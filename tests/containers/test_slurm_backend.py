@@ -4,6 +4,7 @@ secrets kept out of scripts and logs; the sbatch script and Slurm's answers as t
 from __future__ import annotations
 
 import stat
+import sys
 
 import pytest
 from jobs import make_spec, wait_done, wait_running
@@ -51,10 +52,12 @@ def test_failure_keeps_logs_after_cleanup(backend, tmp_path):
     assert spec.stderr_path.read_text() == "no such input\n"
 
 
-def test_working_directory_is_the_staged_mount(backend, tmp_path):
-    job = backend.launch(make_spec(tmp_path, "pwd > here", working_dir="/output"))
+def test_working_directory_is_the_staged_mount_and_xnat_ml_is_on_path(backend, tmp_path):
+    spec = make_spec(tmp_path, "pwd > here; command -v xnat-ml > which", working_dir="/output")
+    job = backend.launch(spec)
     assert wait_done(backend, job).exit_code == 0
     assert (tmp_path / "out" / "here").read_text().strip() == str(tmp_path / "out")
+    assert (tmp_path / "out" / "which").read_text().strip() == f"{sys.prefix}/bin/xnat-ml"
 
 
 def test_the_alias_token_stays_out_of_scripts_logs_and_slurm(backend, slurm, tmp_path):

@@ -23,6 +23,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -72,8 +73,9 @@ def sbatch_script(
     for flag, value in (("partition", partition), ("account", account), ("time", time_limit)):
         if value:
             directives.append(f"--{flag}={value}")
-    if runtime is None:
-        command = f"/bin/sh -c {shlex.quote(spec.host_command_line())}"
+    if runtime is None:  # on the node as locally: this installation's commands come first
+        bin_dir = shlex.quote(os.path.dirname(sys.executable))
+        command = f'PATH={bin_dir}:"$PATH" /bin/sh -c {shlex.quote(spec.host_command_line())}'
     else:
         command = _in_image(spec, runtime)
     env_file = shlex.quote(str(job_dir / "env.sh"))
