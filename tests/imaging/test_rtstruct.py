@@ -140,6 +140,18 @@ def test_off_plane_point_and_open_contours_are_counted_not_drawn(ct, tmp_path):
     assert report["off_plane"] == 2 and report["point"] == 1
 
 
+def test_contours_beyond_the_image_edge_are_clipped_or_counted(ct, tmp_path):
+    rois = {
+        "edge": [rectangle_on_slice(ct, 2, -6, -3, 4, 5), rectangle_on_slice(ct, 3, 40, 2, 50, 5)]
+    }
+    rs = write_rtstruct(tmp_path / "rs.dcm", ct, rois)
+    result = rtstruct_to_masks(rs, load_series(ct.folder))
+    expected = np.zeros((25, 18, 7), np.uint8)
+    expected[0:5, 0:6, 2] = 1
+    np.testing.assert_array_equal(result.masks()["edge"], expected)
+    assert dict(result.rois[0].counts) == {"clipped": 1, "outside": 1}
+
+
 def test_safe_file_names_never_leave_the_output_folder(ct, tmp_path):
     names = ["../../evil", "a/b", "..", "labels", "Leber ä", "A/B", "\u202eexe.gz", "x" * 300]
     square = rectangle_on_slice(ct, 1, 2, 2, 4, 4)

@@ -50,6 +50,8 @@ SKIP_REASONS = {
     "open": "OPEN_PLANAR/OPEN_NONPLANAR contours (not closed)",
     "off_plane": "contours lying on no slice plane of the series",
     "not_parallel": "contours not parallel to the slices",
+    "outside": "contours on a slice plane but entirely outside the image",
+    "clipped": "contours partly outside the image (clipped at its edge)",
     "hint_mismatch": "contours whose ContourImageSequence names another slice (geometry used)",
 }
 
@@ -306,6 +308,7 @@ def _collect_planes(
         where = f"RTSTRUCT {path}: ROI {roi.name!r}"
         raise XnatMlError(f"{where}: malformed contours ({exc})") from None
     n_slices = series.shape[2]
+    extent = np.array(series.shape[:2]) - 0.5  # image edges in (i, j)
     for index, item in enumerate(items):
         kind = _raw_text(item, _GEOMETRIC_TYPE) or "CLOSED_PLANAR"
         if kind == "POINT":
@@ -338,6 +341,12 @@ def _collect_planes(
         if abs(k - k_mean) > plane_tolerance or not 0 <= k < n_slices:
             roi.counts["off_plane"] += 1
             continue
+        low_ij, high_ij = voxels[:, :2].min(axis=0), voxels[:, :2].max(axis=0)
+        if np.any(high_ij < -0.5) or np.any(low_ij > extent):
+            roi.counts["outside"] += 1
+            continue
+        if np.any(low_ij < -0.5) or np.any(high_ij > extent):
+            roi.counts["clipped"] += 1
         if _hint_disagrees(item, series.sop_instance_uids[k]):
             roi.counts["hint_mismatch"] += 1
         roi.planes.append((k, voxels[:, :2]))
