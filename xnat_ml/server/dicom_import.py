@@ -39,6 +39,7 @@ from xnat_ml.server.resources import (
     create_resource,
     file_store,
     find_resource,
+    reload,
     staged_upload,
 )
 from xnat_ml.server.signals import announce_created
@@ -172,7 +173,7 @@ class _Import:
 
     def run(self, content: ImportContent) -> None:
         try:
-            self.db.refresh(self.project)
+            reload(self.db, self.project)
             for study in content.studies.values():
                 self._study(study)
             self.db.commit()

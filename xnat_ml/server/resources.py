@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from sqlalchemy import select
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, Conflict, NotFound
 from werkzeug.routing import PathConverter
@@ -153,6 +154,14 @@ def _one_owner(path: str, access: str) -> ArchiveObject:
     if len(found) != 1:
         raise NotFound(f"No single object at {path}.")
     return found[0]
+
+
+def reload(db: Session, obj: ArchiveObject) -> None:
+    """Re-read an object after the body arrived; 404 if it was deleted in the meantime."""
+    try:
+        db.refresh(obj)
+    except InvalidRequestError as exc:
+        raise NotFound(f"{obj.kind.title()} {obj.uri} was deleted during the upload.") from exc
 
 
 def _resource_or_404(db: Session, owner: ArchiveObject, label: str) -> Resource:
@@ -409,7 +418,7 @@ def _commit_files(
     """Check, rename into place and catalog the staged files; the resource if newly created."""
     args = request.args
     fmt, content, tags = args.get("format", ""), args.get("content", ""), args.get("tags", "")
-    db.refresh(parent)
+    reload(db, parent)
     resource = find_resource(db, parent, label)
     created = None
     if resource is None:

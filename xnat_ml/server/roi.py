@@ -29,6 +29,7 @@ from xnat_ml.server.resources import (
     file_store,
     find_resource,
     get_file,
+    reload,
     staged_upload,
 )
 from xnat_ml.server.roi_content import (
@@ -110,7 +111,7 @@ def _store(db: Session, parent: Experiment, label: str, kind: str, content: RoiC
            named: Path, stored: StoredFile, overwrite: bool) -> tuple[Assessor, list]:
     """Create (or with overwrite, replace) the assessor, its resource and file; one commit."""
     store = file_store()
-    db.refresh(parent)
+    reload(db, parent)
     assessor = db.scalar(select(Assessor).where(Assessor.project_pk == parent.project_pk,
                                                 Assessor.label == label))
     created: list = []
