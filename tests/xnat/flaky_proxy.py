@@ -41,7 +41,7 @@ class FlakyProxy:
     def _take_fault(self, chunk: bytes) -> str | None:
         head = chunk.split(b"\r\n", 1)[0]
         with self._lock:
-            if self.fault and chunk.startswith(b"PUT ") and self.match in head:
+            if self.fault and chunk.startswith((b"PUT ", b"GET ")) and self.match in head:
                 fault, self.fault = self.fault, None
                 self.faults_done += 1
                 return fault

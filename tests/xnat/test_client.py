@@ -179,3 +179,14 @@ def test_upload_retries_after_a_lost_connection(xnat_server, proxy, project, tmp
     with connect(xnat_server.url, xnat_server.user, xnat_server.password) as direct:
         assert _tree(_download(direct, uri, tmp_path / "out")) == _tree(src)
         assert [r["label"] for r in list_resources(direct, parent)].count("RETRIED") == 1
+
+
+def test_download_retries_after_a_lost_answer(xnat_server, proxy, project, tmp_path):
+    src = _payload(tmp_path / "src")
+    with connect(proxy.url, xnat_server.user, xnat_server.password) as via_proxy:
+        uri = upload_directory(via_proxy, project_uri(project), "FETCHED", src)
+        proxy.match = b"format=zip"
+        proxy.arm("drop_response")
+        download_resource(via_proxy, uri, tmp_path / "out")
+    assert proxy.faults_done == 1
+    assert _tree(tmp_path / "out") == _tree(src)

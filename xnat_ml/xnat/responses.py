@@ -36,7 +36,11 @@ def reported_as(what: str) -> Iterator[None]:
         raise XnatMlError(f"{what}: the server answered {answer}") from exc
     except xnat_exceptions.XNATAuthError as exc:
         raise XnatMlError(f"{what}: login failed ({exc})") from exc
-    except (requests.ConnectionError, xnat_exceptions.XNATConnectionError) as exc:
+    except (
+        requests.ConnectionError,
+        requests.exceptions.ChunkedEncodingError,  # connection broken mid-answer
+        xnat_exceptions.XNATConnectionError,
+    ) as exc:
         raise XnatMlError(f"{what}: cannot reach the XNAT server ({type(exc).__name__})") from exc
     except requests.Timeout as exc:
         raise XnatMlError(f"{what}: the XNAT server did not answer in time") from exc
