@@ -10,6 +10,7 @@ import socket
 import stat
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -279,3 +280,24 @@ def test_large_file_streams_both_ways(xnat_server, project, tmp_path):
             out.write(chunk)
     with zipfile.ZipFile(zipped) as archive:
         assert archive.getinfo(f"{project}/resources/BIG/files/big.bin").file_size == size
+
+
+def test_readers_see_an_extracted_upload_all_at_once(xnat_server, project):
+    entries = {f"part{n // 10}/f{n:03d}.bin": os.urandom(200_000) for n in range(60)}
+    body = _zip(entries)
+    http = xnat_server.session()
+    base = f"/data/projects/{project}/resources/ATOMIC"
+    seen: set[int] = set()
+    with ThreadPoolExecutor(1) as pool:
+        upload = pool.submit(
+            xnat_server.session().put, f"{xnat_server.url}{base}/files/up.zip?extract=true",
+            data=body,
+        )
+        while not upload.done():
+            seen.add(len(_files(xnat_server, base)))
+            time.sleep(0.01)
+        assert upload.result().ok
+    seen.add(len(_files(xnat_server, base)))
+    assert seen <= {0, len(entries)} and len(entries) in seen
+    got = http.get(f"{xnat_server.url}{base}/files/part3/f031.bin").content
+    assert got == entries["part3/f031.bin"]
