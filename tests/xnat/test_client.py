@@ -16,6 +16,7 @@ from xnat_ml.xnat import (
     list_experiments,
     list_files,
     list_resources,
+    list_rows,
     upload_directory,
 )
 from xnat_ml.xnat.uris import project_uri, resource_uri
@@ -190,3 +191,12 @@ def test_download_retries_after_a_lost_answer(xnat_server, proxy, project, tmp_p
         download_resource(via_proxy, uri, tmp_path / "out")
     assert proxy.faults_done == 1
     assert _tree(tmp_path / "out") == _tree(src)
+
+
+def test_listing_of_something_that_is_not_a_table_is_one_clear_error(session, project):
+    with pytest.raises(XnatMlError, match="not a ResultSet table"):
+        list_rows(session, project_uri(project))  # one object: {"items": [...]}, no ResultSet
+    with pytest.raises(XnatMlError, match="/data/version"):
+        list_rows(session, "/data/version")  # plain text, not JSON
+    with pytest.raises(XnatMlError, match="HTTP 404"):
+        list_rows(session, f"{project_uri(project)}/subjects/NOBODY/experiments")
