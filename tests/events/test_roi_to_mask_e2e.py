@@ -4,8 +4,6 @@ through the subscription installed from event_handlers/ by `xnat-ml events insta
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
@@ -15,14 +13,6 @@ from xnat_ml.sample.project import build_sample_project
 from xnat_ml.xnat import connect
 
 pytestmark = pytest.mark.slow
-
-
-def xnat_ml(server, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "xnat_ml", *args, "--url", server.url, "--user", server.user,
-         "--password", server.password],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
 
 
 def wait_for_jobs(http, url: str, project: str, timeout: float = 240.0) -> list[dict]:
@@ -41,13 +31,13 @@ def labels(http, uri: str) -> dict[str, dict]:
     return {row["label"]: row for row in rows}
 
 
-def test_saving_an_rtstruct_makes_nifti_and_label_map(xnat_server, project):
+def test_saving_an_rtstruct_makes_nifti_and_label_map(xnat_server, project, cli):
     url, http = xnat_server.url, xnat_server.session()
 
-    first = xnat_ml(xnat_server, "events", "install", "--project", project)
+    first = cli("events", "install", "--project", project)
     assert first.returncode == 0, first.stderr
     assert "created" in first.stdout
-    again = xnat_ml(xnat_server, "events", "install", "--project", project)
+    again = cli("events", "install", "--project", project)
     assert again.returncode == 0 and "unchanged" in again.stdout, again.stdout + again.stderr
 
     # The annotator's work: a session imported, then an RTSTRUCT saved as an ROI collection.

@@ -1,0 +1,146 @@
+"""`xnat-ml batch` and `xnat-ml jobs` against the embedded server (local backend)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from xnat_ml.containers.batch import Selection
+
+PROBE = {
+    "name": "batch-probe",
+    "description": "Echoes its session label; fails for labels containing 'bad'; sleeps on request",
+    "version": "1",
+    "schema-version": "1.0",
+    "type": "docker",
+    "image": "busybox:latest",
+    "command-line": "sleep #SECONDS#; echo session #SESSION#; "
+                    "case '#SESSION#' in *bad*) echo failing >&2; exit 3;; esac",
+    "inputs": [
+        {"name": "SESSION", "type": "string", "required": True},
+        {"name": "SECONDS", "type": "number", "default-value": "0"},
+    ],
+    "xnat": [{
+        "name": "batch-probe",
+        "contexts": ["xnat:imageSessionData"],
+        "external-inputs": [{"name": "session", "type": "Session", "required": True}],
+        "derived-inputs": [{
+            "name": "session-label", "type": "string", "derived-from-wrapper-input": "session",
+            "derived-from-xnat-object-property": "label",
+            "provides-value-for-command-input": "SESSION", "user-settable": False,
+        }],
+        "output-handlers": [],
+    }],
+}  # fmt: skip
+SESSIONS = {  # label: (subject, xsiType)
+    "PAT001_MR": ("S1", "xnat:mrSessionData"),
+    "PAT002_MR": ("S2", "xnat:mrSessionData"),
+    "PAT003bad_MR": ("S3", "xnat:mrSessionData"),
+    "PAT004_CT": ("S4", "xnat:ctSessionData"),
+    "OTHER_MR": ("S5", "xnat:mrSessionData"),
+}
+FINAL = ("Complete", "Failed", "Failed (Upload)", "Killed")
+
+
+@pytest.fixture
+def probe_project(xnat_server, project):
+    http, url = xnat_server.session(), xnat_server.url
+    installed = [c["name"] for c in http.get(f"{url}/xapi/commands").json()]
+    if PROBE["name"] not in installed:
+        http.post(f"{url}/xapi/commands", json=PROBE).raise_for_status()
+    for label, (subject, xsi_type) in SESSIONS.items():
+        http.put(f"{url}/data/projects/{project}/subjects/{subject}").raise_for_status()
+        http.put(f"{url}/data/projects/{project}/subjects/{subject}/experiments/{label}",
+                 params={"xsiType": xsi_type}).raise_for_status()  # fmt: skip
+    return project
+
+
+def wait_final(http, url: str, project: str, count: int, timeout: float = 60.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = http.get(f"{url}/xapi/containers", params={"project": project}).json()
+        if len(jobs) >= count and all(j["status"] in FINAL for j in jobs):
+            return jobs
+        time.sleep(0.3)
+    raise AssertionError(f"jobs of {project} not finished: {jobs}")
+
+
+def batch_id(output: str) -> str:
+    return re.search(r"^batch (\S+):", output, re.MULTILINE).group(1)
+
+
+def job_rows(output: str) -> list[list[str]]:
+    return [line.split("\t") for line in output.strip().splitlines()[1:]]
+
+
+def test_selection_patterns_combine():
+    row = {"ID": "XNAT_E00001", "label": "PAT001_MR", "subject_label": "S1"}
+    assert Selection(sessions=["PAT*"]).session_ok(row)
+    assert Selection(sessions=["X*", "PAT00?_MR"]).session_ok(row)  # patterns of one option: OR
+    assert not Selection(sessions=["PAT*"], subjects=["S2"]).session_ok(row)  # options: AND
+    assert Selection(ids=["XNAT_E00001"]).session_ok(row)
+    assert Selection(ids=["PAT001_MR"]).session_ok(row)
+    assert not Selection(ids=["PAT001"]).session_ok(row)  # ids are exact
+    assert not Selection(sessions=["pat*"]).session_ok(row)  # case-sensitive
+    assert Selection(scan_types=["T1*"]).scan_ok("T1w MPRAGE")
+    assert not Selection(scan_types=["T1*"]).scan_ok("T2w")
+
+
+def test_batch_run_jobs_and_rerun_failed(xnat_server, probe_project, cli):
+    url, http, project = xnat_server.url, xnat_server.session(), probe_project
+
+    run = cli("batch", "run", "--project", project, "--command", "batch-probe",
+              "--sessions", "PAT*")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "4 launched, 0 refused" in run.stdout and "OTHER_MR" not in run.stdout
+    batch = batch_id(run.stdout)
+    wait_final(http, url, project, 4)
+
+    listed = cli("jobs", "--project", project, "--batch", batch)
+    assert listed.returncode == 0, listed.stderr
+    rows = job_rows(listed.stdout)
+    assert len(rows) == 4
+    assert sorted(r[1] for r in rows) == ["Complete", "Complete", "Complete", "Failed"]
+
+    failed = job_rows(cli("jobs", "--project", project, "--status", "failed").stdout)
+    assert len(failed) == 1
+    failed_id = failed[0][0]
+    assert "PAT003bad_MR" in cli("jobs", "logs", failed_id).stdout
+    assert "failing" in cli("jobs", "logs", failed_id, "--stderr").stdout
+
+    # Only the failed subgroup is launched again.
+    rerun = cli("batch", "rerun", batch, "--failed", "--project", project)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "1 launched, 0 refused" in rerun.stdout and "PAT003bad_MR" in rerun.stdout
+    wait_final(http, url, project, 5)
+    rows = job_rows(cli("jobs", "--project", project, "--batch", batch).stdout)
+    assert len(rows) == 5
+    record = http.get(f"{url}/data/projects/{project}/resources/ML_BATCHES/files/{batch}.json")
+    assert [len(a["items"]) for a in record.json()["attempts"]] == [4, 1]
+
+
+def test_kill_and_refusals(xnat_server, probe_project, cli):
+    url, http, project = xnat_server.url, xnat_server.session(), probe_project
+    run = cli("batch", "run", "--project", project, "--command", "batch-probe",
+              "--ids", "PAT001_MR", "--input", "SECONDS=60")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    job = re.search(r"PAT001_MR: job (\d+)", run.stdout).group(1)
+    deadline = time.monotonic() + 30
+    while http.get(f"{url}/xapi/containers/{job}").json()["status"] != "Running":
+        assert time.monotonic() < deadline, "job never ran"
+        time.sleep(0.2)
+    killed = cli("jobs", "kill", job)
+    assert killed.returncode == 0, killed.stderr
+    assert wait_final(http, url, project, 1)[0]["status"] == "Killed"
+
+    missing = cli("batch", "run", "--project", project, "--command", "no-such-cmd")
+    assert missing.returncode == 1
+    assert "command no-such-cmd: not installed" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    nothing = cli("batch", "run", "--project", project, "--command", "batch-probe",
+                  "--sessions", "NOPE*")  # fmt: skip
+    assert nothing.returncode == 1 and "nothing matches" in nothing.stderr
+    unknown = cli("batch", "rerun", "batch-x", "--failed", "--project", project)
+    assert unknown.returncode == 1 and "no record" in unknown.stderr
