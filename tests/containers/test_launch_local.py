@@ -145,6 +145,25 @@ def test_roi_to_mask_on_an_roi_collection(site: Site):
     )
 
 
+def test_bulk_launch_over_scans(site: Site):
+    wrappers = site.install(json.loads((REPO / "command_json/dicom-to-nifti.json").read_text()))
+    scans = [f"/archive/experiments/{site.session_id}/scans/{s['ID']}" for s in site.scans()]
+    answer = site.http.post(
+        f"{site.url}/xapi/projects/{site.project}/wrappers/{wrappers['dicom-to-nifti-scan']}"
+        "/root/scan/bulklaunch",
+        json={"scan": json.dumps([*scans, {"not": "a uri"}])},
+    )
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert len(report["successes"]) == len(scans) and len(report["failures"]) == 1
+    assert "'scan'" in report["failures"][0]["message"]
+    jobs = [site.wait(s["id"]) for s in report["successes"]]
+    assert {j["status"] for j in jobs} == {"Complete"}
+    listed = site.http.get(f"{site.url}/xapi/containers",
+                           params={"bulk-launch-id": report["bulk-launch-id"]}).json()  # fmt: skip
+    assert sorted(j["id"] for j in listed) == sorted(j["id"] for j in jobs)
+
+
 def test_failing_command_uploads_nothing_and_keeps_logs(site: Site):
     data = _command(
         "fails", "echo partial > /output/x.txt; echo 'went wrong' >&2; exit 3",

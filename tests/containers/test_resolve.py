@@ -21,8 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _resource(parent: str, label: str, files: list[str] = ()) -> dict:
     uri = f"{parent}/resources/{label}"
+    listing = [{"name": f, "path": f, "uri": f"{uri}/files/{f}"} for f in files]
     return {"id": label, "label": label, "xsiType": "xnat:resourceCatalog", "uri": uri,
-            "files": [{"name": f, "path": f, "uri": f"{uri}/files/{f}"} for f in files]}  # fmt: skip
+            "files": listing}  # fmt: skip
 
 
 def _scan(sid: str, scan_type: str, uid: str, labels: list[str]) -> dict:
@@ -229,3 +230,19 @@ def test_archive_values_stay_one_shell_word():
     line = resolve(command, command.xnat[0], {"scan": "/archive/experiments/E1/scans/2"},
                    archive).command_line  # fmt: skip
     assert "S1 E1 'sess 1; rm -rf ~' P1 /input/a.dcm" in line
+
+
+def test_roi_to_mask_without_series_uid_as_on_a_real_xnat():
+    """XNAT's Container Service does not expose the referenced series: one DICOM scan still
+    resolves, several are an error naming the input (a user can then choose the scan)."""
+    command = load_command((REPO / "command_json/roi-to-mask.json").read_bytes())
+    archive = FakeArchive()
+    del archive.session["assessors"][0]["series-uid"]
+    root = {"roi-collection": ROOTS["Assessor"]}
+    with pytest.raises(InputError, match="input 'scan': 2 Scan objects"):
+        resolve(command, command.xnat[0], root, archive)
+    chosen = resolve(command, command.xnat[0], {**root, "scan": "2"}, archive)
+    assert chosen.outputs[0].parent == "/archive/experiments/E1/scans/2"
+    archive.session["scans"] = archive.session["scans"][:1]
+    only = resolve(command, command.xnat[0], root, archive)
+    assert only.outputs[0].parent == "/archive/experiments/E1/scans/1"

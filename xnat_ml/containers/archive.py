@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -65,11 +66,21 @@ def _q(value: str) -> str:
 class ArchiveClient:
     """REST calls a job needs, as one user (normally through an alias token)."""
 
-    def __init__(self, host: str, user: str, password: str, timeout: float = 120) -> None:
+    def __init__(
+        self,
+        host: str,
+        user: str,
+        password: str,
+        timeout: float = 120,
+        renew: Callable[[], tuple[str, str]] | None = None,
+    ) -> None:
+        """`renew` gives fresh credentials (a new alias token) when the server answers 401:
+        tokens expire, and a long job must still upload its results."""
         self.host = host.rstrip("/")
         self.http = requests.Session()
         self.http.auth = (user, password)
         self.timeout = timeout
+        self.renew = renew
 
     def close(self) -> None:
         self.http.close()
@@ -78,10 +89,18 @@ class ArchiveClient:
 
     def request(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kw: Any):
         url = self.host + path
-        try:
-            response = self.http.request(method, url, timeout=self.timeout, **kw)
-        except requests.RequestException as exc:
-            raise XnatMlError(f"XNAT {path}: {type(exc).__name__} talking to {self.host}") from exc
+        for attempt in (1, 2):
+            try:
+                response = self.http.request(method, url, timeout=self.timeout, **kw)
+            except requests.RequestException as exc:
+                raise XnatMlError(
+                    f"XNAT {path}: {type(exc).__name__} talking to {self.host}"
+                ) from exc
+            if response.status_code != 401 or self.renew is None or attempt == 2:
+                break
+            if hasattr(kw.get("data"), "seek"):
+                kw["data"].seek(0)
+            self.http.auth = self.renew()
         if response.status_code not in ok:
             first = (response.text.strip().splitlines() or [""])[0][:200]
             raise XnatMlError(f"XNAT {path}: {method} answered {response.status_code} {first}")

@@ -158,8 +158,11 @@ class ContainerService:
         return command, wrapper, snapshot
 
     def _client(self, snapshot: dict) -> tuple[ArchiveClient, dict[str, str]]:
-        alias, secret = self.token_factory(snapshot["username"])
-        client = ArchiveClient(snapshot["host"], alias, secret)
+        username = snapshot["username"]
+        alias, secret = self.token_factory(username)
+        client = ArchiveClient(
+            snapshot["host"], alias, secret, renew=lambda: self.token_factory(username)
+        )
         env = {"XNAT_HOST": snapshot["host"].rstrip("/"), "XNAT_USER": alias, "XNAT_PASS": secret}
         return client, env
 

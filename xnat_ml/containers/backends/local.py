@@ -18,7 +18,6 @@ from pathlib import Path
 from xnat_ml.containers.backends.base import BackendState, JobStatus, LaunchSpec
 from xnat_ml.errors import XnatMlError
 
-
 _MARKER = "XNAT_ML_LOCAL_JOB"
 
 
