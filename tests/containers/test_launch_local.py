@@ -279,6 +279,11 @@ def test_available_and_enablement(site: Site):
     assert refused.status_code == 400
     assert site.http.put(f"{base}/enabled").status_code == 200
     assert site.http.get(f"{base}/enabled").json() is True
+    site_wide = f"{site.url}/xapi/wrappers/{wrapper}"
+    assert site.http.put(f"{site_wide}/disabled").status_code == 200
+    assert site.http.get(f"{base}/enabled").json() is False
+    assert site.http.put(f"{site_wide}/enabled").status_code == 200
+    assert site.http.get(f"{base}/enabled").json() is True
 
 
 def test_restart_fails_running_local_jobs(site: Site):

@@ -111,13 +111,17 @@ def find_wrapper(db: Session, wrapper: str | int) -> tuple[Command, Wrapper] | N
     return command, command.wrapper(rows[0].id)
 
 
+SITE = ""  # the `project` of site-wide settings
+
+
 def is_enabled(db: Session, project: str, wrapper_id: int) -> bool:
-    setting = db.scalar(
+    """Enabled unless disabled site-wide or in the project (SITE: the site-wide switch only)."""
+    settings = db.scalars(
         select(WrapperSetting).where(
-            WrapperSetting.project == project, WrapperSetting.wrapper_id == wrapper_id
+            WrapperSetting.project.in_({SITE, project}), WrapperSetting.wrapper_id == wrapper_id
         )
     )
-    return True if setting is None else setting.enabled
+    return all(s.enabled for s in settings)
 
 
 def set_enabled(db: Session, project: str, wrapper_id: int, enabled: bool) -> None:

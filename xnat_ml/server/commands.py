@@ -170,6 +170,23 @@ def _wrapper_id(wrapper_id: int) -> int:
     return wrapper_id
 
 
+@bp.get("/xapi/wrappers/<int:wrapper_id>/enabled")
+def is_enabled_site(wrapper_id: int) -> Response:
+    auth.require_login()
+    return jsonify(registry.is_enabled(get_db(), registry.SITE, _wrapper_id(wrapper_id)))
+
+
+@bp.put("/xapi/wrappers/<int:wrapper_id>/<state>")
+def set_enabled_site(wrapper_id: int, state: str) -> Response:
+    if state not in ("enabled", "disabled"):
+        abort(404)
+    auth.require_admin()
+    db = get_db()
+    registry.set_enabled(db, registry.SITE, _wrapper_id(wrapper_id), state == "enabled")
+    db.commit()
+    return Response(status=200)
+
+
 @bp.get("/xapi/projects/<project>/wrappers/<int:wrapper_id>/enabled")
 def is_enabled(project: str, wrapper_id: int) -> Response:
     auth.require_project_role(project, "read")
