@@ -9,31 +9,6 @@ import pytest
 
 from xnat_ml.containers.batch import Selection
 
-PROBE = {
-    "name": "batch-probe",
-    "description": "Echoes its session label; fails for labels containing 'bad'; sleeps on request",
-    "version": "1",
-    "schema-version": "1.0",
-    "type": "docker",
-    "image": "busybox:latest",
-    "command-line": "sleep #SECONDS#; echo session #SESSION#; "
-                    "case '#SESSION#' in *bad*) echo failing >&2; exit 3;; esac",
-    "inputs": [
-        {"name": "SESSION", "type": "string", "required": True},
-        {"name": "SECONDS", "type": "number", "default-value": "0"},
-    ],
-    "xnat": [{
-        "name": "batch-probe",
-        "contexts": ["xnat:imageSessionData"],
-        "external-inputs": [{"name": "session", "type": "Session", "required": True}],
-        "derived-inputs": [{
-            "name": "session-label", "type": "string", "derived-from-wrapper-input": "session",
-            "derived-from-xnat-object-property": "label",
-            "provides-value-for-command-input": "SESSION", "user-settable": False,
-        }],
-        "output-handlers": [],
-    }],
-}  # fmt: skip
 SESSIONS = {  # label: (subject, xsiType)
     "PAT001_MR": ("S1", "xnat:mrSessionData"),
     "PAT002_MR": ("S2", "xnat:mrSessionData"),
@@ -45,11 +20,8 @@ FINAL = ("Complete", "Failed", "Failed (Upload)", "Killed")
 
 
 @pytest.fixture
-def probe_project(xnat_server, project):
+def probe_project(xnat_server, project, probe_wrapper):
     http, url = xnat_server.session(), xnat_server.url
-    installed = [c["name"] for c in http.get(f"{url}/xapi/commands").json()]
-    if PROBE["name"] not in installed:
-        http.post(f"{url}/xapi/commands", json=PROBE).raise_for_status()
     for label, (subject, xsi_type) in SESSIONS.items():
         http.put(f"{url}/data/projects/{project}/subjects/{subject}").raise_for_status()
         http.put(f"{url}/data/projects/{project}/subjects/{subject}/experiments/{label}",

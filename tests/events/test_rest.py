@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from functools import partial
 
 import pytest
 
@@ -12,7 +13,7 @@ SCAN_EVENT = "org.nrg.xnat.eventservice.events.ScanEvent"
 _names = itertools.count(1)
 
 
-def subscription(project: str | None = None, **changes) -> dict:
+def a_subscription(wrapper: int, project: str | None = None, **changes) -> dict:
     doc = {
         "name": f"test subscription {next(_names)}",
         "active": True,
@@ -22,11 +23,17 @@ def subscription(project: str | None = None, **changes) -> dict:
             "project-ids": [project] if project else [],
             "payload-filter": "@.scan-type == 'CT'",
         },
-        "action-key": ACTION.format(1),
+        "action-key": ACTION.format(wrapper),
         "attributes": {"threshold": "0.5"},
         "act-as-event-user": True,
     }
     return doc | changes
+
+
+@pytest.fixture
+def subscription(probe_wrapper):
+    """Make a valid subscription document naming the installed probe wrapper."""
+    return partial(a_subscription, probe_wrapper)
 
 
 @pytest.fixture
@@ -41,7 +48,7 @@ def created_id(response) -> int:
     return int(sub_id)
 
 
-def test_admin_crud_round_trip(xnat_server, admin):
+def test_admin_crud_round_trip(xnat_server, admin, subscription):
     url = xnat_server.url
     doc = subscription()
     sub_id = created_id(admin.post(f"{url}/xapi/events/subscription", json=doc))
@@ -71,7 +78,7 @@ def test_admin_crud_round_trip(xnat_server, admin):
     assert admin.delete(f"{url}/xapi/events/subscription/{sub_id}").status_code == 404
 
 
-def test_invalid_subscriptions_are_424_naming_the_field(xnat_server, admin):
+def test_invalid_subscriptions_are_424_naming_the_field(xnat_server, admin, subscription):
     url = f"{xnat_server.url}/xapi/events/subscription"
     bad_status = subscription()
     bad_status["event-filter"]["status"] = "DONE"
@@ -102,7 +109,7 @@ def test_hostile_bodies_are_400(xnat_server, admin, body):
     assert "Traceback" not in response.text
 
 
-def test_site_routes_are_for_admins(xnat_server, project):
+def test_site_routes_are_for_admins(xnat_server, project, subscription):
     url = xnat_server.url
     xnat_server.add_user("ev_owner", "pw-owner", project, "Owner")
     owner = xnat_server.session("ev_owner", "pw-owner")
@@ -118,7 +125,7 @@ def test_site_routes_are_for_admins(xnat_server, project):
     assert len(by_type) == 9
 
 
-def test_project_owners_manage_their_project_subscriptions(xnat_server, project, admin):
+def test_project_owners_manage_their_subscriptions(xnat_server, project, admin, subscription):
     url = xnat_server.url
     base = f"{url}/xapi/projects/{project}/events"
     xnat_server.add_user("ev_owner2", "pw-owner", project, "Owner")
@@ -149,7 +156,7 @@ def test_project_owners_manage_their_project_subscriptions(xnat_server, project,
     assert owner.delete(f"{base}/subscription/{sub_id}").status_code == 204
 
 
-def test_owners_cannot_reach_other_projects(xnat_server, project, admin):
+def test_owners_cannot_reach_other_projects(xnat_server, project, admin, subscription):
     url = xnat_server.url
     other_project = f"{project}_B"
     admin.put(f"{url}/data/projects/{other_project}").raise_for_status()
@@ -187,35 +194,59 @@ def wait_for_deliveries(admin, url: str, project: str, count: int, timeout: floa
         time.sleep(0.2)
 
 
-def test_events_are_delivered_without_failing_the_request(xnat_server, project, admin):
-    """A subject created in the project fires SubjectEvent; the subscription's launch fails
-    (no such wrapper) and that is history, while the creating request succeeded."""
+def test_events_launch_matching_subscriptions(xnat_server, project, admin, subscription):
+    """A Member creates a session: the matching subscription launches the wrapper on it as that
+    Member (act-as-event-user); a launch the Container Service refuses, and a payload-filter
+    mismatch, are history; the creating request is not affected."""
     url = xnat_server.url
-    matching = subscription(project, **{"action-key": ACTION.format(987654)})
-    matching["event-filter"] = {"event-type": "SubjectEvent", "status": "CREATED",
-                                "payload-filter": "@.label =~ /S.*/"}
-    sub_id = created_id(admin.post(f"{url}/xapi/projects/{project}/events/subscription",
-                                   json=matching))
-    not_matching = subscription(project)
-    not_matching["event-filter"] = {"event-type": "SubjectEvent",
-                                    "payload-filter": "@.label == 'nobody'"}
-    other_id = created_id(admin.post(f"{url}/xapi/projects/{project}/events/subscription",
-                                     json=not_matching))
+    xnat_server.add_user("ev_member2", "pw-member", project, "Member")
+    member = xnat_server.session("ev_member2", "pw-member")
+    session_event = {"event-type": "SessionEvent", "status": "CREATED", "project-ids": [project]}
 
-    response = admin.put(f"{url}/data/projects/{project}/subjects/S01")
-    assert response.status_code in (200, 201), response.text
+    launching = subscription(project, **{"act-as-event-user": True, "attributes": {}})
+    launching["event-filter"] = dict(session_event, **{"payload-filter": "@.label =~ /PAT.*/"})
+    launching_id = created_id(admin.post(f"{url}/xapi/events/subscription", json=launching))
+    refused = subscription(project, attributes={"SECONDS": "soon"}, **{"act-as-event-user": False})
+    refused["event-filter"] = session_event
+    refused_id = created_id(admin.post(f"{url}/xapi/events/subscription", json=refused))
+    other = subscription(project)
+    other["event-filter"] = dict(session_event, **{"payload-filter": "@.label == 'nobody'"})
+    other_id = created_id(admin.post(f"{url}/xapi/events/subscription", json=other))
 
-    [delivery] = wait_for_deliveries(admin, url, project, 1)
-    assert delivery["subscription"]["id"] == sub_id
-    assert delivery["trigger"]["label"] == "S01"
-    assert delivery["trigger"]["status"] == "CREATED"
-    assert delivery["user"] == "admin"  # project subscriptions run as their owner
-    assert delivery["error"] is True and delivery["container-id"] is None
-    assert delivery["status"][-1]["status"] == "ACTION_FAILED"
+    member.put(f"{url}/data/projects/{project}/subjects/S01").raise_for_status()
+    response = member.put(f"{url}/data/projects/{project}/subjects/S01/experiments/PAT001_MR",
+                          params={"xsiType": "xnat:mrSessionData"})  # fmt: skip
+    assert response.status_code == 201, response.text
+
+    deliveries = {d["subscription"]["id"]: d for d in wait_for_deliveries(admin, url, project, 2)}
+    launched = deliveries[launching_id]
+    assert launched["error"] is False and launched["container-id"]
+    assert launched["user"] == "ev_member2"
+    assert launched["trigger"]["label"] == "PAT001_MR"
+    assert launched["status"][-1]["status"] == "ACTION_CALLED"
+    job = admin.get(f"{url}/xapi/containers/{launched['container-id']}").json()
+    assert job["user-id"] == "ev_member2" and job["wrapper-name"] == "batch-probe"
+
+    failed = deliveries[refused_id]
+    assert failed["error"] is True and failed["container-id"] is None
+    assert failed["user"] == "admin"  # not act-as-event-user: the subscription's owner
+    assert failed["status"][-1]["status"] == "ACTION_FAILED"
+    assert "SECONDS" in failed["status-message"]
 
     # The filter mismatch is history too, shown on request (as in XNAT).
-    everything = wait_for_deliveries(admin, url, project, 2, **{"include-filter-mismatch": "true"})
+    everything = wait_for_deliveries(admin, url, project, 3, **{"include-filter-mismatch": "true"})
     mismatch = [d for d in everything if d["subscription"]["id"] == other_id]
     assert mismatch and mismatch[0]["status"][-1]["status"] == "OBJECT_FILTER_MISMATCH_HALT"
-    one = admin.get(f"{url}/xapi/events/delivered/{delivery['id']}").json()
-    assert one["id"] == delivery["id"]
+    one = admin.get(f"{url}/xapi/events/delivered/{launched['id']}").json()
+    assert one["container-id"] == launched["container-id"]
+
+
+def test_subscriptions_name_installed_enabled_wrappers(xnat_server, project, admin, subscription):
+    url = xnat_server.url
+    missing = subscription(project, **{"action-key": ACTION.format(987654)})
+    response = admin.post(f"{url}/xapi/events/subscription", json=missing)
+    assert response.status_code == 424 and "wrapper 987654 is not installed" in response.text
+    wrapper = subscription(project)["action-key"].rsplit(":", 1)[1]
+    admin.put(f"{url}/xapi/projects/{project}/wrappers/{wrapper}/disabled").raise_for_status()
+    response = admin.post(f"{url}/xapi/events/subscription", json=subscription(project))
+    assert response.status_code == 424 and "disabled in project" in response.text

@@ -285,8 +285,21 @@ def _check_owner(user, project_ids: list[str] | tuple[str, ...], project: str) -
 
 
 def _save(row: SubscriptionRow, sub: Subscription) -> Response | None:
-    """Validate what only the store knows (unique name), then write; a 424 answer on failure."""
+    """Validate what only the server knows (the wrapper exists and is enabled in the projects,
+    the name is unique, as XNAT checks), then write; a 424 answer on failure."""
     db = get_db()
+    found = registry.find_wrapper(db, sub.wrapper_id)
+    if found is None:
+        return _invalid(
+            f"subscription field 'action-key': wrapper {sub.wrapper_id} is not installed "
+            "(GET /xapi/commands lists the wrappers and their ids)"
+        )
+    for project in sub.event_filter.project_ids:
+        if not registry.is_enabled(db, project, sub.wrapper_id):
+            return _invalid(
+                f"subscription field 'action-key': wrapper {found[1].name!r} is disabled in "
+                f"project {project!r}"
+            )
     clash = db.scalar(
         select(SubscriptionRow.id).where(
             SubscriptionRow.name == sub.name, SubscriptionRow.id != (row.id or -1)
