@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from xnat_ml.sample.project import DEFAULT_PROJECT, DEFAULT_SUBJECTS, build_sample_project
-from xnat_ml.xnat import connect
+from xnat_ml.sample import DEFAULT_PROJECT, DEFAULT_SUBJECTS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,6 +45,9 @@ def _positive(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from xnat_ml.sample.project import build_sample_project
+    from xnat_ml.xnat import connect
+
     with connect(args.url, args.user, args.password) as session:
         sessions = build_sample_project(
             session, args.project, args.subjects, args.seed, progress=print

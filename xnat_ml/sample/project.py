@@ -20,6 +20,7 @@ from xnat.session import XNATSession
 
 from xnat_ml.imaging.rtstruct_write import write_rtstruct
 from xnat_ml.imaging.series import load_series
+from xnat_ml.sample import DEFAULT_PROJECT, DEFAULT_SUBJECTS
 from xnat_ml.sample.anatomy import load_anatomy
 from xnat_ml.sample.dicom_series import T1W, T2W, write_series
 from xnat_ml.sample.subjects import Subject, Volumes, make_subject, render
@@ -29,8 +30,6 @@ from xnat_ml.xnat.uris import experiment_uri, project_uri
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROJECT = "SAMPLE"
-DEFAULT_SUBJECTS = 4
 T2W_SLICE_SPACING = 4.0  # mm: the T2w covers the same block as the T1w with thicker slices
 ROI_COLORS = {"Grey Matter": (255, 165, 0), "White Matter": (70, 130, 180)}
 ROI_COLLECTION_SUFFIX = "_tissues"  # collection label: <session label>_tissues
