@@ -6,6 +6,7 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from dicom_factory import (
     Contour,
@@ -227,6 +228,21 @@ def test_wrong_frame_of_reference(ct, tmp_path, capsys):
     rs = write_rtstruct(tmp_path / "rs.dcm", ct, square_rois(ct), frame_of_reference_uid="1.2.9")
     out = tmp_path / "out"
     assert_refused(capsys, convert(rs, ct.folder, out), out, "frame of reference 1.2.9")
+
+
+def test_roi_in_another_frame_of_reference(ct, tmp_path, capsys):
+    rois = {
+        "here": [rectangle_on_slice(ct, 1, 2, 2, 4, 4)],
+        "there": [rectangle_on_slice(ct, 2, 2, 2, 4, 4)],
+    }
+    rs = write_rtstruct(tmp_path / "rs.dcm", ct, rois)
+    ds = pydicom.dcmread(rs)
+    ds.StructureSetROISequence[1].ReferencedFrameOfReferenceUID = "1.2.77"
+    ds.save_as(rs)
+    out = tmp_path / "out"
+    assert_refused(
+        capsys, convert(rs, ct.folder, out), out, "ROI 'there' lies in frame of reference 1.2.77"
+    )
 
 
 @pytest.mark.parametrize(

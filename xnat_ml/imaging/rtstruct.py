@@ -168,11 +168,6 @@ def read_rtstruct(path: str | Path) -> RtstructHeader:
             for item in ds.get("ReferencedFrameOfReferenceSequence", [])
             if "FrameOfReferenceUID" in item
         }
-        fors |= {
-            str(roi.ReferencedFrameOfReferenceUID)
-            for roi in ds.get("StructureSetROISequence", [])
-            if "ReferencedFrameOfReferenceUID" in roi
-        }
         series_uids = {
             str(series.SeriesInstanceUID)
             for ref_for in ds.get("ReferencedFrameOfReferenceSequence", [])
@@ -201,7 +196,7 @@ def rtstruct_to_masks(
     header = rtstruct if isinstance(rtstruct, RtstructHeader) else read_rtstruct(rtstruct)
     path, ds = header.path, header.dataset
     _check_references(header, series)
-    rois = _roi_table(path, ds, series.shape)
+    rois = _roi_table(path, ds, series)
     warnings: list[str] = []
     bounds = _absurd_bounds(series)
     try:
@@ -242,14 +237,20 @@ def _check_references(header: RtstructHeader, series: Series) -> None:
         )
 
 
-def _roi_table(path: Path, ds: pydicom.Dataset, shape: tuple[int, int, int]) -> dict[int, RoiMask]:
+def _roi_table(path: Path, ds: pydicom.Dataset, series: Series) -> dict[int, RoiMask]:
     rois: dict[int, RoiMask] = {}
     for item in ds.get("StructureSetROISequence", []):
         number = _int(item.get("ROINumber"), f"RTSTRUCT {path}: StructureSetROISequence")
         if number in rois:
             raise XnatMlError(f"RTSTRUCT {path}: ROI number {number} defined twice")
         name = str(item.get("ROIName") or f"ROI_{number}")
-        rois[number] = RoiMask(number=number, name=name, shape=shape)
+        roi_for = str(item.get("ReferencedFrameOfReferenceUID") or "")
+        if roi_for and roi_for != series.frame_of_reference_uid:
+            raise XnatMlError(
+                f"RTSTRUCT {path}: ROI {name!r} lies in frame of reference {roi_for}, not the "
+                f"series' {series.frame_of_reference_uid}"
+            )
+        rois[number] = RoiMask(number=number, name=name, shape=series.shape)
     if not rois:
         raise XnatMlError(f"RTSTRUCT {path}: defines no ROIs")
     return rois
