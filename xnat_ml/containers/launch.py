@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xnat_ml.containers.archive import ArchiveClient
-from xnat_ml.containers.backends.base import Backend, JobStatus, LaunchSpec, MountSpec
+from xnat_ml.containers.backends.base import (
+    Backend,
+    BackendState,
+    JobStatus,
+    LaunchSpec,
+    MountSpec,
+)
 from xnat_ml.containers.resolve import Resolution, ResolvedOutput
 from xnat_ml.errors import XnatMlError
 
@@ -88,17 +94,21 @@ def build_spec(
 
 def wait(
     backend: Backend, job_id: str, poll_s: float = 0.5, stop: Callable[[], bool] | None = None
-) -> Outcome:
-    """Poll until the backend says the job finished; map its state to an outcome."""
+) -> BackendState:
+    """Poll until the backend says the job finished (killing it when `stop()` says so)."""
     delay = min(0.1, poll_s)
     while True:
         state = backend.state(job_id)
         if state.finished:
-            break
+            return state
         if stop is not None and stop():
             backend.kill(job_id)
         time.sleep(delay)
         delay = min(delay * 1.5, poll_s)
+
+
+def outcome_of(state: BackendState) -> Outcome:
+    """The job status a finished backend state stands for."""
     if state.status == JobStatus.KILLED:
         return Outcome("Killed", state.reason or "killed", state.exit_code)
     if state.status == JobStatus.EXITED and state.exit_code == 0:
@@ -242,6 +252,46 @@ class _selection:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def start(
+    resolution: Resolution,
+    client: ArchiveClient,
+    backend: Backend,
+    job_dir: Path,
+    env: dict[str, str],
+    job_name: str,
+) -> tuple[str, dict[str, Path]]:
+    """Stage the inputs and launch; the backend's job id and the host folder of each mount."""
+    mounts = stage(resolution, client, job_dir)
+    spec = build_spec(resolution, mounts, env, job_name, job_dir / "logs")
+    return backend.launch(spec), {m.name: m.host_path for m in mounts}
+
+
+def mount_dirs(resolution: Resolution, job_dir: Path) -> dict[str, Path]:
+    """Where `stage` put each mount (to find outputs of a job launched by an earlier process)."""
+    return {m.name: job_dir / "mounts" / m.name for m in resolution.mounts}
+
+
+def complete(
+    resolution: Resolution,
+    client: ArchiveClient,
+    backend: Backend,
+    backend_id: str,
+    job_dir: Path,
+    state: BackendState,
+) -> Outcome:
+    """After the backend finished: keep the logs, release the job, upload if it succeeded."""
+    outcome = outcome_of(state)
+    save_logs(backend, backend_id, job_dir / "logs")
+    backend.cleanup(backend_id)
+    if outcome.status != "Complete":
+        return outcome
+    try:
+        uploaded = upload_outputs(resolution, client, mount_dirs(resolution, job_dir))
+    except XnatMlError as exc:
+        return Outcome("Failed (Upload)", str(exc), outcome.exit_code)
+    return Outcome("Complete", f"uploaded {len(uploaded)} output(s)", 0, uploaded)
+
+
 def execute(
     resolution: Resolution,
     client: ArchiveClient,
@@ -249,43 +299,7 @@ def execute(
     job_dir: Path,
     env: dict[str, str],
     job_name: str,
-    on_started: Callable[[str], None] | None = None,
-    stop: Callable[[], bool] | None = None,
 ) -> Outcome:
-    """Stage, run, wait and upload: the whole job, synchronously."""
-    mounts = stage(resolution, client, job_dir)
-    spec = build_spec(resolution, mounts, env, job_name, job_dir / "logs")
-    backend_id = backend.launch(spec)
-    if on_started is not None:
-        on_started(backend_id)
-    return finish(
-        resolution,
-        client,
-        backend,
-        backend_id,
-        job_dir,
-        {m.name: m.host_path for m in mounts},
-        stop,
-    )
-
-
-def finish(
-    resolution: Resolution,
-    client: ArchiveClient,
-    backend: Backend,
-    backend_id: str,
-    job_dir: Path,
-    mounts: dict[str, Path],
-    stop: Callable[[], bool] | None = None,
-) -> Outcome:
-    """Wait for a launched job and upload its outputs (also used after a re-attach)."""
-    outcome = wait(backend, backend_id, stop=stop)
-    save_logs(backend, backend_id, job_dir / "logs")
-    backend.cleanup(backend_id)
-    if outcome.status != "Complete":
-        return outcome
-    try:
-        uploaded = upload_outputs(resolution, client, mounts)
-    except XnatMlError as exc:
-        return Outcome("Failed (Upload)", str(exc), outcome.exit_code)
-    return Outcome("Complete", f"uploaded {len(uploaded)} output(s)", 0, uploaded)
+    """Stage, run, wait and upload: the whole job, synchronously (`xnat-ml commands run`)."""
+    backend_id, _mounts = start(resolution, client, backend, job_dir, env, job_name)
+    return complete(resolution, client, backend, backend_id, job_dir, wait(backend, backend_id))

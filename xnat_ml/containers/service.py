@@ -1,9 +1,11 @@
-"""The job runner behind the server's launch API: a worker pool, job records, restart recovery.
+"""The job runner behind the server's launch API: worker pool, monitor, job records, recovery.
 
-A launch request only checks inputs and writes a `Created` job; a worker thread then resolves it
+A launch request only checks inputs and writes a `Created` job. A worker thread then resolves it
 against the archive over REST (as the launching user, through an alias token issued for the job),
-stages, runs it on the configured backend and uploads. Workers talk to the server over HTTP like
-any container would, so nothing here depends on being inside the server process.
+stages its inputs and hands it to the backend; one monitor thread polls every running job, and
+when one ends a worker keeps its logs and uploads its outputs. Workers are busy only while
+staging and uploading, so a Slurm or Docker backend can hold hundreds of jobs at once. Workers
+talk to the server over HTTP like any container would: nothing here imports the server.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shutil
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
@@ -21,15 +24,40 @@ from sqlalchemy.orm import Session, sessionmaker
 from xnat_ml.containers import jobs
 from xnat_ml.containers.archive import ArchiveClient
 from xnat_ml.containers.backends import Backend, get_backend
+from xnat_ml.containers.command import Command, Wrapper
 from xnat_ml.containers.jobs import Job
-from xnat_ml.containers.launch import execute, finish
+from xnat_ml.containers.launch import complete, start
 from xnat_ml.containers.registry import CommandRecord, with_ids
-from xnat_ml.containers.resolve import resolve
+from xnat_ml.containers.resolve import Resolution, resolve
 from xnat_ml.errors import XnatMlError
 
 log = logging.getLogger(__name__)
 
 TokenFactory = Callable[[str], tuple[str, str]]  # username -> (alias, secret)
+POLL_S = 0.5
+
+
+@dataclass
+class _Loaded:
+    """What a worker needs of a job, read in one short database session."""
+
+    job_id: int
+    command: Command
+    wrapper: Wrapper
+    username: str
+    host: str
+    params: dict
+    backend: str
+    backend_job_id: str | None
+    job_dir: Path
+
+
+@dataclass
+class _Running:
+    job: _Loaded
+    resolution: Resolution
+    backend: Backend
+    backend_id: str
 
 
 class ContainerService:
@@ -50,8 +78,12 @@ class ContainerService:
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
         self._kill_requested: set[int] = set()
+        self._running: dict[int, _Running] = {}
         self._resumed = False
+        self._closing = threading.Event()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xnat-ml-job")
+        self._monitor = threading.Thread(target=self._watch, name="xnat-ml-monitor", daemon=True)
+        self._monitor.start()
 
     def backend(self, name: str | None = None) -> Backend:
         name = name or self.backend_name
@@ -62,10 +94,10 @@ class ContainerService:
                 )
             return self._backends[name]
 
-    # ------------------------------------------------------------------ submission
+    # ------------------------------------------------------------------ requests
 
     def submit(self, job_id: int) -> None:
-        self.pool.submit(self._guarded, self._run, job_id)
+        self.pool.submit(self._guarded, self._launch, job_id)
 
     def kill(self, job_id: int) -> str:
         """Ask a job to stop; returns its status afterwards (Killed, or already final)."""
@@ -76,6 +108,7 @@ class ContainerService:
             if job.finished:
                 return job.status
             if job.status == jobs.CREATED:
+                self._kill_requested.add(job_id)
                 job.set_status(jobs.KILLED, "killed before it started")
                 db.commit()
                 return jobs.KILLED
@@ -115,8 +148,12 @@ class ContainerService:
                     job.history.append(
                         jobs.JobEvent(status=jobs.RUNNING, message="re-attached after a restart")
                     )
-                    self.pool.submit(self._guarded, self._resume, job.id)
+                    self.pool.submit(self._guarded, self._reattach, job.id)
             db.commit()
+
+    def shutdown(self) -> None:
+        self._closing.set()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _backend_or_none(self, name: str) -> Backend | None:
         try:
@@ -124,9 +161,6 @@ class ContainerService:
         except XnatMlError as exc:
             log.warning("backend %s unavailable: %s", name, exc)
             return None
-
-    def shutdown(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ work
 
@@ -137,102 +171,122 @@ class ContainerService:
             log.exception("container %s failed", job_id)
             self._finish(job_id, jobs.FAILED, f"internal error: {type(exc).__name__}: {exc}")
 
-    def _load(self, job_id: int):
+    def _load(self, job_id: int) -> _Loaded | None:
         with self.sessions() as db:
             job = db.get(Job, job_id)
             if job is None or job.finished:
                 return None
             record = db.get(CommandRecord, job.command_id)
             if record is None:
-                return "missing"
+                job.set_status(jobs.FAILED, "its command was deleted before it ran")
+                db.commit()
+                return None
             command = with_ids(db, record)
-            snapshot = {
-                "username": job.username,
-                "host": job.host,
-                "inputs": dict(job.params or {}),
-                "backend": job.backend,
-                "backend_job_id": job.backend_job_id,
-                "work_dir": job.work_dir,
-            }
-        wrapper = command.wrapper(job.wrapper_id)
-        return command, wrapper, snapshot
+            return _Loaded(
+                job_id=job.id,
+                command=command,
+                wrapper=command.wrapper(job.wrapper_id),
+                username=job.username,
+                host=job.host,
+                params=dict(job.params or {}),
+                backend=job.backend,
+                backend_job_id=job.backend_job_id,
+                job_dir=Path(job.work_dir),
+            )
 
-    def _client(self, snapshot: dict) -> tuple[ArchiveClient, dict[str, str]]:
-        username = snapshot["username"]
-        alias, secret = self.token_factory(username)
+    def _client(self, job: _Loaded) -> tuple[ArchiveClient, dict[str, str]]:
+        """A REST client and the container's XNAT_* variables, on a fresh alias token."""
+        alias, secret = self.token_factory(job.username)
         client = ArchiveClient(
-            snapshot["host"], alias, secret, renew=lambda: self.token_factory(username)
+            job.host, alias, secret, renew=lambda: self.token_factory(job.username)
         )
-        env = {"XNAT_HOST": snapshot["host"].rstrip("/"), "XNAT_USER": alias, "XNAT_PASS": secret}
+        env = {"XNAT_HOST": job.host.rstrip("/"), "XNAT_USER": alias, "XNAT_PASS": secret}
         return client, env
 
-    def _run(self, job_id: int) -> None:
-        loaded = self._load(job_id)
-        if loaded is None:
+    def _launch(self, job_id: int) -> None:
+        """Resolve, stage and start one job, then leave it to the monitor."""
+        job = self._load(job_id)
+        if job is None or job_id in self._kill_requested:
             return
-        if loaded == "missing":
-            self._finish(job_id, jobs.FAILED, "its command was deleted before it ran")
-            return
-        command, wrapper, snap = loaded
-        job_dir = Path(snap["work_dir"])
-        client, env = self._client(snap)
+        client, env = self._client(job)
         try:
             try:
-                resolution = resolve(command, wrapper, snap["inputs"], client)
+                resolution = resolve(job.command, job.wrapper, job.params, client)
             except XnatMlError as exc:
                 self._finish(job_id, jobs.FAILED, f"resolution failed: {exc}")
                 return
-            backend = self.backend(snap["backend"])
-
-            def started(backend_id: str) -> None:
-                with self.sessions() as db:
-                    job = db.get(Job, job_id)
-                    job.backend_job_id = backend_id
-                    job.resolved = {
-                        "command-line": resolution.command_line,
-                        "mounts": {m.name: m.container_path for m in resolution.mounts},
-                    }
-                    job.root_uri = resolution.root_uri or job.root_uri
-                    job.set_status(jobs.RUNNING, f"started on {backend.name}")
-                    db.commit()
-
-            if job_id in self._kill_requested:
-                self._finish(job_id, jobs.KILLED, "killed before it started")
-                return
             try:
-                outcome = execute(
-                    resolution, client, backend, job_dir, env, f"xnat-ml-{job_id}",
-                    on_started=started, stop=lambda: job_id in self._kill_requested,
-                )  # fmt: skip
+                backend = self.backend(job.backend)
+                backend_id, _mounts = start(
+                    resolution, client, backend, job.job_dir, env, f"xnat-ml-{job_id}"
+                )
             except XnatMlError as exc:
                 self._finish(job_id, jobs.FAILED, str(exc))
+                shutil.rmtree(job.job_dir / "mounts", ignore_errors=True)
                 return
-            self._finish(
-                job_id, outcome.status, outcome.message, outcome.exit_code, outcome.uploaded
-            )
         finally:
             client.close()
-            shutil.rmtree(job_dir / "mounts", ignore_errors=True)
+        with self.sessions() as db:
+            record = db.get(Job, job_id)
+            record.backend_job_id = backend_id
+            record.resolved = {
+                "command-line": resolution.command_line,
+                "mounts": {m.name: m.container_path for m in resolution.mounts},
+            }
+            record.root_uri = resolution.root_uri or record.root_uri
+            record.set_status(jobs.RUNNING, f"started on {backend.name}")
+            db.commit()
+        with self._lock:
+            self._running[job_id] = _Running(job, resolution, backend, backend_id)
+        if job_id in self._kill_requested:  # killed while it was being staged
+            backend.kill(backend_id)
 
-    def _resume(self, job_id: int) -> None:
-        loaded = self._load(job_id)
-        if loaded is None or loaded == "missing":
+    def _reattach(self, job_id: int) -> None:
+        """A job an earlier server process started (Docker, Slurm): watch it again."""
+        job = self._load(job_id)
+        if job is None:
             return
-        command, wrapper, snap = loaded
-        job_dir = Path(snap["work_dir"])
-        client, _env = self._client(snap)
+        client, _env = self._client(job)
         try:
-            resolution = resolve(command, wrapper, snap["inputs"], client)
-            mounts = {m.name: job_dir / "mounts" / m.name for m in resolution.mounts}
-            outcome = finish(
-                resolution, client, self.backend(snap["backend"]), snap["backend_job_id"],
-                job_dir, mounts, stop=lambda: job_id in self._kill_requested,
-            )  # fmt: skip
-            self._finish(
-                job_id, outcome.status, outcome.message, outcome.exit_code, outcome.uploaded
+            resolution = resolve(job.command, job.wrapper, job.params, client)
+        finally:
+            client.close()
+        backend = self.backend(job.backend)
+        with self._lock:
+            self._running[job_id] = _Running(job, resolution, backend, job.backend_job_id)
+
+    def _watch(self) -> None:
+        """The monitor: poll running jobs; hand each finished one to a worker for upload."""
+        while not self._closing.wait(POLL_S):
+            with self._lock:
+                running = list(self._running.items())
+            for job_id, entry in running:
+                try:
+                    state = entry.backend.state(entry.backend_id)
+                except Exception:  # one backend's hiccup must not stop the monitor
+                    log.exception("container %s: state query failed", job_id)
+                    continue
+                if not state.finished:
+                    continue
+                with self._lock:
+                    self._running.pop(job_id, None)
+                self.pool.submit(
+                    self._guarded, lambda i, e=entry, s=state: self._done(e, s), job_id
+                )
+
+    def _done(self, entry: _Running, state) -> None:
+        job = entry.job
+        client, _env = self._client(job)
+        try:
+            outcome = complete(
+                entry.resolution, client, entry.backend, entry.backend_id, job.job_dir, state
             )
         finally:
             client.close()
+            shutil.rmtree(job.job_dir / "mounts", ignore_errors=True)
+        self._finish(
+            job.job_id, outcome.status, outcome.message, outcome.exit_code, outcome.uploaded
+        )
 
     def _finish(
         self,
@@ -244,7 +298,7 @@ class ContainerService:
     ) -> None:
         with self.sessions() as db:
             job = db.get(Job, job_id)
-            if job is None:
+            if job is None or job.finished:
                 return
             if job_id in self._kill_requested and status != jobs.COMPLETE:
                 status, message = jobs.KILLED, message or "killed on request"
