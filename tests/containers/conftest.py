@@ -13,6 +13,14 @@ import pytest
 from daemons import DockerDaemon, SlurmCluster, Unavailable, start_dockerd, start_slurm
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Mark tests by the daemons they use, so `-m "not docker and not slurm"` leaves them out."""
+    for item in items:
+        for fixture in ("dockerd", "slurm"):
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(fixture.removesuffix("d"))
+
+
 def _missing(what: str, exc: Exception) -> None:
     message = f"NO {what}: {exc}"
     if os.environ.get("CI"):

@@ -148,6 +148,9 @@ def start_dockerd() -> DockerDaemon:
     import docker
 
     root = Path(tempfile.mkdtemp(prefix="xnat-ml-dockerd-"))
+    # Images and containers on a tmpfs: removing them at the end is an unmount.
+    (root / "data").mkdir()
+    _tmpfs(root / "data")
     url = f"unix://{root}/docker.sock"
     log = root / "dockerd.log"
     daemon = DockerDaemon(root=root, url=url, binds=_runtime_binds())
@@ -216,7 +219,7 @@ def rootfs_tarball() -> Path:
     packages = list(ROOTFS_PACKAGES)
     if Path(sys.base_prefix).resolve() == Path("/usr"):
         packages.append("python3")
-    key = hashlib.sha256(" ".join([DEBIAN_SUITE, DEBIAN_MIRROR, *packages]).encode())
+    key = hashlib.sha256(" ".join(["trimmed", DEBIAN_SUITE, DEBIAN_MIRROR, *packages]).encode())
     cache = Path(os.environ.get("XNAT_ML_TEST_CACHE", Path.home() / ".cache" / "xnat-ml-tests"))
     tarball = cache / f"rootfs-{DEBIAN_SUITE}-{key.hexdigest()[:12]}.tar"
     if tarball.exists():
@@ -225,29 +228,51 @@ def rootfs_tarball() -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         rootfs = Path(tmp) / "rootfs"
-        done = subprocess.run(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                f"--include={','.join(packages)}",
-                DEBIAN_SUITE,
-                str(rootfs),
-                DEBIAN_MIRROR,
-            ],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if done.returncode != 0:
-            raise Unavailable(
-                f"debootstrap {DEBIAN_SUITE} from {DEBIAN_MIRROR} failed "
-                f"(mirror unreachable?):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        rootfs.mkdir()
+        _tmpfs(rootfs)
+        try:
+            done = _debootstrap(packages, rootfs)
+            if done.returncode != 0:
+                raise Unavailable(
+                    f"debootstrap {DEBIAN_SUITE} from {DEBIAN_MIRROR} failed "
+                    f"(mirror unreachable?):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+                )
+            partial = Path(tmp) / "rootfs.tar"
+            # Package lists, downloaded .debs and documentation: half the size, no use in a job.
+            skipped = ["var/lib/apt/lists", "var/cache/apt/archives", "usr/share/doc",
+                       "usr/share/man", "usr/share/locale", "usr/share/info"]  # fmt: skip
+            excludes = [f"--exclude=./{folder}/*" for folder in skipped]
+            subprocess.run(
+                ["tar", "-C", str(rootfs), *excludes, "-cf", str(partial), "."], check=True
             )
-        partial = Path(tmp) / "rootfs.tar"
-        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], check=True)
-        os.replace(partial, tarball)
+            os.replace(partial, tarball)
+        finally:
+            _unmount_below(Path(tmp))
     return tarball
+
+
+def _tmpfs(folder: Path) -> None:
+    """Mount a tmpfs on `folder` if possible: creating and deleting thousands of files there is
+    an order of magnitude quicker than on a disk mounted with `discard` (28 s to delete here)."""
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4g,mode=0755", "tmpfs", str(folder)],
+                   check=False, capture_output=True)  # fmt: skip
+
+
+def _debootstrap(packages: list[str], rootfs: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(packages)}",
+            DEBIAN_SUITE,
+            str(rootfs),
+            DEBIAN_MIRROR,
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @dataclass

@@ -25,7 +25,13 @@ FINAL = ("Complete", "Failed", "Failed (Upload)", "Killed")
 IMAGE = json.loads((REPO / "command_json/roi-to-mask.json").read_text())["image"]
 
 
-@pytest.fixture(scope="module", params=["docker", "slurm"])
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param("docker", marks=[pytest.mark.docker, pytest.mark.slow]),
+        pytest.param("slurm", marks=[pytest.mark.slurm, pytest.mark.slow]),
+    ],
+)
 def server(request, start_xnat_server):
     """A server whose jobs run on the backend named by the parameter."""
     kind = request.param

@@ -19,7 +19,6 @@ def backend(dockerd, tmp_path) -> DockerBackend:
     return get_backend("docker", tmp_path / "work", **dockerd.backend_options)
 
 
-@pytest.mark.docker
 def test_job_writes_output_and_exits_zero(backend, dockerd, tmp_path):
     spec = make_spec(
         tmp_path,
@@ -38,7 +37,6 @@ def test_job_writes_output_and_exits_zero(backend, dockerd, tmp_path):
     backend.cleanup(job)  # idempotent
 
 
-@pytest.mark.docker
 def test_xnat_ml_runs_inside_the_test_image(backend, dockerd, tmp_path):
     """The image plus the read-only binds run this checkout's `xnat-ml` (on PATH), as jobs do."""
     spec = make_spec(tmp_path, "xnat-ml --version > /output/version", image=dockerd.image)
@@ -48,7 +46,6 @@ def test_xnat_ml_runs_inside_the_test_image(backend, dockerd, tmp_path):
     backend.cleanup(job)
 
 
-@pytest.mark.docker
 def test_failure_keeps_logs_after_cleanup(backend, dockerd, tmp_path):
     spec = make_spec(
         tmp_path, "echo started; echo 'no such input' >&2; exit 3", image=dockerd.image
@@ -60,7 +57,6 @@ def test_failure_keeps_logs_after_cleanup(backend, dockerd, tmp_path):
     assert spec.stderr_path.read_text() == "no such input\n"
 
 
-@pytest.mark.docker
 def test_read_only_input_mount(backend, dockerd, tmp_path):
     spec = make_spec(tmp_path, "echo x > /input/new.txt", image=dockerd.image)
     job = backend.launch(spec)
@@ -70,7 +66,6 @@ def test_read_only_input_mount(backend, dockerd, tmp_path):
     backend.cleanup(job)
 
 
-@pytest.mark.docker
 def test_working_directory_and_labels(backend, dockerd, tmp_path):
     spec = make_spec(
         tmp_path,
@@ -87,7 +82,6 @@ def test_working_directory_and_labels(backend, dockerd, tmp_path):
     backend.cleanup(job)
 
 
-@pytest.mark.docker
 def test_kill_stops_a_running_job(backend, dockerd, tmp_path):
     job = backend.launch(make_spec(tmp_path, "sleep 120", image=dockerd.image))
     wait_running(backend, job)
@@ -100,7 +94,6 @@ def test_kill_stops_a_running_job(backend, dockerd, tmp_path):
     backend.cleanup(job)
 
 
-@pytest.mark.docker
 def test_cpu_and_memory_limits_reach_the_kernel(backend, dockerd, tmp_path):
     spec = make_spec(
         tmp_path,
@@ -121,7 +114,6 @@ def test_cpu_and_memory_limits_reach_the_kernel(backend, dockerd, tmp_path):
     backend.cleanup(job)
 
 
-@pytest.mark.docker
 def test_out_of_memory_is_a_failure_with_a_reason(backend, dockerd, tmp_path):
     spec = make_spec(
         tmp_path,
@@ -136,7 +128,6 @@ def test_out_of_memory_is_a_failure_with_a_reason(backend, dockerd, tmp_path):
     backend.cleanup(job)
 
 
-@pytest.mark.docker
 def test_a_new_backend_instance_reattaches(dockerd, tmp_path):
     """What a server restart does: the job id alone finds the container, its state and kill."""
     work = tmp_path / "work"
@@ -156,7 +147,6 @@ def test_a_new_backend_instance_reattaches(dockerd, tmp_path):
     third.cleanup(sleeper)
 
 
-@pytest.mark.docker
 def test_unknown_job_is_unknown(backend):
     assert backend.state("0" * 64).status == JobStatus.UNKNOWN
     assert backend.logs("0" * 64) == ("", "")
@@ -164,13 +154,11 @@ def test_unknown_job_is_unknown(backend):
     backend.cleanup("0" * 64)
 
 
-@pytest.mark.docker
 def test_missing_image_is_a_clear_error(backend, tmp_path):
     with pytest.raises(XnatMlError, match="image xnatml/absent:9 is not on the Docker host"):
         backend.launch(make_spec(tmp_path, "true", image="xnatml/absent:9"))
 
 
-@pytest.mark.docker
 def test_gpu_request_on_a_host_without_gpus_fails_cleanly(backend, dockerd, tmp_path):
     before = {c.id for c in dockerd.client().containers.list(all=True)}
     with pytest.raises(XnatMlError, match="could not start the container"):

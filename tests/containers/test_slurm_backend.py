@@ -19,8 +19,6 @@ from xnat_ml.containers.backends.slurm import (
 )
 from xnat_ml.errors import XnatMlError
 
-pytestmark = pytest.mark.slurm
-
 
 @pytest.fixture
 def backend(slurm, tmp_path) -> SlurmBackend:
