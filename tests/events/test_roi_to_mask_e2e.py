@@ -31,8 +31,18 @@ def labels(http, uri: str) -> dict[str, dict]:
     return {row["label"]: row for row in rows}
 
 
-def test_saving_an_rtstruct_makes_nifti_and_label_map(xnat_server, project, cli):
+def test_saving_an_rtstruct_makes_nifti_and_label_map(xnat_server, project, cli, probe_wrapper):
     url, http = xnat_server.url, xnat_server.session()
+    # A payload filter on resources, as XNAT's own DICOM-to-NIfTI subscriptions write them:
+    # imported scans carry their DICOM resource in the event object. (What the probe wrapper
+    # then does with a scan does not matter here: only the filter's verdict.)
+    on_scans = {
+        "name": f"{project}: scans with DICOM",
+        "event-filter": {"event-type": "ScanEvent", "project-ids": [project],
+                         "payload-filter": "'DICOM' in @.resources[*].label"},
+        "action-key": f"org.nrg.containers.services.CommandActionProvider:{probe_wrapper}",
+    }  # fmt: skip
+    assert http.post(f"{url}/xapi/events/subscription", json=on_scans).status_code == 201
 
     first = cli("events", "install", "--project", project)
     assert first.returncode == 0, first.stderr
@@ -44,14 +54,19 @@ def test_saving_an_rtstruct_makes_nifti_and_label_map(xnat_server, project, cli)
     with connect(url, xnat_server.user, xnat_server.password) as session:
         [sample] = build_sample_project(session, project, subjects=1)
 
-    [job] = wait_for_jobs(http, url, project)
+    jobs = wait_for_jobs(http, url, project)
+    [job] = [j for j in jobs if j["wrapper-name"] == "roi-to-mask-roi-collection"]
     logs = http.get(f"{url}/xapi/containers/{job['id']}/logs/stderr").text
     assert job["status"] == "Complete", f"{job['status']}: {job.get('message')}\n{logs[-2000:]}"
-    assert job["wrapper-name"] == "roi-to-mask-roi-collection"
 
-    [delivery] = http.get(f"{url}/xapi/events/delivered", params={"project": project}).json()
+    deliveries = http.get(f"{url}/xapi/events/delivered",
+                          params={"project": project, "include-filter-mismatch": "true"}).json()
+    [delivery] = [d for d in deliveries if d["event-type"].endswith("ImageAssessorEvent")]
     assert delivery["container-id"] == str(job["id"])
     assert delivery["trigger"]["xnat-type"] == "icr:roiCollectionData"
+    on_scan = [d for d in deliveries if d["event-type"].endswith("ScanEvent")]
+    assert len(on_scan) == 2  # T1w and T2w, both passed the filter
+    assert not any(d["status"][-1]["status"] == "OBJECT_FILTER_MISMATCH_HALT" for d in on_scan)
 
     session_uri = f"{url}/data/experiments/{sample.session_id}"
     assessors = http.get(f"{session_uri}/assessors", params={"format": "json"}).json()

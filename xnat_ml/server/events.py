@@ -27,7 +27,7 @@ import requests
 from flask import Blueprint, Flask, Response, current_app, has_request_context, jsonify, request
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import BadRequest, Forbidden, NotFound
+from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound
 
 from xnat_ml.containers import registry
 from xnat_ml.errors import XnatMlError
@@ -44,6 +44,7 @@ from xnat_ml.events import (
 from xnat_ml.events.dispatch import Delivery, deliver, plan
 from xnat_ml.events.filters import FilterError, compile_predicate, normalise_predicate
 from xnat_ml.server import auth, signals
+from xnat_ml.server.archive import resolve_object
 from xnat_ml.server.db import get_db, session_factory
 from xnat_ml.server.event_store import DeliveryRow, SubscriptionRow
 from xnat_ml.server.models import Base, Project, User
@@ -131,6 +132,8 @@ def _on_object_created(
         return
     user = auth.current_user() if has_request_context() else None
     site_url = app.config.get("SITE_URL") or (request.host_url if has_request_context() else "")
+    if kind != "resource" and user is not None:
+        payload = dict(payload, resources=_resources_of(uri))
     app.extensions["xnat_ml.events"].submit(
         Event(
             type=kind_of_event.id,
@@ -141,6 +144,26 @@ def _on_object_created(
         ),
         site_url,
     )
+
+
+def _resources_of(uri: str) -> list[dict]:
+    """The object's resources as XNAT's event model lists them (filters test their labels)."""
+    try:
+        obj = resolve_object(uri, access=None)
+    except HTTPException:
+        return []
+    return [
+        {
+            "id": str(r.pk),
+            "integer-id": r.pk,
+            "label": r.label,
+            "xsiType": r.xsi_type,
+            "uri": r.uri,
+            "format": r.format,
+            "content": r.content,
+        }
+        for r in obj.resources
+    ]
 
 
 def xnat_payload(payload: dict, uri: str) -> dict:
