@@ -246,3 +246,30 @@ def test_roi_to_mask_without_series_uid_as_on_a_real_xnat():
     archive.session["scans"] = archive.session["scans"][:1]
     only = resolve(command, command.xnat[0], root, archive)
     assert only.outputs[0].parent == "/archive/experiments/E1/scans/1"
+
+
+def test_output_files_never_leave_their_mount(tmp_path: Path):
+    from xnat_ml.containers.launch import UploadError, _matched_files
+    from xnat_ml.containers.resolve import ResolvedOutput
+
+    command = load_command((REPO / "command_json/dicom-to-nifti.json").read_bytes())
+    mount = tmp_path / "out"
+    (mount / "sub").mkdir(parents=True)
+    (mount / "a.nii.gz").write_bytes(b"x")
+    (mount / "sub" / "b.nii.gz").write_bytes(b"y")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "c.nii.gz").write_bytes(b"z")
+    (mount / "link.nii.gz").symlink_to(secret / "c.nii.gz")
+    (mount / "linked-dir").symlink_to(secret)
+
+    def output(path: str, glob: str | None) -> ResolvedOutput:
+        return ResolvedOutput(command.xnat[0].output_handlers[0], command.outputs[0], "nifti-out",
+                              path, glob, "/archive/x", "NIFTI")  # fmt: skip
+
+    found = _matched_files(mount, output("", "*.nii.gz"))
+    assert sorted(p.relative_to(mount).as_posix() for p in found) == ["a.nii.gz", "sub/b.nii.gz"]
+    with pytest.raises(UploadError, match="leaves its mount"):
+        _matched_files(mount, output("../secret", None))
+    with pytest.raises(UploadError, match="leaves its mount"):
+        _matched_files(mount, output("linked-dir", None))

@@ -52,7 +52,10 @@ def stage(resolution: Resolution, client: ArchiveClient, job_dir: Path) -> list[
         host.mkdir(parents=True, exist_ok=True)
         for kind, uri in mount.sources:
             if kind == "file":
-                client.download_file(uri, host / uri.rsplit("/", 1)[-1])
+                name = uri.rstrip("/").rsplit("/", 1)[-1]
+                if name in ("", ".", ".."):
+                    raise XnatMlError(f"input file {uri}: no usable file name")
+                client.download_file(uri, host / name)
             elif len(mount.sources) == 1 and kind == "resource":
                 client.download_resource(uri, host)
             else:  # several resources (an object's): one folder per resource label
@@ -144,9 +147,10 @@ def _matched_files(root: Path, output: ResolvedOutput) -> list[Path]:
     if not base.is_dir():
         return []
     files = []
+    inside = root.resolve()
     for path in sorted(base.rglob("*")):
-        if path.is_symlink() or not path.is_file():
-            continue
+        if path.is_symlink() or not path.is_file() or not path.resolve().is_relative_to(inside):
+            continue  # a link (or a file behind a linked folder) could point anywhere
         rel = path.relative_to(base).as_posix()
         if output.glob and not (
             fnmatch.fnmatch(rel, output.glob) or fnmatch.fnmatch(path.name, output.glob)
