@@ -247,11 +247,15 @@ class ContainerService:
         if job is None:
             return
         client, _env = self._client(job)
+        backend = self.backend(job.backend)
         try:
             resolution = resolve(job.command, job.wrapper, job.params, client)
+        except XnatMlError as exc:  # its objects changed while the server was down
+            backend.kill(job.backend_job_id)
+            self._finish(job_id, jobs.FAILED, f"re-attach failed: {exc}")
+            return
         finally:
             client.close()
-        backend = self.backend(job.backend)
         with self._lock:
             self._running[job_id] = _Running(job, resolution, backend, job.backend_job_id)
 
