@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from xnat_ml.layout import LABELMAP_RESOURCE, NIFTI_RESOURCE
 from xnat_ml.sample.project import build_sample_project
 from xnat_ml.xnat import connect
 
@@ -84,7 +85,10 @@ def resources(server, uri: str) -> set[str]:
     return {row["label"] for row in rows.json()["ResultSet"]["Result"]}
 
 
-def test_saving_an_rtstruct_makes_nifti_and_label_map(server):
+@pytest.fixture(scope="module")
+def site(server):
+    """A project with the shipped subscriptions installed, then one sample subject built in it:
+    the build saves an RTSTRUCT through /xapi/roi, which must set roi-to-mask off."""
     project = f"E2E_{server.backend.upper()}"
     server.session().put(f"{server.url}/data/projects/{project}").raise_for_status()
     installed = subprocess.run(
@@ -94,14 +98,19 @@ def test_saving_an_rtstruct_makes_nifti_and_label_map(server):
     )  # fmt: skip
     assert installed.returncode == 0, installed.stderr
     with connect(server.url, server.user, server.password) as session:
-        [built] = build_sample_project(session, project, subjects=1)  # uploads via /xapi/roi
+        [built] = build_sample_project(session, project, subjects=1)
+    return project, built
+
+
+def test_saving_an_rtstruct_makes_nifti_and_label_map(server, site):
+    project, built = site
     http = server.session()
     session_uri = f"/data/experiments/{built.session_id}"
     assessors = http.get(f"{server.url}{session_uri}/assessors", params={"format": "json"})
     roi = next(a for a in assessors.json()["ResultSet"]["Result"]
                if a["label"] == built.roi_collection)  # fmt: skip
     deadline = time.monotonic() + 300
-    while "LABELMAP" not in resources(server, f"{session_uri}/assessors/{roi['ID']}"):
+    while LABELMAP_RESOURCE not in resources(server, f"{session_uri}/assessors/{roi['ID']}"):
         jobs = http.get(f"{server.url}/xapi/containers", params={"project": project}).json()
         failed = [j for j in jobs if j["status"] in FINAL and j["status"] != "Complete"]
         assert not failed, [
@@ -110,10 +119,10 @@ def test_saving_an_rtstruct_makes_nifti_and_label_map(server):
         assert time.monotonic() < deadline, f"no label map after 300 s; jobs: {jobs}"
         time.sleep(0.5)
     [job] = http.get(f"{server.url}/xapi/containers", params={"project": project}).json()
-    assert job["status"] == "Complete", job
+    assert job["status"] == "Complete" and job["wrapper-name"] == "roi-to-mask-roi-collection"
     scans = http.get(f"{server.url}{session_uri}/scans", params={"format": "json"}).json()
     assert any(
-        "NIFTI" in resources(server, f"{session_uri}/scans/{scan['ID']}")
+        NIFTI_RESOURCE in resources(server, f"{session_uri}/scans/{scan['ID']}")
         for scan in scans["ResultSet"]["Result"]
     )
 
@@ -144,11 +153,9 @@ def _install_sleeper(server, project: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def sleeper(server):
-    """(project, session id, launch(seconds, tag) -> job id) on a one-session sample project."""
-    project = f"RUN_{server.backend.upper()}"
-    with connect(server.url, server.user, server.password) as session:
-        [built] = build_sample_project(session, project, subjects=1)
+def sleeper(server, site):
+    """(project, session id, launch(seconds, tag) -> job id) on the sample session."""
+    project, built = site
     wrapper = _install_sleeper(server, project)
     url = f"{server.url}/xapi/projects/{project}/wrappers/{wrapper}/root/session/launch"
 
