@@ -102,6 +102,21 @@ def test_xnatpy_collaborator_reads_but_cannot_write(xnat_server, xnatpy, project
             collaborator.classes.SubjectData(parent=proj, label="NOT_ALLOWED")
 
 
+def test_xnatpy_manages_membership_and_reports_access_levels(xnat_server, xnatpy, project):
+    name = f"member_{uuid.uuid4().hex[:6]}"
+    xnat_server.add_user(name, "pw-member")
+    proj = xnatpy.projects[project]
+    proj.set_access(name, "Members")
+    assert proj.users[name].access_level == "Members"
+    with xnat.connect(
+        xnat_server.url, user=name, password="pw-member", loglevel="CRITICAL"
+    ) as member:
+        assert member.projects[project].access_level == "member"
+    proj.remove_access(proj.users[name])  # xnatpy 0.8.1 needs the User object here
+    proj.clearcache()
+    assert name not in proj.users
+
+
 def test_xnatpy_outsider_gets_403(xnat_server, project):
     name = f"outsider_{uuid.uuid4().hex[:6]}"
     xnat_server.add_user(name, "pw-out")

@@ -175,3 +175,21 @@ def remove_member(project_id: str, group: str, username: str) -> Response:
     db.delete(membership)
     db.commit()
     return Response("", 200)
+
+
+@bp.route("/xapi/access/projects", methods=["GET"])
+def my_project_access() -> Response:
+    """The caller's role in each project they belong to (xnatpy's `access_levels`)."""
+    user = auth.require_login()
+    return jsonify(
+        [
+            {
+                "ID": role.project.id,
+                "name": role.project.name,
+                "secondaryId": role.project.secondary_id,
+                "description": role.project.description,
+                "role": role.role.lower(),
+            }
+            for role in sorted(user.roles, key=lambda r: r.project.id)
+        ]
+    )
