@@ -206,6 +206,20 @@ def test_script_carries_resources_and_no_secrets(tmp_path):
     assert "secret" not in script and "XNAT_PASS=" not in script
 
 
+@pytest.mark.parametrize(
+    ("resources", "gpus", "directive"),
+    [
+        ({"gpu": "2"}, 2, "--gres=gpu:2"),
+        ({"GPU": "1", "fpga": "2"}, 1, "--gres=fpga:2,gpu:1"),
+        ({"gpu": "lots", "bad name;rm": "1", "zero": "0"}, 0, None),
+    ],
+)
+def test_generic_resources_become_gres(tmp_path, resources, gpus, directive):
+    spec = make_spec(tmp_path, "true", generic_resources=resources, gpus=gpus)
+    gres = [line for line in sbatch_script(spec, tmp_path).splitlines() if "--gres" in line]
+    assert gres == ([f"#SBATCH {directive}"] if directive else [])
+
+
 def test_script_in_an_apptainer_image(tmp_path):
     spec = make_spec(
         tmp_path, "run /input", image="xnatml/xnat-ml:1", gpus=1, working_dir="/output"

@@ -68,8 +68,8 @@ def sbatch_script(
     memory = spec.limit_memory_mb or spec.reserve_memory_mb
     if memory:
         directives.append(f"--mem={memory}M")
-    if spec.gpus:
-        directives.append(f"--gres=gpu:{spec.gpus}")
+    if gres := _gres(spec):
+        directives.append(f"--gres={gres}")
     for flag, value in (("partition", partition), ("account", account), ("time", time_limit)):
         if value:
             directives.append(f"--{flag}={value}")
@@ -111,6 +111,18 @@ def _in_image(spec: LaunchSpec, runtime: str) -> str:
         argv += ["--pwd", spec.working_dir]
     argv += [image, "/bin/sh", "-c", spec.command_line]
     return shlex.join(argv)
+
+
+def _gres(spec: LaunchSpec) -> str:
+    """Slurm GRES from the generic-resources ({"gpu": "2"} -> gpu:2); whole counts only."""
+    counts = {
+        name.lower(): int(count)
+        for name, count in spec.generic_resources.items()
+        if re.fullmatch(r"[A-Za-z][\w-]*", name) and str(count).isdigit() and int(count) > 0
+    }
+    if spec.gpus:
+        counts["gpu"] = spec.gpus
+    return ",".join(f"{name}:{count}" for name, count in sorted(counts.items()))
 
 
 def _safe_name(name: str) -> str:
