@@ -107,7 +107,7 @@ def _describe(parent: ArchiveObject | None, collection: str, name: str) -> str:
         "assessors": "Assessor",
     }.get(collection, collection)
     where = f" in {parent.kind} '{parent.label}'" if parent is not None else ""
-    return f"{kind} '{name}' does not exist{where}."
+    return f"{kind} {name!r} does not exist{where}."  # repr: odd characters stay visible
 
 
 def split_path(path: str) -> list[tuple[str, str]]:
