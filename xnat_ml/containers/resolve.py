@@ -259,7 +259,7 @@ class _Resolver:
             return
         prop = inp.derived_from_xnat_object_property
         if inp.type not in OBJECT_TYPES and inp.type not in ("File", "File[]", "Directory"):
-            value = _property(parent, prop or "")
+            value = _parsed(_property(parent, prop or ""), inp.parser)
             if value is None and inp.required:
                 raise InputError(inp.name, f"{parent['uri']} has no property {prop!r}")
             self.record(inp, value, from_archive=True)
@@ -430,6 +430,17 @@ def _property(obj: dict, prop: str) -> Any:
     if value is None or value is MISSING:
         return None
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def _parsed(value: str | None, parser: str | None) -> str | None:
+    """A derived value through the input's `parser`: kept only if the regex matches it whole
+    (XNAT also tries the parser as an XPath on XML values; not supported here)."""
+    if value is None or not parser:
+        return value
+    try:
+        return value if re.fullmatch(parser, value) else None
+    except re.error:
+        return None
 
 
 def _plain_text(value: Any) -> str:
