@@ -69,31 +69,33 @@ def archive_route(blueprint: Blueprint, rule: str, **options) -> Callable:
 # ----------------------------------------------------------------------------- resolving
 
 
+def _named(model, name: str):
+    """Label or accession ID, as XNAT accepts either below a parent."""
+    return or_(model.label == name, model.id == name)
+
+
 def _lookup(parent: ArchiveObject | None, collection: str, name: str) -> ArchiveObject | None:
     db = get_db()
-    by_label_or_id = {
-        Subject: lambda: or_(Subject.label == name, Subject.id == name),
-        Experiment: lambda: or_(Experiment.label == name, Experiment.id == name),
-        Assessor: lambda: or_(Assessor.label == name, Assessor.id == name),
-    }
     if parent is None:
-        model = {"projects": Project, "subjects": Subject, "experiments": Experiment}[collection]
-        found = db.scalar(select(model).where(model.id == name))
+        model = {"projects": Project, "subjects": Subject, "experiments": Experiment}.get(
+            collection
+        )
+        found = db.scalar(select(model).where(model.id == name)) if model else None
         if found is None and model is Experiment:  # assessors are experiments to XNAT
             found = db.scalar(select(Assessor).where(Assessor.id == name))
         return found
     if isinstance(parent, Project) and collection == "subjects":
         return db.scalar(
-            select(Subject).where(Subject.project_pk == parent.pk, by_label_or_id[Subject]())
+            select(Subject).where(Subject.project_pk == parent.pk, _named(Subject, name))
         )
     if isinstance(parent, Project | Subject) and collection == "experiments":
         owner = Experiment.project_pk if isinstance(parent, Project) else Experiment.subject_pk
-        return db.scalar(select(Experiment).where(owner == parent.pk, by_label_or_id[Experiment]()))
+        return db.scalar(select(Experiment).where(owner == parent.pk, _named(Experiment, name)))
     if isinstance(parent, Experiment) and collection == "scans":
         return db.scalar(select(Scan).where(Scan.experiment_pk == parent.pk, Scan.id == name))
     if isinstance(parent, Experiment) and collection == "assessors":
         return db.scalar(
-            select(Assessor).where(Assessor.experiment_pk == parent.pk, by_label_or_id[Assessor]())
+            select(Assessor).where(Assessor.experiment_pk == parent.pk, _named(Assessor, name))
         )
     return None
 
