@@ -229,6 +229,7 @@ HOSTILE_LABELS = [
     "semi;colon",
     "quote'd",
     "new\nline",
+    "trailing_newline\n",
     ".",
     "..",
     "back\\slash",

@@ -9,7 +9,6 @@ their routes with `archive_route` and the same two pieces.
 
 from __future__ import annotations
 
-import re
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
@@ -21,7 +20,7 @@ from werkzeug.routing import BaseConverter
 
 from xnat_ml.server import auth, datatypes, serializers
 from xnat_ml.server.db import get_db
-from xnat_ml.server.listing import RESERVED_PARAMS, result_set
+from xnat_ml.server.listing import result_set
 from xnat_ml.server.models import (
     Accession,
     ArchiveObject,
@@ -34,6 +33,14 @@ from xnat_ml.server.models import (
     User,
 )
 from xnat_ml.server.signals import announce_created
+from xnat_ml.server.validation import (
+    SCAN_ID_RE,
+    check_date,
+    check_label,
+    check_type,
+    query_fields,
+    take,
+)
 
 bp = Blueprint("archive", __name__)
 
@@ -146,81 +153,6 @@ def _walk(pairs: list[tuple[str, str]], access: str | None) -> ArchiveObject:
         obj = found
     assert obj is not None
     return obj
-
-
-# ----------------------------------------------------------------------------- validation
-
-_LABEL_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_SCAN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_FIELD_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
-_DATE_RE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
-MAX_LABEL = 64
-MAX_VALUE = 4096
-
-
-def check_label(kind: str, label: str, pattern: re.Pattern = _LABEL_RE) -> str:
-    """A legal XNAT label/ID, or a 400 naming the object and the problem."""
-    if not label:
-        raise BadRequest(f"{kind} label must not be empty.")
-    if len(label) > MAX_LABEL:
-        raise BadRequest(f"{kind} label '{label[:20]}…' is longer than {MAX_LABEL} characters.")
-    if not pattern.match(label):
-        raise BadRequest(
-            f"{kind} label {label!r} may contain only letters, digits, '_' and '-'"
-            + (" (and '.' after the first character)" if pattern is _SCAN_ID_RE else "")
-            + "."
-        )
-    return label
-
-
-def _check_type(xsi_type: str | None, base: str, kind: str) -> str | None:
-    if not xsi_type:
-        return None
-    found = datatypes.canonical(xsi_type)
-    if found is None or found not in datatypes.concrete_types(base):
-        allowed = ", ".join(datatypes.concrete_types(base))
-        raise BadRequest(
-            f"{kind} xsiType {xsi_type!r} is not supported here; use one of {allowed}."
-        )
-    return found
-
-
-def _check_date(value: str) -> str:
-    match = _DATE_RE.match(value.strip())
-    if not match:
-        raise BadRequest(f"Date {value!r} is not a date in YYYY-MM-DD form.")
-    return "-".join(match.groups())
-
-
-def query_fields(args: Mapping[str, str]) -> dict[str, str]:
-    """Object fields from the query string: `xnat:mrSessionData/date=..` and `date=..` alike.
-
-    The datatype prefix is dropped and nested xpaths joined with '_' (PI/firstname →
-    PI_firstname); steering parameters (format, xsiType, event_reason, ...) are left out.
-    """
-    fields: dict[str, str] = {}
-    for raw_key, value in args.items():
-        parts = raw_key.split("/")
-        if ":" in parts[0] and len(parts) > 1:
-            parts = parts[1:]
-        key = "_".join(parts)
-        if key.lower() in RESERVED_PARAMS or key.lower() == "xsitype":
-            continue
-        if not _FIELD_KEY_RE.match(key) or len(key) > 128:
-            raise BadRequest(f"Field name {raw_key!r} is not a legal XNAT field name.")
-        if len(value) > MAX_VALUE:
-            raise BadRequest(f"Field '{key}' is longer than {MAX_VALUE} characters.")
-        fields[key] = value
-    return fields
-
-
-def _take(fields: dict[str, str], *names: str) -> str | None:
-    """Remove and return the first of `names` present in fields (case-insensitive)."""
-    wanted = {n.lower() for n in names}
-    for key in list(fields):
-        if key.lower() in wanted:
-            return fields.pop(key)
-    return None
 
 
 # ----------------------------------------------------------------------------- listings
@@ -341,7 +273,7 @@ def put_object(path: str) -> Response:
     *parent_pairs, (collection, name) = pairs
     parent = _walk(parent_pairs, "edit") if parent_pairs else None
     fields = query_fields(request.args)
-    given_id = _take(fields, "ID")  # server-assigned, except a scan's (xnatpy PUTs scans/{type})
+    given_id = take(fields, "ID")  # server-assigned, except a scan's (xnatpy PUTs scans/{type})
     if collection == "scans" and given_id:
         name = given_id
     existing = _lookup(parent, collection, name)
@@ -423,7 +355,7 @@ def _unique_label(model, project: Project, label: str, kind: str) -> None:
 
 def _create_project(_parent, name: str, fields: dict, xsi_type: str | None) -> Project:
     user = auth.require_login()
-    _check_type(xsi_type, "xnat:projectData", "Project")
+    check_type(xsi_type, "xnat:projectData", "Project")
     project_id = check_label("Project", name)
     if get_db().scalar(select(Project).where(func.lower(Project.id) == project_id.lower())):
         raise Conflict(f"Project ID '{project_id}' is already taken (IDs ignore case).")
@@ -461,8 +393,8 @@ def _apply_project_fields(project: Project, fields: dict) -> None:
 def _create_subject(parent, name: str, fields: dict, xsi_type: str | None) -> Subject:
     if not isinstance(parent, Project):
         raise NotFound("Subjects are created under /data/projects/{project}/subjects/{label}.")
-    _check_type(xsi_type, "xnat:subjectData", "Subject")
-    label = check_label("Subject", _take(fields, "label") or name)
+    check_type(xsi_type, "xnat:subjectData", "Subject")
+    label = check_label("Subject", take(fields, "label") or name)
     _unique_label(Subject, parent, label, "Subject")
     subject = Subject(
         id=new_accession("S"),
@@ -477,7 +409,7 @@ def _create_subject(parent, name: str, fields: dict, xsi_type: str | None) -> Su
 
 def _create_experiment(parent, name: str, fields: dict, xsi_type: str | None) -> Experiment:
     if isinstance(parent, Project):
-        subject_ref = _take(fields, "subject_ID", "subject_label", "subject")
+        subject_ref = take(fields, "subject_ID", "subject_label", "subject")
         if not subject_ref:
             raise BadRequest(
                 "A new experiment needs its subject: PUT it under "
@@ -490,10 +422,10 @@ def _create_experiment(parent, name: str, fields: dict, xsi_type: str | None) ->
         subject = parent
     else:
         raise NotFound("Experiments are created under /data/projects/{p}/subjects/{s}/experiments.")
-    xsi = _check_type(xsi_type, "xnat:subjectAssessorData", "Experiment")
+    xsi = check_type(xsi_type, "xnat:subjectAssessorData", "Experiment")
     if xsi is None:
         raise BadRequest("A new experiment needs xsiType, e.g. xsiType=xnat:mrSessionData.")
-    label = check_label("Experiment", _take(fields, "label") or name)
+    label = check_label("Experiment", take(fields, "label") or name)
     _unique_label(Experiment, subject.project, label, "Experiment")
     experiment = Experiment(
         id=new_accession("E"),
@@ -513,12 +445,12 @@ def _create_experiment(parent, name: str, fields: dict, xsi_type: str | None) ->
 
 
 def _apply_experiment_fields(experiment: Experiment | Assessor, fields: dict) -> None:
-    if (date := _take(fields, "date")) is not None:
-        experiment.date = _check_date(date) if date else ""
+    if (date := take(fields, "date")) is not None:
+        experiment.date = check_date(date) if date else ""
     if isinstance(experiment, Experiment):
-        if (time := _take(fields, "time")) is not None:
+        if (time := take(fields, "time")) is not None:
             experiment.time = time
-        if (modality := _take(fields, "modality")) is not None:
+        if (modality := take(fields, "modality")) is not None:
             experiment.modality = modality
     experiment.fields.update(fields)
 
@@ -526,10 +458,10 @@ def _apply_experiment_fields(experiment: Experiment | Assessor, fields: dict) ->
 def _create_scan(parent, name: str, fields: dict, xsi_type: str | None) -> Scan:
     if not isinstance(parent, Experiment):
         raise NotFound("Scans are created under .../experiments/{session}/scans/{id}.")
-    xsi = _check_type(xsi_type, "xnat:imageScanData", "Scan") or datatypes.scan_type_for(
+    xsi = check_type(xsi_type, "xnat:imageScanData", "Scan") or datatypes.scan_type_for(
         parent.modality
     )
-    scan_id = check_label("Scan", name, _SCAN_ID_RE)
+    scan_id = check_label("Scan", name, SCAN_ID_RE)
     scan = Scan(experiment=parent, id=scan_id, xsi_type=xsi, fields={})
     _apply_scan_fields(scan, fields)
     get_db().add(scan)
@@ -543,7 +475,7 @@ def _apply_scan_fields(scan: Scan, fields: dict) -> None:
         ("uid", ("UID",)),
         ("quality", ("quality",)),
     ):
-        if (value := _take(fields, *names)) is not None:
+        if (value := take(fields, *names)) is not None:
             setattr(scan, attr, value)
     scan.fields.update(fields)
 
@@ -551,10 +483,10 @@ def _apply_scan_fields(scan: Scan, fields: dict) -> None:
 def _create_assessor(parent, name: str, fields: dict, xsi_type: str | None) -> Assessor:
     if not isinstance(parent, Experiment):
         raise NotFound("Assessors are created under .../experiments/{session}/assessors/{label}.")
-    xsi = _check_type(xsi_type, "xnat:imageAssessorData", "Assessor")
+    xsi = check_type(xsi_type, "xnat:imageAssessorData", "Assessor")
     if xsi is None:
         raise BadRequest("A new assessor needs xsiType, e.g. xsiType=icr:roiCollectionData.")
-    label = check_label("Assessor", _take(fields, "label") or name)
+    label = check_label("Assessor", take(fields, "label") or name)
     _unique_label(Assessor, parent.project, label, "Assessor")
     assessor = Assessor(
         id=new_accession("E"),
@@ -582,7 +514,7 @@ def _update(obj: ArchiveObject, fields: dict, xsi_type: str | None) -> None:
     if isinstance(obj, Scan):
         _apply_scan_fields(obj, fields)
         return
-    new_label = _take(fields, "label")
+    new_label = take(fields, "label")
     if new_label and new_label != obj.label:
         check_label(obj.kind.title(), new_label)
         _unique_label(type(obj), obj.project_obj, new_label, obj.kind.title())

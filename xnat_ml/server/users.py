@@ -16,7 +16,7 @@ from xnat_ml.server.models import ROLES, ProjectRole, User
 
 bp = Blueprint("users", __name__)
 
-_USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 # XNAT names the membership groups in the plural: /users/Owners/alice
 _GROUPS = {f"{role.lower()}s": role for role in ROLES} | {role.lower(): role for role in ROLES}
 
@@ -50,7 +50,7 @@ def create_user() -> Response:
         raise BadRequest("Send the new user as a JSON object with username and password.")
     username = str(body.get("username", ""))
     password = str(body.get("password", ""))
-    if not _USERNAME_RE.match(username):
+    if not _USERNAME_RE.fullmatch(username):
         raise BadRequest(f"Username {username!r} must be 1-64 letters, digits or _ . @ -.")
     if not password:
         raise BadRequest(f"User '{username}' needs a password.")
