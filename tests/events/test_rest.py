@@ -93,9 +93,10 @@ def test_invalid_subscriptions_are_424_naming_the_field(xnat_server, admin, subs
     assert response.status_code == 424 and "payload-filter" in response.text
 
     doc = subscription()
-    created_id(admin.post(url, json=doc))
+    sub_id = created_id(admin.post(url, json=doc))
     response = admin.post(url, json=doc)
     assert response.status_code == 424 and "'name'" in response.text
+    admin.delete(f"{url}/{sub_id}")  # site-wide: it would see every other test's events
 
 
 @pytest.mark.parametrize(

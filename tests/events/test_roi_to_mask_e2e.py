@@ -15,15 +15,18 @@ from xnat_ml.xnat import connect
 pytestmark = pytest.mark.slow
 
 
-def wait_for_jobs(http, url: str, project: str, timeout: float = 240.0) -> list[dict]:
+def wait_for_job(http, url: str, project: str, wrapper: str, timeout: float = 240.0) -> dict:
+    """The project's job of `wrapper`, once it has finished."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         jobs = http.get(f"{url}/xapi/containers", params={"project": project}).json()
-        if jobs and all(j["status"] in ("Complete", "Failed", "Failed (Upload)", "Killed")
-                        for j in jobs):  # fmt: skip
-            return jobs
+        mine = [j for j in jobs if j["wrapper-name"] == wrapper]
+        if mine and all(j["status"] in ("Complete", "Failed", "Failed (Upload)", "Killed")
+                        for j in mine):  # fmt: skip
+            [job] = mine
+            return job
         time.sleep(0.5)
-    raise AssertionError(f"jobs of {project} did not finish in {timeout} s: {jobs}")
+    raise AssertionError(f"no finished {wrapper} job in {project} after {timeout} s: {jobs}")
 
 
 def labels(http, uri: str) -> dict[str, dict]:
@@ -54,8 +57,7 @@ def test_saving_an_rtstruct_makes_nifti_and_label_map(xnat_server, project, cli,
     with connect(url, xnat_server.user, xnat_server.password) as session:
         [sample] = build_sample_project(session, project, subjects=1)
 
-    jobs = wait_for_jobs(http, url, project)
-    [job] = [j for j in jobs if j["wrapper-name"] == "roi-to-mask-roi-collection"]
+    job = wait_for_job(http, url, project, "roi-to-mask-roi-collection")
     logs = http.get(f"{url}/xapi/containers/{job['id']}/logs/stderr").text
     assert job["status"] == "Complete", f"{job['status']}: {job.get('message')}\n{logs[-2000:]}"
 
@@ -64,7 +66,7 @@ def test_saving_an_rtstruct_makes_nifti_and_label_map(xnat_server, project, cli,
     [delivery] = [d for d in deliveries if d["event-type"].endswith("ImageAssessorEvent")]
     assert delivery["container-id"] == str(job["id"])
     assert delivery["trigger"]["xnat-type"] == "icr:roiCollectionData"
-    on_scan = [d for d in deliveries if d["event-type"].endswith("ScanEvent")]
+    on_scan = [d for d in deliveries if d["subscription"]["name"] == on_scans["name"]]
     assert len(on_scan) == 2  # T1w and T2w, both passed the filter
     assert not any(d["status"][-1]["status"] == "OBJECT_FILTER_MISMATCH_HALT" for d in on_scan)
 

@@ -59,12 +59,20 @@ class Selection:
         return {k: list(v) for k, v in self.__dict__.items() if v}
 
 
+def archive_uri(path: str) -> str:
+    """`/data/x` → `/archive/x`: the form XNAT's launch UI and Event Service give root inputs."""
+    return "/archive/" + path[len("/data/") :] if path.startswith("/data/") else path
+
+
 @dataclass
 class Target:
-    """One object a batch launches on."""
+    """One object a batch launches on (`uri` in the /archive/... form)."""
 
     uri: str
     label: str
+
+    def __post_init__(self) -> None:
+        self.uri = archive_uri(self.uri)
 
 
 @dataclass

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from xnat_ml.containers.batch import archive_uri
 from xnat_ml.errors import XnatMlError
 from xnat_ml.events.filters import Event, Match, match
 from xnat_ml.events.subscription import Subscription
@@ -73,7 +74,7 @@ def deliver(delivery: Delivery, event: Event, launch: Launcher) -> Delivery:
         delivery.container_id = launch(
             delivery.project,
             delivery.subscription.wrapper_id,
-            uri,
+            archive_uri(uri),
             dict(delivery.inputs),
             delivery.user,
         )
