@@ -289,6 +289,16 @@ def test_bad_session_fields_are_400(xnat_server, http, project, params, status):
     assert reply.text.startswith(f"{status} ") and reply.text.count("\n") == 1
 
 
+def test_moving_a_session_to_another_subject_conflicts(xnat_server, http, project):
+    _make_session(http, xnat_server.url, project, subject="A", label="STAY")
+    http.put(f"{xnat_server.url}/data/projects/{project}/subjects/B").raise_for_status()
+    url = f"{xnat_server.url}/data/projects/{project}/experiments/STAY"
+    assert http.put(url, params={"subject_ID": "B"}).status_code == 409
+    assert http.put(url, params={"subject_ID": "A", "note": "kept"}).status_code == 200
+    fields = http.get(url, params={"format": "json"}).json()["items"][0]["data_fields"]
+    assert (fields["note"], "subject_label" in fields) == ("kept", False)
+
+
 def test_changing_a_sessions_type_conflicts(xnat_server, http, project):
     _make_session(http, xnat_server.url, project)
     reply = http.put(

@@ -279,3 +279,15 @@ def test_unexpected_failures_are_one_line_500s_and_the_app_keeps_serving(tmp_pat
     text = reply.get_data(as_text=True)
     assert text == "500 Internal Server Error: RuntimeError while handling /boom\n"
     assert client.get("/data/version").status_code == 200
+
+
+def test_sessions_expire_when_idle_not_while_used(tmp_path):
+    app = create_app(tmp_path, session_lifetime_s=2)
+    client = app.test_client()
+    login = client.put("/data/services/auth", data={"username": "admin", "password": "admin"})
+    assert login.status_code == 200
+    for _ in range(3):  # 3.6 s of use outlive the 2 s lifetime
+        time.sleep(1.2)
+        assert client.get("/data/auth").status_code == 200
+    time.sleep(2.2)
+    assert client.get("/data/auth").status_code == 401

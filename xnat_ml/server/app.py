@@ -38,8 +38,8 @@ BLUEPRINT_MODULES = (
 DEFAULTS = {
     "SITE_ID": "XNAT",  # prefix of accession IDs: XNAT_S00001, XNAT_E00001
     "XNAT_VERSION": "1.8.10",
-    "SESSION_LIFETIME_S": 12 * 3600,
-    "TOKEN_LIFETIME_S": 2 * 3600,
+    "SESSION_LIFETIME_S": 12 * 3600,  # idle time before a JSESSIONID expires (sliding)
+    "TOKEN_LIFETIME_S": 2 * 24 * 3600,  # XNAT's aliasTokenTimeout default: 2 days
     "ADMIN_PASSWORD": None,  # None: env XNAT_ML_ADMIN_PASSWORD, else "admin" (as XNAT ships)
     "MAX_CONTENT_LENGTH": None,
 }

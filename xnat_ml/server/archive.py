@@ -521,8 +521,14 @@ def _update(obj: ArchiveObject, fields: dict, xsi_type: str | None) -> None:
         obj.label = new_label
     if isinstance(obj, Subject):
         obj.fields.update(fields)
-    else:
-        _apply_experiment_fields(obj, fields)
+        return
+    subject_ref = take(fields, "subject_ID", "subject_label", "subject")
+    if isinstance(obj, Experiment) and subject_ref not in (None, obj.subject.id, obj.subject.label):
+        raise Conflict(
+            f"Experiment '{obj.label}' belongs to subject '{obj.subject.label}'; "
+            "moving it to another subject is not supported."
+        )
+    _apply_experiment_fields(obj, fields)
 
 
 @archive_route(bp, "/projects/<project_id>/accessibility", methods=["GET"])

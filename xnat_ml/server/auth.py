@@ -16,11 +16,11 @@ import uuid
 from datetime import datetime, timedelta
 
 from flask import Response, current_app, g, request
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from werkzeug.exceptions import Forbidden, NotFound, Unauthorized
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from xnat_ml.server.db import get_db
+from xnat_ml.server.db import get_db, session_factory
 from xnat_ml.server.models import ROLES, AliasToken, Project, ProjectRole, User, WebSession, utcnow
 
 # What each access level needs, as the weakest sufficient role.
@@ -67,8 +67,16 @@ def authenticate(username: str, password: str) -> User | None:
 
 def _session_user(session_id: str) -> User | None:
     web_session = get_db().get(WebSession, session_id)
-    if web_session is None or web_session.expires < utcnow() or not web_session.user.enabled:
+    now = utcnow()
+    if web_session is None or web_session.expires < now or not web_session.user.enabled:
         return None
+    lifetime = timedelta(seconds=current_app.config["SESSION_LIFETIME_S"])
+    if web_session.expires - now < lifetime / 2:  # in use: slide the expiry (idle timeout)
+        with session_factory()() as writer:  # own transaction: never upgrade this request's read
+            writer.execute(
+                update(WebSession).where(WebSession.id == session_id).values(expires=now + lifetime)
+            )
+            writer.commit()
     return web_session.user
 
 

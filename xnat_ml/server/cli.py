@@ -45,9 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--token-lifetime",
         type=int,
-        default=7200,
+        default=2 * 24 * 3600,
         metavar="SECONDS",
-        help="how long alias tokens stay valid (default 7200)",
+        help="how long alias tokens stay valid (default 172800 = 2 days, as in XNAT)",
     )
     parser.add_argument(
         "--backend",
