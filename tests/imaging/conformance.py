@@ -6,6 +6,7 @@ Used by tests/imaging/test_conformance.py and benchmarks/bench_rtstruct.py.
 
 from __future__ import annotations
 
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,13 @@ import numpy as np
 
 from xnat_ml.imaging.metrics import MaskScores, score
 
-ARCHIVE = Path(__file__).resolve().parents[3] / "shared" / "data" / "rtstruct-conformance.tgz"
+# ../shared/data beside the repository, or wherever XNAT_ML_CONFORMANCE_TGZ points.
+ARCHIVE = Path(
+    os.environ.get(
+        "XNAT_ML_CONFORMANCE_TGZ",
+        Path(__file__).resolve().parents[3] / "shared" / "data" / "rtstruct-conformance.tgz",
+    )
+)
 RTSTRUCT = "rtstruct/primitives_planar.dcm"
 SERIES = "refct"
 GROUNDTRUTH = "groundtruth"
