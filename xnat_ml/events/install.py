@@ -66,6 +66,22 @@ def handler_files(directory: Path = HANDLER_DIR) -> list[Path]:
     return files
 
 
+def _require_event_service(session: XNATSession) -> None:
+    """A fresh XNAT ships with its Event Service switched off; say so instead of failing later."""
+    response = session.get("/xapi/events/prefs", accepted_status=[200, 401, 403, 404])
+    if response.status_code != 200:
+        return  # older XNATs have no prefs; creating the subscription will tell
+    try:
+        enabled = response.json().get("enabled", True)
+    except (ValueError, AttributeError):
+        return
+    if enabled is False:
+        raise XnatMlError(
+            "XNAT Event Service: switched off on this server; a site admin turns it on "
+            "(Administer > Event Service, or PUT /xapi/events/prefs {\"enabled\": true})"
+        )
+
+
 def install_handler(
     session: XNATSession, project: str, handler: Handler, command_dir: Path = COMMAND_DIR
 ) -> str:
@@ -79,6 +95,7 @@ def install_handler(
     wanted["event-filter"] = dict(wanted["event-filter"], **{"project-ids": [project]})
     wanted_sub = parse_subscription(wanted)
 
+    _require_event_service(session)
     base = f"/xapi/projects/{segment(project)}/events"
     with reported_as(f"project {project}: listing its event subscriptions"):
         existing = session.get_json(f"{base}/subscriptions")

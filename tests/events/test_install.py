@@ -1,0 +1,64 @@
+"""`xnat-ml events install`: broken handler files, missing commands, a disabled Event Service."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from xnat_ml.errors import XnatMlError
+from xnat_ml.events.install import HANDLER_DIR, read_handler
+
+SHIPPED = json.loads((HANDLER_DIR / "roi-to-mask.subscription.json").read_text())
+
+
+def write(tmp_path, content) -> str:
+    path = tmp_path / "handler.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "cannot read it as JSON"),
+        ("[]", "no 'x-xnat-ml' block"),
+        ({k: v for k, v in SHIPPED.items() if k != "x-xnat-ml"}, "no 'x-xnat-ml' block"),
+        (dict(SHIPPED, **{"x-xnat-ml": {"wrapper": "w"}}), "'x-xnat-ml.command' is missing"),
+        (dict(SHIPPED, **{"event-filter": {"event-type": "ScanEvent", "status": "UPDATED"}}),
+         "'event-filter.status'"),
+        (dict(SHIPPED, bogus=1), "subscription field 'bogus'"),
+    ],
+)
+def test_broken_handler_files(tmp_path, content, message):
+    path = write(tmp_path, content)
+    with pytest.raises(XnatMlError, match=message) as caught:
+        read_handler(path)
+    assert str(path) in str(caught.value)
+
+
+def test_shipped_handler_reads():
+    handler = read_handler(HANDLER_DIR / "roi-to-mask.subscription.json")
+    assert handler.command == "roi-to-mask"
+    assert handler.wrapper == "roi-to-mask-roi-collection"
+    assert "x-xnat-ml" not in handler.document
+
+
+def test_missing_command_is_one_line(xnat_server, project, cli, tmp_path):
+    path = write(tmp_path, dict(SHIPPED, **{"x-xnat-ml": {"command": "no-such-command"}}))
+    result = cli("events", "install", "--project", project, "--file", str(path))
+    assert result.returncode == 1
+    assert "command no-such-command: not installed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_disabled_event_service_is_reported(xnat_server, project, cli):
+    prefs = f"{xnat_server.url}/xapi/events/prefs"
+    admin = xnat_server.session()
+    admin.put(prefs, json={"enabled": False}).raise_for_status()
+    try:
+        result = cli("events", "install", "--project", project)
+    finally:
+        admin.put(prefs, json={"enabled": True}).raise_for_status()
+    assert result.returncode == 1
+    assert "Event Service: switched off" in result.stderr
