@@ -61,10 +61,17 @@ def create_app(data_dir: Path, **config) -> Flask:
     app.url_map.converters["xnat"] = ObjectPathConverter
     for name in BLUEPRINT_MODULES:
         app.register_blueprint(importlib.import_module(name).bp)
+    app.after_request(_log_request)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     _ensure_admin(app)
     return app
+
+
+def _log_request(response: Response) -> Response:
+    """One line per request at debug level (`xnat-ml -v serve`); waitress logs none."""
+    log.debug("%s %s -> %s", request.method, request.full_path.rstrip("?"), response.status_code)
+    return response
 
 
 def _http_error(exc: HTTPException) -> Response:
