@@ -52,6 +52,9 @@ def test_saving_an_rtstruct_makes_nifti_and_label_map(xnat_server, project, cli,
     assert "created" in first.stdout
     again = cli("events", "install", "--project", project)
     assert again.returncode == 0 and "unchanged" in again.stdout, again.stdout + again.stderr
+    listed = cli("events", "list", "--project", project)
+    assert f"{project}: ROI collection saved" in listed.stdout
+    assert "active\tImageAssessorEvent" in listed.stdout
 
     # The annotator's work: a session imported, then an RTSTRUCT saved as an ROI collection.
     with connect(url, xnat_server.user, xnat_server.password) as session:
