@@ -22,7 +22,7 @@ from xnat_ml.errors import XnatMlError
 from xnat_ml.xnat.archives import extract_zip, zip_directory
 from xnat_ml.xnat.queries import list_resources
 from xnat_ml.xnat.responses import reported_as
-from xnat_ml.xnat.uris import path_in_resource, resource_uri, segment
+from xnat_ml.xnat.uris import path_in_resource, resource_uri
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ T = TypeVar("T")
 # lost. Safe only because every transfer here is idempotent.
 _TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 _TRANSIENT_STATUS = {502, 503, 504}
+UPLOAD_NAME = "upload.zip"  # the server unpacks it (extract=true) and keeps only its content
 
 
 def _with_retries(what: str, attempt: Callable[[], T], retries: int) -> T:
@@ -103,7 +104,7 @@ def upload_directory(
     query = {"extract": "true", "overwrite": "true"}
     query.update({k: v for k, v in (("format", format), ("content", content), ("tags", tags)) if v})
     with tempfile.TemporaryDirectory(prefix="xnat-ml-upload-") as tmp:
-        zip_path = Path(tmp) / f"{label}.zip"
+        zip_path = Path(tmp) / UPLOAD_NAME
         if zip_directory(src, zip_path, compress) == 0:
             raise XnatMlError(f"directory {src}: holds no files to upload")
         with open(zip_path, "rb") as body:
@@ -111,7 +112,7 @@ def upload_directory(
             def put() -> None:
                 body.seek(0)
                 session.put(
-                    f"{uri}/files/{segment(label)}.zip",
+                    f"{uri}/files/{UPLOAD_NAME}",
                     data=body,
                     query=dict(query),
                     headers={"Content-Type": "application/octet-stream"},
