@@ -99,7 +99,7 @@ class BackendState:
 
 @runtime_checkable
 class Backend(Protocol):
-    """A place to run jobs. Implementations: local.LocalBackend, docker, slurm (helper H7).
+    """A place to run jobs: local.LocalBackend, docker.DockerBackend, slurm.SlurmBackend.
 
     `launch` returns quickly (non-blocking) with a backend job id that is stable across server
     restarts for backends with `can_reattach = True`; the engine polls `state` until finished.
