@@ -6,7 +6,7 @@ Semantics, chosen where converters in the field differ:
   voxel space and must lie, within ``plane_tolerance`` (default a quarter of the slice spacing),
   on a slice plane. ContourImageSequence is only a hint; a disagreeing hint is reported, a
   missing one is fine. Contours on no slice (between slices, beyond the stack, or not parallel
-  to the slices) are counted and reported, never snapped.
+  to the slices) or entirely outside the image are counted and reported, never snapped.
 * CLOSED_PLANAR contours of one ROI on one slice are combined with the even-odd rule (XOR), so
   a contour inside another is a hole. POINT and OPEN_* contours are skipped with a warning.
 * A voxel belongs to the ROI when its centre lies inside the even-odd region or on a contour
@@ -37,10 +37,10 @@ from xnat_ml.imaging.series import Series
 log = logging.getLogger(__name__)
 
 DEFAULT_PLANE_TOLERANCE = 0.25  # fraction of the slice spacing
-ABSURD_DISTANCE_MM = 1000.0
+ABSURD_DISTANCE_MM = 1000.0  # a point this far outside the image volume is not a real contour
 # A pixel centre this close (in voxels) to a contour line is on it: ContourData is decimal text
 # (16 characters at most), so a line traced through pixel centres misses them by ~1e-5 voxel.
-ON_CONTOUR_TOL = 1e-3  # a point this far outside the image volume is not a real contour
+ON_CONTOUR_TOL = 1e-3
 _CONTOUR_DATA = 0x30060050
 _GEOMETRIC_TYPE = 0x30060042
 _CONTOUR_IMAGE_SEQUENCE = 0x30060016
@@ -274,7 +274,7 @@ def _contour_points(path: Path, roi: RoiMask, index: int, item: pydicom.Dataset)
     """ContourData as (N, 3) floats, parsed from the raw bytes (pydicom's DS objects are slow)."""
     where = f"RTSTRUCT {path}: ROI {roi.name!r} contour {index + 1}"
     element = item.get_item(_CONTOUR_DATA)
-    if element is None or element.value is None:
+    if element is None or element.value is None or len(element.value) == 0:
         raise XnatMlError(f"{where}: has no ContourData")
     value = element.value
     try:
