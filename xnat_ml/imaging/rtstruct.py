@@ -274,9 +274,9 @@ def _contour_points(path: Path, roi: RoiMask, index: int, item: pydicom.Dataset)
     """ContourData as (N, 3) floats, parsed from the raw bytes (pydicom's DS objects are slow)."""
     where = f"RTSTRUCT {path}: ROI {roi.name!r} contour {index + 1}"
     element = item.get_item(_CONTOUR_DATA)
-    if element is None or element.value is None or len(element.value) == 0:
+    value = None if element is None else element.value
+    if value is None or (hasattr(value, "__len__") and len(value) == 0):
         raise XnatMlError(f"{where}: has no ContourData")
-    value = element.value
     try:
         if isinstance(value, bytes):
             numbers = np.array(value.split(b"\\"), dtype=np.float64)
