@@ -153,6 +153,7 @@ class ArchiveClient:
             "Subject": self._subject,
             "Session": self._session,
             "SubjectAssessor": self._session,
+            "ProjectAsset": self._session,  # an experiment too, attached to the project
             "Scan": self._scan,
             "Assessor": self._assessor,
             "Resource": self._resource,
