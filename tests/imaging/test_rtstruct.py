@@ -323,6 +323,12 @@ def test_failure_leaves_an_existing_output_folder_alone(ct, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["box.nii.gz", "keep.txt", "masks.json"]
 
 
+def test_plane_tolerance_is_bounded(ct, tmp_path, capsys):
+    rs = write_rtstruct(tmp_path / "rs.dcm", ct, square_rois(ct))
+    out = tmp_path / "out"
+    assert_refused(capsys, convert(rs, ct.folder, out, "--plane-tolerance", "0.8"), out, "(0, 0.5]")
+
+
 def test_library_errors_are_xnat_ml_errors(ct, tmp_path):
     with pytest.raises(XnatMlError, match="no such file"):
         rtstruct_to_masks(tmp_path / "missing.dcm", load_series(ct.folder))

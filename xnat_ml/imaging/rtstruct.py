@@ -193,6 +193,11 @@ def rtstruct_to_masks(
     slice spacing. With `skip_empty`, ROIs with nothing to draw are reported and left out
     instead of failing the conversion.
     """
+    if not 0 < plane_tolerance <= 0.5:
+        raise XnatMlError(
+            f"plane tolerance {plane_tolerance}: must be in (0, 0.5] (a fraction of the slice "
+            "spacing; above 0.5 a contour would lie near two slices)"
+        )
     header = rtstruct if isinstance(rtstruct, RtstructHeader) else read_rtstruct(rtstruct)
     path, ds = header.path, header.dataset
     _check_references(header, series)
