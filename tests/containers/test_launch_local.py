@@ -322,3 +322,23 @@ def test_commands_run_by_hand(site: Site, tmp_path: Path, capsys):
     out = capsys.readouterr().out
     assert "Complete" in out and f"{uri}/resources/NIFTI" in out
     assert site.server.password not in (tmp_path / "work/logs/stdout.log").read_text()
+
+
+def test_xnat_debug_command_runs_as_published(site: Site):
+    """NrgXnat's own debug command, installed unchanged, on a scan: its input mount holds the
+    scan's resources and its output comes back as DEBUG_OUTPUT."""
+    path = Path("/work/shared/data/xnat-commands/debug.command.json")
+    if not path.exists():
+        pytest.skip(f"NO {path}")
+    wrappers = site.install(json.loads(path.read_text()))
+    scan = site.scans()[0]["ID"]
+    uri = f"/archive/experiments/{site.session_id}/scans/{scan}"
+    answer = site.launch(wrappers["debug-scan"], "scan",
+                         {"scan": uri, "command": "find /input -type f | wc -l"})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    job = site.wait(answer.json()["id"])
+    assert job["status"] == "Complete", job["message"]
+    resource = f"/data/experiments/{site.session_id}/scans/{scan}/resources/DEBUG_OUTPUT"
+    assert site.files(resource) == ["out.txt"]
+    text = site.http.get(f"{site.url}{resource}/files/out.txt").text
+    assert int(text.strip()) > 0  # the scan's DICOM files were staged under /input

@@ -353,7 +353,11 @@ class _Resolver:
                 "Resource", "Directory") else "object")  # fmt: skip
             sources = self.mount_sources.setdefault(inp.provides_files_for_command_mount, [])
             if obj is not None and kind == "object":
-                sources.extend(("resource", r["uri"]) for r in obj.get("resources", []))
+                # the object's folder: all its resources, whatever load-children said
+                resources = obj.get("resources")
+                if resources is None:
+                    resources = self.client.resources(obj["uri"])
+                sources.extend(("resource", r["uri"]) for r in resources)
             elif obj is not None:
                 sources.append((kind, obj["uri"]))
 
