@@ -18,6 +18,7 @@ import json
 import logging
 import queue
 import threading
+from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -27,6 +28,7 @@ import requests
 from flask import Blueprint, Flask, Response, current_app, has_request_context, jsonify, request
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound
 
 from xnat_ml.containers import registry
@@ -70,13 +72,44 @@ def _set_up(state) -> None:
 
 
 class EventWorker:
-    """One daemon thread per app that delivers queued events, in order."""
+    """One daemon thread per app that delivers queued events, in order.
+
+    Active subscriptions are cached between changes (the REST handlers call `invalidate`), so
+    the many events nobody subscribed to cost no database access.
+    """
 
     def __init__(self, app: Flask) -> None:
         self.app = app
         self.queue: queue.Queue[tuple[Event, str]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._active: list[Subscription] | None = None
+        self._generation = 0
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._active = None
+            self._generation += 1
+
+    def active(self, db: Session | None = None) -> list[Subscription]:
+        """The active subscriptions; read with `db` when given (inside a request, the request's
+        own session: a second connection would wait for the write lock the request holds).
+        No lock is held while reading, so a reader never waits on another thread's database
+        work; a read that an `invalidate` overtook is used once but not cached."""
+        with self._lock:
+            cached, generation = self._active, self._generation
+        if cached is not None:
+            return cached
+        with nullcontext(db) if db is not None else session_factory(self.app)() as read:
+            rows = read.scalars(select(SubscriptionRow).where(SubscriptionRow.active))
+            fresh = [row.to_subscription() for row in rows]
+        with self._lock:
+            if self._generation == generation:
+                self._active = fresh
+        return fresh
+
+    def wants(self, event_type_id: str, db: Session | None = None) -> bool:
+        return any(s.event_filter.event_type == event_type_id for s in self.active(db))
 
     def submit(self, event: Event, site_url: str) -> None:
         with self._lock:
@@ -101,14 +134,10 @@ class EventWorker:
                 self.queue.task_done()
 
     def process(self, event: Event, site_url: str) -> list[Delivery]:
-        make_session = session_factory(self.app)
-        with make_session() as db:
-            rows = db.scalars(select(SubscriptionRow).where(SubscriptionRow.active))
-            subscriptions = [row.to_subscription() for row in rows]
         launch = partial(launch_wrapper, site_url)
-        done = [deliver(d, event, launch) for d in plan(subscriptions, event)]
+        done = [deliver(d, event, launch) for d in plan(self.active(), event)]
         if done:
-            with make_session() as db:
+            with session_factory(self.app)() as db:
                 db.add_all(_delivery_row(d, event) for d in done)
                 db.commit()
         return done
@@ -128,13 +157,17 @@ def _on_object_created(
     if not app.config.get("EVENT_SERVICE_ENABLED", True):
         return
     kind_of_event = event_type_for(kind, xsi_type)
-    if kind_of_event is None:
+    worker: EventWorker = app.extensions["xnat_ml.events"]
+    in_request = has_request_context()
+    if kind_of_event is None or not worker.wants(
+        kind_of_event.id, get_db() if in_request else None
+    ):
         return
-    user = auth.current_user() if has_request_context() else None
-    site_url = app.config.get("SITE_URL") or (request.host_url if has_request_context() else "")
+    user = auth.current_user() if in_request else None
+    site_url = app.config.get("SITE_URL") or (request.host_url if in_request else "")
     if kind != "resource" and user is not None:
         payload = dict(payload, resources=_resources_of(uri))
-    app.extensions["xnat_ml.events"].submit(
+    worker.submit(
         Event(
             type=kind_of_event.id,
             status="CREATED",
@@ -339,6 +372,7 @@ def _save(row: SubscriptionRow, sub: Subscription) -> Response | None:
     except IntegrityError:
         db.rollback()
         return _invalid(f"subscription field 'name': a subscription named {sub.name!r} exists")
+    _worker().invalidate()
     return None
 
 
@@ -378,7 +412,19 @@ def _update(row: SubscriptionRow, project: str | None) -> Response:
 def _set_active(row: SubscriptionRow, active: bool) -> Response:
     row.active = active
     get_db().commit()
+    _worker().invalidate()
     return Response(status=200)
+
+
+def _delete(row: SubscriptionRow) -> Response:
+    get_db().delete(row)
+    get_db().commit()
+    _worker().invalidate()
+    return Response(status=204)
+
+
+def _worker() -> EventWorker:
+    return current_app.extensions["xnat_ml.events"]
 
 
 def _deliveries(project: str | None, one: int | None = None, count: bool = False) -> Response:
@@ -429,9 +475,7 @@ def one_subscription(sub_id: int) -> Response:
     if request.method == "PUT":
         return _update(row, project=None)
     if request.method == "DELETE":
-        get_db().delete(row)
-        get_db().commit()
-        return Response(status=204)
+        return _delete(row)
     return jsonify(row.to_subscription().to_json())
 
 
@@ -532,9 +576,7 @@ def one_project_subscription(project: str, sub_id: int) -> Response:
     _check_owner(user, row.project_ids, project)
     if request.method == "PUT":
         return _update(row, project=project)
-    get_db().delete(row)
-    get_db().commit()
-    return Response(status=204)
+    return _delete(row)
 
 
 @bp.route(
