@@ -13,8 +13,10 @@ import fnmatch
 import logging
 import os
 import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,29 +233,21 @@ def _upload_one(
     return uri
 
 
-class _selection:
-    """A directory holding exactly `files` (hard links where possible), relative to `base`."""
-
-    def __init__(self, files: list[Path], base: Path) -> None:
-        self.files = files
-        self.base = base
-
-    def __enter__(self) -> Path:
-        import tempfile
-
-        self.tmp = Path(tempfile.mkdtemp(prefix="xnat-ml-sel-"))
-        for path in self.files:
-            rel = path.relative_to(self.base) if path.is_relative_to(self.base) else path.name
-            dest = self.tmp / rel
+@contextmanager
+def _selection(files: list[Path], base: Path) -> Iterator[Path]:
+    """A temporary folder holding exactly `files` (hard links where possible), relative to
+    `base`: what one output handler uploads, without the rest of the mount."""
+    with tempfile.TemporaryDirectory(prefix="xnat-ml-sel-") as tmp:
+        root = Path(tmp)
+        for path in files:
+            rel = path.relative_to(base) if path.is_relative_to(base) else Path(path.name)
+            dest = root / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(path, dest)
             except OSError:
                 shutil.copy2(path, dest)
-        return self.tmp
-
-    def __exit__(self, *_exc: object) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        yield root
 
 
 def start(

@@ -78,13 +78,6 @@ class Resolution:
     working_dir: str | None
     root_uri: str | None
 
-    def public_inputs(self) -> dict[str, Any]:
-        """Input values safe to show (sensitive ones masked), for the job record."""
-        sensitive = {i.name for i in self.wrapper.inputs if i.sensitive}
-        sensitive |= {i.name for i in self.command.inputs if i.sensitive}
-        values = {**self.command_values, **self.wrapper_values}
-        return {k: ("*****" if k in sensitive else v) for k, v in values.items()}
-
 
 # ---------------------------------------------------------------------------- static checks
 
