@@ -3,11 +3,14 @@ events, and how fast are matching subscriptions delivered?
 
     .venv/bin/python benchmarks/bench_event_dispatch.py [--sessions 50]
 
-Creates SESSIONS sessions with plain REST PUTs in a project without subscriptions (reference)
-and in one with three active SessionEvent subscriptions (one launching a trivial command, one
-payload-filter mismatch, one more launching); prints the median creation latency of each and
-their ratio (target <= 1.3: events are queued, never handled inside the request), then the time
-until every delivery is recorded and the deliveries per second.
+1. Overhead on requests: creates SESSIONS sessions with plain REST PUTs, alternating between a
+   project without subscriptions (reference) and one with three SessionEvent subscriptions whose
+   payload filters do not match (each event is matched three times and leaves three history
+   rows); alternating keeps both under the same machine load. Prints the median latencies and
+   their ratio (target <= 1.3: events are queued, never handled inside the request).
+2. Delivery: SESSIONS more sessions in a project with two launching subscriptions; prints the
+   time until all 2 x SESSIONS launches are recorded, and launches per second (each launch is an
+   alias token and a launch request; the trivial jobs run meanwhile on the local backend).
 """
 
 from __future__ import annotations
@@ -39,63 +42,79 @@ ECHO = {
 }  # fmt: skip
 
 
-def create_sessions(http: requests.Session, url: str, project: str, count: int) -> list[float]:
+def put_session(http: requests.Session, url: str, project: str, label: str) -> float:
+    started = time.perf_counter()
+    http.put(f"{url}/data/projects/{project}/subjects/S1/experiments/{label}",
+             params={"xsiType": "xnat:mrSessionData"}).raise_for_status()  # fmt: skip
+    return time.perf_counter() - started
+
+
+def new_project(http: requests.Session, url: str, project: str) -> None:
     http.put(f"{url}/data/projects/{project}").raise_for_status()
     http.put(f"{url}/data/projects/{project}/subjects/S1").raise_for_status()
-    times = []
-    for i in range(count):
-        started = time.perf_counter()
-        http.put(f"{url}/data/projects/{project}/subjects/S1/experiments/{project}_{i:04d}",
-                 params={"xsiType": "xnat:mrSessionData"}).raise_for_status()  # fmt: skip
-        times.append(time.perf_counter() - started)
-    return times
 
 
-def subscribe(http: requests.Session, url: str, project: str, wrapper: int) -> None:
+def subscribe(http: requests.Session, url: str, project: str, wrapper: int, filters) -> None:
     action = f"org.nrg.containers.services.CommandActionProvider:{wrapper}"
-    for name, predicate in (("launch", "@.label =~ /.*/"), ("mismatch", "@.label == 'none'"),
-                            ("launch-too", "'x' nin @.resources[*].label")):  # fmt: skip
+    for i, predicate in enumerate(filters):
         http.post(f"{url}/xapi/projects/{project}/events/subscription", json={
-            "name": f"{project} {name}", "action-key": action,
+            "name": f"{project} {i}", "action-key": action,
             "event-filter": {"event-type": "SessionEvent", "payload-filter": predicate},
         }).raise_for_status()  # fmt: skip
+
+
+def wait_deliveries(http: requests.Session, url: str, project: str, wanted: int) -> None:
+    deadline = time.perf_counter() + 600
+    while (
+        int(http.get(f"{url}/xapi/events/delivered/count", params={"project": project}).json())
+        < wanted
+    ):
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"fewer than {wanted} deliveries in {project} after 600 s")
+        time.sleep(0.1)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=50)
     args = parser.parse_args()
+    n = args.sessions
     with tempfile.TemporaryDirectory() as tmp, embedded_server(tmp) as url:
         http = requests.Session()
         http.auth = ("admin", "admin")
         http.post(f"{url}/xapi/commands", json=ECHO).raise_for_status()
         wrapper = http.get(f"{url}/xapi/commands").json()[0]["xnat"][0]["id"]
+        for project in ("REF", "FILT", "RUN"):
+            new_project(http, url, project)
+        subscribe(
+            http, url, "FILT", wrapper, ["@.label == 'a'", "@.label == 'b'", "@.label == 'c'"]
+        )
+        subscribe(http, url, "RUN", wrapper, ["@.label =~ /RUN.*/", "'x' nin @.resources[*].label"])
 
-        reference = statistics.median(create_sessions(http, url, "REF", args.sessions))
-        http.put(f"{url}/data/projects/EVT").raise_for_status()
-        subscribe(http, url, "EVT", wrapper)
+        reference, filtered = [], []
+        for i in range(n):
+            reference.append(put_session(http, url, "REF", f"REF_{i:04d}"))
+            filtered.append(put_session(http, url, "FILT", f"FILT_{i:04d}"))
+        ratio = statistics.median(filtered) / statistics.median(reference)
+
         started = time.perf_counter()
-        with_events = statistics.median(create_sessions(http, url, "EVT", args.sessions))
-        wanted = 2 * args.sessions  # two launching subscriptions per session
-        while True:
-            found = http.get(f"{url}/xapi/events/delivered/count", params={"project": "EVT"})
-            if int(found.json()) >= wanted:
-                break
-            if time.perf_counter() - started > 600:
-                print(f"only {found.json()} of {wanted} deliveries after 600 s")
-                return 1
-            time.sleep(0.1)
+        for i in range(n):
+            put_session(http, url, "RUN", f"RUN_{i:04d}")
+        wait_deliveries(http, url, "RUN", 2 * n)
         delivered_s = time.perf_counter() - started
-        errors = [d for d in http.get(f"{url}/xapi/events/delivered",
-                                      params={"project": "EVT"}).json() if d["error"]]  # fmt: skip
+        refused = [d for d in http.get(f"{url}/xapi/events/delivered",
+                                       params={"project": "RUN"}).json() if d["error"]]  # fmt: skip
 
-    ratio = with_events / reference
-    print(f"session creation, median of {args.sessions}: {reference * 1000:.1f} ms without "
-          f"subscriptions, {with_events * 1000:.1f} ms with 3 (ratio {ratio:.2f}, "
-          f"target <= {TARGET_RATIO})")
-    print(f"{wanted} launches delivered {delivered_s:.1f} s after the first creation "
-          f"({wanted / delivered_s:.1f} deliveries/s), {len(errors)} refused")
-    return 0 if ratio <= TARGET_RATIO and not errors else 1
+    print(
+        f"session creation, median of {n}: {statistics.median(reference) * 1000:.1f} ms in a "
+        f"project without subscriptions, {statistics.median(filtered) * 1000:.1f} ms with 3 "
+        f"(ratio {ratio:.2f}, target <= {TARGET_RATIO})"
+    )
+    print(
+        f"{2 * n} launches delivered {delivered_s:.1f} s after the first creation "
+        f"({2 * n / delivered_s:.1f} launches/s), {len(refused)} refused"
+    )
+    return 0 if ratio <= TARGET_RATIO and not refused else 1
 
 
 if __name__ == "__main__":
