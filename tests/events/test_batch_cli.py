@@ -116,3 +116,45 @@ def test_kill_and_refusals(xnat_server, probe_project, cli):
     assert nothing.returncode == 1 and "nothing matches" in nothing.stderr
     unknown = cli("batch", "rerun", "batch-x", "--failed", "--project", project)
     assert unknown.returncode == 1 and "no record" in unknown.stderr
+
+
+SCAN_PROBE = {
+    "name": "scan-probe", "version": "1", "schema-version": "1.0", "type": "docker",
+    "image": "busybox:latest", "command-line": "echo scan #TYPE#",
+    "inputs": [{"name": "TYPE", "type": "string", "required": True}],
+    "xnat": [{
+        "name": "scan-probe", "contexts": ["xnat:imageScanData"],
+        "external-inputs": [{"name": "scan", "type": "Scan", "required": True}],
+        "derived-inputs": [{
+            "name": "scan-type", "type": "string", "derived-from-wrapper-input": "scan",
+            "derived-from-xnat-object-property": "scan-type",
+            "provides-value-for-command-input": "TYPE", "user-settable": False,
+        }],
+        "output-handlers": [],
+    }],
+}  # fmt: skip
+
+
+def test_scan_level_batch_selects_scan_types(xnat_server, project, cli):
+    url, http = xnat_server.url, xnat_server.session()
+    if SCAN_PROBE["name"] not in [c["name"] for c in http.get(f"{url}/xapi/commands").json()]:
+        http.post(f"{url}/xapi/commands", json=SCAN_PROBE).raise_for_status()
+    subject = f"{url}/data/projects/{project}/subjects/S1"
+    http.put(subject).raise_for_status()
+    for session in ("A_MR", "B_MR"):
+        http.put(f"{subject}/experiments/{session}",
+                 params={"xsiType": "xnat:mrSessionData"}).raise_for_status()  # fmt: skip
+        for scan, scan_type in (("1", "T1w"), ("2", "T2w"), ("3", "T1w_post")):
+            http.put(f"{subject}/experiments/{session}/scans/{scan}",
+                     params={"xsiType": "xnat:mrScanData", "type": scan_type}).raise_for_status()
+
+    run = cli("batch", "run", "--project", project, "--command", "scan-probe",
+              "--sessions", "A_*", "--scan-types", "T1w*")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "2 launched" in run.stdout
+    assert "A_MR/1: job" in run.stdout and "A_MR/3: job" in run.stdout
+    assert "A_MR/2" not in run.stdout and "B_MR" not in run.stdout
+    jobs = wait_final(http, url, project, 2)
+    assert {j["status"] for j in jobs} == {"Complete"}
+    outputs = {cli("jobs", "logs", str(j["id"])).stdout.strip() for j in jobs}
+    assert outputs == {"scan T1w", "scan T1w_post"}
