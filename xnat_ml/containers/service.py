@@ -140,16 +140,23 @@ class ContainerService:
             if self._resumed:
                 return
             self._resumed = True
+        # Workers start only after the commit: a worker writing (alias token) while this loop's
+        # SQLite read is still open deadlocks the two ("database is locked").
         with self.sessions() as db:
-            for job in db.scalars(select(Job).where(Job.status.in_([jobs.CREATED, jobs.RUNNING]))):
-                if job.status == jobs.CREATED:
-                    self.submit(job.id)
-                else:
+            unfinished = select(Job).where(Job.status.in_([jobs.CREATED, jobs.RUNNING]))
+            waiting = list(db.scalars(unfinished))
+            for job in waiting:
+                if job.status == jobs.RUNNING:
                     job.history.append(
                         jobs.JobEvent(status=jobs.RUNNING, message="re-attached after a restart")
                     )
-                    self.pool.submit(self._guarded, self._reattach, job.id)
+            resume = [(job.id, job.status) for job in waiting]
             db.commit()
+        for job_id, status in resume:
+            if status == jobs.CREATED:
+                self.submit(job_id)
+            else:
+                self.pool.submit(self._guarded, self._reattach, job_id)
 
     def shutdown(self) -> None:
         self._closing.set()
