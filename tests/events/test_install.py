@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from xnat_ml.cli import main
 from xnat_ml.errors import XnatMlError
 from xnat_ml.events.install import HANDLER_DIR, read_handler
 
@@ -62,3 +63,26 @@ def test_disabled_event_service_is_reported(xnat_server, project, cli):
         admin.put(prefs, json={"enabled": True}).raise_for_status()
     assert result.returncode == 1
     assert "Event Service: switched off" in result.stderr
+
+
+def test_project_owner_installs_without_admin_rights(xnat_server, project, capsys):
+    url, admin = xnat_server.url, xnat_server.session()
+    command = json.loads((HANDLER_DIR.parent / "command_json/roi-to-mask.json").read_text())
+    if command["name"] not in [c["name"] for c in admin.get(f"{url}/xapi/commands").json()]:
+        admin.post(f"{url}/xapi/commands", json=command).raise_for_status()
+    xnat_server.add_user("inst_owner", "pw-owner", project, "Owner")
+    xnat_server.add_user("inst_member", "pw-member", project, "Member")
+
+    member = main(["events", "install", "--project", project, "--url", url,
+                   "--user", "inst_member", "--password", "pw-member"])  # fmt: skip
+    assert member == 1
+    assert "403" in capsys.readouterr().err
+
+    owner = main(["events", "install", "--project", project, "--url", url,
+                  "--user", "inst_owner", "--password", "pw-owner"])  # fmt: skip
+    assert owner == 0
+    assert "created in project" in capsys.readouterr().out
+    subs = admin.get(f"{url}/xapi/projects/{project}/events/subscriptions").json()
+    [sub] = [s for s in subs if s["name"].startswith(f"{project}: ")]
+    assert sub["subscription-owner"] == "inst_owner"
+    assert sub["event-filter"]["project-ids"] == [project]
