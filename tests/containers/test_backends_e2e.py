@@ -170,7 +170,7 @@ def sleeper(server, site):
 
 def test_jobs_survive_a_server_restart(server, sleeper):
     project, session_id, launch = sleeper
-    job_id = launch(6, "restart")
+    job_id = launch(10, "restart")
     wait_running(server, job_id)
     server.restart()
     job = wait_job(server, job_id)
