@@ -45,16 +45,12 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]) -> float
     if not pred.any() or not ref.any():
         return float("inf")
     # Crop to the union's bounding box (plus a margin) so distance maps stay small.
-    box = tuple(
-        slice(max(int(idx.min()) - 1, 0), int(idx.max()) + 2) for idx in np.nonzero(both)
-    )
+    box = tuple(slice(max(int(idx.min()) - 1, 0), int(idx.max()) + 2) for idx in np.nonzero(both))
     pred, ref = pred[box], ref[box]
     surf_pred, surf_ref = _surface(pred), _surface(ref)
     to_ref = ndimage.distance_transform_edt(~surf_ref, sampling=spacing)
     to_pred = ndimage.distance_transform_edt(~surf_pred, sampling=spacing)
-    return float(
-        max(np.percentile(to_ref[surf_pred], 95), np.percentile(to_pred[surf_ref], 95))
-    )
+    return float(max(np.percentile(to_ref[surf_pred], 95), np.percentile(to_pred[surf_ref], 95)))
 
 
 def volume_error(pred: np.ndarray, ref: np.ndarray) -> float:
