@@ -279,6 +279,14 @@ def test_bad_launches(site: Site):
     forbidden = site.launch(wrapper, "scan", {"scan": "/archive/x"}, http=reader)
     assert forbidden.status_code == 403
     assert site.http.post(f"{site.url}/xapi/commands", data=b"{not json").status_code == 400
+    huge = site.http.post(f"{site.url}/xapi/commands", data=b"{" + b" " * 2_000_000 + b"}")
+    assert huge.status_code == 400 and "larger than" in huge.text
+    launch_url = f"{site.url}/xapi/projects/{site.project}/wrappers/{wrapper}/root/scan/launch"
+    listed = site.http.post(launch_url, json=["/archive/x"])
+    assert listed.status_code == 400 and "JSON object" in listed.text
+    garbled = site.http.post(launch_url, data=b"{oops",
+                             headers={"Content-Type": "application/json"})  # fmt: skip
+    assert garbled.status_code == 400
     assert reader.post(f"{site.url}/xapi/commands", json={"name": "x"}).status_code == 403
 
 

@@ -1,0 +1,69 @@
+"""The local backend: container paths mapped to staging folders, exit codes, kill, orphans."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from xnat_ml.containers.backends import JobStatus, LaunchSpec, MountSpec, get_backend
+
+
+def _spec(tmp_path: Path, line: str) -> LaunchSpec:
+    mounts = []
+    for name, path in (("in", "/input"), ("out", "/output"), ("sub", "/output/sub")):
+        host = tmp_path / name
+        host.mkdir(exist_ok=True)
+        mounts.append(MountSpec(name, path, host, writable=name != "in"))
+    return LaunchSpec(image="unused", command_line=line, env={"XNAT_USER": "alias"},
+                      mounts=mounts, job_name=f"t-{time.monotonic_ns()}",
+                      log_dir=tmp_path / "logs")  # fmt: skip
+
+
+def _wait(backend, job_id: str):
+    deadline = time.monotonic() + 30
+    while not (state := backend.state(job_id)).finished:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return state
+
+
+def test_container_paths_become_staging_folders(tmp_path: Path):
+    spec = _spec(tmp_path, "cat /input/a > /output/sub/b; echo '/inputs' \"/output\" --o=/output/x")
+    line = spec.host_command_line()
+    assert f"cat {tmp_path}/in/a > {tmp_path}/sub/b;" in line
+    assert "'/inputs'" in line  # another path that only starts like a mount is left alone
+    assert f'"{tmp_path}/out"' in line and f"--o={tmp_path}/out/x" in line
+
+
+def test_exit_codes_logs_and_env(tmp_path: Path):
+    backend = get_backend("local", tmp_path / "work")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a").write_text("payload")
+    spec = _spec(tmp_path, "cat /input/a > /output/b; echo $XNAT_USER; echo oops >&2; exit 4")
+    job = backend.launch(spec)
+    state = _wait(backend, job)
+    assert (state.status, state.exit_code) == (JobStatus.EXITED, 4)
+    assert backend.logs(job) == ("alias\n", "oops\n")
+    assert (tmp_path / "out" / "b").read_text() == "payload"
+    assert backend.state("local-1-unknown").status == JobStatus.UNKNOWN
+
+
+def test_kill_stops_the_whole_pipeline(tmp_path: Path):
+    backend = get_backend("local", tmp_path / "work")
+    job = backend.launch(_spec(tmp_path, "sleep 30 | cat; echo never > /output/x"))
+    time.sleep(0.2)
+    backend.kill(job)
+    assert _wait(backend, job).status == JobStatus.KILLED
+    assert not (tmp_path / "out" / "x").exists()
+
+
+def test_orphans_are_found_by_their_marker_only(tmp_path: Path):
+    first = get_backend("local", tmp_path / "work")
+    job = first.launch(_spec(tmp_path, "sleep 30"))
+    later = get_backend("local", tmp_path / "work")  # as after a server restart
+    assert later.state(job).status == JobStatus.UNKNOWN
+    pid = int(job.split("-")[1])
+    forged = f"local-{pid}-someone-else"
+    assert later.stop_orphan(forged) is False
+    assert later.stop_orphan(job) is True
+    assert _wait(first, job).status in (JobStatus.EXITED, JobStatus.KILLED)
