@@ -206,4 +206,8 @@ def container_logs(job_id: int, name: str = "stdout") -> Response:
             text = fh.read()
     except FileNotFoundError:
         text = b""
+    if not text and not job.finished and job.backend_job_id:
+        # Docker and Slurm keep a running job's output themselves until it ends
+        stdout, stderr = service().backend(job.backend).logs(job.backend_job_id)
+        text = (stdout if name == "stdout" else stderr).encode()
     return Response(text, 200, mimetype="text/plain")
