@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pydicom
 import pytest
 from dicom_factory import write_series
+from pydicom.uid import RLELossless
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.imaging.series import LPS_TO_RAS, load_series
@@ -139,6 +141,19 @@ def test_rescale_is_applied_with_a_sensible_type(tmp_path):
     data = load_series(tmp_path / "pet").load_pixels()
     assert data.dtype == np.float32
     assert data[1, 0, 0] == pytest.approx(info.pixels[0, 0, 1] * 0.25 + 0.5)
+
+
+def test_compressed_and_narrow_pixel_data_go_through_pydicom(tmp_path):
+    info = write_series(tmp_path, slices=3, intercept=-1024)
+    first = pydicom.dcmread(info.files[0])
+    first.compress(RLELossless)  # encoded pixel data: the decoder path, not the byte view
+    first.save_as(info.files[0])
+    second = pydicom.dcmread(info.files[1])
+    second.BitsStored = 12  # fewer bits than allocated: pydicom masks the unused ones
+    second.HighBit = 11
+    second.save_as(info.files[1])
+    data = load_series(tmp_path).load_pixels()
+    np.testing.assert_array_equal(data, info.pixels.transpose(2, 1, 0) - 1024)
 
 
 def test_stray_files_are_skipped_but_broken_dicom_is_an_error(tmp_path):
