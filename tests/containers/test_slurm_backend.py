@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import stat
 import sys
+import time
 
 import pytest
 from jobs import make_spec, wait_done, wait_running
@@ -15,6 +16,7 @@ from xnat_ml.containers.backends.slurm import (
     parse_sacct,
     parse_sbatch_id,
     parse_scontrol,
+    parse_squeue,
     sbatch_script,
 )
 from xnat_ml.errors import XnatMlError
@@ -107,6 +109,20 @@ def test_cpu_and_memory_requests_reach_slurm(backend, slurm, tmp_path):
     assert f"NumCPUs={cpus} " in shown and "MinMemoryNode=100M" in shown
     assert wait_done(backend, job).exit_code == 0
     assert backend.logs(job)[0] == f"{cpus} 100\n"
+
+
+def test_many_running_jobs_cost_one_squeue(backend, tmp_path, monkeypatch):
+    jobs = [backend.launch(make_spec(tmp_path / f"j{n}", "sleep 30")) for n in range(6)]
+    for job in jobs:
+        wait_running(backend, job)
+    calls = []
+    run = backend._run
+    monkeypatch.setattr(backend, "_run", lambda *argv: calls.append(argv[0]) or run(*argv))
+    time.sleep(1.1)  # let the cached snapshot expire
+    assert {backend.state(job).status for job in jobs} == {JobStatus.RUNNING}
+    assert calls == ["squeue"]
+    for job in jobs:
+        backend.kill(job)
 
 
 def test_a_new_backend_instance_reattaches(slurm, tmp_path):
@@ -256,6 +272,24 @@ def test_scontrol_answers():
     assert parse_scontrol("JobState=RUNNING") == ("RUNNING", None, None)
     for hostile in ("", "slurm_load_jobs error: Invalid job id specified", "JobState=", "\x00" * 9):
         assert parse_scontrol(hostile) is None
+
+
+def test_squeue_answers():
+    text = "12|RUNNING|None\n13_2|PENDING|Resources\n14|COMPLETED|\n"
+    assert parse_squeue(text) == {
+        "12": ("RUNNING", None),
+        "13_2": ("PENDING", "Resources"),
+        "14": ("COMPLETED", None),
+    }
+    for hostile in (
+        "",
+        "JOBID|STATE|REASON",
+        "x|RUNNING|None",
+        "12|running|x",
+        "12|RUNNING",
+        "\x00|",
+    ):
+        assert parse_squeue(hostile) == {}
 
 
 def test_sacct_answers():

@@ -24,6 +24,8 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -32,6 +34,8 @@ from xnat_ml.containers.backends.local import LocalBackend, _read
 from xnat_ml.errors import XnatMlError
 
 RUNTIMES = ("apptainer", "singularity")
+JOB_ID = r"\d+(_\d+)?"  # a job, or one task of an array job
+QUEUE_TTL_S = 1.0
 # Slurm job states (squeue/scontrol JobState, sacct State) by what they mean for us.
 WAITING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING"}
 ACTIVE = {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"}
@@ -132,9 +136,23 @@ def _safe_name(name: str) -> str:
 def parse_sbatch_id(output: str) -> str:
     """Job id from `sbatch --parsable` ("123" or "123;cluster")."""
     first = output.strip().split(";")[0]
-    if not re.fullmatch(r"\d+(_\d+)?", first):
+    if not re.fullmatch(JOB_ID, first):
         raise XnatMlError(f"sbatch: unexpected answer {output.strip()[:200]!r} (no job id)")
     return first
+
+
+def parse_squeue(output: str) -> dict[str, tuple[str, str | None]]:
+    """Job id -> (state, reason) from `squeue -h -o "%i|%T|%r"`; other lines are left out."""
+    table = {}
+    for line in output.splitlines():
+        fields = line.strip().split("|")
+        if (
+            len(fields) == 3
+            and re.fullmatch(JOB_ID, fields[0])
+            and re.fullmatch(r"[A-Z_]+", fields[1])
+        ):
+            table[fields[0]] = (fields[1], None if fields[2] in ("", "None") else fields[2])
+    return table
 
 
 def parse_scontrol(output: str) -> tuple[str, int | None, str | None] | None:
@@ -196,6 +214,8 @@ class SlurmBackend:
         self.time_limit = slurm_time
         self.runtime = slurm_runtime
         self.sbatch_args = list(slurm_sbatch_args)
+        self._lock = threading.Lock()
+        self._snapshot: tuple[float, dict[str, tuple[str, str | None]]] = (-QUEUE_TTL_S, {})
 
     def _run(self, *argv: str) -> subprocess.CompletedProcess:
         env = {**os.environ, **({"SLURM_CONF": self.conf} if self.conf else {})}
@@ -238,7 +258,7 @@ class SlurmBackend:
         return self.work_dir / "jobs" / f"{job_id}.json"
 
     def _record(self, job_id: str) -> dict | None:
-        if not re.fullmatch(r"\d+(_\d+)?", job_id):
+        if not re.fullmatch(JOB_ID, job_id):
             return None
         try:
             return json.loads(self._record_path(job_id).read_text())
@@ -254,7 +274,12 @@ class SlurmBackend:
         written = _read_exit_code(job_dir / "exit_code")
         if written is not None and not killed:
             return BackendState(JobStatus.EXITED, exit_code=written)
-        slurm = self._ask_slurm(job_id)
+        queued = self._queue().get(job_id)
+        if queued is not None and queued[0] in WAITING:
+            return BackendState(JobStatus.PENDING, reason=queued[1])
+        if queued is not None and queued[0] in ACTIVE:
+            return BackendState(JobStatus.RUNNING)
+        slurm = self._ask_slurm(job_id)  # finished, or not in the queue snapshot yet
         if slurm is None:
             if killed:
                 return BackendState(JobStatus.KILLED, reason="killed on request")
@@ -276,6 +301,18 @@ class SlurmBackend:
             # The script ended before writing its exit code (e.g. env file or chdir failed).
             return BackendState(JobStatus.EXITED, exit_code=code, reason=reason)
         return BackendState(JobStatus.FAILED, exit_code=code, reason=f"Slurm state {name}")
+
+    def _queue(self) -> dict[str, tuple[str, str | None]]:
+        """All of this user's jobs in one `squeue`, reused for QUEUE_TTL_S: the server polls every
+        running job twice a second, and a batch of 1000 must not mean 2000 Slurm RPCs a second."""
+        with self._lock:
+            taken, table = self._snapshot
+            if time.monotonic() - taken < QUEUE_TTL_S:
+                return table
+            done = self._run("squeue", "--me", "-h", "-t", "all", "-o", "%i|%T|%r")
+            table = parse_squeue(done.stdout) if done.returncode == 0 else {}
+            self._snapshot = (time.monotonic(), table)
+            return table
 
     def _ask_slurm(self, job_id: str) -> tuple[str, int | None, str | None] | None:
         """What scontrol (recent jobs), then sacct (if accounting is on) say; None if neither."""
