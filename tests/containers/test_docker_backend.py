@@ -7,6 +7,7 @@ import time
 
 import docker.errors
 import pytest
+from docker.models.containers import ContainerCollection
 from jobs import make_spec, wait_done, wait_running
 
 from xnat_ml.containers.backends import BackendState, JobStatus, get_backend
@@ -126,6 +127,30 @@ def test_out_of_memory_is_a_failure_with_a_reason(backend, dockerd, tmp_path):
     assert state.status == JobStatus.FAILED
     assert "out of memory (limit 32 MB)" in state.reason
     backend.cleanup(job)
+
+
+def test_many_running_jobs_cost_one_listing(backend, dockerd, tmp_path, monkeypatch):
+    jobs = [
+        backend.launch(make_spec(tmp_path / f"j{n}", "sleep 30", image=dockerd.image))
+        for n in range(5)
+    ]
+    for job in jobs:
+        wait_running(backend, job)
+    calls = []
+    for method in ("get", "list"):
+        original = getattr(ContainerCollection, method)
+
+        def counted(self, *args, _method=method, _original=original, **kwargs):
+            calls.append(_method)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(ContainerCollection, method, counted)
+    time.sleep(1.1)  # let the cached listing expire
+    assert {backend.state(job).status for job in jobs} == {JobStatus.RUNNING}
+    assert calls == ["list"]
+    for job in jobs:
+        backend.kill(job)
+        backend.cleanup(job)
 
 
 def test_a_new_backend_instance_reattaches(dockerd, tmp_path):

@@ -9,6 +9,8 @@ stopped, and `cleanup` removes the container only after that copy, so failed job
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import docker
@@ -20,6 +22,7 @@ from xnat_ml.errors import XnatMlError
 
 LABEL_JOB = "org.xnat-ml.job"
 LABEL_LOG_DIR = "org.xnat-ml.log-dir"
+LIST_TTL_S = 1.0
 
 
 def container_options(
@@ -83,6 +86,8 @@ class DockerBackend:
         self.network = docker_network
         self.binds = list(docker_binds)
         self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+        self._snapshot: tuple[float, dict[str, str]] = (-LIST_TTL_S, {})
 
     def _docker(self) -> docker.DockerClient:
         if self._client is None:
@@ -131,8 +136,29 @@ class DockerBackend:
             ) from exc
         return container.id
 
+    def _listing(self) -> dict[str, str]:
+        """Container id -> state of every xnat-ml container, in one call reused for LIST_TTL_S:
+        the server polls each running job twice a second."""
+        with self._lock:
+            taken, table = self._snapshot
+            if time.monotonic() - taken >= LIST_TTL_S:
+                try:
+                    listed = self._docker().containers.list(
+                        all=True, sparse=True, filters={"label": LABEL_JOB}
+                    )
+                except docker.errors.APIError as exc:
+                    raise XnatMlError(f"docker backend: listing containers failed ({exc})") from exc
+                table = {c.id: c.attrs.get("State", "") for c in listed}
+                self._snapshot = (time.monotonic(), table)
+            return table
+
     def state(self, job_id: str) -> BackendState:
-        container = self._container(job_id)
+        listed = self._listing().get(job_id)
+        if listed == "created":
+            return BackendState(JobStatus.PENDING)
+        if listed in ("running", "restarting", "paused"):
+            return BackendState(JobStatus.RUNNING)
+        container = self._container(job_id)  # stopped, or newer than the listing
         if container is None:
             return BackendState(JobStatus.UNKNOWN, reason="no such container on the Docker host")
         state = container.attrs["State"]
