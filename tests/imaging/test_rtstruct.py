@@ -19,7 +19,7 @@ from skimage.measure import points_in_poly
 
 from xnat_ml.cli import main
 from xnat_ml.errors import XnatMlError
-from xnat_ml.imaging.mask_folder import safe_stems
+from xnat_ml.imaging.filenames import safe_stems
 from xnat_ml.imaging.rtstruct import rasterise, rtstruct_to_masks
 from xnat_ml.imaging.series import load_series
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
-
-import pydicom
+from typing import TYPE_CHECKING
 
 from xnat_ml.errors import XnatMlError
-from xnat_ml.imaging.mask_folder import INDEX_NAME, NAMING_RULE, write_mask_folder
-from xnat_ml.imaging.rtstruct import DEFAULT_PLANE_TOLERANCE, read_rtstruct, rtstruct_to_masks
-from xnat_ml.imaging.series import Series, load_series, save_nifti
+from xnat_ml.imaging.filenames import NAMING_RULE
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from xnat_ml.imaging.series import Series
+
+# pydicom, nibabel and highdicom are imported inside the handlers: `xnat-ml` registers every
+# verb module before dispatching, and the other verbs should not pay for loading them.
 
 GRID_NOTE = (
     "Masks are uint8 0/1 NIfTIs in exactly the grid (shape and affine) that "
@@ -60,10 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rtstruct.add_argument(
         "--plane-tolerance",
         type=float,
-        default=DEFAULT_PLANE_TOLERANCE,
         metavar="FRACTION",
         help="how far (fraction of the slice spacing) a contour may lie from a slice plane "
-        "(default %(default)s)",
+        "(default: a quarter)",
     )
     rtstruct.add_argument(
         "--skip-empty",
@@ -113,6 +112,8 @@ def _mask_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _convert_series(args: argparse.Namespace) -> int:
+    from xnat_ml.imaging.series import load_series, save_nifti
+
     if not args.out.name.endswith((".nii", ".nii.gz")):
         raise XnatMlError(f"output {args.out}: name must end in .nii or .nii.gz")
     series = load_series(args.series_dir, args.series_uid)
@@ -122,10 +123,18 @@ def _convert_series(args: argparse.Namespace) -> int:
 
 
 def _convert_rtstruct(args: argparse.Namespace) -> int:
+    from xnat_ml.imaging.mask_folder import write_mask_folder
+    from xnat_ml.imaging.rtstruct import (
+        DEFAULT_PLANE_TOLERANCE,
+        read_rtstruct,
+        rtstruct_to_masks,
+    )
+
     header = read_rtstruct(args.rtstruct)
     series = _referenced_series(args, args.rtstruct, header.referenced_series_uids)
+    tolerance = DEFAULT_PLANE_TOLERANCE if args.plane_tolerance is None else args.plane_tolerance
     result = rtstruct_to_masks(
-        header, series, plane_tolerance=args.plane_tolerance, skip_empty=args.skip_empty
+        header, series, plane_tolerance=tolerance, skip_empty=args.skip_empty
     )
     index = write_mask_folder(args.out, result.masks(), series, result.report(), args.labelmap)
     _summarise(args.out, index)
@@ -133,7 +142,8 @@ def _convert_rtstruct(args: argparse.Namespace) -> int:
 
 
 def _convert_seg(args: argparse.Namespace) -> int:
-    from xnat_ml.imaging.seg import read_seg  # highdicom is slow to import; only here
+    from xnat_ml.imaging.mask_folder import write_mask_folder
+    from xnat_ml.imaging.seg import read_seg
 
     series = _referenced_series(args, args.seg, _seg_series_uids(args.seg))
     masks = read_seg(args.seg, series)
@@ -148,6 +158,8 @@ def _referenced_series(
 ) -> Series:
     """The series named by --series-uid, else the one series the object references, else the
     folder's only series."""
+    from xnat_ml.imaging.series import load_series
+
     if args.series_uid or len(referenced) != 1:
         return load_series(args.series, args.series_uid)
     uid = next(iter(referenced))
@@ -161,6 +173,8 @@ def _referenced_series(
 
 def _seg_series_uids(path: Path) -> frozenset[str]:
     """ReferencedSeriesSequence of a SEG (a hint only; read_seg checks the file itself)."""
+    import pydicom
+
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         return frozenset(str(s.SeriesInstanceUID) for s in ds.get("ReferencedSeriesSequence", []))
@@ -169,6 +183,8 @@ def _seg_series_uids(path: Path) -> frozenset[str]:
 
 
 def _summarise(out_dir: Path, index: dict) -> None:
+    from xnat_ml.imaging.mask_folder import INDEX_NAME
+
     for name, file in index["files"].items():
         print(f"{out_dir / file}: {name}")
     if "labels" in index:

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import tempfile
-import unicodedata
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,33 +22,10 @@ import numpy as np
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.imaging import labelmap as labelmaps
+from xnat_ml.imaging.filenames import NAMING_RULE, safe_stems
 from xnat_ml.imaging.series import Series, as_nifti
 
 INDEX_NAME = "masks.json"
-RESERVED_STEMS = {"labels", "masks"}  # the files written beside the ROI masks
-MAX_STEM_CHARS = 100
-NAMING_RULE = (
-    "Unicode NFKD with accents dropped; characters other than A-Z a-z 0-9 . _ - become _; "
-    "leading dots and underscores stripped; at most 100 characters; empty becomes 'roi'; "
-    "a stem equal (ignoring case) to an earlier one or to 'labels'/'masks' gets _2, _3, ..."
-)
-
-
-def safe_stems(names: list[str]) -> list[str]:
-    """File stems for ROI names that cannot leave the output folder or collide (NAMING_RULE)."""
-    taken: set[str] = set(RESERVED_STEMS)
-    stems = []
-    for name in names:
-        ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-        stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in ascii_name)
-        stem = stem.lstrip("._")[:MAX_STEM_CHARS].rstrip(".") or "roi"
-        candidate, n = stem, 1
-        while candidate.casefold() in taken:
-            n += 1
-            candidate = f"{stem}_{n}"
-        taken.add(candidate.casefold())
-        stems.append(candidate)
-    return stems
 
 
 def write_mask_folder(
