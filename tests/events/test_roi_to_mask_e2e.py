@@ -69,6 +69,8 @@ def test_saving_an_rtstruct_makes_nifti_and_label_map(xnat_server, project, cli,
     [delivery] = [d for d in deliveries if d["event-type"].endswith("ImageAssessorEvent")]
     assert delivery["container-id"] == str(job["id"])
     assert delivery["trigger"]["xnat-type"] == "icr:roiCollectionData"
+    history = cli("events", "history", "--project", project).stdout
+    assert f"{sample.roi_collection}\tjob {job['id']}" in history
     on_scan = [d for d in deliveries if d["subscription"]["name"] == on_scans["name"]]
     assert len(on_scan) == 2  # T1w and T2w, both passed the filter
     assert not any(d["status"][-1]["status"] == "OBJECT_FILTER_MISMATCH_HALT" for d in on_scan)

@@ -51,6 +51,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.add_argument("--project", required=True, metavar="P", help="project ID")
     add_server_options(listing)
     listing.set_defaults(func=_list)
+    history = verbs.add_parser(
+        "history",
+        help="show what a project's subscriptions launched (or why they could not)",
+        description=(
+            "List the Event Service deliveries of project P, newest first: time, subscription, "
+            "object, then the job launched or the reason the launch was refused."
+        ),
+    )
+    history.add_argument("--project", required=True, metavar="P", help="project ID")
+    history.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (50)")
+    add_server_options(history)
+    history.set_defaults(func=_history)
     events.set_defaults(func=lambda _args: events.print_help() or 2)
 
 
@@ -71,4 +83,25 @@ def _list(args: argparse.Namespace) -> int:
         state = "active" if sub.get("active") else "inactive"
         event = str(sub.get("event-filter", {}).get("event-type", "")).rsplit(".", 1)[-1]
         print(f"{sub.get('id')}\t{state}\t{event}\t{sub.get('action-key')}\t{sub.get('name')}")
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    with connect(args.url, args.user, args.password) as session:
+        with reported_as(f"project {args.project}: reading its event history"):
+            deliveries = session.get_json(
+                f"/xapi/projects/{segment(args.project)}/events/delivered",
+                query={"limit": str(max(1, args.limit))},
+            )
+    for d in deliveries or []:
+        trigger = d.get("trigger") or {}
+        outcome = (
+            f"refused: {d.get('status-message')}"
+            if d.get("error")
+            else f"job {d.get('container-id')}"
+        )
+        print(
+            f"{d.get('timestamp')}\t{(d.get('subscription') or {}).get('name')}\t"
+            f"{trigger.get('label')}\t{outcome}"
+        )
     return 0
