@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from xnat_ml.containers.batch import Selection
+from xnat_ml.containers.batch import BatchRecord, Selection, filter_jobs
+from xnat_ml.errors import XnatMlError
 
 SESSIONS = {  # label: (subject, xsiType)
     "PAT001_MR": ("S1", "xnat:mrSessionData"),
@@ -58,6 +59,30 @@ def test_selection_patterns_combine():
     assert not Selection(sessions=["pat*"]).session_ok(row)  # case-sensitive
     assert Selection(scan_types=["T1*"]).scan_ok("T1w MPRAGE")
     assert not Selection(scan_types=["T1*"]).scan_ok("T2w")
+
+
+def test_jobs_of_a_batch_by_container_or_workflow_id():
+    """A real XNAT may answer a bulk launch with workflow ids only; containers carry them."""
+    record = BatchRecord.from_json({
+        "batch-id": "b1", "project": "P", "command": "c", "wrapper": "w", "wrapper-id": 1,
+        "root-input": "session", "attempts": [{"items": [
+            {"uri": "/archive/experiments/E1", "label": "E1", "container": "7"},
+            {"uri": "/archive/experiments/E2", "label": "E2", "container": None,
+             "workflow-id": "wf-2"},
+            {"uri": "/archive/experiments/E3", "label": "E3", "container": None,
+             "error": "refused"},
+        ]}],
+    })  # fmt: skip
+    containers = [
+        {"id": 7, "status": "Complete", "project": "P"},
+        {"id": 8, "status": "Failed (Upload)", "project": "P", "workflow-id": "wf-2"},
+        {"id": 9, "status": "Failed", "project": "P", "workflow-id": "wf-9"},
+        {"id": 10, "status": "Failed", "project": "Q"},
+    ]
+    assert [c["id"] for c in filter_jobs(containers, keys=record.job_keys())] == [7, 8]
+    assert [c["id"] for c in filter_jobs(containers, status="failed", project="P")] == [8, 9]
+    with pytest.raises(XnatMlError, match="batch record: malformed"):
+        BatchRecord.from_json({"batch-id": "b"})
 
 
 def test_batch_run_jobs_and_rerun_failed(xnat_server, probe_project, cli):

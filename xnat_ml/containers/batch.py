@@ -128,13 +128,28 @@ class BatchRecord:
                 latest[item["uri"]] = item
         return latest
 
-    def container_ids(self) -> set[str]:
-        return {
-            str(item["container"])
-            for attempt in self.attempts
-            for item in attempt.get("items", [])
-            if item.get("container") is not None
-        }
+    def job_keys(self) -> set[str]:
+        """Every job this batch launched, as `job_keys_of` names them."""
+        return {key for attempt in self.attempts for item in attempt.get("items", [])
+                for key in _item_keys(item)}  # fmt: skip
+
+
+def job_keys_of(container: dict[str, Any]) -> set[str]:
+    """How a container is recognised: its id, and its workflow id (a real XNAT queues bulk
+    launches and may answer with the workflow id only; the container carries it later)."""
+    keys = {f"id:{container.get('id')}"}
+    if container.get("workflow-id"):
+        keys.add(f"workflow:{container['workflow-id']}")
+    return keys
+
+
+def _item_keys(item: dict[str, Any]) -> set[str]:
+    keys = set()
+    if item.get("container") is not None:
+        keys.add(f"id:{item['container']}")
+    if item.get("workflow-id"):
+        keys.add(f"workflow:{item['workflow-id']}")
+    return keys
 
 
 # ----------------------------------------------------------------------------- selection
@@ -298,12 +313,14 @@ def run_batch(
 def rerun_failed(session: XNATSession, project: str, batch_id: str) -> tuple[BatchRecord, dict]:
     """Relaunch the objects whose latest container failed (or whose launch was refused)."""
     record = load_record(session, project, batch_id)
-    statuses = {str(c.get("id")): str(c.get("status", "")) for c in list_containers(session)}
+    statuses = {
+        key: str(c.get("status", "")) for c in list_containers(session) for key in job_keys_of(c)
+    }
     failed = [
         Target(item["uri"], item["label"])
         for item in record.latest_items().values()
         if item.get("error")
-        or statuses.get(str(item.get("container")), "").startswith(FAILED_PREFIX)
+        or any(statuses.get(k, "").startswith(FAILED_PREFIX) for k in _item_keys(item))
     ]
     if not failed:
         raise XnatMlError(f"batch {batch_id}: no failed job to rerun")
@@ -361,16 +378,17 @@ def filter_jobs(
     containers: Iterable[dict[str, Any]],
     status: str | None = None,
     project: str | None = None,
-    ids: set[str] | None = None,
+    keys: set[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Containers whose status starts with `status` (case-insensitive), in `project`, in `ids`."""
+    """Containers whose status starts with `status` (case-insensitive), in `project`, and
+    among `keys` (see `job_keys_of`)."""
     chosen = []
     for c in containers:
         if status and not str(c.get("status", "")).lower().startswith(status.lower()):
             continue
         if project and c.get("project") != project:
             continue
-        if ids is not None and str(c.get("id")) not in ids:
+        if keys is not None and not job_keys_of(c) & keys:
             continue
         chosen.append(c)
     return sorted(chosen, key=lambda c: int(c["id"]) if str(c.get("id", "")).isdigit() else 0)

@@ -193,8 +193,8 @@ def _jobs(args: argparse.Namespace) -> int:
     if args.batch and not args.project:
         raise XnatMlError(f"batch {args.batch}: give its --project too")
     with connect(args.url, args.user, args.password) as session:
-        ids = load_record(session, args.project, args.batch).container_ids() if args.batch else None
-        chosen = filter_jobs(list_containers(session), args.status, args.project, ids)
+        keys = load_record(session, args.project, args.batch).job_keys() if args.batch else None
+        chosen = filter_jobs(list_containers(session), args.status, args.project, keys)
     print("ID\tSTATUS\tPROJECT\tCOMMAND\tOBJECT\tSTATUS TIME")
     for c in chosen:
         name = f"{c.get('command-name', c.get('command-id', ''))}/{c.get('wrapper-name', '')}"
