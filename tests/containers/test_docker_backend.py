@@ -224,3 +224,8 @@ def test_container_options_translate_the_spec(tmp_path):
     own_network = make_spec(tmp_path, "true", image="img:1", network="xnat")
     assert container_options(own_network, network="host")["network_mode"] == "xnat"
     assert container_options(own_network)["entrypoint"] == ["/bin/sh", "-c"]
+
+
+def test_binds_given_as_one_string(tmp_path):
+    backend = DockerBackend(tmp_path, docker_binds="/a:/a:ro,/b:/c")
+    assert backend.binds == ["/a:/a:ro", "/b:/c"]

@@ -297,3 +297,8 @@ def test_sacct_answers():
     assert parse_sacct("CANCELLED by 0|0:15\n") == ("CANCELLED", 143, None)
     for hostile in ("", "Slurm accounting storage is disabled", "|", "RUNNING", "lower|0:0"):
         assert parse_sacct(hostile) is None
+
+
+def test_sbatch_args_given_as_one_string(tmp_path):
+    backend = SlurmBackend(tmp_path, slurm_sbatch_args="--qos=long --comment='two words'")
+    assert backend.sbatch_args == ["--qos=long", "--comment=two words"]

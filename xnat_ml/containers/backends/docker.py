@@ -78,13 +78,16 @@ class DockerBackend:
         work_dir: Path,
         docker_url: str | None = None,
         docker_network: str | None = None,
-        docker_binds: list[str] | tuple = (),
+        docker_binds: list[str] | tuple | str = (),
         **_options: object,
     ) -> None:
         self.work_dir = Path(work_dir)
         self.url = docker_url or os.environ.get("DOCKER_HOST")
         self.network = docker_network
-        self.binds = list(docker_binds)
+        # From the command line a single string: comma-separated binds.
+        self.binds = (
+            docker_binds.split(",") if isinstance(docker_binds, str) else list(docker_binds)
+        )
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
         self._snapshot: tuple[float, dict[str, str]] = (-LIST_TTL_S, {})

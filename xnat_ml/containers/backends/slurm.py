@@ -200,7 +200,7 @@ class SlurmBackend:
         slurm_account: str | None = None,
         slurm_time: str | None = None,
         slurm_runtime: str | None = None,
-        slurm_sbatch_args: list[str] | tuple = (),
+        slurm_sbatch_args: list[str] | tuple | str = (),
         **_options: object,
     ) -> None:
         if slurm_runtime is not None and slurm_runtime not in RUNTIMES:
@@ -213,7 +213,11 @@ class SlurmBackend:
         self.account = slurm_account
         self.time_limit = slurm_time
         self.runtime = slurm_runtime
-        self.sbatch_args = list(slurm_sbatch_args)
+        self.sbatch_args = (  # from the command line a single string: split as a shell would
+            shlex.split(slurm_sbatch_args)
+            if isinstance(slurm_sbatch_args, str)
+            else list(slurm_sbatch_args)
+        )
         self._lock = threading.Lock()
         self._snapshot: tuple[float, dict[str, tuple[str, str | None]]] = (-QUEUE_TTL_S, {})
 
