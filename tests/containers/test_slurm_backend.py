@@ -302,3 +302,12 @@ def test_sacct_answers():
 def test_sbatch_args_given_as_one_string(tmp_path):
     backend = SlurmBackend(tmp_path, slurm_sbatch_args="--qos=long --comment='two words'")
     assert backend.sbatch_args == ["--qos=long", "--comment=two words"]
+
+
+@pytest.mark.parametrize("name", ["A;touch /tmp/pwned", "MY-VAR", "1ST", "", "A B"])
+def test_environment_names_a_shell_cannot_take_are_refused(tmp_path, name):
+    spec = make_spec(tmp_path, "true")
+    spec.env[name] = "x"
+    with pytest.raises(XnatMlError, match="is not valid in a shell"):
+        SlurmBackend(tmp_path).launch(spec)
+    assert not (tmp_path / "slurm").exists()

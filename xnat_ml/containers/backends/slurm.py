@@ -233,6 +233,11 @@ class SlurmBackend:
             raise XnatMlError(f"slurm backend: {argv[0]} did not answer in 60 s") from exc
 
     def launch(self, spec: LaunchSpec) -> str:
+        bad = [key for key in spec.env if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key)]
+        if bad:  # the env file is shell: a name like "A;rm -rf ~" would be a command
+            raise XnatMlError(
+                f"job {spec.job_name}: environment variable name {bad[0]!r} is not valid in a shell"
+            )
         spec.log_dir.mkdir(parents=True, exist_ok=True)
         job_dir = self.work_dir / f"{_safe_name(spec.job_name)}-{uuid.uuid4().hex[:8]}"
         job_dir.mkdir(parents=True, mode=0o700)
