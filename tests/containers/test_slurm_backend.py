@@ -311,3 +311,9 @@ def test_environment_names_a_shell_cannot_take_are_refused(tmp_path, name):
     with pytest.raises(XnatMlError, match="is not valid in a shell"):
         SlurmBackend(tmp_path).launch(spec)
     assert not (tmp_path / "slurm").exists()
+
+
+def test_a_line_break_in_an_option_cannot_become_a_command(tmp_path):
+    spec = make_spec(tmp_path, "true")
+    with pytest.raises(XnatMlError, match="holds a line break"):
+        sbatch_script(spec, tmp_path, partition="debug\ntouch /tmp/pwned")

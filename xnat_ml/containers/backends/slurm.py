@@ -82,6 +82,11 @@ def sbatch_script(
         command = f'PATH={bin_dir}:"$PATH" /bin/sh -c {shlex.quote(spec.host_command_line())}'
     else:
         command = _in_image(spec, runtime)
+    for directive in directives:  # a line break would end the comment and start a command
+        if "\n" in directive or "\r" in directive:
+            raise XnatMlError(
+                f"job {spec.job_name}: sbatch option {directive!r} holds a line break"
+            )
     env_file = shlex.quote(str(job_dir / "env.sh"))
     exit_file = shlex.quote(str(job_dir / "exit_code"))
     return "\n".join(
