@@ -172,11 +172,12 @@ def test_a_new_backend_instance_reattaches(dockerd, tmp_path):
     third.cleanup(sleeper)
 
 
-def test_unknown_job_is_unknown(backend):
-    assert backend.state("0" * 64).status == JobStatus.UNKNOWN
-    assert backend.logs("0" * 64) == ("", "")
-    backend.kill("0" * 64)
-    backend.cleanup("0" * 64)
+@pytest.mark.parametrize("job_id", ["0" * 64, "../../../etc/passwd", "", "nope", "0" * 65])
+def test_unknown_or_hostile_job_ids(backend, job_id, tmp_path):
+    assert backend.state(job_id).status == JobStatus.UNKNOWN
+    assert backend.logs(job_id) == ("", "")
+    backend.kill(job_id)
+    backend.cleanup(job_id)
 
 
 def test_missing_image_is_a_clear_error(backend, tmp_path):

@@ -9,6 +9,7 @@ stopped, and `cleanup` removes the container only after that copy, so failed job
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from xnat_ml.errors import XnatMlError
 LABEL_JOB = "org.xnat-ml.job"
 LABEL_LOG_DIR = "org.xnat-ml.log-dir"
 LIST_TTL_S = 1.0
+CONTAINER_ID = re.compile(r"[0-9a-f]{12,64}")
 
 
 def container_options(
@@ -106,7 +108,9 @@ class DockerBackend:
         return self._client
 
     def _container(self, job_id: str):
-        """The container, or None when dockerd does not know it."""
+        """The container, or None when dockerd does not know it (or the id is not an id)."""
+        if not CONTAINER_ID.fullmatch(job_id):
+            return None
         try:
             return self._docker().containers.get(job_id)
         except docker.errors.NotFound:
@@ -156,7 +160,7 @@ class DockerBackend:
             return table
 
     def state(self, job_id: str) -> BackendState:
-        listed = self._listing().get(job_id)
+        listed = self._listing().get(job_id)  # full ids only: an abbreviated one is inspected
         if listed == "created":
             return BackendState(JobStatus.PENDING)
         if listed in ("running", "restarting", "paused"):
@@ -214,7 +218,8 @@ class DockerBackend:
                 container.remove(force=True)
             except docker.errors.NotFound:
                 pass
-        self._killed_marker(job_id).unlink(missing_ok=True)
+        if CONTAINER_ID.fullmatch(job_id):
+            self._killed_marker(job_id).unlink(missing_ok=True)
 
     def _killed_marker(self, job_id: str) -> Path:
         """Kept on disk so a re-attached backend still tells Killed from a plain exit 137."""
