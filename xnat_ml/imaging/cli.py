@@ -158,16 +158,13 @@ def _referenced_series(
 ) -> Series:
     """The series named by --series-uid, else the one series the object references, else the
     folder's only series."""
-    from xnat_ml.imaging.series import load_series
+    from xnat_ml.imaging.series import SeriesNotFoundError, load_series
 
     if args.series_uid or len(referenced) != 1:
         return load_series(args.series, args.series_uid)
-    uid = next(iter(referenced))
     try:
-        return load_series(args.series, uid)
-    except XnatMlError as exc:
-        if f"no series with UID {uid}" not in str(exc):
-            raise
+        return load_series(args.series, next(iter(referenced)))
+    except SeriesNotFoundError as exc:
         raise XnatMlError(f"{source}: its referenced series is missing: {exc}") from None
 
 

@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
+
+class SeriesNotFoundError(XnatMlError):
+    """The folder holds DICOM images, but no series with the UID asked for."""
+
+
 # Tolerances for calling a stack of slices a regular grid.
 ORIENTATION_TOL = 1e-4  # max difference of direction cosines between slices
 SPACING_REL_TOL = 0.01  # a slice step may differ from the median step by 1 % ...
@@ -329,7 +334,7 @@ def load_series(folder: str | Path, series_uid: str | None = None) -> Series:
             )
         series_uid = next(iter(groups))
     elif series_uid not in groups:
-        raise XnatMlError(
+        raise SeriesNotFoundError(
             f"{folder}: no series with UID {series_uid} (found: {', '.join(sorted(groups))})"
         )
     slices = [_as_slice(path, ds) for path, ds in groups[series_uid]]
