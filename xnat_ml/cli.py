@@ -18,6 +18,7 @@ VERB_MODULES = (
     "xnat_ml.containers.cli",
     "xnat_ml.containers.batch_cli",
     "xnat_ml.events.cli",
+    "xnat_ml.annotations.cli",
 )
 
 

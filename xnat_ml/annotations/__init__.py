@@ -1,0 +1,1 @@
+"""Annotations kept in XNAT (OHIF ROI collections) turned into training material."""
