@@ -72,27 +72,35 @@ def roi_to_mask() -> dict:
 
 
 def test_as_a_child_of_unknown_input(roi_to_mask):
-    roi_to_mask["xnat"][0]["output-handlers"][1]["as-a-child-of"] = "sessionz"
+    roi_to_mask["xnat"][0]["output-handlers"][0]["as-a-child-of"] = "sessionz"
     assert errors_of(roi_to_mask) == [
-        "xnat[0].output-handlers[1].as-a-child-of: 'sessionz' is not a wrapper input"
+        "xnat[0].output-handlers[0].as-a-child-of: 'sessionz' is not a wrapper input"
     ]
 
 
 def test_as_a_child_of_multiple_input(roi_to_mask):
-    derived = roi_to_mask["xnat"][0]["derived-inputs"]
-    derived[4]["multiple"] = True  # scan
-    derived[4]["provides-value-for-command-input"] = "LABELMAP"
+    roi_to_mask["xnat"][0]["derived-inputs"].append(
+        {"name": "scans", "type": "Scan", "derived-from-wrapper-input": "session", "multiple": True}
+    )
+    roi_to_mask["xnat"][0]["derived-inputs"].insert(
+        2, {"name": "session", "type": "Session", "derived-from-wrapper-input": "roi-collection"}
+    )
+    roi_to_mask["xnat"][0]["output-handlers"][0]["as-a-child-of"] = "scans"
     errors = errors_of(roi_to_mask)
     assert any(
-        "output-handlers[0].as-a-child-of: 'scan' allows multiple values" in e for e in errors
-    )
+        "output-handlers[0].as-a-child-of: 'scans' allows multiple values" in e for e in errors
+    ), errors
 
 
 def test_as_a_child_of_property_not_uri(roi_to_mask):
-    roi_to_mask["xnat"][0]["derived-inputs"][3]["derived-from-xnat-object-property"] = "label"
+    roi_to_mask["xnat"][0]["derived-inputs"].append(
+        {"name": "session", "type": "Session", "derived-from-wrapper-input": "roi-collection",
+         "derived-from-xnat-object-property": "label"}
+    )  # fmt: skip
     roi_to_mask["xnat"][0]["output-handlers"][0]["as-a-child-of"] = "session"
     errors = errors_of(roi_to_mask)
-    assert any("'session' resolves to its 'label'; uploading needs its uri" in e for e in errors)
+    assert any("'session' resolves to its 'label'; uploading needs its uri" in e
+               for e in errors), errors  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,6 @@ class FakeArchive(ArchiveClient):
             "assessors": [{
                 "id": "A1", "label": "roi1", "xsiType": "icr:roiCollectionData",
                 "uri": assessor_uri, "session-id": "E1", "project-id": "P1",
-                "collection-type": "RTSTRUCT", "series-uid": "1.2.3.2",
                 "resources": [_resource(assessor_uri, "RTSTRUCT", ["rt.dcm"])],
             }],
             "resources": [],
@@ -187,25 +186,21 @@ def test_ambiguous_derived_input_names_the_input():
     assert line.command_line == 'echo SCAN_IDS value is "--scan=2"'
 
 
-def test_roi_to_mask_finds_the_referenced_scan():
+def test_roi_to_mask_needs_only_properties_every_xnat_has():
+    """No scan is resolved: the command finds it by the series UID inside the ROI file, so a
+    session with several DICOM scans resolves as on a real XNAT."""
     command = load_command((REPO / "command_json/roi-to-mask.json").read_bytes())
-    wrapper = command.xnat[0]
-    resolution = resolve(command, wrapper, {"roi-collection": ROOTS["Assessor"]}, FakeArchive())
-    by_name = {m.name: m for m in resolution.mounts}
-    assert by_name["series"].sources == [
-        ("resource", "/archive/experiments/E1/scans/2/resources/DICOM")
+    resolution = resolve(command, command.xnat[0], {"roi-collection": ROOTS["Assessor"]},
+                         FakeArchive())  # fmt: skip
+    assert [(m.name, m.sources) for m in resolution.mounts if m.sources] == [
+        ("roi", [("resource", "/archive/experiments/E1/assessors/A1/resources/RTSTRUCT")])
     ]
-    assert by_name["roi"].sources == [
-        ("resource", "/archive/experiments/E1/assessors/A1/resources/RTSTRUCT")
-    ]
-    assert by_name["models"].sources == [("resource", "/archive/projects/P1/resources/ML_MODELS")]
-    assert "case 'RTSTRUCT' in" in resolution.command_line
-    assert "'/models/region2MaskValueMap.txt'" in resolution.command_line
+    assert resolution.command_line == (
+        "xnat-ml roi-to-mask /roi --type RTSTRUCT --session E1 --project P1 "
+        "--labelmap 'region2MaskValueMap.txt' --out /output/labels"
+    )
     parents = {o.handler.name: (o.parent, o.label) for o in resolution.outputs}
-    assert parents == {
-        "image-nifti": ("/archive/experiments/E1/scans/2", "NIFTI"),
-        "label-map": ("/archive/experiments/E1/assessors/A1", "LABELMAP"),
-    }
+    assert parents == {"label-map": ("/archive/experiments/E1/assessors/A1", "LABELMAP")}
 
 
 def test_check_inputs_rejects_bad_values():
@@ -230,22 +225,6 @@ def test_archive_values_stay_one_shell_word():
     line = resolve(command, command.xnat[0], {"scan": "/archive/experiments/E1/scans/2"},
                    archive).command_line  # fmt: skip
     assert "S1 E1 'sess 1; rm -rf ~' P1 /input/a.dcm" in line
-
-
-def test_roi_to_mask_without_series_uid_as_on_a_real_xnat():
-    """XNAT's Container Service does not expose the referenced series: one DICOM scan still
-    resolves, several are an error naming the input (a user can then choose the scan)."""
-    command = load_command((REPO / "command_json/roi-to-mask.json").read_bytes())
-    archive = FakeArchive()
-    del archive.session["assessors"][0]["series-uid"]
-    root = {"roi-collection": ROOTS["Assessor"]}
-    with pytest.raises(InputError, match="input 'scan': 2 Scan objects"):
-        resolve(command, command.xnat[0], root, archive)
-    chosen = resolve(command, command.xnat[0], {**root, "scan": "2"}, archive)
-    assert chosen.outputs[0].parent == "/archive/experiments/E1/scans/2"
-    archive.session["scans"] = archive.session["scans"][:1]
-    only = resolve(command, command.xnat[0], root, archive)
-    assert only.outputs[0].parent == "/archive/experiments/E1/scans/1"
 
 
 def test_output_files_never_leave_their_mount(tmp_path: Path):

@@ -278,13 +278,6 @@ class ArchiveClient:
             "session-id": eid,
             "name": fields.get("name"),
         }
-        # ROI collections (icr:roiCollectionData): type and referenced series, which the
-        # Container Service does not expose; roi-to-mask needs the series to find its scan.
-        if "collectionType" in fields:
-            obj["collection-type"] = fields["collectionType"]
-        series = next((v for k, v in fields.items() if k.lower().endswith("seriesuid")), None)
-        if series:
-            obj["series-uid"] = series
         if children:
             obj["resources"] = self.resources(uri)
         return obj

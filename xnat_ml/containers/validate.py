@@ -49,8 +49,7 @@ OBJECT_PROPERTIES = {
                 "modality", "date"),
     "Scan": (*_BASE_PROPS, "integer-id", "scan-type", "project-id", "session-id", "frames", "note",
              "modality", "quality", "scanner", "series-description", "uid", "start-time"),
-    # collection-type and series-uid: ROI collections (icr:roiCollectionData) in xnat-ml only
-    "Assessor": (*_BASE_PROPS, "project-id", "session-id", "name", "collection-type", "series-uid"),
+    "Assessor": (*_BASE_PROPS, "project-id", "session-id", "name"),
     "Resource": (*_BASE_PROPS, "integer-id", "parent-uri"),
     "File": ("name", "path", "uri", "format", "content", "size", "checksum", "tags"),
     "File[]": ("name", "path", "uri"),
