@@ -230,3 +230,14 @@ def test_matcher_semantics():
     for bad in ("@.label ==", "(@.a == 1", "foo == 1", "@.a =~ /[/", "'x' in"):
         with pytest.raises(MatcherError):
             compile_matcher(bad)
+
+
+@pytest.mark.filterwarnings("error::DeprecationWarning")
+def test_matcher_wildcards_use_no_deprecated_jsonpath():
+    """`.*` and `..*` select every child, arrays included, without jsonpath-ng's deprecated
+    `Fields('*')`."""
+    scan = {"id": "3", "resources": [{"label": "DICOM"}, {"label": "NIFTI"}]}
+    assert matches("'NIFTI' in @.*[*].label", scan)
+    assert matches("'NIFTI' in @.resources.*.label", scan)
+    assert matches("'DICOM' in @..*.label", scan)
+    assert not matches("'SEG' in @..*.label", scan)

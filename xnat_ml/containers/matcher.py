@@ -60,11 +60,11 @@ def compile_path(text: str, pos: int) -> _Path:
         part = seg.group(0)
         if part.startswith(".."):
             name = part[2:]
-            expr = Descendants(expr, Fields("*" if name == "*" else name))
+            expr = Descendants(expr, _child(name))
             definite = False
         elif part.startswith("."):
             name = part[1:]
-            expr = Child(expr, Fields(name))
+            expr = Child(expr, _child(name))
             definite = definite and name != "*"
         else:
             inner = part[1:-1]
@@ -76,6 +76,11 @@ def compile_path(text: str, pos: int) -> _Path:
             else:
                 expr = Child(expr, Index(int(inner)))
     return _Path(expr, definite)
+
+
+def _child(name: str) -> Any:
+    """`*` is every child (jsonpath-ng deprecates `Fields('*')` for that); else one field."""
+    return Wildcard() if name == "*" else Fields(name)
 
 
 def _tokens(text: str) -> list[tuple[str, Any, int]]:
