@@ -194,7 +194,7 @@ def test_label_map_refused_by_the_server_is_an_error(site, run, tmp_path, xnat_s
         (lambda d: (d / "a.dcm").write_bytes(b"not dicom at all"), "RTSTRUCT", "",
          "not a DICOM file"),
         (lambda d: (d / "a.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40), "SEG", "",
-         "SEG "),
+         "not a segmentation (Modality None)"),
         (lambda d: None, "RTSTRUCT", "", "holds 0 files, expected one"),
         (lambda d: [(d / n).write_bytes(b"x") for n in ("a", "b")], "RTSTRUCT", "",
          "holds 2 files, expected one"),

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from xnat import exceptions as xnat_exceptions
@@ -94,7 +96,9 @@ def find_scan(session: XNATSession, session_id: str, uids: frozenset[str]) -> tu
     rows = list_rows(session, f"{experiment_uri(session_id)}/scans")
     found = []
     for row in rows:
-        scan_id = str(row.get("ID", ""))
+        scan_id = str(row.get("ID") or "")
+        if not scan_id:
+            continue
         uid = row.get("UID") or _scan_uid(session, session_id, scan_id)
         if uid in uids:
             found.append((scan_id, uid))
@@ -141,7 +145,9 @@ def fetch_labelmap(session: XNATSession, project: str, path: str, dest_dir: Path
     return target
 
 
-def _masks(roi_type: str, path: Path, series: Series) -> tuple[Any, dict[str, Any]]:
+def _masks(
+    roi_type: str, path: Path, series: Series
+) -> tuple[Mapping[str, np.ndarray], dict[str, Any]]:
     if roi_type == "RTSTRUCT":
         result = rtstruct_to_masks(read_rtstruct(path), series)
         return result.masks(), result.report()
