@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from xnat_ml.containers.backends import JobStatus, LaunchSpec, MountSpec, get_backend
+from xnat_ml.containers.backends.base import read_logs
 
 
 def _spec(tmp_path: Path, line: str) -> LaunchSpec:
@@ -33,6 +35,21 @@ def test_container_paths_become_staging_folders(tmp_path: Path):
     assert f"cat {tmp_path}/in/a > {tmp_path}/sub/b;" in line
     assert "'/inputs'" in line  # another path that only starts like a mount is left alone
     assert f'"{tmp_path}/out"' in line and f"--o={tmp_path}/out/x" in line
+
+
+def test_host_working_dir_and_logs_shared_by_host_backends(tmp_path: Path):
+    """What local and Slurm both need lives on the spec and in base: no backend borrows another's
+    private helpers."""
+    spec = _spec(tmp_path, "true")
+    assert spec.host_working_dir() == spec.log_dir  # none given
+    assert replace(spec, working_dir="/output/sub/deep").host_working_dir() == tmp_path / "sub/deep"
+    assert replace(spec, working_dir="/output").host_working_dir() == tmp_path / "out"
+    assert replace(spec, working_dir="/outputs").host_working_dir() == spec.log_dir  # not a mount
+    assert replace(spec, working_dir=str(tmp_path)).host_working_dir() == tmp_path
+    assert read_logs(spec.log_dir) == ("", "")  # nothing written yet
+    spec.log_dir.mkdir()
+    spec.stdout_path.write_bytes(b"out \xff")
+    assert read_logs(spec.log_dir) == ("out \ufffd", "")
 
 
 def test_exit_codes_logs_and_env(tmp_path: Path):

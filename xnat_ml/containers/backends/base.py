@@ -8,10 +8,14 @@ uploading outputs happen before and after, in the engine, so every backend gets 
 from __future__ import annotations
 
 import enum
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+STDOUT_LOG = "stdout.log"
+STDERR_LOG = "stderr.log"
 
 
 @dataclass(frozen=True)
@@ -66,13 +70,37 @@ class LaunchSpec:
             line = pattern.sub(lambda _m, p=str(mount.host_path): p, line)
         return line
 
+    def host_working_dir(self) -> Path:
+        """The host directory behind `working_dir`, for backends that run on the host (local,
+        Slurm without a runtime): inside a mount it is that mount's staging directory; a plain
+        host path is used as is if it exists; otherwise (or when unset) the log directory."""
+        if not self.working_dir:
+            return self.log_dir
+        for mount in sorted(self.mounts, key=lambda m: len(m.container_path), reverse=True):
+            root = mount.container_path.rstrip("/")
+            if self.working_dir == root or self.working_dir.startswith(root + "/"):
+                return Path(str(mount.host_path) + self.working_dir[len(root) :])
+        return Path(self.working_dir) if os.path.isdir(self.working_dir) else self.log_dir
+
     @property
     def stdout_path(self) -> Path:
-        return self.log_dir / "stdout.log"
+        return self.log_dir / STDOUT_LOG
 
     @property
     def stderr_path(self) -> Path:
-        return self.log_dir / "stderr.log"
+        return self.log_dir / STDERR_LOG
+
+
+def read_logs(log_dir: Path) -> tuple[str, str]:
+    """(stdout, stderr) as written to `log_dir` so far; a log not written yet reads as ""."""
+    return _read_text(log_dir / STDOUT_LOG), _read_text(log_dir / STDERR_LOG)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 class JobStatus(enum.StrEnum):

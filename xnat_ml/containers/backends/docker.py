@@ -18,7 +18,13 @@ import docker
 import docker.errors
 from docker.types import DeviceRequest
 
-from xnat_ml.containers.backends.base import BackendState, JobStatus, LaunchSpec
+from xnat_ml.containers.backends.base import (
+    STDERR_LOG,
+    STDOUT_LOG,
+    BackendState,
+    JobStatus,
+    LaunchSpec,
+)
 from xnat_ml.errors import XnatMlError
 
 LABEL_JOB = "org.xnat-ml.job"
@@ -231,7 +237,7 @@ class DockerBackend:
         if not log_dir:
             return
         Path(log_dir).mkdir(parents=True, exist_ok=True)
-        for name, stdout in (("stdout.log", True), ("stderr.log", False)):
+        for name, stdout in ((STDOUT_LOG, True), (STDERR_LOG, False)):
             target = Path(log_dir) / name
             partial = target.with_name(f".{name}.partial")
             partial.write_text(_stream(container, stdout=stdout))

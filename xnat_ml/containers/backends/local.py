@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from xnat_ml.containers.backends.base import BackendState, JobStatus, LaunchSpec
+from xnat_ml.containers.backends.base import BackendState, JobStatus, LaunchSpec, read_logs
 from xnat_ml.errors import XnatMlError
 
 _MARKER = "XNAT_ML_LOCAL_JOB"
@@ -34,7 +34,7 @@ class LocalBackend:
 
     def launch(self, spec: LaunchSpec) -> str:
         spec.log_dir.mkdir(parents=True, exist_ok=True)
-        cwd = self._working_dir(spec)
+        cwd = spec.host_working_dir()
         env = {**os.environ, **spec.env}
         # the server's own scripts (xnat-ml) first, even when it was started without its venv
         env["PATH"] = os.pathsep.join((os.path.dirname(sys.executable), env.get("PATH", "")))
@@ -58,17 +58,6 @@ class LocalBackend:
             self._specs[job_id] = spec
         return job_id
 
-    @staticmethod
-    def _working_dir(spec: LaunchSpec) -> str:
-        """The host directory behind the command's working-directory (a mount or a plain path)."""
-        if not spec.working_dir:
-            return str(spec.log_dir)
-        for mount in sorted(spec.mounts, key=lambda m: len(m.container_path), reverse=True):
-            root = mount.container_path.rstrip("/")
-            if spec.working_dir == root or spec.working_dir.startswith(root + "/"):
-                return str(mount.host_path) + spec.working_dir[len(root) :]
-        return spec.working_dir if os.path.isdir(spec.working_dir) else str(spec.log_dir)
-
     def state(self, job_id: str) -> BackendState:
         with self._lock:
             proc = self._procs.get(job_id)
@@ -91,7 +80,7 @@ class LocalBackend:
             spec = self._specs.get(job_id)
         if spec is None:
             return "", ""
-        return _read(spec.stdout_path), _read(spec.stderr_path)
+        return read_logs(spec.log_dir)
 
     def kill(self, job_id: str) -> None:
         with self._lock:
@@ -135,10 +124,3 @@ class LocalBackend:
             self._killed.discard(job_id)
         if proc is not None and proc.poll() is None:
             proc.wait()
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""

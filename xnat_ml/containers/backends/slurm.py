@@ -29,8 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
-from xnat_ml.containers.backends.base import BackendState, JobStatus, LaunchSpec
-from xnat_ml.containers.backends.local import LocalBackend, _read
+from xnat_ml.containers.backends.base import BackendState, JobStatus, LaunchSpec, read_logs
 from xnat_ml.errors import XnatMlError
 
 RUNTIMES = ("apptainer", "singularity")
@@ -64,7 +63,7 @@ def sbatch_script(
         f"--job-name={_safe_name(spec.job_name)}",
         f"--output={spec.stdout_path}",
         f"--error={spec.stderr_path}",
-        f"--chdir={LocalBackend._working_dir(spec) if runtime is None else spec.log_dir}",
+        f"--chdir={spec.host_working_dir() if runtime is None else spec.log_dir}",
         "--nodes=1",
         "--ntasks=1",
         f"--cpus-per-task={max(1, math.ceil(spec.limit_cpu or 1))}",
@@ -340,8 +339,7 @@ class SlurmBackend:
         record = self._record(job_id)
         if record is None:
             return "", ""
-        log_dir = Path(record["log_dir"])
-        return _read(log_dir / "stdout.log"), _read(log_dir / "stderr.log")
+        return read_logs(Path(record["log_dir"]))
 
     def kill(self, job_id: str) -> None:
         record = self._record(job_id)
