@@ -6,25 +6,11 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
-from xnat_ml.containers.batch import (
-    Selection,
-    filter_jobs,
-    list_containers,
-    load_record,
-    rerun_failed,
-    run_batch,
-)
 from xnat_ml.errors import XnatMlError
-from xnat_ml.xnat import connect
-from xnat_ml.xnat.responses import reported_as
+from xnat_ml.xnat.cliargs import add_connection_arguments, connect_from_args
 
-
-def add_server_options(parser: argparse.ArgumentParser) -> None:
-    """--url/--user/--password, falling back to XNAT_HOST/XNAT_USER/XNAT_PASS."""
-    group = parser.add_argument_group("XNAT server (default: $XNAT_HOST, $XNAT_USER, $XNAT_PASS)")
-    group.add_argument("--url", metavar="URL", help="XNAT address, e.g. http://127.0.0.1:8080")
-    group.add_argument("--user", metavar="NAME", help="user name (or alias token)")
-    group.add_argument("--password", metavar="SECRET", help="password (or token secret)")
+# The batch machinery (xnatpy, requests) is imported inside the handlers: `xnat-ml` registers
+# every verb module before dispatching, and the other verbs should not pay for it.
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -89,7 +75,7 @@ def _register_batch(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME=VALUE",
         help="a value for another wrapper input (repeatable)",
     )
-    add_server_options(run)
+    add_connection_arguments(run)
     run.set_defaults(func=_run)
 
     rerun = verbs.add_parser(
@@ -109,7 +95,7 @@ def _register_batch(subparsers: argparse._SubParsersAction) -> None:
         help="rerun the failed subgroup (required: the only mode)",
     )
     rerun.add_argument("--project", required=True, metavar="P", help="project ID of the batch")
-    add_server_options(rerun)
+    add_connection_arguments(rerun)
     rerun.set_defaults(func=_rerun)
     batch.set_defaults(func=lambda _args: batch.print_help() or 2)
 
@@ -130,7 +116,7 @@ def _register_jobs(subparsers: argparse._SubParsersAction) -> None:
     )
     jobs.add_argument("--project", metavar="P", help="project ID")
     jobs.add_argument("--batch", metavar="B", help="batch id (needs --project)")
-    add_server_options(jobs)
+    add_connection_arguments(jobs)
     jobs.set_defaults(func=_jobs)
     verbs = jobs.add_subparsers(dest="jobs_verb", metavar="VERB")
 
@@ -141,14 +127,14 @@ def _register_jobs(subparsers: argparse._SubParsersAction) -> None:
     )
     logs.add_argument("id", metavar="ID", help="container id from `xnat-ml jobs`")
     logs.add_argument("--stderr", action="store_true", help="print stderr instead of stdout")
-    add_server_options(logs)
+    add_connection_arguments(logs)
     logs.set_defaults(func=_logs)
 
     kill = verbs.add_parser(
         "kill", help="stop a running job", description="Kill job ID; its status becomes Killed."
     )
     kill.add_argument("id", metavar="ID", help="container id from `xnat-ml jobs`")
-    add_server_options(kill)
+    add_connection_arguments(kill)
     kill.set_defaults(func=_kill)
 
 
@@ -175,8 +161,10 @@ def _print_attempt(record, attempt) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from xnat_ml.containers.batch import Selection, run_batch
+
     selection = Selection(args.sessions, args.subjects, args.ids, args.scan_types)
-    with connect(args.url, args.user, args.password) as session:
+    with connect_from_args(args) as session:
         record, attempt = run_batch(
             session, args.project, args.command, args.wrapper, selection, _inputs(args.inputs)
         )
@@ -184,15 +172,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _rerun(args: argparse.Namespace) -> int:
-    with connect(args.url, args.user, args.password) as session:
+    from xnat_ml.containers.batch import rerun_failed
+
+    with connect_from_args(args) as session:
         record, attempt = rerun_failed(session, args.project, args.batch)
     return _print_attempt(record, attempt)
 
 
 def _jobs(args: argparse.Namespace) -> int:
+    from xnat_ml.containers.batch import filter_jobs, list_containers, load_record
+
     if args.batch and not args.project:
         raise XnatMlError(f"batch {args.batch}: give its --project too")
-    with connect(args.url, args.user, args.password) as session:
+    with connect_from_args(args) as session:
         keys = load_record(session, args.project, args.batch).job_keys() if args.batch else None
         chosen = filter_jobs(list_containers(session), args.status, args.project, keys)
     print("ID\tSTATUS\tPROJECT\tCOMMAND\tOBJECT\tSTATUS TIME")
@@ -212,8 +204,10 @@ def _when(value) -> str:
 
 
 def _logs(args: argparse.Namespace) -> int:
+    from xnat_ml.xnat.responses import reported_as
+
     which = "stderr" if args.stderr else "stdout"
-    with connect(args.url, args.user, args.password) as session:
+    with connect_from_args(args) as session:
         with reported_as(f"job {args.id}: reading its {which}"):
             response = session.get(f"/xapi/containers/{args.id}/logs/{which}")
     sys.stdout.write(response.text)
@@ -221,7 +215,9 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _kill(args: argparse.Namespace) -> int:
-    with connect(args.url, args.user, args.password) as session:
+    from xnat_ml.xnat.responses import reported_as
+
+    with connect_from_args(args) as session:
         with reported_as(f"job {args.id}: killing it"):
             session.post(f"/xapi/containers/{args.id}/kill", accepted_status=[200, 204])
     print(f"job {args.id}: kill requested")

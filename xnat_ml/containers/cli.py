@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from pathlib import Path
 
-from xnat_ml.containers.command import load_command, read_command_file
 from xnat_ml.errors import XnatMlError
+from xnat_ml.xnat.cliargs import add_connection_arguments, login_from_args
+
+# Command parsing, validation and the HTTP client load inside the handlers: `xnat-ml` registers
+# every verb module before dispatching, and the other verbs should not pay for them.
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Service's rules, stage its inputs into --work-dir, run the command line on a backend "
             "(local process by default) with XNAT_HOST/XNAT_USER/XNAT_PASS set to an alias token, "
             "and upload its outputs as the output handlers say. Server and user come from "
-            "--host/--user/--password or XNAT_HOST/XNAT_USER/XNAT_PASS."
+            "--url/--user/--password or XNAT_HOST/XNAT_USER/XNAT_PASS."
         ),
     )
     run.add_argument("file", type=Path, metavar="FILE", help="command JSON")
@@ -48,9 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--input", "-i", action="append", default=[], metavar="NAME=VALUE",
         help="an input value, e.g. -i scan=/archive/experiments/XNAT_E00001/scans/1 (repeat)",
     )  # fmt: skip
-    run.add_argument("--host", help="XNAT address (default $XNAT_HOST)")
-    run.add_argument("--user", help="user name (default $XNAT_USER)")
-    run.add_argument("--password", help="password (default $XNAT_PASS)")
+    add_connection_arguments(run)
     run.add_argument("--backend", default="local", help="local (default), docker or slurm")
     run.add_argument("--work-dir", type=Path, help="staging and logs (default: a temp folder)")
     run.add_argument(
@@ -61,6 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from xnat_ml.containers.command import read_command_file
+
     failed = 0
     for path in args.files:
         command, problems = read_command_file(path)
@@ -80,6 +82,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from xnat_ml.containers.archive import ArchiveClient
     from xnat_ml.containers.backends import get_backend
+    from xnat_ml.containers.command import load_command
     from xnat_ml.containers.launch import execute
     from xnat_ml.containers.resolve import resolve
 
@@ -100,11 +103,7 @@ def _run(args: argparse.Namespace) -> int:
         if not sep:
             raise XnatMlError(f"--input {item!r}: expected NAME=VALUE")
         values[name] = value
-    host = (args.host or os.environ.get("XNAT_HOST") or "").rstrip("/")
-    user = args.user or os.environ.get("XNAT_USER")
-    password = args.password if args.password is not None else os.environ.get("XNAT_PASS")
-    if not host or not user or password is None:
-        raise XnatMlError("XNAT server: give --host/--user/--password or XNAT_HOST/USER/PASS")
+    host, user, password = login_from_args(args)
     client = ArchiveClient(host, user, password)
     try:
         resolution = resolve(command, wrapper, values, client)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xnat_ml.containers.batch_cli import add_server_options
-from xnat_ml.events.install import HANDLER_DIR, handler_files, install_handler, read_handler
-from xnat_ml.xnat import connect
-from xnat_ml.xnat.responses import reported_as
-from xnat_ml.xnat.uris import segment
+from xnat_ml.xnat.cliargs import add_connection_arguments, connect_from_args
+
+# The installer and its HTTP stack (xnatpy) are imported inside the handlers: `xnat-ml`
+# registers every verb module before dispatching, and the other verbs should not pay for them.
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,9 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         type=Path,
         metavar="FILE",
-        help=f"a subscription file to install (repeatable; default: every file in {HANDLER_DIR})",
+        help="a subscription file to install (repeatable; default: every file in the "
+        "repository's event_handlers/)",
     )
-    add_server_options(install)
+    add_connection_arguments(install)
     install.set_defaults(func=_install)
 
     listing = verbs.add_parser(
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="List the Event Service subscriptions that apply to project P.",
     )
     listing.add_argument("--project", required=True, metavar="P", help="project ID")
-    add_server_options(listing)
+    add_connection_arguments(listing)
     listing.set_defaults(func=_list)
     history = verbs.add_parser(
         "history",
@@ -61,14 +61,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     history.add_argument("--project", required=True, metavar="P", help="project ID")
     history.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (50)")
-    add_server_options(history)
+    add_connection_arguments(history)
     history.set_defaults(func=_history)
     events.set_defaults(func=lambda _args: events.print_help() or 2)
 
 
 def _install(args: argparse.Namespace) -> int:
+    from xnat_ml.events.install import handler_files, install_handler, read_handler
+
     handlers = [read_handler(path) for path in (args.files or handler_files())]
-    with connect(args.url, args.user, args.password) as session:
+    with connect_from_args(args) as session:
         for handler in handlers:
             outcome = install_handler(session, args.project, handler)
             print(f"{handler.path.name}: {outcome} in project {args.project}")
@@ -76,7 +78,10 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    with connect(args.url, args.user, args.password) as session:
+    from xnat_ml.xnat.responses import reported_as
+    from xnat_ml.xnat.uris import segment
+
+    with connect_from_args(args) as session:
         with reported_as(f"project {args.project}: listing its event subscriptions"):
             subs = session.get_json(f"/xapi/projects/{segment(args.project)}/events/subscriptions")
     for sub in subs or []:
@@ -87,7 +92,10 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    with connect(args.url, args.user, args.password) as session:
+    from xnat_ml.xnat.responses import reported_as
+    from xnat_ml.xnat.uris import segment
+
+    with connect_from_args(args) as session:
         with reported_as(f"project {args.project}: reading its event history"):
             deliveries = session.get_json(
                 f"/xapi/projects/{segment(args.project)}/events/delivered",

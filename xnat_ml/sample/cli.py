@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from xnat_ml.sample import DEFAULT_PROJECT, DEFAULT_SUBJECTS
+from xnat_ml.xnat.cliargs import add_connection_arguments, connect_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,9 +20,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Needs no network besides the server. Re-running completes or leaves the project."
         ),
     )
-    parser.add_argument("--url", help="XNAT server address (default: $XNAT_HOST)")
-    parser.add_argument("--user", help="user name (default: $XNAT_USER)")
-    parser.add_argument("--password", help="password (default: $XNAT_PASS)")
     parser.add_argument(
         "--project", default=DEFAULT_PROJECT, help=f"project ID (default: {DEFAULT_PROJECT})"
     )
@@ -34,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed: same seed, same images and UIDs (default: 0)"
     )
+    add_connection_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -46,9 +45,8 @@ def _positive(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from xnat_ml.sample.project import build_sample_project
-    from xnat_ml.xnat import connect
 
-    with connect(args.url, args.user, args.password) as session:
+    with connect_from_args(args) as session:
         sessions = build_sample_project(
             session, args.project, args.subjects, args.seed, progress=print
         )
