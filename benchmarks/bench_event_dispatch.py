@@ -22,7 +22,7 @@ import time
 
 import requests
 
-from xnat_ml.demo import embedded_server
+from xnat_ml.server.process import ServerProcess
 
 TARGET_RATIO = 1.3
 ECHO = {
@@ -79,7 +79,8 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=50)
     args = parser.parse_args()
     n = args.sessions
-    with tempfile.TemporaryDirectory() as tmp, embedded_server(tmp) as url:
+    with tempfile.TemporaryDirectory() as tmp, ServerProcess(tmp) as server:
+        url = server.url
         http = requests.Session()
         http.auth = ("admin", "admin")
         http.post(f"{url}/xapi/commands", json=ECHO).raise_for_status()

@@ -14,9 +14,8 @@ import argparse
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
-from xnat_ml.demo import embedded_server
+from xnat_ml.server.process import ServerProcess
 from xnat_ml.xnat import connect, list_experiments
 from xnat_ml.xnat.uris import project_uri
 
@@ -40,7 +39,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-listing-") as tmp:
-        with embedded_server(Path(tmp)) as url, connect(url, "admin", "admin") as session:
+        with ServerProcess(tmp) as server, connect(server.url, "admin", "admin") as session:
             project = project_uri("BENCH")
             started = time.perf_counter()
             session.put(project)

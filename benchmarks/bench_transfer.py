@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xnat_ml.demo import embedded_server
+from xnat_ml.server.process import ServerProcess
 from xnat_ml.xnat import connect, download_resource, upload_directory
 from xnat_ml.xnat.uris import project_uri
 
@@ -67,7 +67,8 @@ def main() -> int:
         expected = make_payload(payload, args.mb, args.files)
         size_mb = sum(p.stat().st_size for p in payload.rglob("*") if p.is_file()) / 1e6
         copy_s = timed(lambda: shutil.copytree(payload, root / "copy"))
-        with embedded_server(root / "server") as url, connect(url, "admin", "admin") as session:
+        server = ServerProcess(root / "server")
+        with server, connect(server.url, server.user, server.password) as session:
             session.put(project_uri("BENCH"))
             parent = project_uri("BENCH")
             up_s = timed(lambda: upload_directory(session, parent, "PAYLOAD", payload))

@@ -6,96 +6,21 @@ Tests talk to it over HTTP exactly as users do (xnatpy, pyxnat, requests).
 from __future__ import annotations
 
 import itertools
-import os
-import socket
-import subprocess
-import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
 
-_ADMIN_PASSWORD = "admin"
+from xnat_ml.server.process import ServerProcess
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class XnatServer:
+class XnatServer(ServerProcess):
     """A running embedded server: `url`, `user`, `password`, `data_dir`; `restart()` keeps data."""
 
-    data_dir: Path
-    port: int = field(default_factory=_free_port)
-    user: str = "admin"
-    password: str = _ADMIN_PASSWORD
-    process: subprocess.Popen | None = None
-    serve_args: list[str] = field(default_factory=list)  # more `xnat-ml serve` options
-    env: dict[str, str] = field(default_factory=dict)  # added to the server's environment
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir.parent / "server.log"
-
-    def start(self, timeout: float = 60.0) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "xnat_ml",
-            "serve",
-            "--data",
-            str(self.data_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--admin-password",
-            self.password,
-            *self.serve_args,
-        ]
-        env = {k: v for k, v in os.environ.items() if k != "XNAT_ML_ADMIN_PASSWORD"} | self.env
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"xnat-ml serve exited early:\n{self.log_tail()}")
-            try:
-                if requests.get(f"{self.url}/data/version", timeout=2).ok:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"xnat-ml serve did not answer within {timeout} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+    def __init__(self, data_dir: Path, serve_args: list[str] = (), env: dict | None = None):
+        # The log sits beside the data folder: tests search that folder for stray files.
+        super().__init__(data_dir, serve_args=serve_args, env=env,
+                         log_path=data_dir.parent / "server.log")  # fmt: skip
 
     def session(self, user: str | None = None, password: str | None = None) -> requests.Session:
         """A requests session with basic auth (admin by default)."""
@@ -132,7 +57,7 @@ class XnatServer:
 @pytest.fixture(scope="session")
 def xnat_server(tmp_path_factory) -> XnatServer:
     """One `xnat-ml serve` for the whole test session (tmp data dir, free loopback port)."""
-    server = XnatServer(data_dir=tmp_path_factory.mktemp("xnat-server") / "data")
+    server = XnatServer(tmp_path_factory.mktemp("xnat-server") / "data")
     server.start()
     yield server
     server.stop()
@@ -144,11 +69,7 @@ def start_xnat_server(tmp_path_factory):
     servers = []
 
     def start(name: str, serve_args: list[str] = (), env: dict | None = None) -> XnatServer:
-        server = XnatServer(
-            data_dir=tmp_path_factory.mktemp(name) / "data",
-            serve_args=list(serve_args),
-            env=dict(env or {}),
-        )
+        server = XnatServer(tmp_path_factory.mktemp(name) / "data", serve_args, env)
         server.start()
         servers.append(server)
         return server

@@ -10,81 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import requests
-
 from xnat_ml.errors import XnatMlError
+from xnat_ml.server.process import ServerProcess
 
 ADMIN = "admin"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextmanager
-def embedded_server(
-    data_dir: str | Path,
-    port: int | None = None,
-    admin_password: str = "admin",
-    startup_timeout: float = 60.0,
-) -> Iterator[str]:
-    """Run `xnat-ml serve` on loopback as a child process for the block; yields its URL.
-
-    The server's log goes to DATA_DIR/server.log; if it dies or does not answer in time, the
-    error quotes the log's last line.
-    """
-    data_dir = Path(data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = data_dir / "server.log"
-    command = [
-        sys.executable, "-m", "xnat_ml", "serve", "--data", str(data_dir),
-        "--host", "127.0.0.1", "--port", str(port), "--admin-password", admin_password,
-    ]  # fmt: skip
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_until_up(url, process, log_path, startup_timeout)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_until_up(url: str, process: subprocess.Popen, log_path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise XnatMlError(f"xnat-ml serve: exited at start ({_last_line(log_path)})")
-        try:
-            if requests.get(f"{url}/data/version", timeout=2).ok:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    process.terminate()
-    raise XnatMlError(f"xnat-ml serve: no answer on {url} after {timeout:.0f} s")
-
-
-def _last_line(log_path: Path) -> str:
-    lines = log_path.read_text(errors="replace").strip().splitlines()
-    return lines[-1] if lines else "no output"
 
 
 def print_listing(session, project: str) -> None:
@@ -160,7 +93,8 @@ def _run(args: argparse.Namespace, password: str) -> int:
     from xnat_ml.xnat import connect
 
     print(f"Starting the embedded XNAT server on {args.data} ...")
-    with embedded_server(args.data, args.port, password) as url:
+    with ServerProcess(args.data, port=args.port, admin_password=password) as server:
+        url = server.url
         print(f"Server up at {url}; building sample project {args.project} over REST ...")
         started = time.monotonic()
         with connect(url, ADMIN, password) as session:

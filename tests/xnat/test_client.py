@@ -72,7 +72,7 @@ def test_connect_failures_are_one_clear_line(xnat_server, monkeypatch, url, user
     if url == "SERVER":
         url = xnat_server.url
     elif url == "CLOSED":
-        from xnat_ml.demo import free_port
+        from xnat_ml.server.process import free_port
 
         url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(XnatMlError, match=problem) as caught:
