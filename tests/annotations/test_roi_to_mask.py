@@ -86,16 +86,18 @@ def site(xnat_server, tmp_path_factory) -> Site:
 
 @pytest.fixture
 def run(site, monkeypatch, capsys):
-    """Run the verb in this process with the job's variables; (exit code, stdout, stderr)."""
+    """Run the verb in this process with the job's variables (admin); `user` and `password`
+    are passed as options, which win over them. (exit code, stdout, stderr)"""
 
     def go(roi: Path, roi_type: str, out: Path, *more: str, project=PROJECT, user=None,
            password=None):  # fmt: skip
         monkeypatch.setenv("XNAT_HOST", site.server.url)
-        monkeypatch.setenv("XNAT_USER", user or site.server.user)
-        monkeypatch.setenv("XNAT_PASS", password or site.server.password)
+        monkeypatch.setenv("XNAT_USER", site.server.user)
+        monkeypatch.setenv("XNAT_PASS", site.server.password)
+        login = ["--user", user, "--password", password] if user else []
         capsys.readouterr()
         code = main(["roi-to-mask", str(roi), "--type", roi_type, "--session", site.session_id,
-                     "--project", project, "--out", str(out), *more])  # fmt: skip
+                     "--project", project, "--out", str(out), *login, *more])  # fmt: skip
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from xnat_ml.xnat.cliargs import add_connection_arguments, connect_from_args
+
 # The conversion stack (pydicom, highdicom, nibabel, xnatpy) is imported inside the handler:
 # `xnat-ml` registers every verb module before dispatching.
 
@@ -19,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "label map (one file of ML_MODELS; without it only per-ROI masks are made), write "
             "per-ROI masks, masks.json and with a label map labels.nii.gz/labels.json into OUT, "
             "and finally upload the image NIfTI as the scan's NIFTI resource (image.nii.gz). "
-            "Nothing is uploaded when any step fails. Connects with $XNAT_HOST, $XNAT_USER and "
-            "$XNAT_PASS, which the Container Service sets in every job."
+            "Nothing is uploaded when any step fails. In a Container Service job the server "
+            "options come from $XNAT_HOST, $XNAT_USER and $XNAT_PASS (an alias token)."
         ),
     )
     parser.add_argument(
@@ -43,14 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "resource; a missing file means per-ROI masks only; empty: no label map",
     )
     parser.add_argument("--out", required=True, type=Path, metavar="OUT", help="mask folder")
+    add_connection_arguments(parser)
     parser.set_defaults(func=_roi_to_mask)
 
 
 def _roi_to_mask(args: argparse.Namespace) -> int:
     from xnat_ml.annotations.roi_to_mask import roi_to_mask
-    from xnat_ml.xnat import connect
 
-    with connect() as session:
+    with connect_from_args(args) as session:
         done = roi_to_mask(
             session, args.roi, args.roi_type, args.session, args.project, args.out,
             args.labelmap or None,
