@@ -22,6 +22,15 @@ VERB_MODULES = (
 )
 
 
+def add_verb_group(
+    subparsers: argparse._SubParsersAction, name: str, help: str, description: str
+) -> argparse._SubParsersAction:
+    """A verb made of sub-verbs (`xnat-ml NAME VERB`); NAME alone prints its help, exit code 2."""
+    group = subparsers.add_parser(name, help=help, description=description)
+    group.set_defaults(func=lambda _args: group.print_help() or 2)
+    return group.add_subparsers(dest=f"{name}_verb", metavar="VERB")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xnat-ml",

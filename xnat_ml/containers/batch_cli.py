@@ -6,6 +6,7 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
+from xnat_ml.cli import add_verb_group
 from xnat_ml.errors import XnatMlError
 from xnat_ml.xnat.cliargs import add_connection_arguments, connect_from_args
 
@@ -19,12 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_batch(subparsers: argparse._SubParsersAction) -> None:
-    batch = subparsers.add_parser(
+    verbs = add_verb_group(
+        subparsers,
         "batch",
         help="run a Container Service command over many sessions",
         description="Launch a command on many objects of a project at once, and rerun failures.",
     )
-    verbs = batch.add_subparsers(dest="batch_verb", metavar="VERB")
     run = verbs.add_parser(
         "run",
         help="launch a command on a selection of sessions (or their scans / ROI collections)",
@@ -97,7 +98,6 @@ def _register_batch(subparsers: argparse._SubParsersAction) -> None:
     rerun.add_argument("--project", required=True, metavar="P", help="project ID of the batch")
     add_connection_arguments(rerun)
     rerun.set_defaults(func=_rerun)
-    batch.set_defaults(func=lambda _args: batch.print_help() or 2)
 
 
 def _register_jobs(subparsers: argparse._SubParsersAction) -> None:

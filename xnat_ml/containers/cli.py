@@ -6,6 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from xnat_ml.cli import add_verb_group
 from xnat_ml.errors import XnatMlError
 from xnat_ml.xnat.cliargs import add_connection_arguments, login_from_args
 
@@ -14,12 +15,12 @@ from xnat_ml.xnat.cliargs import add_connection_arguments, login_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    commands = subparsers.add_parser(
+    verbs = add_verb_group(
+        subparsers,
         "commands",
         help="work with Container Service command JSON",
         description="Work with XNAT Container Service command definitions (command JSON).",
     )
-    verbs = commands.add_subparsers(dest="commands_verb", metavar="VERB")
     validate = verbs.add_parser(
         "validate",
         help="check command JSON files against the Container Service's rules",
@@ -57,7 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dry-run", action="store_true", help="resolve and print the command line; run nothing"
     )
     run.set_defaults(func=_run)
-    commands.set_defaults(func=lambda _args: commands.print_help() or 2)
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from xnat_ml.cli import add_verb_group
 from xnat_ml.xnat.cliargs import add_connection_arguments, connect_from_args
 
 # The installer and its HTTP stack (xnatpy) are imported inside the handlers: `xnat-ml`
@@ -12,12 +13,12 @@ from xnat_ml.xnat.cliargs import add_connection_arguments, connect_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    events = subparsers.add_parser(
+    verbs = add_verb_group(
+        subparsers,
         "events",
         help="install and inspect Event Service subscriptions",
         description="Work with XNAT Event Service subscriptions (event_handlers/).",
     )
-    verbs = events.add_subparsers(dest="events_verb", metavar="VERB")
 
     install = verbs.add_parser(
         "install",
@@ -63,7 +64,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     history.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (50)")
     add_connection_arguments(history)
     history.set_defaults(func=_history)
-    events.set_defaults(func=lambda _args: events.print_help() or 2)
 
 
 def _install(args: argparse.Namespace) -> int:
