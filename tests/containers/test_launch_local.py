@@ -290,6 +290,37 @@ def test_bad_launches(site: Site):
     assert reader.post(f"{site.url}/xapi/commands", json={"name": "x"}).status_code == 403
 
 
+def test_wrong_typed_object_inputs_are_400_naming_the_input(site: Site):
+    """Every object input takes only its own kind: by URI shape, and by the object's real type
+    (an experiment URI can name an assessor)."""
+    scan_wrapper = site.install(
+        json.loads((REPO / "command_json/dicom-to-nifti.json").read_text())
+    )["dicom-to-nifti-scan"]
+    session_wrapper = site.install(_command("typed-object", "true", [], []))["typed-object-session"]
+    scan_id = site.scans()[0]["ID"]
+    session_uri = f"/archive/experiments/{site.session_id}"
+    assessors = site.http.get(f"{site.url}/data{session_uri[len('/archive'):]}/assessors",
+                              params={"format": "json"}).json()["ResultSet"]["Result"]  # fmt: skip
+    assessor_id = next(a["ID"] for a in assessors if a["label"] == site.collection)
+    wrong = [
+        (session_wrapper, "session", f"{session_uri}/scans/{scan_id}", "Scan"),
+        (session_wrapper, "session", f"/archive/experiments/{assessor_id}", "Assessor"),
+        (session_wrapper, "session", f"{session_uri}/assessors/{site.collection}", "Assessor"),
+        (session_wrapper, "session", f"/archive/projects/{site.project}", "Project"),
+        (session_wrapper, "session", f"{session_uri}/resources/DICOM", "Resource"),
+        (session_wrapper, "session", "/archive/experiments/NO_SUCH_SESSION", "no such object"),
+        (scan_wrapper, "scan", session_uri, "Experiment"),
+        (scan_wrapper, "scan", scan_id, "not the URI of a Scan"),
+    ]
+    for wrapper, root, value, problem in wrong:
+        answer = site.launch(wrapper, root, {root: value})
+        assert answer.status_code == 400, (value, answer.text)
+        assert f"'{root}'" in answer.json()["message"] and problem in answer.json()["message"]
+    right = site.launch(session_wrapper, "session", {"session": site.session_id})
+    assert right.status_code == 200, right.text
+    assert site.wait(right.json()["id"])["status"] == "Complete"
+
+
 def test_available_and_enablement(site: Site):
     wrappers = site.install(json.loads((REPO / "command_json/roi-to-mask.json").read_text()))
     wrapper = wrappers["roi-to-mask-roi-collection"]

@@ -13,7 +13,13 @@ import pytest
 
 from xnat_ml.containers.archive import ArchiveClient, parse_uri
 from xnat_ml.containers.command import load_command
-from xnat_ml.containers.resolve import InputError, check_inputs, resolve
+from xnat_ml.containers.resolve import (
+    InputError,
+    check_inputs,
+    check_object_type,
+    object_uri,
+    resolve,
+)
 
 SHARED = Path("/work/shared/data/xnat-commands")
 REPO = Path(__file__).resolve().parents[2]
@@ -252,3 +258,38 @@ def test_output_files_never_leave_their_mount(tmp_path: Path):
         _matched_files(mount, output("../secret", None))
     with pytest.raises(UploadError, match="leaves its mount"):
         _matched_files(mount, output("linked-dir", None))
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "problem"),
+    [
+        ("Session", "/archive/experiments/E1/scans/1", "URI of a Scan, not of a Session"),
+        ("Session", "/archive/projects/P", "URI of a Project, not of a Session"),
+        ("Scan", "/archive/experiments/E1", "URI of an Experiment, not of a Scan"),
+        ("Assessor", "/archive/experiments/E1/scans/1", "URI of a Scan, not of an Assessor"),
+        ("Subject", "/archive/experiments/E1", "not of a Subject"),
+        ("Project", "/archive/subjects/S1", "not of a Project"),
+        ("Resource", "/archive/experiments/E1/resources/R/files/a", "URI of a File"),
+        ("Scan", "1", "not the URI of a Scan"),
+        ("Session", "E1/scans/1", "not the URI of a Session"),
+        ("Session", "/archive/nothing/here", "not an XNAT object URI"),
+    ],
+)
+def test_object_inputs_refuse_uris_of_another_kind(kind, value, problem):
+    with pytest.raises(InputError, match=f"input 'x': .*{problem}"):
+        object_uri("x", kind, value)
+
+
+def test_object_inputs_accept_their_own_kind_and_check_the_real_type():
+    assert object_uri("x", "Session", "E1") == "/experiments/E1"
+    assert object_uri("x", "Project", "P") == "/projects/P"
+    assert object_uri("x", "Scan", "/data/experiments/E1/scans/2") == "/data/experiments/E1/scans/2"
+    assert object_uri("x", "Resource", "/archive/experiments/E1/resources/NIFTI")
+    check_object_type("x", "Session", "xnat:mrSessionData")
+    check_object_type("x", "SubjectAssessor", "xnat:ctSessionData")
+    check_object_type("x", "Session", "site:ownData")  # unknown types are the matcher's business
+    wrong = (("Session", "icr:roiCollectionData"), ("Scan", "xnat:mrSessionData"),
+             ("Assessor", "xnat:ctScanData"), ("Project", "xnat:subjectData"))  # fmt: skip
+    for kind, xsi in wrong:
+        with pytest.raises(InputError, match=f"input 'x': .*not an? {kind}"):
+            check_object_type("x", kind, xsi)

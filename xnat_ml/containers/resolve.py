@@ -20,7 +20,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from xnat_ml.containers.archive import ArchiveClient
+from xnat_ml.containers.archive import ArchiveClient, parse_uri
 from xnat_ml.containers.command import (
     Command,
     CommandInput,
@@ -32,6 +32,7 @@ from xnat_ml.containers.command import (
 )
 from xnat_ml.containers.matcher import MISSING, MatcherError, compile_matcher, compile_path
 from xnat_ml.containers.validate import FILE_TYPES, OBJECT_TYPES
+from xnat_ml.containers.xsitypes import object_kind
 from xnat_ml.errors import XnatMlError
 
 MAX_VALUE_LENGTH = 10_000
@@ -89,14 +90,17 @@ def check_inputs(command: Command, wrapper: Wrapper, values: dict[str, Any]) -> 
         raise InputError("(body)", "launch parameters must be a JSON object of name: value")
     by_name: dict[str, WrapperInput | CommandInput] = {i.name: i for i in command.inputs}
     by_name.update({i.name: i for i in wrapper.inputs})
+    for name in values:
+        if name not in by_name:
+            raise InputError(name, f"not an input of wrapper {wrapper.name!r}")
+    external = {i.name for i in wrapper.external_inputs}
     out: dict[str, Any] = {}
     for name, value in values.items():
-        spec = by_name.get(name)
-        if spec is None:
-            raise InputError(name, f"not an input of wrapper {wrapper.name!r}")
         if value is None:
             continue
-        out[name] = _normalise(name, spec, value)
+        out[name] = _normalise(name, by_name[name], value)
+        if name in external and by_name[name].type in OBJECT_TYPES:
+            object_uri(name, by_name[name].type, out[name])  # the value is kept as given
     provided = {i.provides_value_for_command_input for i in wrapper.inputs}
     for inp in wrapper.external_inputs:
         if inp.required and out.get(inp.name) in (None, "") and not inp.default_value:
@@ -229,7 +233,9 @@ class _Resolver:
             self.record(inp, None)
             return
         if inp.type in OBJECT_TYPES:
-            obj = self.client.load(inp.type, _as_uri(inp.type, value), children=inp.load_children)
+            uri = object_uri(inp.name, inp.type, value)
+            obj = self.client.load(inp.type, uri, children=inp.load_children)
+            check_object_type(inp.name, inp.type, obj["xsiType"])
             if not self.matches(inp, obj):
                 raise InputError(inp.name, f"{obj['uri']} does not match {inp.matcher!r}")
             self.objects[inp.name] = obj
@@ -399,18 +405,64 @@ class _Resolver:
         )
 
 
-def _as_uri(kind: str, value: str) -> str:
-    """Accept a URI, or a bare ID for a project or session (as XNAT's UI sometimes sends)."""
+# What each object input type accepts: the shapes of URI that can name it, and the kinds of
+# object (by xsi type) it may be. An experiment URI can name any experiment, so the loaded
+# object's real type is checked too (a scan URI is never a session; an assessor is never one).
+_URI_SHAPES = {
+    "Project": "Project", "Subject": "Subject", "Session": "Experiment",
+    "SubjectAssessor": "Experiment", "ProjectAsset": "Experiment", "Scan": "Scan",
+    "Assessor": "Assessor", "Resource": "Resource",
+}  # fmt: skip
+_REAL_KINDS = {"SubjectAssessor": ("Session", "SubjectAssessor")}
+
+
+def object_uri(name: str, kind: str, value: str) -> str:
+    """The URI an object input's value names (a bare ID is accepted for a project, subject or
+    session, as XNAT's UI sends them); InputError naming the input when the value cannot name
+    an object of `kind` (not a URI, or a URI of another kind of object)."""
     value = value.strip()
-    if value.startswith("/"):
-        return value
-    if kind == "Project":
-        return f"/projects/{value}"
-    if kind in ("Session", "SubjectAssessor"):
-        return f"/experiments/{value}"
-    if kind == "Subject":
-        return f"/subjects/{value}"
-    raise InputError(kind, f"{value!r} is not a URI of a {kind}")
+    if not value.startswith("/"):
+        prefix = {"Project": "/projects/", "Subject": "/subjects/"}.get(kind)
+        if _URI_SHAPES[kind] == "Experiment":
+            prefix = "/experiments/"
+        if prefix is None or "/" in value:
+            raise InputError(name, f"{value!r} is not the URI of {_a(kind)}")
+        value = prefix + value
+    shape = _uri_shape(value)
+    if shape is None:
+        raise InputError(name, f"{value!r} is not an XNAT object URI")
+    if shape != _URI_SHAPES[kind]:
+        raise InputError(name, f"{value} is the URI of {_a(shape)}, not of {_a(kind)}")
+    return value
+
+
+def _uri_shape(uri: str) -> str | None:
+    """Which kind of object a URI names: Project, Subject, Experiment, Scan, Assessor, Resource
+    or File; None if it is not an object URI."""
+    ids = parse_uri(uri)
+    if ids is None:
+        return None
+    if "file" in ids:
+        return "File"
+    if "resource" in ids:
+        return "Resource"
+    if "child" in ids:
+        return "Scan" if ids["child"] == "scans" else "Assessor"
+    if "experiment" in ids:
+        return "Experiment"
+    return "Subject" if "subject" in ids else "Project"
+
+
+def check_object_type(name: str, kind: str, xsi_type: str) -> None:
+    """InputError naming the input when an object's real (xsi) type is not of `kind`; a type
+    this service does not know (a site's own datatype) is left to the wrapper's matcher."""
+    real = object_kind(xsi_type)
+    if real is not None and real not in _REAL_KINDS.get(kind, (kind,)):
+        raise InputError(name, f"the object is {_a(real)} ({xsi_type}), not {_a(kind)}")
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "AEIOU" else f"a {kind}"
 
 
 def _property(obj: dict, prop: str) -> Any:

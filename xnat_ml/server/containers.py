@@ -13,13 +13,15 @@ import uuid
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
-from werkzeug.exceptions import BadRequest, Forbidden, NotFound
+from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound
 
 from xnat_ml.containers import jobs, registry
 from xnat_ml.containers.command import Command, Wrapper
 from xnat_ml.containers.jobs import Job
-from xnat_ml.containers.resolve import InputError, check_inputs
+from xnat_ml.containers.resolve import InputError, check_inputs, check_object_type, object_uri
+from xnat_ml.containers.validate import OBJECT_TYPES
 from xnat_ml.server import auth
+from xnat_ml.server.archive import resolve_object
 from xnat_ml.server.commands import service
 from xnat_ml.server.db import get_db
 from xnat_ml.server.models import Project
@@ -57,6 +59,9 @@ def _create_job(
     if root not in {i.name for i in wrapper.external_inputs}:
         raise InputError(root, f"not an external input of wrapper {wrapper.name!r}")
     params = check_inputs(command, wrapper, values)
+    for inp in wrapper.external_inputs:
+        if inp.type in OBJECT_TYPES and inp.type != "Resource" and params.get(inp.name):
+            _check_archive_object(inp.name, inp.type, params[inp.name])
     sensitive = {i.name for i in (*wrapper.inputs, *command.inputs) if i.sensitive}
     user = auth.require_login()
     db = get_db()
@@ -83,6 +88,16 @@ def _create_job(
     job.work_dir = str(current_app.config["DATA_DIR"] / "containers" / str(job.id))
     db.commit()
     return job
+
+
+def _check_archive_object(name: str, kind: str, value: str) -> None:
+    """A launch names objects this archive holds, of the input's type (InputError → 400): the
+    job would otherwise be accepted only to fail, or run on the wrong object."""
+    try:
+        obj = resolve_object(object_uri(name, kind, value), access="read")
+    except HTTPException:
+        raise InputError(name, f"{value!r}: no such object you may read") from None
+    check_object_type(name, kind, obj.xsi_type)
 
 
 def _report(job: Job) -> dict:
