@@ -69,8 +69,13 @@ class ContainerService:
         backend: str = "local",
         workers: int = 4,
         backend_options: dict | None = None,
+        readers: sessionmaker[Session] | None = None,
     ) -> None:
+        """`sessions` write (BEGIN IMMEDIATE: the write lock); `readers`, if given, only read
+        (a plain BEGIN, which never waits for a writer). A read that queued behind busy writers
+        once made a kill request fail with "database is locked"."""
         self.sessions = sessions
+        self.readers = readers or sessions
         self.work_root = Path(work_root)
         self.token_factory = token_factory
         self.backend_name = backend
@@ -100,39 +105,57 @@ class ContainerService:
         self.pool.submit(self._guarded, self._launch, job_id)
 
     def kill(self, job_id: int) -> str:
-        """Ask a job to stop; returns its status afterwards (Killed, or already final)."""
-        with self.sessions() as db:
+        """Ask a job to stop; returns its status afterwards (Killed, or already final).
+
+        A running job is only read (no write lock: a kill must not queue behind writers) and
+        its backend called with no transaction open; the monitor then records it Killed."""
+        self._kill_requested.add(job_id)
+        with self.readers() as db:
             job = db.get(Job, job_id)
             if job is None:
+                self._kill_requested.discard(job_id)
                 raise XnatMlError(f"container {job_id}: not found")
-            if job.finished:
-                return job.status
-            if job.status == jobs.CREATED:
-                self._kill_requested.add(job_id)
-                job.set_status(jobs.KILLED, "killed before it started")
-                db.commit()
-                return jobs.KILLED
-            backend_name, backend_id = job.backend, job.backend_job_id
-        self._kill_requested.add(job_id)
+            status, backend_name, backend_id = job.status, job.backend, job.backend_job_id
+        if status in jobs.FINAL_STATUSES:
+            self._kill_requested.discard(job_id)
+            return status
+        if status == jobs.CREATED:
+            with self.sessions() as db:  # a worker may have started it since the read
+                job = db.get(Job, job_id)
+                if job.status == jobs.CREATED:
+                    job.set_status(jobs.KILLED, "killed before it started")
+                    db.commit()
+                    return jobs.KILLED
+                status, backend_id = job.status, job.backend_job_id
+            if status in jobs.FINAL_STATUSES:
+                return status
         if backend_id:
             self.backend(backend_name).kill(backend_id)
         return jobs.KILLED
 
     def fail_orphans(self) -> None:
-        """At start: jobs left Running on a backend that cannot re-attach (local) are Failed."""
-        with self.sessions() as db:
-            for job in db.scalars(select(Job).where(Job.status == jobs.RUNNING)):
-                backend = self._backend_or_none(job.backend)
-                if backend is None or not backend.can_reattach or not job.backend_job_id:
-                    stop_orphan = getattr(backend, "stop_orphan", None)
-                    if stop_orphan is not None and job.backend_job_id:
-                        stop_orphan(job.backend_job_id)
-                    job.set_status(
-                        jobs.FAILED,
-                        f"server restarted while the job ran; a {job.backend} job cannot be "
-                        "re-attached",
-                    )
-            db.commit()
+        """At start: jobs left Running on a backend that cannot re-attach (local) are Failed.
+
+        Backends are reached (a Docker daemon, a process to stop) with no transaction open."""
+        with self.readers() as db:
+            running = select(Job.id, Job.backend, Job.backend_job_id).where(
+                Job.status == jobs.RUNNING
+            )
+            rows = list(db.execute(running))
+        orphans = []
+        for job_id, backend_name, backend_job_id in rows:
+            backend = self._backend_or_none(backend_name)
+            if backend is None or not backend.can_reattach or not backend_job_id:
+                stop_orphan = getattr(backend, "stop_orphan", None)
+                if stop_orphan is not None and backend_job_id:
+                    stop_orphan(backend_job_id)
+                orphans.append((job_id, backend_name))
+        for job_id, backend_name in orphans:
+            self._finish(
+                job_id,
+                jobs.FAILED,
+                f"server restarted while the job ran; a {backend_name} job cannot be re-attached",
+            )
 
     def resume_pending(self) -> None:
         """Once, when the server answers requests: re-queue Created jobs, re-attach Running ones."""
@@ -179,27 +202,26 @@ class ContainerService:
             self._finish(job_id, jobs.FAILED, f"internal error: {type(exc).__name__}: {exc}")
 
     def _load(self, job_id: int) -> _Loaded | None:
-        with self.sessions() as db:
+        with self.readers() as db:
             job = db.get(Job, job_id)
             if job is None or job.finished:
                 return None
             record = db.get(CommandRecord, job.command_id)
-            if record is None:
-                job.set_status(jobs.FAILED, "its command was deleted before it ran")
-                db.commit()
-                return None
-            command = with_ids(db, record)
-            return _Loaded(
-                job_id=job.id,
-                command=command,
-                wrapper=command.wrapper(job.wrapper_id),
-                username=job.username,
-                host=job.host,
-                params=dict(job.params or {}),
-                backend=job.backend,
-                backend_job_id=job.backend_job_id,
-                job_dir=Path(job.work_dir),
-            )
+            if record is not None:
+                command = with_ids(db, record)
+                return _Loaded(
+                    job_id=job.id,
+                    command=command,
+                    wrapper=command.wrapper(job.wrapper_id),
+                    username=job.username,
+                    host=job.host,
+                    params=dict(job.params or {}),
+                    backend=job.backend,
+                    backend_job_id=job.backend_job_id,
+                    job_dir=Path(job.work_dir),
+                )
+        self._finish(job_id, jobs.FAILED, "its command was deleted before it ran")
+        return None
 
     def _client(self, job: _Loaded) -> tuple[ArchiveClient, dict[str, str]]:
         """A REST client and the container's XNAT_* variables, on a fresh alias token."""
@@ -241,7 +263,8 @@ class ContainerService:
                 "mounts": {m.name: m.container_path for m in resolution.mounts},
             }
             record.root_uri = resolution.root_uri or record.root_uri
-            record.set_status(jobs.RUNNING, f"started on {backend.name}")
+            if not record.finished:  # a job killed while it was staged stays Killed
+                record.set_status(jobs.RUNNING, f"started on {backend.name}")
             db.commit()
         with self._lock:
             self._running[job_id] = _Running(job, resolution, backend, backend_id)
@@ -307,15 +330,16 @@ class ContainerService:
         exit_code: int | None = None,
         uploaded: list[str] | None = None,
     ) -> None:
+        killed = job_id in self._kill_requested
+        self._kill_requested.discard(job_id)
         with self.sessions() as db:
             job = db.get(Job, job_id)
             if job is None or job.finished:
                 return
-            if job_id in self._kill_requested and status != jobs.COMPLETE:
+            if killed and status != jobs.COMPLETE:
                 status, message = jobs.KILLED, message or "killed on request"
             job.set_status(status, message, exit_code)
             if uploaded:
                 job.outputs = uploaded
             db.commit()
-        self._kill_requested.discard(job_id)
         log.info("container %s: %s %s", job_id, status, message)

@@ -20,7 +20,7 @@ from xnat_ml.containers.registry import CommandRecord
 from xnat_ml.containers.service import ContainerService
 from xnat_ml.containers.validate import validate
 from xnat_ml.server import auth
-from xnat_ml.server.db import get_db, session_factory
+from xnat_ml.server.db import get_db, reader_factory, session_factory
 from xnat_ml.server.models import User
 
 bp = Blueprint("commands", __name__)
@@ -47,6 +47,7 @@ def _start_service(state) -> None:
         backend=_setting(app, "CONTAINER_BACKEND", "local"),
         workers=int(_setting(app, "CONTAINER_WORKERS", "4")),
         backend_options=json.loads(_setting(app, "CONTAINER_BACKEND_OPTIONS", "{}")),
+        readers=reader_factory(app),
     )
     app.extensions["xnat_ml.containers"] = service
     service.fail_orphans()

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 DB_FILENAME = "xnat-ml.sqlite"
+READ_ONLY = "xnat_ml_read_only"  # execution option: begin a plain (deferred) read transaction
 
 
 def make_engine(data_dir: Path) -> Engine:
@@ -37,7 +38,10 @@ def make_engine(data_dir: Path) -> Engine:
     def _begin(conn) -> None:
         # Writing requests take the lock at BEGIN, so concurrent creations serialise instead of
         # failing with "database is locked" halfway through; WAL readers are never blocked.
-        reading = has_request_context() and request.method in ("GET", "HEAD", "OPTIONS")
+        # Work that only reads (a `reader_factory` session) never queues for the write lock.
+        reading = conn.get_execution_options().get(READ_ONLY) or (
+            has_request_context() and request.method in ("GET", "HEAD", "OPTIONS")
+        )
         conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
     return engine
@@ -56,6 +60,15 @@ def init_app(app: Flask, data_dir: Path) -> None:
 def session_factory(app: Flask | None = None) -> sessionmaker[Session]:
     """The app's session factory, for work outside a request (bootstrap, CLI, event handlers)."""
     return (app or current_app).extensions["xnat_ml.db"]
+
+
+def reader_factory(app: Flask | None = None) -> sessionmaker[Session]:
+    """Sessions for work that only reads, in any thread: they never take (or wait for) the
+    write lock, however busy the writers are. Never write in one (under contention the upgrade
+    fails at once): write in a `session_factory` session."""
+    sessions = session_factory(app)
+    return sessionmaker(sessions.kw["bind"].execution_options(**{READ_ONLY: True}),
+                        expire_on_commit=False)  # fmt: skip
 
 
 def get_db() -> Session:

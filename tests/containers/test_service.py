@@ -1,0 +1,124 @@
+"""The job runner's database use: no request waits for the write lock only to read, and no
+transaction stays open across a backend call."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from xnat_ml.containers import jobs
+from xnat_ml.containers.backends import BackendState, JobStatus
+from xnat_ml.containers.jobs import Base, Job
+from xnat_ml.containers.service import ContainerService
+from xnat_ml.server import db as server_db
+
+
+class FakeBackend:
+    """Records calls; `during` runs inside each call (to probe the database from there)."""
+
+    name = "fake"
+    can_reattach = False
+
+    def __init__(self, during=lambda: None) -> None:
+        self.killed: list[str] = []
+        self.stopped: list[str] = []
+        self.during = during
+
+    def kill(self, job_id: str) -> None:
+        self.during()
+        self.killed.append(job_id)
+
+    def stop_orphan(self, job_id: str) -> bool:
+        self.during()
+        self.stopped.append(job_id)
+        return True
+
+    def state(self, job_id: str) -> BackendState:
+        return BackendState(JobStatus.RUNNING)
+
+
+@pytest.fixture
+def service(tmp_path: Path):
+    app = Flask(__name__)
+    server_db.init_app(app, tmp_path)
+    Base.metadata.create_all(server_db.session_factory(app).kw["bind"])
+    runner = ContainerService(
+        server_db.session_factory(app), tmp_path / "containers", lambda user: ("a", "s"),
+        backend="fake", workers=1, readers=server_db.reader_factory(app),
+    )  # fmt: skip
+    runner.db_path = tmp_path / server_db.DB_FILENAME
+    yield runner
+    runner.shutdown()
+
+
+def _job(service: ContainerService, status: str, backend_id: str | None = "fake-1") -> int:
+    with service.sessions() as db:
+        job = Job(command_id=1, wrapper_id=1, command_name="c", wrapper_name="w", project="P",
+                  username="u", backend="fake", backend_job_id=backend_id)  # fmt: skip
+        job.set_status(status)
+        db.add(job)
+        db.commit()
+        return job.id
+
+
+def _status(service: ContainerService, job_id: int) -> str:
+    with service.readers() as db:
+        return db.get(Job, job_id).status
+
+
+def test_kill_of_a_running_job_does_not_wait_for_a_busy_writer(service):
+    """A writer holding the lock (a long upload's commit, a burst of launches) once made the
+    kill's own BEGIN IMMEDIATE time out: "database is locked" and a 500."""
+    backend = FakeBackend()
+    service._backends["fake"] = backend
+    job_id = _job(service, jobs.RUNNING)
+    writer = sqlite3.connect(service.db_path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        answer: list[str] = []
+        killer = threading.Thread(target=lambda: answer.append(service.kill(job_id)))
+        killer.start()
+        killer.join(timeout=5)
+        assert answer == [jobs.KILLED], "kill queued behind the writer"
+        assert backend.killed == ["fake-1"]
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        killer.join()
+
+
+def _write_lock_is_free(path: Path) -> None:
+    probe = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")  # "database is locked" if the caller holds it
+        probe.execute("ROLLBACK")
+    finally:
+        probe.close()
+
+
+def test_backend_calls_run_outside_any_transaction(service):
+    backend = FakeBackend(during=lambda: _write_lock_is_free(service.db_path))
+    service._backends["fake"] = backend
+    running = _job(service, jobs.RUNNING, "fake-run")
+    orphan = _job(service, jobs.RUNNING, "fake-orphan")
+    service.kill(running)
+    assert backend.killed == ["fake-run"]
+    service.fail_orphans()
+    assert "fake-orphan" in backend.stopped
+    assert _status(service, orphan) == jobs.FAILED
+
+
+def test_kill_before_start_and_after_the_end(service):
+    service._backends["fake"] = backend = FakeBackend()
+    created = _job(service, jobs.CREATED, None)
+    assert service.kill(created) == jobs.KILLED
+    assert _status(service, created) == jobs.KILLED
+    done = _job(service, jobs.COMPLETE)
+    assert service.kill(done) == jobs.COMPLETE
+    assert backend.killed == []
+    with pytest.raises(Exception, match="not found"):
+        service.kill(999)
