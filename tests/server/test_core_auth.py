@@ -291,3 +291,19 @@ def test_sessions_expire_when_idle_not_while_used(tmp_path):
         assert client.get("/data/auth").status_code == 200
     time.sleep(2.2)
     assert client.get("/data/auth").status_code == 401
+
+
+def test_a_writing_request_on_a_half_spent_session_slides_it_without_a_lock_wait(tmp_path):
+    """The slide is written in its own transaction; a POST's own one held the write lock, so
+    the slide waited the whole busy timeout and the request failed: "database is locked"."""
+    app = create_app(tmp_path, session_lifetime_s=2)
+    client = app.test_client()
+    login = client.put("/data/services/auth", data={"username": "admin", "password": "admin"})
+    assert login.status_code == 200
+    time.sleep(1.2)
+    start = time.monotonic()
+    assert client.post("/xapi/commands", data=b"{not json").status_code == 400
+    assert time.monotonic() - start < 5
+    time.sleep(1.2)  # past the first lifetime: only the slide keeps the session alive
+    assert client.get("/data/auth").status_code == 200
+

@@ -72,6 +72,9 @@ def _session_user(session_id: str) -> User | None:
         return None
     lifetime = timedelta(seconds=current_app.config["SESSION_LIFETIME_S"])
     if web_session.expires - now < lifetime / 2:  # in use: slide the expiry (idle timeout)
+        # End this request's transaction first: in a POST it holds the write lock (BEGIN
+        # IMMEDIATE), and the writer below would wait on it until "database is locked".
+        get_db().commit()
         with session_factory()() as writer:  # own transaction: never upgrade this request's read
             writer.execute(
                 update(WebSession).where(WebSession.id == session_id).values(expires=now + lifetime)
