@@ -166,17 +166,10 @@ class ArchiveClient:
         pid = ids["project"]
         fields, _ = self.item(f"/data/projects/{_q(pid)}")
         project = fields.get("ID", pid)
-        obj = {
-            "id": project,
-            "label": project,
-            "name": fields.get("name", ""),
-            "xsiType": "xnat:projectData",
-            "uri": f"/archive/projects/{project}",
-            "directory": None,
-        }
-        if children:
-            obj["resources"] = self.resources(obj["uri"])
-        return obj
+        return self._object(
+            children, project, project, "xnat:projectData", f"/archive/projects/{project}",
+            {"name": fields.get("name", "")},
+        )  # fmt: skip
 
     def _subject(self, ids: dict, children: bool) -> dict:
         path = (
@@ -186,17 +179,10 @@ class ArchiveClient:
         )
         fields, _ = self.item(path)
         sid = fields.get("ID", ids["subject"])
-        obj = {
-            "id": sid,
-            "label": fields.get("label", sid),
-            "xsiType": "xnat:subjectData",
-            "uri": f"/archive/subjects/{sid}",
-            "project-id": fields.get("project", ids.get("project")),
-            "directory": None,
-        }
-        if children:
-            obj["resources"] = self.resources(obj["uri"])
-        return obj
+        return self._object(
+            children, sid, fields.get("label", sid), "xnat:subjectData", f"/archive/subjects/{sid}",
+            {"project-id": fields.get("project", ids.get("project"))},
+        )  # fmt: skip
 
     def _experiment_path(self, ids: dict) -> str:
         if "project" in ids and "experiment" in ids:
@@ -212,17 +198,12 @@ class ArchiveClient:
         fields, xsi = self.item(self._experiment_path(ids))
         eid = fields.get("ID", ids["experiment"])
         uri = f"/archive/experiments/{eid}"
-        obj = {
-            "id": eid,
-            "label": fields.get("label", eid),
-            "xsiType": xsi,
-            "uri": uri,
-            "directory": None,
+        obj = self._object(children, eid, fields.get("label", eid), xsi, uri, {
             "project-id": fields.get("project"),
             "subject-id": fields.get("subject_ID"),
             "modality": fields.get("modality"),
             "date": fields.get("date"),
-        }
+        })  # fmt: skip
         if children:
             obj["scans"] = [
                 self._scan({"experiment": eid, "child_id": row["ID"]}, True)
@@ -232,7 +213,6 @@ class ArchiveClient:
                 self._assessor({"experiment": eid, "child_id": row["ID"]}, True)
                 for row in self.rows(f"/data/experiments/{_q(eid)}/assessors")
             ]
-            obj["resources"] = self.resources(uri)
         return obj
 
     def _scan(self, ids: dict, children: bool) -> dict:
@@ -242,12 +222,7 @@ class ArchiveClient:
         fields, xsi = self.item(f"/data/experiments/{_q(eid)}/scans/{_q(ids['child_id'])}")
         scan_id = str(fields.get("ID", ids["child_id"]))
         uri = f"/archive/experiments/{eid}/scans/{scan_id}"
-        obj = {
-            "id": scan_id,
-            "label": scan_id,
-            "xsiType": xsi,
-            "uri": uri,
-            "directory": None,
+        return self._object(children, scan_id, scan_id, xsi, uri, {
             "integer-id": int(scan_id) if scan_id.isdigit() else None,
             "scan-type": fields.get("type"),
             "series-description": fields.get("series_description"),
@@ -258,26 +233,26 @@ class ArchiveClient:
             "note": fields.get("note"),
             "session-id": eid,
             "project-id": fields.get("project"),
-        }
-        if children:
-            obj["resources"] = self.resources(uri)
-        return obj
+        })  # fmt: skip
 
     def _assessor(self, ids: dict, children: bool) -> dict:
         eid = ids["experiment"]
         fields, xsi = self.item(f"/data/experiments/{_q(eid)}/assessors/{_q(ids['child_id'])}")
         aid = fields.get("ID", ids["child_id"])
         uri = f"/archive/experiments/{eid}/assessors/{aid}"
-        obj = {
-            "id": aid,
-            "label": fields.get("label", aid),
-            "xsiType": xsi,
-            "uri": uri,
-            "directory": None,
+        return self._object(children, aid, fields.get("label", aid), xsi, uri, {
             "project-id": fields.get("project"),
             "session-id": eid,
             "name": fields.get("name"),
-        }
+        })  # fmt: skip
+
+    def _object(
+        self, children: bool, oid: str, label: str, xsi_type: str, uri: str, properties: dict
+    ) -> dict:
+        """An object as the Container Service's model has it, with its resources if `children`
+        (a session adds its scans and assessors)."""
+        obj = {"id": oid, "label": label, "xsiType": xsi_type, "uri": uri, "directory": None,
+               **properties}  # fmt: skip
         if children:
             obj["resources"] = self.resources(uri)
         return obj

@@ -44,26 +44,32 @@ class Mount:
 
 
 @dataclass
-class CommandInput:
+class _Input:
+    """What command inputs and wrapper inputs share: a typed, named value and its template key."""
+
     name: str = _f("name")
     label: str | None = _f("label")
     description: str | None = _f("description")
     type: str = _f("type", default="string")
-    required: bool = _f("required", "bool", False)
     matcher: str | None = _f("matcher")
     default_value: str | None = _f("default-value", "scalar")
     replacement_key: str | None = _f("replacement-key")
-    command_line_flag: str | None = _f("command-line-flag")
-    command_line_separator: str | None = _f("command-line-separator")
-    true_value: str | None = _f("true-value", "scalar")
-    false_value: str | None = _f("false-value", "scalar")
     sensitive: bool = _f("sensitive", "bool", False)
-    select_values: list[str] = _f("select-values", "strlist", [])
-    multiple_delimiter: str | None = _f("multiple-delimiter")
 
     @property
     def key(self) -> str:
         return self.replacement_key or f"#{self.name}#"
+
+
+@dataclass
+class CommandInput(_Input):
+    required: bool = _f("required", "bool", False)
+    command_line_flag: str | None = _f("command-line-flag")
+    command_line_separator: str | None = _f("command-line-separator")
+    true_value: str | None = _f("true-value", "scalar")
+    false_value: str | None = _f("false-value", "scalar")
+    select_values: list[str] = _f("select-values", "strlist", [])
+    multiple_delimiter: str | None = _f("multiple-delimiter")
 
 
 @dataclass
@@ -77,29 +83,17 @@ class CommandOutput:
 
 
 @dataclass
-class WrapperInput:
+class WrapperInput(_Input):
     """An external wrapper input: its value comes from the user or the launch context."""
 
-    name: str = _f("name")
-    label: str | None = _f("label")
-    description: str | None = _f("description")
-    type: str = _f("type", default="string")
-    matcher: str | None = _f("matcher")
-    default_value: str | None = _f("default-value", "scalar")
     user_settable: bool | None = _f("user-settable", "bool")
-    replacement_key: str | None = _f("replacement-key")
     required: bool = _f("required", "bool", True)
     load_children: bool = _f("load-children", "bool", True)
-    sensitive: bool = _f("sensitive", "bool", False)
     provides_value_for_command_input: str | None = _f("provides-value-for-command-input")
     provides_files_for_command_mount: str | None = _f("provides-files-for-command-mount")
     via_setup_command: str | None = _f("via-setup-command")
 
     derived = False
-
-    @property
-    def key(self) -> str:
-        return self.replacement_key or f"#{self.name}#"
 
 
 @dataclass
