@@ -77,6 +77,16 @@ class Site:
             json=values,
         )
 
+    def launch_running(self, data: dict) -> int:
+        """Install a session command, launch it on the sample session, wait until it runs."""
+        wrapper = self.install(data)[f"{data['name']}-session"]
+        job_id = self.launch(wrapper, "session", {"session": self.session_id}).json()["id"]
+        deadline = time.monotonic() + 60
+        while self.http.get(f"{self.url}/xapi/containers/{job_id}").json()["status"] != "Running":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        return job_id
+
     def wait(self, job_id: int, timeout: float = 120) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -247,12 +257,7 @@ def test_kill_a_running_job(site: Site):
         [{"name": "o", "mount": "out", "required": True}],
         [_handler("h", "o", "SLEPT")],
     )  # fmt: skip
-    wrapper = site.install(data)["sleeper-session"]
-    job_id = site.launch(wrapper, "session", {"session": site.session_id}).json()["id"]
-    deadline = time.monotonic() + 60
-    while site.http.get(f"{site.url}/xapi/containers/{job_id}").json()["status"] != "Running":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    job_id = site.launch_running(data)
     assert site.http.post(f"{site.url}/xapi/containers/{job_id}/kill").status_code == 200
     job = site.wait(job_id, timeout=30)
     assert job["status"] == "Killed"
@@ -350,12 +355,7 @@ def test_restart_fails_running_local_jobs(site: Site):
         [{"name": "o", "mount": "out", "required": True}],
         [_handler("h", "o", "NAPPED")],
     )  # fmt: skip
-    wrapper = site.install(data)["napper-session"]
-    job_id = site.launch(wrapper, "session", {"session": site.session_id}).json()["id"]
-    deadline = time.monotonic() + 60
-    while site.http.get(f"{site.url}/xapi/containers/{job_id}").json()["status"] != "Running":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    job_id = site.launch_running(data)
     site.server.restart()
     job = site.http.get(f"{site.url}/xapi/containers/{job_id}").json()
     assert job["status"] == "Failed", job
