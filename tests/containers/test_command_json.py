@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from shared_data import XNAT_COMMANDS, require
 
 from xnat_ml.cli import main
 from xnat_ml.containers.command import load_command, parse_command, read_command_file
@@ -16,7 +17,7 @@ from xnat_ml.errors import XnatMlError
 
 REPO = Path(__file__).resolve().parents[2]
 OURS = sorted((REPO / "command_json").glob("*.json"))
-SHARED = sorted(Path("/work/shared/data/xnat-commands").glob("*.json"))
+SHARED = sorted(XNAT_COMMANDS.glob("*.json"))
 
 
 def errors_of(data) -> list[str]:
@@ -39,13 +40,12 @@ def test_every_command_file_validates(path: Path):
 
 
 def test_shared_files_present():
-    if not SHARED:
-        pytest.skip("NO /work/shared/data/xnat-commands here")
+    require(XNAT_COMMANDS)
     assert len(SHARED) == 5
 
 
 def test_legacy_keys_are_read():
-    dcm2niix = load_command((Path("/work/shared/data/xnat-commands/dcm2niix.command.json")
+    dcm2niix = load_command((XNAT_COMMANDS / "dcm2niix.command.json"
                              if SHARED else OURS[0]).read_bytes())  # fmt: skip
     if SHARED:
         derived = dcm2niix.xnat[0].derived_inputs[0]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import XNAT_COMMANDS, require
 
 from xnat_ml.sample.project import build_sample_project
 from xnat_ml.xnat import connect
@@ -384,9 +385,7 @@ def test_commands_run_by_hand(site: Site, tmp_path: Path, capsys):
 def test_xnat_debug_command_runs_as_published(site: Site):
     """NrgXnat's own debug command, installed unchanged, on a scan: its input mount holds the
     scan's resources and its output comes back as DEBUG_OUTPUT."""
-    path = Path("/work/shared/data/xnat-commands/debug.command.json")
-    if not path.exists():
-        pytest.skip(f"NO {path}")
+    path = require(XNAT_COMMANDS / "debug.command.json")
     wrappers = site.install(json.loads(path.read_text()))
     scan = site.scans()[0]["ID"]
     uri = f"/archive/experiments/{site.session_id}/scans/{scan}"

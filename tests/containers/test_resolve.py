@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from shared_data import XNAT_COMMANDS, require
 
 from xnat_ml.containers.archive import ArchiveClient, parse_uri
 from xnat_ml.containers.command import load_command
@@ -21,7 +22,7 @@ from xnat_ml.containers.resolve import (
     resolve,
 )
 
-SHARED = Path("/work/shared/data/xnat-commands")
+SHARED = XNAT_COMMANDS
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -122,9 +123,7 @@ def test_every_wrapper_resolves(command, wrapper):
 
 
 def _shared(name: str):
-    if not (SHARED / name).exists():
-        pytest.skip(f"NO {SHARED / name}")
-    return load_command((SHARED / name).read_bytes())
+    return load_command(require(SHARED / name).read_bytes())
 
 
 def test_dcm2niix_command_line_flags_and_booleans():

@@ -1,28 +1,22 @@
 """The shared RTSTRUCT conformance fixture: unpacking, pass thresholds and scoring.
 
-Thresholds are those of /work/shared/data/README.md (Dice ≥, HD95 ≤ mm, volume error ≤).
+Thresholds are those of ../shared/data/README.md (Dice ≥, HD95 ≤ mm, volume error ≤).
 Used by tests/imaging/test_conformance.py and benchmarks/bench_rtstruct.py.
 """
 
 from __future__ import annotations
 
-import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from shared_data import SHARED_DATA
 
 from xnat_ml.imaging.metrics import MaskScores, score
 
-# ../shared/data beside the repository, or wherever XNAT_ML_CONFORMANCE_TGZ points.
-ARCHIVE = Path(
-    os.environ.get(
-        "XNAT_ML_CONFORMANCE_TGZ",
-        Path(__file__).resolve().parents[3] / "shared" / "data" / "rtstruct-conformance.tgz",
-    )
-)
+ARCHIVE = SHARED_DATA / "rtstruct-conformance.tgz"
 RTSTRUCT = "rtstruct/primitives_planar.dcm"
 SERIES = "refct"
 GROUNDTRUTH = "groundtruth"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from conformance import ARCHIVE, unpack
+from shared_data import require
 
 
 @pytest.fixture(scope="session")
 def conformance_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not ARCHIVE.exists():
-        pytest.skip(f"conformance archive {ARCHIVE} not present")
+    require(ARCHIVE)
     return unpack(tmp_path_factory.mktemp("rtstruct-conformance"))
