@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "imaging"))
+sys.path[:0] = [str(ROOT / "tests" / "imaging"), str(ROOT / "tests")]
 
 from conformance import RTSTRUCT, SERIES, score_folder, unpack  # noqa: E402
 

@@ -14,6 +14,7 @@ dcm2niix is not a dependency (`pip install dcm2niix` provides it); without it on
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -26,7 +27,7 @@ import nibabel as nib
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "imaging"))
+sys.path[:0] = [str(ROOT / "tests" / "imaging"), str(ROOT / "tests")]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_rtstruct import IMAGING_ONLY_SCRIPT  # noqa: E402
@@ -86,7 +87,8 @@ def timed(argv: list[str]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dcm2niix", default=shutil.which("dcm2niix"))
+    search = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"  # the venv's dcm2niix first
+    parser.add_argument("--dcm2niix", default=shutil.which("dcm2niix", path=search))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-series-"))

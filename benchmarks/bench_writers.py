@@ -22,7 +22,7 @@ import numpy as np
 import pydicom
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "imaging"))
+sys.path[:0] = [str(ROOT / "tests" / "imaging"), str(ROOT / "tests")]
 
 from mni_masks import GEOMETRIES, brain_series, dice, tissue_masks  # noqa: E402
 
