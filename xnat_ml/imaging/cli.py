@@ -1,4 +1,7 @@
-"""`xnat-ml convert series|rtstruct|seg`: DICOM to NIfTI images and masks, files only."""
+"""`xnat-ml convert series|rtstruct|seg|labels`: DICOM to NIfTI and label NIfTI back to DICOM.
+
+Files only: no XNAT, no network.
+"""
 
 from __future__ import annotations
 
@@ -84,6 +87,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _mask_options(seg)
     seg.set_defaults(func=_convert_seg)
 
+    labels = kinds.add_parser(
+        "labels",
+        help="label NIfTI (model output) → DICOM SEG or RTSTRUCT",
+        description=(
+            "Write a label NIfTI in the series grid (or an axis permutation/flip of it; never "
+            "resampled) as a DICOM SEG or RTSTRUCT referencing the series, segments or ROIs named "
+            "and coloured by the label map, so that OHIF shows it. Values missing from the label "
+            "map are refused."
+        ),
+    )
+    labels.add_argument("labels", metavar="LABELS", type=Path, help="label .nii/.nii.gz")
+    labels.add_argument(
+        "--series", required=True, type=Path, metavar="SERIES_DIR", help="the source series"
+    )
+    labels.add_argument(
+        "--labelmap", required=True, type=Path, metavar="FILE",
+        help="label map (region2MaskValueMap.txt or JSON) naming the values",
+    )  # fmt: skip
+    labels.add_argument("--to", required=True, choices=("seg", "rtstruct"), help="DICOM object")
+    labels.add_argument("--out", required=True, type=Path, metavar="FILE", help="output .dcm")
+    labels.add_argument(
+        "--algorithm", default="xnat-ml", help="algorithm name recorded in the object"
+    )
+    _series_uid_option(labels)
+    labels.set_defaults(func=_convert_labels)
+
 
 def _series_uid_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -150,6 +179,18 @@ def _convert_seg(args: argparse.Namespace) -> int:
     report = {"seg": str(args.seg), "series_uid": series.series_uid}
     index = write_mask_folder(args.out, masks, series, report, args.labelmap)
     _summarise(args.out, index)
+    return 0
+
+
+def _convert_labels(args: argparse.Namespace) -> int:
+    from xnat_ml.imaging.export import export_labels
+    from xnat_ml.imaging.labelmap import load_labelmap
+    from xnat_ml.imaging.series import load_series
+
+    series = load_series(args.series, args.series_uid)
+    labelmap = load_labelmap(args.labelmap)
+    out = export_labels(args.labels, series, labelmap, args.out, args.to, args.algorithm)
+    print(f"{out}: {args.to.upper()} of {args.labels} on series {series.series_uid}")
     return 0
 
 
