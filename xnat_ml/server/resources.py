@@ -332,14 +332,20 @@ def _relpath(raw: str) -> PurePosixPath:
         raise BadRequest(str(exc)) from exc
 
 
-@archive_route(bp, FILE_RULE, methods=["GET"], merge_slashes=False)
-def get_file(owner: str, label: str, fpath: str) -> Response:
+def _catalogued_file(db, owner: str, label: str, fpath: str, access: str):
+    """(resource, relative path, catalog row) of one file, after the role check; 404 if absent."""
     rel = _relpath(fpath)
-    db = get_db()
-    resource = _resource_or_404(db, _one_owner(owner, "read"), label)
+    resource = _resource_or_404(db, _one_owner(owner, access), label)
     row = catalog.find(db, resource, rel)
     if row is None:
         raise NotFound(f"File '{rel}' does not exist in resource '{resource.label}'.")
+    return resource, rel, row
+
+
+@archive_route(bp, FILE_RULE, methods=["GET"], merge_slashes=False)
+def get_file(owner: str, label: str, fpath: str) -> Response:
+    db = get_db()
+    resource, rel, row = _catalogued_file(db, owner, label, fpath, "read")
     path = file_store().resource_dir(resource.relative_dir).joinpath(*rel.parts)
     db.rollback()
     if not path.is_file():
@@ -438,12 +444,8 @@ def _commit_files(
 
 @archive_route(bp, FILE_RULE, methods=["DELETE"], merge_slashes=False)
 def delete_file(owner: str, label: str, fpath: str) -> Response:
-    rel = _relpath(fpath)
     db = get_db()
-    resource = _resource_or_404(db, _one_owner(owner, "edit"), label)
-    row = catalog.find(db, resource, rel)
-    if row is None:
-        raise NotFound(f"File '{rel}' does not exist in resource '{resource.label}'.")
+    resource, rel, row = _catalogued_file(db, owner, label, fpath, "edit")
     folder = file_store().resource_dir(resource.relative_dir)
     target = folder.joinpath(*rel.parts)
     _delete_committed(db, row, target)
