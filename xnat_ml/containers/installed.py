@@ -15,13 +15,14 @@ from typing import Any
 
 from xnat.session import XNATSession
 
+from xnat_ml.assets import shipped_dir
 from xnat_ml.errors import XnatMlError
 from xnat_ml.xnat.responses import reported_as
 from xnat_ml.xnat.uris import segment
 
 log = logging.getLogger(__name__)
 
-COMMAND_DIR = Path(__file__).resolve().parents[2] / "command_json"
+COMMAND_DIR = shipped_dir("command_json")
 
 
 @dataclass(frozen=True)

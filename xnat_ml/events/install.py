@@ -18,6 +18,7 @@ from typing import Any
 
 from xnat.session import XNATSession
 
+from xnat_ml.assets import shipped_dir
 from xnat_ml.containers.installed import COMMAND_DIR, enable_wrapper, require_wrapper
 from xnat_ml.errors import XnatMlError
 from xnat_ml.events.subscription import SubscriptionError, action_key_for, parse_subscription
@@ -26,7 +27,7 @@ from xnat_ml.xnat.uris import segment
 
 log = logging.getLogger(__name__)
 
-HANDLER_DIR = Path(__file__).resolve().parents[2] / "event_handlers"
+HANDLER_DIR = shipped_dir("event_handlers")
 PLACEHOLDER = "WRAPPER_ID"
 EXTENSION_KEY = "x-xnat-ml"
 
