@@ -4,8 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
+WHEELS := container_images/xnat-ml/wheels
+IMAGE ?= xnat-ml/xnat-ml:0.1.0
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench wheelhouse image clean
 
 venv: $(STAMP)
 
@@ -20,7 +22,20 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(PY) -m xnat_ml.demo
 
-test: $(STAMP)
+# The image test builds container_images/xnat-ml offline, from these wheels (fetched now, while
+# package indexes are reachable; pip's cache makes a second run quick).
+wheelhouse: $(WHEELS)/.built
+
+$(WHEELS)/.built: setup.cfg pyproject.toml $(STAMP)
+	$(PY) -m pip wheel --quiet --wheel-dir $(WHEELS) $(TORCH) setuptools wheel .
+	rm -f $(WHEELS)/xnat_ml-*.whl
+	touch $@
+
+# `make wheelhouse image` builds it without a package index (wheels for this machine's Python).
+image:
+	docker build -f container_images/xnat-ml/Dockerfile -t $(IMAGE) .
+
+test: $(STAMP) $(WHEELS)/.built
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -30,4 +45,4 @@ bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(WHEELS)/*.whl $(WHEELS)/.built

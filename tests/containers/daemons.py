@@ -26,9 +26,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = os.environ.get("XNAT_ML_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-# What a Python built on the host (pyenv, python.org, Debian) links against, besides libc.
+# What a Python built on the host (pyenv, python.org, Debian) links against, besides libc; and
+# Debian's own python3 with venv, the base the image test builds container_images/xnat-ml on.
 ROOTFS_PACKAGES = [
     "ca-certificates",
+    "python3",
+    "python3-venv",
     "libbz2-1.0",
     "libexpat1",
     "libffi8",
@@ -131,6 +134,13 @@ class DockerDaemon:
 
         return docker.DockerClient(base_url=self.url, timeout=60)
 
+    def import_rootfs(self, image: str, changes: list[str] = ()) -> None:
+        """`docker import` the cached Debian root file system as `image` (repository:tag)."""
+        repository, tag = image.split(":")
+        self.client().api.import_image(
+            src=str(rootfs_tarball()), repository=repository, tag=tag, changes=list(changes)
+        )
+
     def stop(self) -> None:
         try:
             client = self.client()
@@ -150,7 +160,7 @@ def start_dockerd() -> DockerDaemon:
     root = Path(tempfile.mkdtemp(prefix="xnat-ml-dockerd-"))
     # Images and containers on a tmpfs: removing them at the end is an unmount.
     (root / "data").mkdir()
-    _tmpfs(root / "data")
+    _tmpfs(root / "data", "12g")  # the image test's build peaks at 5.6 GB
     url = f"unix://{root}/docker.sock"
     log = root / "dockerd.log"
     daemon = DockerDaemon(root=root, url=url, binds=_runtime_binds())
@@ -191,12 +201,8 @@ def start_dockerd() -> DockerDaemon:
     try:
         daemon.startup_s = wait_for(pings, 60, "dockerd", daemon.procs, log)
         start = time.monotonic()
-        tarball = rootfs_tarball()
-        repository, tag = TEST_IMAGE.split(":")
         path = f"{sys.prefix}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        daemon.client().api.import_image(
-            src=str(tarball), repository=repository, tag=tag, changes=[f"ENV PATH={path}"]
-        )
+        daemon.import_rootfs(TEST_IMAGE, [f"ENV PATH={path}"])
         daemon.image_s = time.monotonic() - start
     except BaseException:
         daemon.stop()
@@ -217,8 +223,6 @@ def _runtime_binds() -> list[str]:
 def rootfs_tarball() -> Path:
     """A minimal Debian root file system as a tarball, built once and cached between runs."""
     packages = list(ROOTFS_PACKAGES)
-    if Path(sys.base_prefix).resolve() == Path("/usr"):
-        packages.append("python3")
     key = hashlib.sha256(" ".join(["trimmed", DEBIAN_SUITE, DEBIAN_MIRROR, *packages]).encode())
     cache = Path(os.environ.get("XNAT_ML_TEST_CACHE", Path.home() / ".cache" / "xnat-ml-tests"))
     tarball = cache / f"rootfs-{DEBIAN_SUITE}-{key.hexdigest()[:12]}.tar"
@@ -229,7 +233,7 @@ def rootfs_tarball() -> Path:
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         rootfs = Path(tmp) / "rootfs"
         rootfs.mkdir()
-        _tmpfs(rootfs)
+        _tmpfs(rootfs, "4g")
         try:
             done = _debootstrap(packages, rootfs)
             if done.returncode != 0:
@@ -251,10 +255,10 @@ def rootfs_tarball() -> Path:
     return tarball
 
 
-def _tmpfs(folder: Path) -> None:
+def _tmpfs(folder: Path, size: str) -> None:
     """Mount a tmpfs on `folder` if possible: creating and deleting thousands of files there is
     an order of magnitude quicker than on a disk mounted with `discard` (28 s to delete here)."""
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4g,mode=0755", "tmpfs", str(folder)],
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
                    check=False, capture_output=True)  # fmt: skip
 
 

@@ -9,21 +9,18 @@ server restarts are re-attached and finish; kill works; 50 launches at once all 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
-
-from xnat_ml.layout import LABELMAP_RESOURCE, NIFTI_RESOURCE
-from xnat_ml.sample.project import build_sample_project
-from xnat_ml.xnat import connect
-
-REPO = Path(__file__).resolve().parents[2]
-FINAL = ("Complete", "Failed", "Failed (Upload)", "Killed")
-IMAGE = json.loads((REPO / "command_json/roi-to-mask.json").read_text())["image"]
+from e2e import (
+    IMAGE,
+    assert_roi_collection_became_masks,
+    build_site,
+    resources,
+    start_backend_server,
+    wait_job,
+)
 
 
 @pytest.fixture(
@@ -46,23 +43,7 @@ def server(request, start_xnat_server):
     else:
         cluster = request.getfixturevalue("slurm")
         options, env = {}, cluster.env
-    args = ["--backend", kind]
-    for key, value in options.items():
-        args += ["--backend-option", f"{key}={value}"]
-    server = start_xnat_server(f"xnat-{kind}", args, env)
-    server.backend = kind
-    return server
-
-
-def wait_job(server, job_id: int, timeout: float = 180) -> dict:
-    http = server.session()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = http.get(f"{server.url}/xapi/containers/{job_id}").json()
-        if job["status"] in FINAL:
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"container {job_id} still {job['status']} after {timeout} s")
+    return start_backend_server(start_xnat_server, f"xnat-{kind}", kind, options, env)
 
 
 def wait_running(server, job_id: int, timeout: float = 60) -> None:
@@ -73,58 +54,15 @@ def wait_running(server, job_id: int, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def job_logs(server, job_id: int) -> str:
-    url = f"{server.url}/xapi/containers/{job_id}/logs"
-    http = server.session()
-    return http.get(f"{url}/stdout").text[-2000:] + http.get(f"{url}/stderr").text[-2000:]
-
-
-def resources(server, uri: str) -> set[str]:
-    rows = server.session().get(f"{server.url}{uri}/resources", params={"format": "json"})
-    rows.raise_for_status()
-    return {row["label"] for row in rows.json()["ResultSet"]["Result"]}
-
-
 @pytest.fixture(scope="module")
 def site(server):
-    """A project with the shipped subscriptions installed, then one sample subject built in it:
-    the build saves an RTSTRUCT through /xapi/roi, which must set roi-to-mask off."""
     project = f"E2E_{server.backend.upper()}"
-    server.session().put(f"{server.url}/data/projects/{project}").raise_for_status()
-    installed = subprocess.run(
-        [sys.executable, "-m", "xnat_ml", "events", "install", "--project", project,
-         "--url", server.url, "--user", server.user, "--password", server.password],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert installed.returncode == 0, installed.stderr
-    with connect(server.url, server.user, server.password) as session:
-        [built] = build_sample_project(session, project, subjects=1)
-    return project, built
+    return project, build_site(server, project)
 
 
 def test_saving_an_rtstruct_makes_nifti_and_label_map(server, site):
     project, built = site
-    http = server.session()
-    session_uri = f"/data/experiments/{built.session_id}"
-    assessors = http.get(f"{server.url}{session_uri}/assessors", params={"format": "json"})
-    roi = next(a for a in assessors.json()["ResultSet"]["Result"]
-               if a["label"] == built.roi_collection)  # fmt: skip
-    deadline = time.monotonic() + 300
-    while LABELMAP_RESOURCE not in resources(server, f"{session_uri}/assessors/{roi['ID']}"):
-        jobs = http.get(f"{server.url}/xapi/containers", params={"project": project}).json()
-        failed = [j for j in jobs if j["status"] in FINAL and j["status"] != "Complete"]
-        assert not failed, [
-            (j["status"], j.get("message"), job_logs(server, j["id"])) for j in failed
-        ]
-        assert time.monotonic() < deadline, f"no label map after 300 s; jobs: {jobs}"
-        time.sleep(0.5)
-    [job] = http.get(f"{server.url}/xapi/containers", params={"project": project}).json()
-    assert job["status"] == "Complete" and job["wrapper-name"] == "roi-to-mask-roi-collection"
-    scans = http.get(f"{server.url}{session_uri}/scans", params={"format": "json"}).json()
-    assert any(
-        NIFTI_RESOURCE in resources(server, f"{session_uri}/scans/{scan['ID']}")
-        for scan in scans["ResultSet"]["Result"]
-    )
+    assert_roi_collection_became_masks(server, project, built)
 
 
 def _install_sleeper(server, project: str) -> int:

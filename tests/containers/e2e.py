@@ -1,0 +1,92 @@
+"""Helpers for the end-to-end tests that run the shipped commands on a server's backend."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from xnat_ml.layout import LABELMAP_RESOURCE, NIFTI_RESOURCE
+from xnat_ml.sample.project import build_sample_project
+from xnat_ml.xnat import connect
+
+REPO = Path(__file__).resolve().parents[2]
+FINAL = ("Complete", "Failed", "Failed (Upload)", "Killed")
+# The image every shipped command names; the tests tag theirs with it.
+IMAGE = json.loads((REPO / "command_json/roi-to-mask.json").read_text())["image"]
+
+
+def start_backend_server(start_xnat_server, name: str, kind: str, options: dict, env: dict):
+    """`xnat-ml serve --backend KIND --backend-option key=value ...`; `.backend` names the kind."""
+    args = ["--backend", kind]
+    for key, value in options.items():
+        args += ["--backend-option", f"{key}={value}"]
+    server = start_xnat_server(name, args, env)
+    server.backend = kind
+    return server
+
+
+def wait_job(server, job_id: int, timeout: float = 180) -> dict:
+    http = server.session()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = http.get(f"{server.url}/xapi/containers/{job_id}").json()
+        if job["status"] in FINAL:
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"container {job_id} still {job['status']} after {timeout} s")
+
+
+def job_logs(server, job_id: int) -> str:
+    url = f"{server.url}/xapi/containers/{job_id}/logs"
+    http = server.session()
+    return http.get(f"{url}/stdout").text[-2000:] + http.get(f"{url}/stderr").text[-2000:]
+
+
+def resources(server, uri: str) -> set[str]:
+    rows = server.session().get(f"{server.url}{uri}/resources", params={"format": "json"})
+    rows.raise_for_status()
+    return {row["label"] for row in rows.json()["ResultSet"]["Result"]}
+
+
+def build_site(server, project: str):
+    """The project with the shipped subscriptions installed, then one sample subject built in
+    it: the build saves an RTSTRUCT through /xapi/roi, which must set roi-to-mask off."""
+    server.session().put(f"{server.url}/data/projects/{project}").raise_for_status()
+    installed = subprocess.run(
+        [sys.executable, "-m", "xnat_ml", "events", "install", "--project", project,
+         "--url", server.url, "--user", server.user, "--password", server.password],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    with connect(server.url, server.user, server.password) as session:
+        [built] = build_sample_project(session, project, subjects=1)
+    return built
+
+
+def assert_roi_collection_became_masks(server, project: str, built, timeout: float = 300) -> None:
+    """Wait for the label map on the ROI collection; then the one roi-to-mask job must be
+    Complete and a scan must hold the image NIfTI. A failed job fails at once, with its logs."""
+    http = server.session()
+    session_uri = f"/data/experiments/{built.session_id}"
+    assessors = http.get(f"{server.url}{session_uri}/assessors", params={"format": "json"})
+    roi = next(a for a in assessors.json()["ResultSet"]["Result"]
+               if a["label"] == built.roi_collection)  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while LABELMAP_RESOURCE not in resources(server, f"{session_uri}/assessors/{roi['ID']}"):
+        jobs = http.get(f"{server.url}/xapi/containers", params={"project": project}).json()
+        failed = [j for j in jobs if j["status"] in FINAL and j["status"] != "Complete"]
+        assert not failed, [
+            (j["status"], j.get("message"), job_logs(server, j["id"])) for j in failed
+        ]
+        assert time.monotonic() < deadline, f"no label map after {timeout} s; jobs: {jobs}"
+        time.sleep(0.5)
+    [job] = http.get(f"{server.url}/xapi/containers", params={"project": project}).json()
+    assert job["status"] == "Complete" and job["wrapper-name"] == "roi-to-mask-roi-collection"
+    scans = http.get(f"{server.url}{session_uri}/scans", params={"format": "json"}).json()
+    assert any(
+        NIFTI_RESOURCE in resources(server, f"{session_uri}/scans/{scan['ID']}")
+        for scan in scans["ResultSet"]["Result"]
+    )

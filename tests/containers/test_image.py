@@ -1,0 +1,138 @@
+"""container_images/xnat-ml built by a real dockerd, then run as the shipped commands' image.
+
+The build runs without network, from the wheels `make wheelhouse` fetched at install time, on
+Debian bookworm with Debian's own python3 (imported from the test root file system: no registry
+is reachable). The jobs then run the shipped command JSONs as they are, on that image alone: no
+bind mounts, so nothing of this checkout or its venv can stand in for what the image lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+from e2e import (
+    IMAGE,
+    REPO,
+    assert_roi_collection_became_masks,
+    build_site,
+    resources,
+    start_backend_server,
+    wait_job,
+)
+
+from xnat_ml.imaging.series import load_series
+from xnat_ml.layout import DICOM_RESOURCE, NIFTI_RESOURCE
+from xnat_ml.xnat import connect, download_resource
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+DOCKERFILE = "container_images/xnat-ml/Dockerfile"
+WHEELS = REPO / "container_images/xnat-ml/wheels"
+BASE = "xnat-ml-test:debian-python"
+PROJECT = "IMAGE_E2E"
+
+
+@pytest.fixture(scope="module")
+def image(dockerd):
+    """The image, built offline from the Dockerfile and tagged as the commands name it."""
+    if not any(WHEELS.glob("*.whl")):
+        message = f"NO WHEELHOUSE: {WHEELS} has no wheels; run `make wheelhouse`"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    dockerd.import_rootfs(BASE)
+    client = dockerd.client()
+    client.api.timeout = 1800  # a RUN step installing torch prints nothing for minutes
+    start = time.monotonic()
+    log: list[str] = []
+    for chunk in client.api.build(
+        path=str(REPO), dockerfile=DOCKERFILE, tag=IMAGE, buildargs={"BASE_IMAGE": BASE},
+        network_mode="none", rm=True, forcerm=True, decode=True,
+    ):  # fmt: skip
+        log.append(chunk.get("stream", ""))
+        if "error" in chunk:
+            pytest.fail(f"{DOCKERFILE}: build failed: {chunk['error']}\n{''.join(log)[-4000:]}")
+    seconds = time.monotonic() - start
+    client.images.prune(filters={"dangling": True})  # the build stage: wheels, source, venv
+    built = client.images.get(IMAGE)
+    print(f"\n{IMAGE} built offline in {seconds:.0f} s: {built.attrs['Size'] / 2**20:.0f} MiB")
+    return built
+
+
+def run_in_image(dockerd, script: str) -> str:
+    """Run `script` with /bin/sh in a network-less container of the image; its output."""
+    output = dockerd.client().containers.run(
+        IMAGE, ["/bin/sh", "-c", script], network_mode="none", remove=True, stderr=True
+    )
+    return output.decode()
+
+
+def test_image_holds_xnat_ml_its_commands_and_cpu_torch(image, dockerd):
+    lines = run_in_image(
+        dockerd,
+        "command -v xnat-ml; xnat-ml --version;"
+        " python3 -c 'import torch; print(torch.__version__)';"
+        " share=$(python3 -c 'import xnat_ml.assets as a; print(a.shipped_dir(\"command_json\"))');"
+        " echo $share; xnat-ml commands validate --quiet $share/*.json && echo VALID;"
+        " ls /tmp/wheels /tmp/src 2>&1 | head -2",
+    ).splitlines()  # fmt: skip
+    assert lines[0] == "/opt/xnat-ml/bin/xnat-ml", lines
+    assert lines[1] == "xnat-ml 0.1.0", lines
+    assert lines[2] == "2.13.0+cpu", lines
+    assert lines[3] == "/opt/xnat-ml/share/xnat-ml/command_json", lines
+    assert "VALID" in lines
+    # The build stage's wheels and source tree stay out of the image.
+    assert all("No such file" in line for line in lines[-2:]), lines
+
+
+@pytest.fixture(scope="module")
+def server(image, dockerd, start_xnat_server):
+    """A server whose Docker backend runs jobs in the built image, with no bind mounts."""
+    options = {"docker_url": dockerd.url, "docker_network": "host"}
+    return start_backend_server(start_xnat_server, "xnat-image", "docker", options, {})
+
+
+@pytest.fixture(scope="module")
+def site(server):
+    return build_site(server, PROJECT)
+
+
+def test_saving_an_rtstruct_runs_roi_to_mask_in_the_image(server, site):
+    assert_roi_collection_became_masks(server, PROJECT, site)
+
+
+def test_dicom_to_nifti_in_the_image_matches_the_host(server, site, tmp_path):
+    http = server.session()
+    command = json.loads((REPO / "command_json/dicom-to-nifti.json").read_text())
+    answer = http.post(f"{server.url}/xapi/commands", json=command)
+    assert answer.status_code in (201, 409), answer.text
+    [listed] = http.get(f"{server.url}/xapi/commands", params={"name": command["name"]}).json()
+    [wrapper] = [w["id"] for w in listed["xnat"] if w["name"] == "dicom-to-nifti-scan"]
+    http.put(f"{server.url}/xapi/projects/{PROJECT}/wrappers/{wrapper}/enabled").raise_for_status()
+    session_uri = f"/data/experiments/{site.session_id}"
+    scans = http.get(f"{server.url}{session_uri}/scans", params={"format": "json"}).json()
+    # A scan roi-to-mask left alone, so the NIfTI checked here is this command's.
+    scan = next(
+        row["ID"]
+        for row in scans["ResultSet"]["Result"]
+        if NIFTI_RESOURCE not in resources(server, f"{session_uri}/scans/{row['ID']}")
+    )
+    launch = f"{server.url}/xapi/projects/{PROJECT}/wrappers/{wrapper}/root/scan/launch"
+    scan_path = f"/archive/experiments/{site.session_id}/scans/{scan}"
+    answer = http.post(launch, json={"scan": scan_path})
+    assert answer.status_code == 200, answer.text
+    job = wait_job(server, answer.json()["id"], timeout=300)
+    assert job["status"] == "Complete", job
+    scan_uri = f"{session_uri}/scans/{scan}/resources"
+    with connect(server.url, server.user, server.password) as session:
+        [made] = download_resource(session, f"{scan_uri}/{NIFTI_RESOURCE}", tmp_path / "nifti")
+        download_resource(session, f"{scan_uri}/{DICOM_RESOURCE}", tmp_path / "dicom")
+    expected = load_series(tmp_path / "dicom")
+    image = nib.load(made)
+    np.testing.assert_allclose(image.affine, expected.affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(image.dataobj), expected.load_pixels())
