@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -45,6 +46,24 @@ def test_xnat_ml_runs_inside_the_test_image(backend, dockerd, tmp_path):
     assert wait_done(backend, job).exit_code == 0, backend.logs(job)
     assert (tmp_path / "out" / "version").read_text().startswith("xnat-ml ")
     backend.cleanup(job)
+
+
+def test_jobs_run_as_the_server_user_unless_told(backend, dockerd, tmp_path):
+    """By default the job writes into the staged folders as the server's uid, so the server owns
+    what it uploads and deletes; `docker_user` picks another uid or keeps the image's USER."""
+    spec = make_spec(tmp_path, "id -u > /output/uid; id -u", image=dockerd.image)
+    job = backend.launch(spec)
+    assert wait_done(backend, job).exit_code == 0, backend.logs(job)
+    written = tmp_path / "out" / "uid"
+    assert written.read_text().strip() == str(os.getuid()) and written.stat().st_uid == os.getuid()
+    backend.cleanup(job)
+    # The test image's USER is root.
+    for name, user, expected in (("uid", "4321:4321", "4321"), ("image", "image", "0")):
+        other = get_backend("docker", tmp_path / name, **dockerd.backend_options, docker_user=user)
+        job = other.launch(make_spec(tmp_path / name, "id -u", image=dockerd.image))
+        wait_done(other, job)
+        assert other.logs(job)[0].strip() == expected
+        other.cleanup(job)
 
 
 def test_failure_keeps_logs_after_cleanup(backend, dockerd, tmp_path):
@@ -220,7 +239,8 @@ def test_container_options_translate_the_spec(tmp_path):
     assert options["network_mode"] == "host"
     [request] = options["device_requests"]
     assert request["Count"] == 2 and request["Capabilities"] == [["gpu"]]
-    assert "mem_limit" not in options and "working_dir" not in options
+    assert "mem_limit" not in options and "working_dir" not in options and "user" not in options
+    assert container_options(spec, user="1000:1000")["user"] == "1000:1000"
 
     own_network = make_spec(tmp_path, "true", image="img:1", network="xnat")
     assert container_options(own_network, network="host")["network_mode"] == "xnat"

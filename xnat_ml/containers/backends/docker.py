@@ -34,7 +34,10 @@ CONTAINER_ID = re.compile(r"[0-9a-f]{12,64}")
 
 
 def container_options(
-    spec: LaunchSpec, network: str | None = None, extra_binds: list[str] | tuple = ()
+    spec: LaunchSpec,
+    network: str | None = None,
+    extra_binds: list[str] | tuple = (),
+    user: str | None = None,
 ) -> dict[str, object]:
     """Keyword arguments for `containers.create` that carry out `spec` (the pure part, testable).
 
@@ -57,6 +60,7 @@ def container_options(
     else:
         options["command"] = ["/bin/sh", "-c", spec.command_line]
     optional = {
+        "user": user,
         "working_dir": spec.working_dir,
         "nano_cpus": int(spec.limit_cpu * 1e9) if spec.limit_cpu else None,
         "mem_limit": f"{spec.limit_memory_mb}m" if spec.limit_memory_mb else None,
@@ -75,8 +79,11 @@ def container_options(
 
 class DockerBackend:
     """Options: `docker_url` (default: DOCKER_HOST, else the local socket), `docker_network`
-    (network for commands that name none, e.g. "host" to reach an XNAT on loopback) and
-    `docker_binds` ("host:container[:ro]" strings added to every container)."""
+    (network for commands that name none, e.g. "host" to reach an XNAT on loopback),
+    `docker_binds` ("host:container[:ro]" strings added to every container) and `docker_user`
+    ("uid:gid" to run as; by default the server's own, so the staged folders it bind-mounts are
+    writable by the job and what the job writes there is the server's to upload and delete;
+    "image" keeps the image's USER)."""
 
     name = "docker"
     can_reattach = True
@@ -87,6 +94,7 @@ class DockerBackend:
         docker_url: str | None = None,
         docker_network: str | None = None,
         docker_binds: list[str] | tuple | str = (),
+        docker_user: str | None = None,
         **_options: object,
     ) -> None:
         self.work_dir = Path(work_dir)
@@ -96,6 +104,9 @@ class DockerBackend:
         self.binds = (
             docker_binds.split(",") if isinstance(docker_binds, str) else list(docker_binds)
         )
+        if docker_user is None:
+            docker_user = f"{os.getuid()}:{os.getgid()}"
+        self.user = None if docker_user == "image" else docker_user
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
         self._snapshot: tuple[float, dict[str, str]] = (-LIST_TTL_S, {})
@@ -129,7 +140,7 @@ class DockerBackend:
         client = self._docker()
         try:
             container = client.containers.create(
-                **container_options(spec, self.network, self.binds)
+                **container_options(spec, self.network, self.binds, self.user)
             )
         except docker.errors.ImageNotFound as exc:
             raise XnatMlError(
