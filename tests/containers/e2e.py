@@ -28,6 +28,21 @@ def start_backend_server(start_xnat_server, name: str, kind: str, options: dict,
     return server
 
 
+def install_enabled(server, project: str, command: dict) -> dict[str, int]:
+    """Install a command (or find it) and enable its wrappers site-wide and in the project, as
+    an admin and the project's owner do; wrapper name -> id."""
+    http = server.session()
+    answer = http.post(f"{server.url}/xapi/commands", json=command)
+    assert answer.status_code in (201, 409), answer.text
+    query = {"name": command["name"], "version": command["version"]}
+    [listed] = http.get(f"{server.url}/xapi/commands", params=query).json()
+    wrappers = {w["name"]: w["id"] for w in listed["xnat"]}
+    for wrapper in wrappers.values():
+        for scope in ("", f"/projects/{project}"):
+            http.put(f"{server.url}/xapi{scope}/wrappers/{wrapper}/enabled").raise_for_status()
+    return wrappers
+
+
 def wait_job(server, job_id: int, timeout: float = 180) -> dict:
     http = server.session()
     deadline = time.monotonic() + timeout

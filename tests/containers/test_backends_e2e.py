@@ -17,6 +17,7 @@ from e2e import (
     IMAGE,
     assert_roi_collection_became_masks,
     build_site,
+    install_enabled,
     resources,
     start_backend_server,
     wait_job,
@@ -81,13 +82,7 @@ def _install_sleeper(server, project: str) -> int:
                                  "as-a-child-of": "session", "label": "SLEPT_#TAG#"}],
         }],
     }  # fmt: skip
-    http = server.session()
-    answer = http.post(f"{server.url}/xapi/commands", json=command)
-    assert answer.status_code in (201, 409), answer.text
-    [listed] = http.get(f"{server.url}/xapi/commands", params={"name": "sleeper"}).json()
-    wrapper = listed["xnat"][0]["id"]
-    http.put(f"{server.url}/xapi/projects/{project}/wrappers/{wrapper}/enabled")
-    return wrapper
+    return install_enabled(server, project, command)["sleeper-session"]
 
 
 @pytest.fixture(scope="module")

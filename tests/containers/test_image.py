@@ -20,6 +20,7 @@ from e2e import (
     REPO,
     assert_roi_collection_became_masks,
     build_site,
+    install_enabled,
     resources,
     start_backend_server,
     wait_job,
@@ -109,11 +110,7 @@ def test_saving_an_rtstruct_runs_roi_to_mask_in_the_image(server, site):
 def test_dicom_to_nifti_in_the_image_matches_the_host(server, site, tmp_path):
     http = server.session()
     command = json.loads((REPO / "command_json/dicom-to-nifti.json").read_text())
-    answer = http.post(f"{server.url}/xapi/commands", json=command)
-    assert answer.status_code in (201, 409), answer.text
-    [listed] = http.get(f"{server.url}/xapi/commands", params={"name": command["name"]}).json()
-    [wrapper] = [w["id"] for w in listed["xnat"] if w["name"] == "dicom-to-nifti-scan"]
-    http.put(f"{server.url}/xapi/projects/{PROJECT}/wrappers/{wrapper}/enabled").raise_for_status()
+    wrapper = install_enabled(server, PROJECT, command)["dicom-to-nifti-scan"]
     session_uri = f"/data/experiments/{site.session_id}"
     scans = http.get(f"{server.url}{session_uri}/scans", params={"format": "json"}).json()
     # A scan roi-to-mask left alone, so the NIfTI checked here is this command's.

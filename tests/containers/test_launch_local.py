@@ -64,12 +64,18 @@ class Site:
         self.session_id = session_id
         self.collection = collection
 
-    def install(self, data: dict) -> dict[str, int]:
-        """Install (or find) a command; wrapper name → id."""
+    def install(self, data: dict, enable: bool = True) -> dict[str, int]:
+        """Install (or find) a command and, as admin and owner do, enable its wrappers site-wide
+        and in the project; wrapper name → id."""
         answer = self.http.post(f"{self.url}/xapi/commands", json=data)
         assert answer.status_code in (201, 409), answer.text
-        listed = self.http.get(f"{self.url}/xapi/commands", params={"name": data["name"]}).json()
-        return {w["name"]: w["id"] for w in listed[0]["xnat"]}
+        query = {"name": data["name"], "version": data["version"]}
+        [listed] = self.http.get(f"{self.url}/xapi/commands", params=query).json()
+        wrappers = {w["name"]: w["id"] for w in listed["xnat"]}
+        for wrapper in wrappers.values() if enable else ():
+            for scope in ("", f"/projects/{self.project}"):
+                self.http.put(f"{self.url}/xapi{scope}/wrappers/{wrapper}/enabled").raise_for_status()
+        return wrappers
 
     def launch(self, wrapper_id: int, root: str, values: dict, http=None):
         http = http or self.http
@@ -328,22 +334,33 @@ def test_wrong_typed_object_inputs_are_400_naming_the_input(site: Site):
 
 
 def test_available_and_enablement(site: Site):
-    wrappers = site.install(json.loads((REPO / "command_json/roi-to-mask.json").read_text()))
+    command = json.loads((REPO / "command_json/roi-to-mask.json").read_text())
+    command["version"] = "0.0-enablement"  # a fresh install, apart from the other tests' one
+    wrappers = site.install(command, enable=False)
     wrapper = wrappers["roi-to-mask-roi-collection"]
     available = site.http.get(
         f"{site.url}/xapi/commands/available",
         params={"project": site.project, "xsiType": "icr:roiCollectionData"},
     )
-    names = {a["wrapper-name"]: a for a in available.json()}
-    assert names["roi-to-mask-roi-collection"]["root-element-name"] == "roi-collection"
+    listed = {a["wrapper-id"]: a for a in available.json()}[wrapper]
+    assert listed["root-element-name"] == "roi-collection" and listed["enabled"] is False
     base = f"{site.url}/xapi/projects/{site.project}/wrappers/{wrapper}"
+    site_wide = f"{site.url}/xapi/wrappers/{wrapper}"
+    # As in XNAT, a new command's wrappers start disabled: the site's switch, then the project's.
+    refused = site.launch(wrapper, "roi-collection", {"roi-collection": "/archive/x"})
+    assert refused.status_code == 400 and "not enabled site-wide" in refused.text
+    assert site.http.put(f"{site_wide}/enabled").status_code == 200
+    refused = site.launch(wrapper, "roi-collection", {"roi-collection": "/archive/x"})
+    assert refused.status_code == 400 and f"not enabled in project {site.project!r}" in refused.text
+    assert site.http.get(f"{base}/enabled").json() is False
+    assert site.http.put(f"{base}/enabled").status_code == 200
+    assert site.http.get(f"{base}/enabled").json() is True
     assert site.http.put(f"{base}/disabled").status_code == 200
     assert site.http.get(f"{base}/enabled").json() is False
     refused = site.launch(wrapper, "roi-collection", {"roi-collection": "/archive/x"})
     assert refused.status_code == 400
     assert site.http.put(f"{base}/enabled").status_code == 200
     assert site.http.get(f"{base}/enabled").json() is True
-    site_wide = f"{site.url}/xapi/wrappers/{wrapper}"
     assert site.http.put(f"{site_wide}/disabled").status_code == 200
     assert site.http.get(f"{base}/enabled").json() is False
     assert site.http.put(f"{site_wide}/enabled").status_code == 200

@@ -38,13 +38,38 @@ PROBE = {
 
 
 @pytest.fixture(scope="session")
-def probe_wrapper(xnat_server) -> int:
-    """The id of the batch-probe wrapper, installed once on the test server."""
+def install_command(xnat_server):
+    """`install_command(doc) -> {wrapper name: id}`: installed (once) and, as an admin does,
+    enabled site-wide; projects still enable it for themselves (`enable_in`)."""
     http, url = xnat_server.session(), xnat_server.url
-    if PROBE["name"] not in [c["name"] for c in http.get(f"{url}/xapi/commands").json()]:
-        http.post(f"{url}/xapi/commands", json=PROBE).raise_for_status()
-    [command] = [c for c in http.get(f"{url}/xapi/commands").json() if c["name"] == PROBE["name"]]
-    return int(command["xnat"][0]["id"])
+
+    def install(doc: dict) -> dict[str, int]:
+        if doc["name"] not in [c["name"] for c in http.get(f"{url}/xapi/commands").json()]:
+            http.post(f"{url}/xapi/commands", json=doc).raise_for_status()
+        [command] = [c for c in http.get(f"{url}/xapi/commands").json() if c["name"] == doc["name"]]
+        wrappers = {w["name"]: int(w["id"]) for w in command["xnat"]}
+        for wrapper in wrappers.values():
+            http.put(f"{url}/xapi/wrappers/{wrapper}/enabled").raise_for_status()
+        return wrappers
+
+    return install
+
+
+@pytest.fixture(scope="session")
+def enable_in(xnat_server):
+    """`enable_in(project, wrapper id)`: what a project owner does before using a command."""
+    http, url = xnat_server.session(), xnat_server.url
+
+    def enable(project: str, wrapper: int) -> None:
+        http.put(f"{url}/xapi/projects/{project}/wrappers/{wrapper}/enabled").raise_for_status()
+
+    return enable
+
+
+@pytest.fixture(scope="session")
+def probe_wrapper(install_command) -> int:
+    """The id of the batch-probe wrapper, installed once on the test server."""
+    return install_command(PROBE)[PROBE["xnat"][0]["name"]]
 
 
 @dataclass

@@ -21,7 +21,8 @@ FINAL = ("Complete", "Failed", "Failed (Upload)", "Killed")
 
 
 @pytest.fixture
-def probe_project(xnat_server, project, probe_wrapper):
+def probe_project(xnat_server, project, probe_wrapper, enable_in):
+    enable_in(project, probe_wrapper)
     http, url = xnat_server.session(), xnat_server.url
     for label, (subject, xsi_type) in SESSIONS.items():
         http.put(f"{url}/data/projects/{project}/subjects/{subject}").raise_for_status()
@@ -141,6 +142,13 @@ def test_kill_and_refusals(xnat_server, probe_project, cli):
     assert nothing.returncode == 1 and "nothing matches" in nothing.stderr
     unknown = cli("batch", "rerun", "batch-x", "--failed", "--project", project)
     assert unknown.returncode == 1 and "no record" in unknown.stderr
+    [wrapper] = [c["xnat"][0]["id"] for c in http.get(f"{url}/xapi/commands").json()
+                 if c["name"] == "batch-probe"]  # fmt: skip
+    http.put(f"{url}/xapi/projects/{project}/wrappers/{wrapper}/disabled").raise_for_status()
+    disabled = cli("batch", "run", "--project", project, "--command", "batch-probe")
+    assert disabled.returncode == 1, disabled.stdout
+    assert f"batch-probe/batch-probe: not enabled in project {project}" in disabled.stderr
+    assert len(http.get(f"{url}/xapi/containers", params={"project": project}).json()) == 1
 
 
 SCAN_PROBE = {
@@ -160,10 +168,12 @@ SCAN_PROBE = {
 }  # fmt: skip
 
 
-def test_scan_level_batch_selects_scan_types(xnat_server, project, cli):
+def test_scan_level_batch_selects_scan_types(
+    xnat_server, project, cli, install_command, enable_in
+):
     url, http = xnat_server.url, xnat_server.session()
-    if SCAN_PROBE["name"] not in [c["name"] for c in http.get(f"{url}/xapi/commands").json()]:
-        http.post(f"{url}/xapi/commands", json=SCAN_PROBE).raise_for_status()
+    for wrapper in install_command(SCAN_PROBE).values():
+        enable_in(project, wrapper)
     subject = f"{url}/data/projects/{project}/subjects/S1"
     http.put(subject).raise_for_status()
     for session in ("A_MR", "B_MR"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from functools import partial
 
 import pytest
 
@@ -31,9 +30,17 @@ def a_subscription(wrapper: int, project: str | None = None, **changes) -> dict:
 
 
 @pytest.fixture
-def subscription(probe_wrapper):
-    """Make a valid subscription document naming the installed probe wrapper."""
-    return partial(a_subscription, probe_wrapper)
+def subscription(probe_wrapper, project, enable_in):
+    """Make a valid subscription document naming the installed probe wrapper, which is enabled
+    in `project` and in the project the document names."""
+    enable_in(project, probe_wrapper)
+
+    def make(named: str | None = None, **changes) -> dict:
+        if named:
+            enable_in(named, probe_wrapper)
+        return a_subscription(probe_wrapper, named, **changes)
+
+    return make
 
 
 @pytest.fixture
@@ -247,7 +254,8 @@ def test_subscriptions_name_installed_enabled_wrappers(xnat_server, project, adm
     missing = subscription(project, **{"action-key": ACTION.format(987654)})
     response = admin.post(f"{url}/xapi/events/subscription", json=missing)
     assert response.status_code == 424 and "wrapper 987654 is not installed" in response.text
-    wrapper = subscription(project)["action-key"].rsplit(":", 1)[1]
+    doc = subscription(project)
+    wrapper = doc["action-key"].rsplit(":", 1)[1]
     admin.put(f"{url}/xapi/projects/{project}/wrappers/{wrapper}/disabled").raise_for_status()
-    response = admin.post(f"{url}/xapi/events/subscription", json=subscription(project))
-    assert response.status_code == 424 and "disabled in project" in response.text
+    response = admin.post(f"{url}/xapi/events/subscription", json=doc)
+    assert response.status_code == 424 and "not enabled in project" in response.text

@@ -46,8 +46,11 @@ def labels(http, uri: str) -> dict[str, dict]:
     return {row["label"]: row for row in rows}
 
 
-def test_saving_an_rtstruct_makes_nifti_and_label_map(xnat_server, project, cli, probe_wrapper):
+def test_saving_an_rtstruct_makes_nifti_and_label_map(
+    xnat_server, project, cli, probe_wrapper, enable_in
+):
     url, http = xnat_server.url, xnat_server.session()
+    enable_in(project, probe_wrapper)
     # A payload filter on resources, as XNAT's own DICOM-to-NIfTI subscriptions write them:
     # imported scans carry their DICOM resource in the event object. (What the probe wrapper
     # then does with a scan does not matter here: only the filter's verdict.)

@@ -22,7 +22,7 @@ from typing import Any
 
 from xnat.session import XNATSession
 
-from xnat_ml.containers.installed import InstalledWrapper, find_wrapper
+from xnat_ml.containers.installed import InstalledWrapper, find_wrapper, require_enabled
 from xnat_ml.containers.xsitypes import context_matches
 from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import BATCHES_RESOURCE
@@ -298,6 +298,7 @@ def run_batch(
     found = find_wrapper(session, command, wrapper)
     if found is None:
         raise XnatMlError(f"command {command}: not installed on the XNAT server")
+    require_enabled(session, project, found)
     targets = select_targets(session, project, found, selection)
     if not targets:
         raise XnatMlError(

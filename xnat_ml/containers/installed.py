@@ -109,6 +109,20 @@ def require_wrapper(
     return found
 
 
+def require_enabled(session: XNATSession, project: str, wrapper: InstalledWrapper) -> None:
+    """Refuse, naming the switch to turn, a wrapper the project has not enabled: XNAT would
+    refuse every launch of it one by one."""
+    uri = f"/xapi/projects/{segment(project)}/wrappers/{wrapper.wrapper_id}/enabled"
+    with reported_as(f"wrapper {wrapper.command_name}/{wrapper.wrapper_name}: checking it"):
+        enabled = session.get_json(uri)
+    if enabled is not True:
+        raise XnatMlError(
+            f"wrapper {wrapper.command_name}/{wrapper.wrapper_name}: not enabled in project "
+            f"{project} (a project owner enables it in Project Settings > Configure Commands, "
+            f"or PUT {uri}; an admin first site-wide)"
+        )
+
+
 def enable_wrapper(session: XNATSession, project: str, wrapper: InstalledWrapper) -> None:
     """Enable the wrapper site-wide (when we may) and for the project (idempotent)."""
     site = f"/xapi/wrappers/{wrapper.wrapper_id}/enabled"

@@ -115,13 +115,18 @@ SITE = ""  # the `project` of site-wide settings
 
 
 def is_enabled(db: Session, project: str, wrapper_id: int) -> bool:
-    """Enabled unless disabled site-wide or in the project (SITE: the site-wide switch only)."""
+    """Enabled once switched on site-wide and in the project (SITE: the site-wide switch only).
+
+    As in XNAT, a newly installed command's wrappers start disabled everywhere: an admin turns
+    them on for the site, a project owner for the project.
+    """
     settings = db.scalars(
         select(WrapperSetting).where(
             WrapperSetting.project.in_({SITE, project}), WrapperSetting.wrapper_id == wrapper_id
         )
     )
-    return all(s.enabled for s in settings)
+    switched = {s.project: s.enabled for s in settings}
+    return all(switched.get(scope, False) for scope in {SITE, project})
 
 
 def set_enabled(db: Session, project: str, wrapper_id: int, enabled: bool) -> None:

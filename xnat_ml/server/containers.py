@@ -47,8 +47,10 @@ def _wrapper_for(project: str, wrapper_id: str) -> tuple[Command, Wrapper]:
     if found is None:
         raise NotFound(f"Wrapper {wrapper_id} does not exist.")
     command, wrapper = found
+    if not registry.is_enabled(get_db(), registry.SITE, wrapper.id):
+        raise BadRequest(f"Wrapper {wrapper.name!r} is not enabled site-wide.")
     if not registry.is_enabled(get_db(), project, wrapper.id):
-        raise BadRequest(f"Wrapper {wrapper.name!r} is disabled in project {project!r}.")
+        raise BadRequest(f"Wrapper {wrapper.name!r} is not enabled in project {project!r}.")
     return command, wrapper
 
 

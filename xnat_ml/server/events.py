@@ -353,7 +353,7 @@ def _save(row: SubscriptionRow, sub: Subscription) -> Response | None:
     for project in sub.event_filter.project_ids:
         if not registry.is_enabled(db, project, sub.wrapper_id):
             return _invalid(
-                f"subscription field 'action-key': wrapper {found[1].name!r} is disabled in "
+                f"subscription field 'action-key': wrapper {found[1].name!r} is not enabled in "
                 f"project {project!r}"
             )
     clash = db.scalar(
