@@ -32,8 +32,9 @@ $(WHEELS)/.built: setup.cfg pyproject.toml $(STAMP)
 	touch $@
 
 # `make wheelhouse image` builds it without a package index (wheels for this machine's Python).
-image:
-	docker build -f container_images/xnat-ml/Dockerfile -t $(IMAGE) .
+image: $(STAMP)
+	docker build -f container_images/xnat-ml/Dockerfile -t $(IMAGE) $(DOCKER_BUILD_ARGS) \
+	    --build-arg XNAT_COMMANDS="$$($(VENV)/bin/xnat-ml commands label command_json/*.json)" .
 
 test: $(STAMP) $(WHEELS)/.built
 	$(PY) -m pytest $(PYTEST_ARGS)

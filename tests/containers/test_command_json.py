@@ -66,6 +66,19 @@ def test_cli_validate_ok_and_failure(tmp_path: Path, capsys):
     assert "command-line: replacement key #NOT_DEFINED# is not defined by any input" in out
 
 
+def test_cli_label_is_the_commands_as_one_json_array(tmp_path: Path, capsys):
+    assert main(["commands", "label", *map(str, OURS)]) == 0
+    label = capsys.readouterr().out
+    assert "\n" not in label.strip()  # one line: a Dockerfile build argument
+    assert json.loads(label) == [json.loads(p.read_text()) for p in OURS]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "x", "command-line": "run #NOPE#"}')
+    for broken in (bad, tmp_path / "missing.json"):
+        assert main(["commands", "label", str(OURS[0]), str(broken)]) == 1
+        printed = capsys.readouterr()
+        assert printed.out == "" and str(broken) in printed.err  # no half-made label
+
+
 @pytest.fixture
 def roi_to_mask() -> dict:
     return json.loads((REPO / "command_json" / "roi-to-mask.json").read_text())

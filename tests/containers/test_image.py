@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 
 import nibabel as nib
@@ -38,6 +40,14 @@ BASE = "xnat-ml-test:debian-python"
 PROJECT = "IMAGE_E2E"
 
 
+def commands_label() -> str:
+    """What `make image` passes as XNAT_COMMANDS: the shipped commands as one JSON array."""
+    files = sorted(str(p) for p in (REPO / "command_json").glob("*.json"))
+    made = subprocess.run([sys.executable, "-m", "xnat_ml", "commands", "label", *files],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return made.stdout.strip()
+
+
 @pytest.fixture(scope="module")
 def image(dockerd):
     """The image, built offline from the Dockerfile and tagged as the commands name it."""
@@ -51,8 +61,9 @@ def image(dockerd):
     client.api.timeout = 1800  # a RUN step installing torch prints nothing for minutes
     start = time.monotonic()
     log: list[str] = []
+    buildargs = {"BASE_IMAGE": BASE, "XNAT_COMMANDS": commands_label()}
     for chunk in client.api.build(
-        path=str(REPO), dockerfile=DOCKERFILE, tag=IMAGE, buildargs={"BASE_IMAGE": BASE},
+        path=str(REPO), dockerfile=DOCKERFILE, tag=IMAGE, buildargs=buildargs,
         network_mode="none", rm=True, forcerm=True, decode=True,
     ):  # fmt: skip
         log.append(chunk.get("stream", ""))
@@ -71,6 +82,13 @@ def run_in_image(dockerd, script: str) -> str:
         IMAGE, ["/bin/sh", "-c", script], network_mode="none", remove=True, stderr=True
     )
     return output.decode()
+
+
+def test_image_carries_its_commands_for_xnat(image):
+    """XNAT's Container Service installs the commands in an added image's org.nrg.commands."""
+    carried = json.loads(image.labels["org.nrg.commands"])
+    shipped = [json.loads(p.read_text()) for p in sorted((REPO / "command_json").glob("*.json"))]
+    assert carried == shipped and [c["image"] for c in carried] == [IMAGE] * len(shipped)
 
 
 def test_image_holds_xnat_ml_its_commands_and_cpu_torch(image, dockerd):

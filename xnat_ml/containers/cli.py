@@ -34,6 +34,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     validate.add_argument("--quiet", "-q", action="store_true", help="do not print warnings")
     validate.set_defaults(func=_validate)
+    label = verbs.add_parser(
+        "label",
+        help="print command JSON files as the org.nrg.commands label of an image",
+        description=(
+            "Validate each FILE and print them as one compact JSON array: the value of the "
+            "image label org.nrg.commands, from which XNAT's Container Service installs an "
+            "image's commands when an admin adds the image. container_images/xnat-ml/Dockerfile "
+            "takes it as the build argument XNAT_COMMANDS (`make image` passes it)."
+        ),
+    )
+    label.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    label.set_defaults(func=_label)
     run = verbs.add_parser(
         "run",
         help="run one command's wrapper by hand against an XNAT (no Container Service needed)",
@@ -77,6 +89,23 @@ def _validate(args: argparse.Namespace) -> int:
             wrappers = ", ".join(w.name for w in command.xnat) or "no wrappers"
             print(f"{path}: ok: command {command.name!r} ({wrappers})")
     return 1 if failed else 0
+
+
+def _label(args: argparse.Namespace) -> int:
+    import json
+
+    from xnat_ml.containers.command import load_command
+
+    documents = []
+    for path in args.files:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise XnatMlError(f"command file {path}: cannot read ({exc.strerror})") from None
+        load_command(raw, f"command file {path}")  # refuses what XNAT would refuse
+        documents.append(json.loads(raw))
+    print(json.dumps(documents, separators=(",", ":"), ensure_ascii=False))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
