@@ -10,6 +10,8 @@ import pytest
 
 from xnat_ml.layout import DICOM_RESOURCE, ROI_COLLECTION_XSI
 from xnat_ml.sample import build_sample_project
+from xnat_ml.sample.dicom_series import study_uid
+from xnat_ml.sample.subjects import make_subject
 from xnat_ml.xnat import connect, download_resource, list_experiments, list_resources, list_rows
 from xnat_ml.xnat.uris import experiment_uri, resource_uri
 
@@ -68,6 +70,11 @@ def test_each_session_has_an_rtstruct_roi_collection_on_its_t1w(sample_project, 
             session, resource_uri(collection["URI"], "RTSTRUCT"), tmp_path / row["label"]
         )
         rtstruct = pydicom.dcmread(rtstruct_path)
+        # Reproducible like the images: the same project and seed give the same UIDs.
+        subject = make_subject(int(row["subject_label"].removeprefix("sub-")) - 1, 0)
+        assert subject.label == row["subject_label"]
+        assert rtstruct.SOPInstanceUID == study_uid(sample_project, subject, "rtstruct instance")
+        assert rtstruct.SeriesInstanceUID == study_uid(sample_project, subject, "rtstruct series")
         assert [roi.ROIName for roi in rtstruct.StructureSetROISequence] == [
             "Grey Matter", "White Matter",
         ]  # fmt: skip

@@ -54,12 +54,15 @@ def write_rtstruct(
     *,
     roi_generation: str = "AUTOMATIC",
     series_description: str | None = None,
+    instance_uid: str | None = None,
+    series_uid: str | None = None,
 ) -> Path:
     """Write one RTSTRUCT with an ROI per mask (bool arrays of ``series.shape``), atomically.
 
     ``label`` becomes the StructureSetLabel (16 characters at most); ``roi_generation`` is
     MANUAL for annotations and AUTOMATIC (the default) for model output. Empty masks are left
     out with a warning: an ROI without contours is refused by most readers, ours included.
+    SOP instance and series UIDs are new ones unless given (reproducible sample data).
     """
     if not masks:
         raise XnatMlError(f"RTSTRUCT {out_path}: no ROI masks to write")
@@ -83,7 +86,7 @@ def write_rtstruct(
     if not masks:
         raise XnatMlError(f"RTSTRUCT {out_path}: every ROI mask is empty, nothing to write")
     source = source_header(series.files[0])
-    ds = _base_dataset(source, series, label, series_description)
+    ds = _base_dataset(source, series, label, series_description, instance_uid, series_uid)
     ds.ReferencedFrameOfReferenceSequence = Sequence([_frame_reference(source, series)])
     ds.StructureSetROISequence = Sequence()
     ds.ROIContourSequence = Sequence()
@@ -150,12 +153,17 @@ def _corners(points: np.ndarray) -> np.ndarray:
 
 
 def _base_dataset(
-    source: Dataset, series: Series, label: str, series_description: str | None
+    source: Dataset,
+    series: Series,
+    label: str,
+    series_description: str | None,
+    instance_uid: str | None,
+    series_uid: str | None,
 ) -> Dataset:
     now = dt.datetime.now()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = RTStructureSetStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.MediaStorageSOPInstanceUID = instance_uid or generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
@@ -165,7 +173,7 @@ def _base_dataset(
     for keyword in _COPIED:
         setattr(ds, keyword, source.get(keyword, ""))
     ds.Modality = "RTSTRUCT"
-    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = series_uid or generate_uid()
     ds.SeriesNumber = 9000 + int(source.get("SeriesNumber", 0) or 0) % 1000
     ds.SeriesDescription = series_description or label
     ds.InstanceNumber = 1

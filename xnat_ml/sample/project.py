@@ -22,7 +22,7 @@ from xnat_ml.imaging.rtstruct_write import write_rtstruct
 from xnat_ml.imaging.series import load_series
 from xnat_ml.sample import DEFAULT_PROJECT, DEFAULT_SUBJECTS
 from xnat_ml.sample.anatomy import load_anatomy
-from xnat_ml.sample.dicom_series import T1W, T2W, write_series
+from xnat_ml.sample.dicom_series import T1W, T2W, study_uid, write_series
 from xnat_ml.sample.subjects import Subject, Volumes, make_subject, render
 from xnat_ml.xnat import import_dicom, list_experiments, list_rows, upload_roi_collection
 from xnat_ml.xnat.responses import reported_as
@@ -108,6 +108,8 @@ def _build_subject(
         colors=ROI_COLORS,
         label=ROI_COLLECTION_NAME,
         roi_generation="MANUAL",
+        instance_uid=study_uid(project, subject, "rtstruct instance"),
+        series_uid=study_uid(project, subject, "rtstruct series"),
     )
     upload_roi_collection(
         session, project, imported.id, collection, rtstruct, "RTSTRUCT", overwrite=True
