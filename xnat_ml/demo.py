@@ -1,8 +1,11 @@
-"""`make demo` / `python -m xnat_ml.demo`: the embedded server with a sample project, end to end.
+"""`make demo` / `python -m xnat_ml.demo`: the embedded server and the annotation loop, end to end.
 
-Starts `xnat-ml serve` on a free loopback port with ./demo-data, builds the sample project
-through the REST API (the same calls any XNAT takes), prints what the archive now holds and how
-to reach it with xnatpy, then stops the server unless `--keep-serving`.
+Starts `xnat-ml serve` (local backend) on a free loopback port with ./demo-data, installs the
+shipped Event Service subscription in the sample project, then builds the project through the
+REST API (the same calls any XNAT takes): each RTSTRUCT saved as an ROI collection sets off
+`roi-to-mask`, which stores the scan's image NIfTI and the collection's label map. The demo waits
+for those jobs, prints what the archive now holds and how to pull it, then stops the server
+unless `--keep-serving`.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ ADMIN = "admin"
 
 
 def print_listing(session, project: str) -> None:
-    """Subjects, sessions, scans (with their DICOM file counts) and ROI collections."""
-    from xnat_ml.layout import DICOM_RESOURCE
+    """Subjects, sessions, scans (DICOM file counts, NIfTI files) and ROI collections (label
+    map files)."""
+    from xnat_ml.layout import DICOM_RESOURCE, LABELMAP_RESOURCE, NIFTI_RESOURCE
     from xnat_ml.xnat import list_experiments, list_resources, list_rows
     from xnat_ml.xnat.uris import experiment_uri
 
@@ -34,13 +38,28 @@ def print_listing(session, project: str) -> None:
               f"({row['ID']}, {row['xsiType']}, {row['date'] or 'no date'})")  # fmt: skip
         uri = experiment_uri(row["ID"])
         for scan in list_rows(session, f"{uri}/scans"):
-            resources = list_resources(session, f"{uri}/scans/{scan['ID']}")
-            files = sum(int(r.get("file_count") or 0) for r in resources
-                        if r.get("label") == DICOM_RESOURCE)  # fmt: skip
+            scan_uri = f"{uri}/scans/{scan['ID']}"
+            labels = {r.get("label"): r for r in list_resources(session, scan_uri)}
+            files = int((labels.get(DICOM_RESOURCE) or {}).get("file_count") or 0)
             kind = scan.get("type") or scan.get("series_description") or ""
-            print(f"    scan {scan['ID']:>3}  {kind:<12} {DICOM_RESOURCE}: {files} files")
+            nifti = _file_names(session, f"{scan_uri}/resources/{NIFTI_RESOURCE}", labels)
+            print(f"    scan {scan['ID']:>3}  {kind:<12} {DICOM_RESOURCE}: {files} files"
+                  + (f"  {NIFTI_RESOURCE}: {', '.join(nifti)}" if nifti else ""))  # fmt: skip
         for assessor in list_rows(session, f"{uri}/assessors"):
-            print(f"    ROI collection {assessor['label']} ({assessor.get('xsiType', '')})")
+            roi_uri = f"{uri}/assessors/{assessor['ID']}"
+            labels = {r.get("label"): r for r in list_resources(session, roi_uri)}
+            made = _file_names(session, f"{roi_uri}/resources/{LABELMAP_RESOURCE}", labels)
+            print(f"    ROI collection {assessor['label']} ({assessor.get('xsiType', '')})"
+                  + (f"  {LABELMAP_RESOURCE}: {', '.join(made)}" if made else ""))  # fmt: skip
+
+
+def _file_names(session, resource_uri: str, present: dict) -> list[str]:
+    """File names of a resource (empty when the object has no such resource)."""
+    from xnat_ml.xnat import list_rows
+
+    if resource_uri.rsplit("/", 1)[1] not in present:
+        return []
+    return sorted(row["Name"] for row in list_rows(session, f"{resource_uri}/files"))
 
 
 def _connection_help(
@@ -88,6 +107,54 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+JOB_STATES_DONE = ("Complete", "Failed", "Failed (Upload)", "Killed")
+
+
+def _install_subscriptions(session, project: str) -> None:
+    """What `xnat-ml events install --project P` does: the shipped subscriptions, wrappers on."""
+    from xnat_ml.events.install import handler_files, install_handler, read_handler
+    from xnat_ml.sample.project import ensure_project
+
+    ensure_project(session, project)
+    for path in handler_files():
+        handler = read_handler(path)
+        outcome = install_handler(session, project, handler)
+        print(f"Event subscription {handler.document['name']!r}: {outcome}")
+
+
+def _wait_for_jobs(session, project: str, expected: int, timeout: float = 900) -> list[dict]:
+    """Poll the project's containers until `expected` exist and none is still running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = session.get_json("/xapi/containers", query={"project": project})
+        running = [j for j in jobs if j["status"] not in JOB_STATES_DONE]
+        if len(jobs) >= expected and not running:
+            return jobs
+        if time.monotonic() > deadline:
+            raise XnatMlError(
+                f"project {project}: {len(running)} roi-to-mask jobs still running after "
+                f"{timeout:.0f} s ({len(jobs)} of {expected} launched)"
+            )
+        time.sleep(0.5)
+
+
+def _report_jobs(session, jobs: list[dict]) -> None:
+    """One line per job; a failed one stops the demo with its log's last lines."""
+    for job in sorted(jobs, key=lambda j: j["id"]):
+        times = [float(event["time-recorded"]) / 1000 for event in job.get("history") or []]
+        took = f" in {times[-1] - times[0]:.1f} s" if len(times) >= 2 else ""
+        print(f"  job {job['id']} {job['wrapper-name']}: {job['status']}{took}")
+    failed = [j for j in jobs if j["status"] != "Complete"]
+    if failed:
+        job = failed[0]
+        stderr = session.get(f"/xapi/containers/{job['id']}/logs/stderr").text
+        tail = "\n".join(stderr.strip().splitlines()[-10:])
+        raise XnatMlError(
+            f"job {job['id']} ({job['wrapper-name']}): {job['status']}: "
+            f"{job.get('message') or 'no message'}; its stderr ends:\n{tail}"
+        )
+
+
 def _run(args: argparse.Namespace, password: str) -> int:
     from xnat_ml.sample import build_sample_project
     from xnat_ml.xnat import connect
@@ -95,13 +162,23 @@ def _run(args: argparse.Namespace, password: str) -> int:
     print(f"Starting the embedded XNAT server on {args.data} ...")
     with ServerProcess(args.data, port=args.port, admin_password=password) as server:
         url = server.url
-        print(f"Server up at {url}; building sample project {args.project} over REST ...")
+        print(f"Server up at {url}")
         started = time.monotonic()
         with connect(url, ADMIN, password) as session:
-            build_sample_project(session, args.project, args.subjects, progress=print)
-            print(f"(built in {time.monotonic() - started:.1f} s)")
+            _install_subscriptions(session, args.project)
+            before = len(session.get_json("/xapi/containers", query={"project": args.project}))
+            print(f"Building sample project {args.project} over REST ...")
+            built = build_sample_project(session, args.project, args.subjects, progress=print)
+            new = sum(1 for b in built if b.created)
+            print(f"(built in {time.monotonic() - started:.1f} s; new ROI collections: {new}, "
+                  "waiting for their roi-to-mask jobs)")  # fmt: skip
+            jobs = _wait_for_jobs(session, args.project, before + new)
+            print(f"Jobs of project {args.project} (all done "
+                  f"{time.monotonic() - started:.1f} s after the start):")  # fmt: skip
+            _report_jobs(session, jobs)
             print_listing(session, args.project)
-        print(_connection_help(url, password, args.project, args.keep_serving, args.data))
+            pull = _pull_example(session, url, args.project)
+        print(_connection_help(url, password, args.project, args.keep_serving, args.data) + pull)
         if args.keep_serving:
             try:
                 while True:
@@ -109,6 +186,21 @@ def _run(args: argparse.Namespace, password: str) -> int:
             except KeyboardInterrupt:
                 print("\nStopping the server.")
     return 0
+
+
+def _pull_example(session, url: str, project: str) -> str:
+    """A curl line fetching one session's label map, as anyone would over XNAT's REST API."""
+    from xnat_ml.layout import LABELMAP_RESOURCE
+    from xnat_ml.xnat import list_experiments, list_rows
+    from xnat_ml.xnat.uris import experiment_uri
+
+    for row in list_experiments(session, project):
+        for assessor in list_rows(session, f"{experiment_uri(row['ID'])}/assessors"):
+            files = (f"{url}/data/experiments/{row['ID']}/assessors/{assessor['ID']}"
+                     f"/resources/{LABELMAP_RESOURCE}/files")  # fmt: skip
+            return (f"\n\nPull a label map over REST (any XNAT takes the same URL):\n\n"
+                    f"    curl -u {ADMIN} -o labels.zip '{files}?format=zip'\n")  # fmt: skip
+    return ""
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ NIFTI_RESOURCE = "NIFTI"  # scan resource: image NIfTI converted from the scan's
 DICOM_RESOURCE = "DICOM"  # scan resource: the series as imported
 LABELMAP_RESOURCE = "LABELMAP"  # on an icr:roiCollectionData assessor: masks made from it
 MODELS_RESOURCE = "ML_MODELS"  # project resource, folder per model
+LABELMAP_FILE = "region2MaskValueMap.txt"  # in ML_MODELS: ROI name -> value, read by roi-to-mask
 DATASETS_RESOURCE = "ML_DATASETS"  # project resource, folder per dataset version
 CONFIGS_RESOURCE = "ML_CONFIGS"  # project resource: training configs
 RUNS_RESOURCE = "ML_RUNS"  # project resource, folder per run id

@@ -8,7 +8,8 @@ import sys
 import pydicom
 import pytest
 
-from xnat_ml.layout import DICOM_RESOURCE, ROI_COLLECTION_XSI
+from xnat_ml.imaging.labelmap import load_labelmap
+from xnat_ml.layout import DICOM_RESOURCE, LABELMAP_FILE, MODELS_RESOURCE, ROI_COLLECTION_XSI
 from xnat_ml.sample import build_sample_project
 from xnat_ml.sample.dicom_series import study_uid
 from xnat_ml.sample.subjects import make_subject
@@ -87,6 +88,16 @@ def test_each_session_has_an_rtstruct_roi_collection_on_its_t1w(sample_project, 
         referenced = rtstruct.ReferencedFrameOfReferenceSequence[0]
         study = referenced.RTReferencedStudySequence[0]
         assert study.RTReferencedSeriesSequence[0].SeriesInstanceUID == series_uid
+
+
+def test_the_project_has_the_label_map_roi_to_mask_reads(sample_project, session, tmp_path):
+    files = f"/data/projects/{sample_project}/resources/{MODELS_RESOURCE}"
+    [path] = download_resource(session, files, tmp_path / "models")
+    assert path.name == LABELMAP_FILE
+    labels = load_labelmap(path).labels
+    assert [(label.name, label.value) for label in labels] == [
+        ("Grey Matter", 1), ("White Matter", 2),
+    ]  # fmt: skip
 
 
 def test_rerun_changes_nothing(sample_project, session):

@@ -1,9 +1,11 @@
 """Build the sample project on an XNAT server through its REST API only.
 
-Per subject: render a T1w and a T2w series, write them as DICOM, send them through the session
-import service, then trace grey and white matter on the T1w series into an RTSTRUCT and store
-it as an ROI collection, as an annotator using OHIF would. A re-run skips what is already there,
-so an interrupted build completes on the next call and a complete one is left as it is.
+First the project and its label map (ML_MODELS/region2MaskValueMap.txt: grey matter 1, white
+matter 2), so that roi-to-mask, when subscribed, makes label maps from the ROI collections that
+follow. Per subject: render a T1w and a T2w series, write them as DICOM, send them through the
+session import service, then trace grey and white matter on the T1w series into an RTSTRUCT and
+store it as an ROI collection, as an annotator using OHIF would. A re-run skips what is already
+there, so an interrupted build completes on the next call and a complete one is left as it is.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from xnat.session import XNATSession
 
 from xnat_ml.imaging.rtstruct_write import write_rtstruct
 from xnat_ml.imaging.series import load_series
+from xnat_ml.layout import LABELMAP_FILE, MODELS_RESOURCE
 from xnat_ml.sample import DEFAULT_PROJECT, DEFAULT_SUBJECTS
 from xnat_ml.sample.anatomy import load_anatomy
 from xnat_ml.sample.dicom_series import T1W, T2W, study_uid, write_series
@@ -34,6 +37,8 @@ T2W_SLICE_SPACING = 4.0  # mm: the T2w covers the same block as the T1w with thi
 ROI_COLORS = {"Grey Matter": (255, 165, 0), "White Matter": (70, 130, 180)}
 ROI_COLLECTION_SUFFIX = "_tissues"  # collection label: <session label>_tissues
 ROI_COLLECTION_NAME = "brain tissues"  # StructureSetLabel, what OHIF shows
+# The project's label map, in XNAT ML's region2MaskValueMap.txt form.
+SAMPLE_LABELMAP = "".join(f"{name}={value}\n" for value, name in enumerate(ROI_COLORS, 1))
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,8 @@ def build_sample_project(
     progress: Callable[[str], None] = log.info,
 ) -> list[SampleSession]:
     """Make (or complete) the sample project `project` with `subjects` subjects; one entry each."""
-    _ensure_project(session, project)
+    ensure_project(session, project)
+    _ensure_labelmap(session, project)
     done = _sessions_with_collections(session, project)
     anatomy = load_anatomy()
     built = []
@@ -117,12 +123,26 @@ def _build_subject(
     return imported.id
 
 
-def _ensure_project(session: XNATSession, project: str) -> None:
+def ensure_project(session: XNATSession, project: str) -> None:
+    """Create `project` unless it exists."""
     if any(row.get("ID") == project for row in list_rows(session, "/data/projects")):
         return
     with reported_as(f"XNAT project {project}"):
         session.put(project_uri(project))
     session.clearcache()
+
+
+def _ensure_labelmap(session: XNATSession, project: str) -> None:
+    """Store the sample label map unless the project already has one (which is kept)."""
+    files = f"{project_uri(project)}/resources/{MODELS_RESOURCE}/files"
+    with reported_as(f"project {project}: its label map"):
+        listed = session.get(files, query={"format": "json"}, accepted_status=[200, 404])
+        if listed.status_code == 200 and any(
+            row.get("Name") == LABELMAP_FILE for row in listed.json()["ResultSet"]["Result"]
+        ):
+            return
+        session.put(f"{files}/{LABELMAP_FILE}", data=SAMPLE_LABELMAP.encode(),
+                    accepted_status=[200, 201])  # fmt: skip
 
 
 def _sessions_with_collections(session: XNATSession, project: str) -> dict[str, str]:
