@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import xnat
+from bombs import declared_tgz
 from pyxnat import Interface
 
 pytestmark = pytest.mark.timeout(300)
@@ -187,6 +188,35 @@ def test_hostile_zip_is_refused_whole(xnat_server, project, body):
     assert not list(xnat_server.data_dir.rglob("absolute.txt"))
     assert _staging_empty(xnat_server)
     _alive(xnat_server)
+
+
+def test_archive_bomb_is_413_and_leaves_nothing(xnat_server, project):
+    """A 200-byte .tar.gz promising 1 TiB: refused from its header, before anything inflates."""
+    http = xnat_server.session()
+    base = f"/data/projects/{project}/resources/Z"
+    url = f"{xnat_server.url}{base}/files/up.tar.gz?extract=true"
+    response = http.put(url, data=declared_tgz(2**40))
+    assert response.status_code == 413, response.text
+    assert "up.tar.gz: archive expands to more than 256.0 GiB" in response.text
+    assert response.text.count("\n") == 1
+    assert _files(xnat_server, base) == {}
+    assert _staging_empty(xnat_server)
+    _alive(xnat_server)
+
+
+def test_serve_options_set_the_extraction_limits(start_xnat_server):
+    server = start_xnat_server("limits", ["--extract-max-files", "5", "--extract-max-gb", "0.001"])
+    http = server.session()
+    http.put(f"{server.url}/data/projects/LIMITS").raise_for_status()
+    base = f"{server.url}/data/projects/LIMITS/resources/Z/files"
+    files = {f"{n}.txt": b"x" for n in range(6)}
+    many = http.put(f"{base}/many.zip?extract=true", data=_zip(files))
+    assert many.status_code == 413 and "more than 5 files" in many.text
+    big = http.put(f"{base}/big.zip?extract=true", data=_zip({"a.bin": b"\0" * 2**21}))
+    assert big.status_code == 413 and "expands to more than 1073741 bytes" in big.text
+    del files["5.txt"]
+    fine = http.put(f"{base}/fine.zip?extract=true", data=_zip(files))
+    assert fine.status_code == 200, fine.text
 
 
 def _raw_request(xnat_server, method: str, path: str, body: bytes = b"") -> int:

@@ -10,9 +10,16 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import pytest
+from bombs import declared_tgz
 
 from xnat_ml.server.filestore import FileStore, UnsafePathError, safe_relpath
-from xnat_ml.server.zipfiles import ArchiveError, extract_archive, stream_zip
+from xnat_ml.server.zipfiles import (
+    ArchiveError,
+    ArchiveTooLarge,
+    ExtractLimits,
+    extract_archive,
+    stream_zip,
+)
 
 
 @pytest.mark.parametrize(
@@ -158,3 +165,56 @@ def test_stage_stream_hashes_and_honours_length(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         store.stage_stream(io.BytesIO(b"short"), limit=10)
     assert list(store.staging.iterdir()) == [path]  # the short body left nothing behind
+
+
+def _bomb(tmp_path: Path, data: bytes, name: str, limits: ExtractLimits) -> ArchiveTooLarge:
+    tmp_path.mkdir(exist_ok=True)
+    src = tmp_path / name
+    src.write_bytes(data)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(ArchiveTooLarge) as refused:
+        extract_archive(src, dest, name, limits)
+    assert not any(dest.iterdir())  # refused before a byte was written
+    return refused.value
+
+
+def test_deflate_bomb_is_refused_from_the_central_directory(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("zeros.nii", b"\0" * 2**26)  # 64 MiB in ~64 KB
+    assert len(buf.getvalue()) < 2**17
+    refused = _bomb(tmp_path, buf.getvalue(), "a.zip", ExtractLimits(max_bytes=2**25))
+    assert str(refused) == "archive expands to more than 33554432 bytes"
+
+
+def test_tar_headers_promising_terabytes_are_refused_before_inflating(tmp_path: Path) -> None:
+    refused = _bomb(tmp_path, declared_tgz(2**40), "a.tar.gz", ExtractLimits())
+    assert str(refused) == "archive expands to more than 256.0 GiB"
+    # Within the limit, the free disk decides.
+    refused = _bomb(tmp_path / "b", declared_tgz(2**50), "b.tgz", ExtractLimits(max_bytes=2**62))
+    assert "free on the server's disk" in str(refused)
+
+
+@pytest.mark.parametrize("pack,name", [(_zip, "a.zip"), (_tgz, "a.tar.gz")])
+def test_too_many_members_are_refused(tmp_path: Path, pack, name: str) -> None:
+    data = pack({f"f{n:03d}.txt": b"" for n in range(101)})
+    refused = _bomb(tmp_path, data, name, ExtractLimits(max_members=100))
+    assert str(refused) == "archive holds more than 100 files"
+
+
+def test_a_zip_header_understating_its_member_writes_no_more_than_it_said(tmp_path: Path) -> None:
+    """Python's zip reader stops at the declared size, where the checksum then fails: a lying
+    header cannot smuggle bytes past the budget, which counts what is written as well."""
+    data = bytearray(_zip({"x.bin": b"\x07" * 100_000}))
+    central = data.rfind(b"PK\x01\x02")
+    data[central + 24 : central + 28] = (100).to_bytes(4, "little")  # uncompressed size
+    local = data.find(b"PK\x03\x04")
+    data[local + 22 : local + 26] = (100).to_bytes(4, "little")
+    src = tmp_path / "a.zip"
+    src.write_bytes(bytes(data))
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(ArchiveError, match="corrupt"):
+        extract_archive(src, dest, "a.zip", ExtractLimits(max_bytes=1000))
+    assert sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) <= 100

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import xnat
+from bombs import declared_tgz
 from dicom_samples import write_series, zip_bytes, zip_folder
 from pyxnat import Interface
 
@@ -119,8 +120,9 @@ def test_overwrite_modes(xnat_server, project, tmp_path):
         (zip_bytes({"readme.txt": b"hello", "data.bin": b"\x00" * 300}), 400),
         (zip_bytes({"../../escape.dcm": b"x"}), 400),
         (b"", 400),
+        (declared_tgz(2**40), 413),
     ],
-    ids=["junk", "corrupt", "no-dicom", "slip", "empty"],
+    ids=["junk", "corrupt", "no-dicom", "slip", "empty", "bomb"],
 )
 def test_bad_uploads_are_refused_and_leave_nothing(xnat_server, project, body, status):
     http = xnat_server.session()

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from xnat_ml.server import db
 from xnat_ml.server.archive import ObjectPathConverter
 from xnat_ml.server.models import User
+from xnat_ml.server.zipfiles import ExtractLimits
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ DEFAULTS = {
     "TOKEN_LIFETIME_S": 2 * 24 * 3600,  # XNAT's aliasTokenTimeout default: 2 days
     "ADMIN_PASSWORD": None,  # None: env XNAT_ML_ADMIN_PASSWORD, else "admin" (as XNAT ships)
     "MAX_CONTENT_LENGTH": None,
+    # What one uploaded archive may expand to when extracted (zip bombs); see zipfiles.py.
+    "EXTRACT_MAX_BYTES": ExtractLimits.max_bytes,
+    "EXTRACT_MAX_FILES": ExtractLimits.max_members,
 }
 
 

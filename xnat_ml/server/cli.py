@@ -50,6 +50,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="how long alias tokens stay valid (default 172800 = 2 days, as in XNAT)",
     )
     parser.add_argument(
+        "--extract-max-gb",
+        type=float,
+        metavar="GB",
+        help="refuse (413) an uploaded archive that would expand to more (default 256 GiB; "
+        "never more than the free disk)",
+    )
+    parser.add_argument(
+        "--extract-max-files",
+        type=int,
+        metavar="N",
+        help="refuse (413) an uploaded archive holding more files (default 1,000,000)",
+    )
+    parser.add_argument(
         "--backend",
         choices=("local", "docker", "slurm"),
         default="local",
@@ -88,10 +101,16 @@ def serve(args: argparse.Namespace) -> int:
         args.data.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise XnatMlError(f"{args.data}: cannot create the data folder ({exc.strerror})") from exc
+    limits = {}
+    if args.extract_max_gb is not None:
+        limits["extract_max_bytes"] = int(args.extract_max_gb * 2**30)
+    if args.extract_max_files is not None:
+        limits["extract_max_files"] = args.extract_max_files
     app = create_app(
         args.data,
         admin_password=args.admin_password,
         token_lifetime_s=args.token_lifetime,
+        **limits,
         container_backend=args.backend,
         container_backend_options=dict(args.backend_option),
     )

@@ -41,9 +41,9 @@ from xnat_ml.server.resources import (
     find_resource,
     reload,
     staged_upload,
+    unpack_upload,
 )
 from xnat_ml.server.signals import announce_created
-from xnat_ml.server.zipfiles import ArchiveError, extract_archive
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +107,7 @@ def import_dicom() -> Response:
     staged = staged_upload(store)[0]
     unpacked = store.staging_dir()
     try:
-        try:
-            stored = extract_archive(staged, unpacked)
-        except ArchiveError as exc:
-            raise BadRequest(f"Import upload: {exc}") from exc
+        stored = unpack_upload(staged, unpacked, "", "Import upload")
         content = read_folder(unpacked)
         if content.skipped:
             log.warning("import into %s skipped %d file(s): %s", project.id, len(content.skipped),

@@ -20,7 +20,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from sqlalchemy import select
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session
-from werkzeug.exceptions import BadRequest, Conflict, NotFound
+from werkzeug.exceptions import BadRequest, Conflict, NotFound, RequestEntityTooLarge
 from werkzeug.routing import PathConverter
 
 from xnat_ml.server import catalog
@@ -30,7 +30,14 @@ from xnat_ml.server.filestore import FileStore, StoredFile, UnsafePathError, saf
 from xnat_ml.server.listing import result_set
 from xnat_ml.server.models import ArchiveObject, Experiment, Resource, Scan
 from xnat_ml.server.signals import announce_created
-from xnat_ml.server.zipfiles import ArchiveError, extract_archive, is_archive_name, stream_zip
+from xnat_ml.server.zipfiles import (
+    ArchiveError,
+    ArchiveTooLarge,
+    ExtractLimits,
+    extract_archive,
+    is_archive_name,
+    stream_zip,
+)
 
 bp = Blueprint("resources", __name__)
 
@@ -67,6 +74,21 @@ def file_store() -> FileStore:
     if "xnat_ml.files" not in app.extensions:
         app.extensions["xnat_ml.files"] = FileStore(app.config["DATA_DIR"])
     return app.extensions["xnat_ml.files"]
+
+
+def unpack_upload(staged: Path, unpacked: Path, name: str, what: str) -> list[StoredFile]:
+    """Extract an uploaded archive under the server's limits: 400 when it is corrupt or unsafe,
+    413 when it expands too far (EXTRACT_MAX_BYTES, EXTRACT_MAX_FILES, the free disk)."""
+    limits = ExtractLimits(
+        max_bytes=current_app.config["EXTRACT_MAX_BYTES"],
+        max_members=current_app.config["EXTRACT_MAX_FILES"],
+    )
+    try:
+        return extract_archive(staged, unpacked, name, limits)
+    except ArchiveTooLarge as exc:
+        raise RequestEntityTooLarge(f"{what}: {exc}") from exc
+    except ArchiveError as exc:
+        raise BadRequest(f"{what}: {exc}") from exc
 
 
 def _flag(name: str) -> bool:
@@ -397,10 +419,7 @@ def put_file(owner: str, label: str, fpath: str) -> Response:
     try:
         if _flag("extract") and is_archive_name(rel.name):
             unpacked = store.staging_dir()
-            try:
-                files = extract_archive(staged, unpacked, rel.name)
-            except ArchiveError as exc:
-                raise BadRequest(f"{rel.name}: {exc}") from exc
+            files = unpack_upload(staged, unpacked, rel.name, rel.name)
             base = rel.parent
             sources = {base / f.path: unpacked.joinpath(*f.path.parts) for f in files}
             files = [StoredFile(base / f.path, f.size, f.md5) for f in files]

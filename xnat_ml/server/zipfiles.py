@@ -3,18 +3,23 @@
 Clients upload zips (pyxnat, the DICOM import) and gzipped tars (xnatpy's `upload_dir`), and
 XNAT extracts both. Every member name is checked before a single byte is written, so a hostile
 archive (zip-slip `../`, absolute names, links, devices) is refused whole; a corrupt one fails
-while unpacking into a staging directory that the caller throws away.
+while unpacking into a staging directory that the caller throws away. So is a bomb: what the
+members say they expand to is added up before writing (a zip's central directory, each tar
+header as it is read) and checked against ExtractLimits and the free disk, and the bytes written
+are counted against the same budget, in case a header lies.
 Downloads are written as a zip on the fly, never assembled in memory or on disk.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import stat
 import tarfile
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -27,26 +32,78 @@ class ArchiveError(ValueError):
     """An uploaded archive that is corrupt, unsupported, or holds unsafe members."""
 
 
+class ArchiveTooLarge(ArchiveError):
+    """An archive that would expand beyond ExtractLimits or the free disk (a zip bomb)."""
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    """What one uploaded archive may expand to. The defaults are far above a real upload (a
+    large CT study is a few GB in a few thousand files) and far below what a bomb makes."""
+
+    max_bytes: int = 256 * 2**30
+    max_members: int = 1_000_000
+
+
+class _Budget:
+    """Bytes and members an extraction may still use; `take` refuses what goes beyond."""
+
+    def __init__(self, limits: ExtractLimits, dest: Path) -> None:
+        self.limits = limits
+        self.free = shutil.disk_usage(dest).free
+        self.declared = 0
+        self.members = 0
+        self.written = 0
+
+    def declare(self, size: int) -> None:
+        """One more member of `size` bytes, as its header says."""
+        self.members += 1
+        self.declared += max(size, 0)
+        if self.members > self.limits.max_members:
+            raise ArchiveTooLarge(f"archive holds more than {self.limits.max_members} files")
+        self._check(self.declared, "expands to")
+
+    def write(self, size: int) -> None:
+        self.written += size
+        self._check(self.written, "writes")
+
+    def _check(self, total: int, verb: str) -> None:
+        if total > self.limits.max_bytes:
+            raise ArchiveTooLarge(f"archive {verb} more than {_size(self.limits.max_bytes)}")
+        if total > self.free:
+            raise ArchiveTooLarge(
+                f"archive {verb} more than the {_size(self.free)} free on the server's disk"
+            )
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count} bytes"
+
+
 def is_archive_name(name: str) -> bool:
     """Whether XNAT would unpack a file of this name when asked to extract."""
     return name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def extract_archive(src: Path, dest: Path, name: str = "") -> list[StoredFile]:
+def extract_archive(
+    src: Path, dest: Path, name: str = "", limits: ExtractLimits = ExtractLimits()
+) -> list[StoredFile]:
     """Unpack a zip or (gzipped) tar into the empty directory dest; the files written, hashed.
 
     The uploaded name picks the format when it has a known suffix (a tar may end with a zip
     member, which would fool sniffing); otherwise the content decides.
-    Raises ArchiveError when the archive is unreadable or any member is unsafe; dest may then hold
-    part of the content and must be discarded by the caller.
+    Raises ArchiveError when the archive is unreadable or any member is unsafe, ArchiveTooLarge
+    when it would expand beyond `limits` or the free disk; dest may then hold part of the
+    content and must be discarded by the caller.
     """
     lowered = name.lower()
     as_zip = lowered.endswith(".zip") or (not is_archive_name(lowered) and zipfile.is_zipfile(src))
+    budget = _Budget(limits, dest)
     try:
         if as_zip:
-            return _extract_zip(src, dest)
+            return _extract_zip(src, dest, budget)
         if tarfile.is_tarfile(src):
-            return _extract_tar(src, dest)
+            return _extract_tar(src, dest, budget)
     except ArchiveError:
         raise
     except UnsafePathError as exc:
@@ -71,20 +128,21 @@ def _check_names(names: list[str]) -> list[PurePosixPath]:
     return paths
 
 
-def _copy_member(stream: BinaryIO, dest: Path, rel: PurePosixPath) -> StoredFile:
+def _copy_member(stream: BinaryIO, dest: Path, rel: PurePosixPath, budget: _Budget) -> StoredFile:
     target = dest.joinpath(*rel.parts)
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.md5(usedforsecurity=False)
     size = 0
     with open(target, "xb") as out:
         while block := stream.read(CHUNK):
+            budget.write(len(block))
             out.write(block)
             digest.update(block)
             size += len(block)
     return StoredFile(rel, size, digest.hexdigest())
 
 
-def _extract_zip(src: Path, dest: Path) -> list[StoredFile]:
+def _extract_zip(src: Path, dest: Path, budget: _Budget) -> list[StoredFile]:
     with zipfile.ZipFile(src) as archive:
         members = []
         for info in archive.infolist():
@@ -92,23 +150,27 @@ def _extract_zip(src: Path, dest: Path) -> list[StoredFile]:
             if stat.S_ISLNK(mode):
                 raise ArchiveError(f"archive member {info.filename!r} is a symbolic link")
             if not info.is_dir():
+                budget.declare(info.file_size)
                 members.append(info)
         paths = _check_names([info.filename for info in members])
         stored = []
         for info, rel in zip(members, paths, strict=True):
             with archive.open(info) as stream:
-                stored.append(_copy_member(stream, dest, rel))
+                stored.append(_copy_member(stream, dest, rel, budget))
         return stored
 
 
-def _extract_tar(src: Path, dest: Path) -> list[StoredFile]:
+def _extract_tar(src: Path, dest: Path, budget: _Budget) -> list[StoredFile]:
     with tarfile.open(src, "r:*") as archive:
         members = []
+        # Checked header by header: reaching the next header of a compressed tar means
+        # inflating the member before it, which a bomb makes endless.
         for member in archive:
             if member.isdir():
                 continue
             if not member.isfile():
                 raise ArchiveError(f"archive member {member.name!r} is a link or special file")
+            budget.declare(member.size)
             members.append(member)
         paths = _check_names([member.name for member in members])
         stored = []
@@ -117,7 +179,7 @@ def _extract_tar(src: Path, dest: Path) -> list[StoredFile]:
             if stream is None:  # only for non-regular members, refused above
                 raise ArchiveError(f"archive member {member.name!r} has no content")
             with stream:
-                stored.append(_copy_member(stream, dest, rel))
+                stored.append(_copy_member(stream, dest, rel, budget))
         return stored
 
 
