@@ -426,3 +426,9 @@ def start_slurm() -> SlurmCluster:
         cluster.stop()
         raise
     return cluster
+
+
+if __name__ == "__main__":
+    # .ci/run builds the test root file system at install time, while Debian's mirror is one of
+    # the package registries it may reach; the tests then find it in the cache.
+    print(rootfs_tarball())
