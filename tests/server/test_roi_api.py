@@ -73,6 +73,11 @@ def test_rtstruct_and_seg_collections(xnat_server, imported, tmp_path):
     # a second upload under the same label is refused unless overwrite=true
     url = _roi_url(xnat_server, imported, "ann_rt", "RTSTRUCT")
     assert http.put(url, data=rtstruct.read_bytes()).status_code == 409
+    # a label map made from the old contours must not outlive them
+    session_uri = f"{xnat_server.url}/data/experiments/{imported['session_id']}"
+    assessor_uri = f"{session_uri}/assessors/{assessor_id}"
+    old_map = http.put(f"{assessor_uri}/resources/LABELMAP/files/labels.nii.gz", data=b"old")
+    assert old_map.ok
     other = write_rtstruct(tmp_path / "rt2.dcm", imported, label="Reader 2", rois=("Liver",))
     replaced = http.put(_roi_url(xnat_server, imported, "ann_rt", "RTSTRUCT", "&overwrite=true"),
                         data=other.read_bytes())
@@ -80,6 +85,8 @@ def test_rtstruct_and_seg_collections(xnat_server, imported, tmp_path):
     rows = {r["label"]: r for r in _assessors(xnat_server, imported)}
     assert rows["ann_rt"]["name"] == "Reader 2"
     assert http.get(url).content == other.read_bytes()
+    labels = http.get(f"{assessor_uri}/resources", params={"format": "json"}).json()
+    assert [r["label"] for r in labels["ResultSet"]["Result"]] == ["RTSTRUCT"]
 
     delete = http.delete(f"{xnat_server.url}/data/experiments/{imported['session_id']}"
                          f"/assessors/{assessor_id}")
