@@ -233,6 +233,34 @@ def test_missing_required_output_is_failed_upload_with_nothing_uploaded(site: Si
     assert "HALF_A" not in labels and "HALF_B" not in labels
 
 
+def test_assessor_handler_creates_the_assessor_and_a_resource_on_it(site: Site):
+    """Output handlers of type Assessor PUT the command's XML (inbody=true), as XNAT's do; a
+    Resource handler can then hang a resource on that new assessor."""
+    xml = ('<icr:roiCollectionData xmlns:icr="http://www.icr.ac.uk/icr" label="made_#TAG#">'
+           "<icr:collectionType>RTSTRUCT</icr:collectionType></icr:roiCollectionData>")  # fmt: skip
+    data = _command(
+        "assessed", f"echo '{xml}' > /output/assessor.xml; echo contours > /output2/rt.dcm",
+        [{"name": "xml", "mount": "out", "path": "assessor.xml", "required": True},
+         {"name": "rt", "mount": "out2", "required": True}],
+        [{"name": "as", "type": "Assessor", "accepts-command-output": "xml",
+          "as-a-child-of": "session"},
+         {"name": "rs", "type": "Resource", "accepts-command-output": "rt",
+          "as-a-child-of": "as", "label": "RTSTRUCT"}],
+        [{"name": "TAG", "type": "string", "required": True}],
+    )  # fmt: skip
+    wrapper = site.install(data)["assessed-session"]
+    answer = site.launch(wrapper, "session", {"session": site.session_id, "TAG": "x1"})
+    job = site.wait(answer.json()["id"])
+    assert job["status"] == "Complete", job
+    query = {"format": "json", "columns": "ID,label,collectionType"}
+    session = f"{site.url}/data/experiments/{site.session_id}"
+    assessors = site.http.get(f"{session}/assessors", params=query)
+    [made] = [a for a in assessors.json()["ResultSet"]["Result"] if a["label"] == "made_x1"]
+    assert made["collectionType"] == "RTSTRUCT"
+    uri = f"/data/experiments/{site.session_id}/assessors/{made['ID']}"
+    assert site.files(f"{uri}/resources/RTSTRUCT") == ["rt.dcm"]
+
+
 def test_fifty_launches_at_once(site: Site):
     data = _command(
         "many", "echo #N# > /output/n.txt",

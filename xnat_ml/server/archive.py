@@ -41,6 +41,7 @@ from xnat_ml.server.validation import (
     query_fields,
     take,
 )
+from xnat_ml.server.xml_documents import MAX_XML_BYTES, read_object_xml
 
 bp = Blueprint("archive", __name__)
 
@@ -273,6 +274,11 @@ def put_object(path: str) -> Response:
     *parent_pairs, (collection, name) = pairs
     parent = _walk(parent_pairs, "edit") if parent_pairs else None
     fields = query_fields(request.args)
+    xsi_type = request.args.get("xsiType")
+    if request.args.get("inbody", "").lower() == "true":  # an XML document of the object
+        xml_type, xml_fields = read_object_xml(request.stream.read(MAX_XML_BYTES + 1))
+        xsi_type = xsi_type or xml_type
+        fields = {**xml_fields, **fields}
     given_id = take(fields, "ID")  # server-assigned, except a scan's (xnatpy PUTs scans/{type})
     if collection == "scans" and given_id:
         name = given_id
@@ -281,7 +287,6 @@ def put_object(path: str) -> Response:
         if existing is None:
             raise NotFound(_describe(None, collection, name))
         auth.require_project_role(existing.project_obj, "edit")
-    xsi_type = request.args.get("xsiType")
     db = get_db()
     if existing is not None:
         if isinstance(existing, Project):
