@@ -15,7 +15,7 @@ from flask import Flask, Response, request
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from xnat_ml.server import db
+from xnat_ml.server import auth, db
 from xnat_ml.server.archive import ObjectPathConverter
 from xnat_ml.server.models import User
 from xnat_ml.server.zipfiles import ExtractLimits
@@ -65,6 +65,7 @@ def create_app(data_dir: Path, **config) -> Flask:
     app.url_map.converters["xnat"] = ObjectPathConverter
     for name in BLUEPRINT_MODULES:
         app.register_blueprint(importlib.import_module(name).bp)
+    app.before_request(auth.login_unless_public)
     app.after_request(_log_request)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

@@ -107,6 +107,22 @@ def require_login() -> User:
     return user
 
 
+# What anyone may reach without credentials, as on XNAT: the landing page, version and site
+# identity (clients probe them before logging in), logging out, and the login service itself
+# (its credentials come in the body). Every other endpoint answers 401 first, before any
+# validation could tell an anonymous caller what exists.
+PUBLIC_ENDPOINTS = frozenset({
+    "static", "meta.root", "meta.version", "meta.build_info", "meta.site_id",
+    "login.delete_jsession", "login.services_auth",
+})  # fmt: skip
+
+
+def login_unless_public() -> None:
+    """`before_request` hook: authenticate every request to a non-public endpoint."""
+    if request.endpoint is not None and request.endpoint not in PUBLIC_ENDPOINTS:
+        require_login()
+
+
 def require_admin() -> User:
     user = require_login()
     if not user.is_admin:
