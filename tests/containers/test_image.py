@@ -14,19 +14,10 @@ import subprocess
 import sys
 import time
 
+import e2e
 import nibabel as nib
 import numpy as np
 import pytest
-from e2e import (
-    IMAGE,
-    REPO,
-    assert_roi_collection_became_masks,
-    build_site,
-    install_enabled,
-    resources,
-    start_backend_server,
-    wait_job,
-)
 
 from xnat_ml.imaging.series import load_series
 from xnat_ml.layout import DICOM_RESOURCE, NIFTI_RESOURCE
@@ -35,14 +26,14 @@ from xnat_ml.xnat import connect, download_resource
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 DOCKERFILE = "container_images/xnat-ml/Dockerfile"
-WHEELS = REPO / "container_images/xnat-ml/wheels"
+WHEELS = e2e.REPO / "container_images/xnat-ml/wheels"
 BASE = "xnat-ml-test:debian-python"
 PROJECT = "IMAGE_E2E"
 
 
 def commands_label() -> str:
     """What `make image` passes as XNAT_COMMANDS: the shipped commands as one JSON array."""
-    files = sorted(str(p) for p in (REPO / "command_json").glob("*.json"))
+    files = sorted(str(p) for p in (e2e.REPO / "command_json").glob("*.json"))
     made = subprocess.run([sys.executable, "-m", "xnat_ml", "commands", "label", *files],
                           capture_output=True, text=True, check=True)  # fmt: skip
     return made.stdout.strip()
@@ -63,7 +54,7 @@ def image(dockerd):
     log: list[str] = []
     buildargs = {"BASE_IMAGE": BASE, "XNAT_COMMANDS": commands_label()}
     for chunk in client.api.build(
-        path=str(REPO), dockerfile=DOCKERFILE, tag=IMAGE, buildargs=buildargs,
+        path=str(e2e.REPO), dockerfile=DOCKERFILE, tag=e2e.IMAGE, buildargs=buildargs,
         network_mode="none", rm=True, forcerm=True, decode=True,
     ):  # fmt: skip
         log.append(chunk.get("stream", ""))
@@ -71,15 +62,15 @@ def image(dockerd):
             pytest.fail(f"{DOCKERFILE}: build failed: {chunk['error']}\n{''.join(log)[-4000:]}")
     seconds = time.monotonic() - start
     client.images.prune(filters={"dangling": True})  # the build stage: wheels, source, venv
-    built = client.images.get(IMAGE)
-    print(f"\n{IMAGE} built offline in {seconds:.0f} s: {built.attrs['Size'] / 2**20:.0f} MiB")
+    built = client.images.get(e2e.IMAGE)
+    print(f"\n{e2e.IMAGE} built offline in {seconds:.0f} s: {built.attrs['Size'] / 2**20:.0f} MiB")
     return built
 
 
 def run_in_image(dockerd, script: str) -> str:
     """Run `script` with /bin/sh in a network-less container of the image; its output."""
     output = dockerd.client().containers.run(
-        IMAGE, ["/bin/sh", "-c", script], network_mode="none", remove=True, stderr=True
+        e2e.IMAGE, ["/bin/sh", "-c", script], network_mode="none", remove=True, stderr=True
     )
     return output.decode()
 
@@ -87,8 +78,9 @@ def run_in_image(dockerd, script: str) -> str:
 def test_image_carries_its_commands_for_xnat(image):
     """XNAT's Container Service installs the commands in an added image's org.nrg.commands."""
     carried = json.loads(image.labels["org.nrg.commands"])
-    shipped = [json.loads(p.read_text()) for p in sorted((REPO / "command_json").glob("*.json"))]
-    assert carried == shipped and [c["image"] for c in carried] == [IMAGE] * len(shipped)
+    files = sorted((e2e.REPO / "command_json").glob("*.json"))
+    shipped = [json.loads(p.read_text()) for p in files]
+    assert carried == shipped and [c["image"] for c in carried] == [e2e.IMAGE] * len(shipped)
 
 
 def test_image_holds_xnat_ml_its_commands_and_cpu_torch(image, dockerd):
@@ -113,35 +105,35 @@ def test_image_holds_xnat_ml_its_commands_and_cpu_torch(image, dockerd):
 def server(image, dockerd, start_xnat_server):
     """A server whose Docker backend runs jobs in the built image, with no bind mounts."""
     options = {"docker_url": dockerd.url, "docker_network": "host"}
-    return start_backend_server(start_xnat_server, "xnat-image", "docker", options, {})
+    return e2e.start_backend_server(start_xnat_server, "xnat-image", "docker", options, {})
 
 
 @pytest.fixture(scope="module")
 def site(server):
-    return build_site(server, PROJECT)
+    return e2e.build_site(server, PROJECT)
 
 
 def test_saving_an_rtstruct_runs_roi_to_mask_in_the_image(server, site):
-    assert_roi_collection_became_masks(server, PROJECT, site)
+    e2e.assert_roi_collection_became_masks(server, PROJECT, site)
 
 
 def test_dicom_to_nifti_in_the_image_matches_the_host(server, site, tmp_path):
     http = server.session()
-    command = json.loads((REPO / "command_json/dicom-to-nifti.json").read_text())
-    wrapper = install_enabled(server, PROJECT, command)["dicom-to-nifti-scan"]
+    command = json.loads((e2e.REPO / "command_json/dicom-to-nifti.json").read_text())
+    wrapper = e2e.install_enabled(server, PROJECT, command)["dicom-to-nifti-scan"]
     session_uri = f"/data/experiments/{site.session_id}"
     scans = http.get(f"{server.url}{session_uri}/scans", params={"format": "json"}).json()
     # A scan roi-to-mask left alone, so the NIfTI checked here is this command's.
     scan = next(
         row["ID"]
         for row in scans["ResultSet"]["Result"]
-        if NIFTI_RESOURCE not in resources(server, f"{session_uri}/scans/{row['ID']}")
+        if NIFTI_RESOURCE not in e2e.resources(server, f"{session_uri}/scans/{row['ID']}")
     )
     launch = f"{server.url}/xapi/projects/{PROJECT}/wrappers/{wrapper}/root/scan/launch"
     scan_path = f"/archive/experiments/{site.session_id}/scans/{scan}"
     answer = http.post(launch, json={"scan": scan_path})
     assert answer.status_code == 200, answer.text
-    job = wait_job(server, answer.json()["id"], timeout=300)
+    job = e2e.wait_job(server, answer.json()["id"], timeout=300)
     assert job["status"] == "Complete", job
     scan_uri = f"{session_uri}/scans/{scan}/resources"
     with connect(server.url, server.user, server.password) as session:
