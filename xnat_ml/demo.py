@@ -107,9 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-JOB_STATES_DONE = ("Complete", "Failed", "Failed (Upload)", "Killed")
-
-
 def _install_subscriptions(session, project: str) -> None:
     """What `xnat-ml events install --project P` does: the shipped subscriptions, wrappers on."""
     from xnat_ml.events.install import handler_files, install_handler, read_handler
@@ -124,10 +121,12 @@ def _install_subscriptions(session, project: str) -> None:
 
 def _wait_for_jobs(session, project: str, expected: int, timeout: float = 900) -> list[dict]:
     """Poll the project's containers until `expected` exist and none is still running."""
+    from xnat_ml.containers.jobs import FINAL_STATUSES
+
     deadline = time.monotonic() + timeout
     while True:
         jobs = session.get_json("/xapi/containers", query={"project": project})
-        running = [j for j in jobs if j["status"] not in JOB_STATES_DONE]
+        running = [j for j in jobs if j["status"] not in FINAL_STATUSES]
         if len(jobs) >= expected and not running:
             return jobs
         if time.monotonic() > deadline:
