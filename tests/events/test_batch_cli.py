@@ -193,3 +193,19 @@ def test_scan_level_batch_selects_scan_types(
     assert {j["status"] for j in jobs} == {"Complete"}
     outputs = {cli("jobs", "logs", str(j["id"])).stdout.strip() for j in jobs}
     assert outputs == {"scan T1w", "scan T1w_post"}
+
+
+def test_jobs_logs_follow_waits_for_the_end_and_says_how_it_went(xnat_server, probe_project, cli):
+    run = cli("batch", "run", "--project", probe_project, "--command", "batch-probe",
+              "--input", "SECONDS=2", "--ids", "PAT001_MR", "PAT003bad_MR")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    good = re.search(r"PAT001_MR: job (\d+)", run.stdout).group(1)
+    bad = re.search(r"PAT003bad_MR: job (\d+)", run.stdout).group(1)
+    started = time.monotonic()
+    followed = cli("jobs", "logs", good, "--follow", "--interval", "0.2")
+    assert time.monotonic() - started >= 1.0  # it waited for the 2 s job to finish
+    assert followed.returncode == 0 and followed.stdout == "session PAT001_MR\n"
+    assert f"job {good}: Complete" in followed.stderr
+    failed = cli("jobs", "logs", bad, "--stderr", "-f", "--interval", "0.2")
+    assert failed.returncode == 1 and "failing" in failed.stdout
+    assert f"job {bad}: Failed" in failed.stderr

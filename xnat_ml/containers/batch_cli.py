@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from datetime import UTC, datetime
 
 from xnat_ml.cli import add_verb_group
@@ -122,11 +123,19 @@ def _register_jobs(subparsers: argparse._SubParsersAction) -> None:
 
     logs = verbs.add_parser(
         "logs",
-        help="print a job's stdout (or stderr)",
-        description="Print the stdout log of job ID (--stderr: its stderr).",
+        help="print a job's stdout (or stderr), or follow it until the job ends",
+        description=(
+            "Print the stdout log of job ID (--stderr: its stderr). With --follow, keep printing "
+            "what the job adds until it ends; the exit code is then 0 if it ended Complete, 1 "
+            "otherwise, so a script can wait on a job."
+        ),
     )
     logs.add_argument("id", metavar="ID", help="container id from `xnat-ml jobs`")
     logs.add_argument("--stderr", action="store_true", help="print stderr instead of stdout")
+    logs.add_argument("--follow", "-f", action="store_true", help="follow until the job ends")
+    logs.add_argument(
+        "--interval", type=float, default=2.0, metavar="S", help="seconds between polls (2)"
+    )
     add_connection_arguments(logs)
     logs.set_defaults(func=_logs)
 
@@ -204,14 +213,29 @@ def _when(value) -> str:
 
 
 def _logs(args: argparse.Namespace) -> int:
+    from xnat_ml.containers.jobs import COMPLETE, FAILED, FINAL_STATUSES
     from xnat_ml.xnat.responses import reported_as
 
     which = "stderr" if args.stderr else "stdout"
+    printed = 0
     with connect_from_args(args) as session:
-        with reported_as(f"job {args.id}: reading its {which}"):
-            response = session.get(f"/xapi/containers/{args.id}/logs/{which}")
-    sys.stdout.write(response.text)
-    return 0
+        while True:
+            # The status first: a job seen ended has its whole log written already.
+            if args.follow:
+                with reported_as(f"job {args.id}: reading its status"):
+                    status = session.get_json(f"/xapi/containers/{args.id}")["status"]
+            with reported_as(f"job {args.id}: reading its {which}"):
+                text = session.get(f"/xapi/containers/{args.id}/logs/{which}").text
+            sys.stdout.write(text[printed:])
+            sys.stdout.flush()
+            printed = max(printed, len(text))
+            if not args.follow:
+                return 0
+            # A real XNAT has more failures than ours ("Failed (Setup)", "Failed (Rejected)").
+            if status in FINAL_STATUSES or status.startswith(FAILED):
+                print(f"job {args.id}: {status}", file=sys.stderr)
+                return 0 if status == COMPLETE else 1
+            time.sleep(args.interval)
 
 
 def _kill(args: argparse.Namespace) -> int:
