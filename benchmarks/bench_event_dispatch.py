@@ -85,8 +85,10 @@ def main() -> int:
         http.auth = ("admin", "admin")
         http.post(f"{url}/xapi/commands", json=ECHO).raise_for_status()
         wrapper = http.get(f"{url}/xapi/commands").json()[0]["xnat"][0]["id"]
+        http.put(f"{url}/xapi/wrappers/{wrapper}/enabled").raise_for_status()
         for project in ("REF", "FILT", "RUN"):
             new_project(http, url, project)
+            http.put(f"{url}/xapi/projects/{project}/wrappers/{wrapper}/enabled").raise_for_status()
         subscribe(
             http, url, "FILT", wrapper, ["@.label == 'a'", "@.label == 'b'", "@.label == 'c'"]
         )
