@@ -177,3 +177,26 @@ def test_a_removed_member_no_longer_reads_the_jobs(xnat_server, probe_wrapper, e
         assert admin.post(f"{url}/xapi/containers/{running}/kill").status_code == 200
     finally:
         admin.delete(f"{url}/data/projects/{project}")
+
+
+def test_a_subscription_of_several_projects_keeps_the_others(xnat_server, probe_wrapper, enable_in):
+    url, admin = xnat_server.url, xnat_server.session()
+    kept, gone = "PX_KEPT", "PY_GONE"
+    for project in (kept, gone):
+        admin.put(f"{url}/data/projects/{project}").raise_for_status()
+        enable_in(project, probe_wrapper)
+    subscription = {
+        "name": "two projects", "active": True,
+        "event-filter": {"event-type": SESSION_EVENT, "project-ids": [kept, gone]},
+        "action-key": ACTION.format(probe_wrapper),
+    }  # fmt: skip
+    answer = admin.post(f"{url}/xapi/events/subscription", json=subscription)
+    assert answer.status_code == 201, answer.text
+    sub_id = int(answer.text.rpartition(":")[2])
+    try:
+        admin.delete(f"{url}/data/projects/{gone}").raise_for_status()
+        left = admin.get(f"{url}/xapi/events/subscription/{sub_id}").json()
+        assert left["event-filter"]["project-ids"] == [kept]
+    finally:
+        admin.delete(f"{url}/xapi/events/subscription/{sub_id}")
+        admin.delete(f"{url}/data/projects/{kept}")
