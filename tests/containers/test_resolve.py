@@ -292,3 +292,18 @@ def test_object_inputs_accept_their_own_kind_and_check_the_real_type():
     for kind, xsi in wrong:
         with pytest.raises(InputError, match=f"input 'x': .*not an? {kind}"):
             check_object_type("x", kind, xsi)
+
+
+def test_objects_of_another_project_are_refused():
+    """The worker's own check (the server checks at launch too): a job filed under P2 never
+    resolves, and so never stages, P1's session."""
+    command = load_command(json.dumps({
+        "name": "p", "version": "1", "type": "docker", "image": "x", "command-line": "echo",
+        "xnat": [{"name": "p-session", "contexts": ["xnat:imageSessionData"],
+                  "external-inputs": [{"name": "session", "type": "Session", "required": True}]}],
+    }))  # fmt: skip
+    wrapper = command.xnat[0]
+    root = {"session": ROOTS["Session"]}
+    assert resolve(command, wrapper, root, FakeArchive(), "P1").root_uri == ROOTS["Session"]
+    with pytest.raises(InputError, match=r"'session'.*belongs to project 'P1', not to 'P2'"):
+        resolve(command, wrapper, root, FakeArchive(), "P2")

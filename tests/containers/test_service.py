@@ -122,3 +122,18 @@ def test_kill_before_start_and_after_the_end(service):
     assert backend.killed == []
     with pytest.raises(Exception, match="not found"):
         service.kill(999)
+
+
+def test_retired_jobs_are_stopped_forgotten_and_their_files_removed(service, tmp_path):
+    """What a project deletion asks once its records are gone: kill, no upload, no logs."""
+    service._backends["fake"] = backend = FakeBackend()
+    backend.cleaned = []
+    backend.cleanup = backend.cleaned.append
+    work = tmp_path / "containers" / "7"
+    (work / "logs").mkdir(parents=True)
+    (work / "logs" / "stdout.log").write_text("XNAT_PASS=secret\n")
+    service._running[7] = object()
+    service.retire([(7, "fake", "fake-7", str(work)), (8, "fake", None, "")])
+    assert backend.killed == ["fake-7"] and backend.cleaned == ["fake-7"]
+    assert 7 not in service._running and not work.exists()
+    assert {7, 8} <= service._retired

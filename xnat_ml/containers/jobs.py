@@ -31,7 +31,8 @@ class Base(DeclarativeBase):
 
 class Job(Base):
     __tablename__ = "cs_containers"
-    __table_args__ = (Index("ix_cs_containers_status", "status"),)
+    # AUTOINCREMENT: an id is never handed out twice, also after a project's jobs are deleted
+    __table_args__ = (Index("ix_cs_containers_status", "status"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     command_id: Mapped[int]

@@ -164,16 +164,28 @@ def resolve(
     wrapper: Wrapper,
     values: dict[str, Any],
     client: ArchiveClient,
+    project: str | None = None,
 ) -> Resolution:
-    """Resolve every input against the archive and build the command line, mounts and outputs."""
+    """Resolve every input against the archive and build the command line, mounts and outputs.
+
+    With `project` (the launch's), every object input must belong to it: a job filed under one
+    project never reads another's data, whatever the launching user may read."""
     values = check_inputs(command, wrapper, values)
-    r = _Resolver(command, wrapper, values, client)
+    r = _Resolver(command, wrapper, values, client, project)
     return r.run()
 
 
 class _Resolver:
-    def __init__(self, command: Command, wrapper: Wrapper, values: dict, client: ArchiveClient):
+    def __init__(
+        self,
+        command: Command,
+        wrapper: Wrapper,
+        values: dict,
+        client: ArchiveClient,
+        project: str | None,
+    ) -> None:
         self.c = command
+        self.project = project
         self.w = wrapper
         self.values = values
         self.client = client
@@ -236,6 +248,8 @@ class _Resolver:
             uri = object_uri(inp.name, inp.type, value)
             obj = self.client.load(inp.type, uri, children=inp.load_children)
             check_object_type(inp.name, inp.type, obj["xsiType"])
+            if self.project is not None:
+                check_object_project(inp.name, uri, self.owning_project(obj), self.project)
             if not self.matches(inp, obj):
                 raise InputError(inp.name, f"{obj['uri']} does not match {inp.matcher!r}")
             self.objects[inp.name] = obj
@@ -327,6 +341,17 @@ class _Resolver:
             project = parent.get("project-id") or parent["id"]
             return [self.client.load("Project", f"/projects/{project}", load)]
         raise InputError(inp.name, f"cannot derive a {kind} from a {parent.get('xsiType')}")
+
+    def owning_project(self, obj: dict) -> str | None:
+        """The project of a loaded object (a resource's is its parent's)."""
+        if obj.get("xsiType") == "xnat:projectData":
+            return obj.get("id")
+        if "parent-uri" in obj and "project-id" not in obj:
+            parent = obj["parent-uri"]
+            shape = _uri_shape(parent)
+            kind = "Session" if shape == "Experiment" else shape
+            return self.owning_project(self.client.load(kind, parent, children=False))
+        return obj.get("project-id")
 
     def matches(self, inp: WrapperInput, obj: dict) -> bool:
         if not inp.matcher:
@@ -459,6 +484,16 @@ def check_object_type(name: str, kind: str, xsi_type: str) -> None:
     real = object_kind(xsi_type)
     if real is not None and real not in _REAL_KINDS.get(kind, (kind,)):
         raise InputError(name, f"the object is {_a(real)} ({xsi_type}), not {_a(kind)}")
+
+
+def check_object_project(name: str, uri: str, owner: str | None, project: str) -> None:
+    """InputError naming the input when the object it names is not in the launch project.
+
+    XNAT also accepts objects shared into the project; the embedded server has no sharing."""
+    if owner != project:
+        raise InputError(
+            name, f"{uri} belongs to project {owner!r}, not to {project!r} (the launch project)"
+        )
 
 
 def _a(kind: str) -> str:

@@ -44,6 +44,7 @@ class _Loaded:
     job_id: int
     command: Command
     wrapper: Wrapper
+    project: str
     username: str
     host: str
     params: dict
@@ -83,6 +84,7 @@ class ContainerService:
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
         self._kill_requested: set[int] = set()
+        self._retired: set[int] = set()  # records deleted with their project: never upload
         self._running: dict[int, _Running] = {}
         self._resumed = False
         self._closing = threading.Event()
@@ -132,6 +134,21 @@ class ContainerService:
         if backend_id:
             self.backend(backend_name).kill(backend_id)
         return jobs.KILLED
+
+    def retire(self, retired: list[tuple[int, str, str | None, str]]) -> None:
+        """Jobs whose records went with their project, as (id, backend, backend id, work dir):
+        stop them, drop them from the monitor, never upload their outputs, remove their files."""
+        with self._lock:
+            self._retired.update(job_id for job_id, *_rest in retired)
+            for job_id, *_rest in retired:
+                self._running.pop(job_id, None)
+        for _job_id, backend_name, backend_id, work_dir in retired:
+            backend = self._backend_or_none(backend_name) if backend_id else None
+            if backend is not None:
+                backend.kill(backend_id)
+                backend.cleanup(backend_id)
+            if work_dir:
+                shutil.rmtree(work_dir, ignore_errors=True)
 
     def fail_orphans(self) -> None:
         """At start: jobs left Running on a backend that cannot re-attach (local) are Failed.
@@ -213,6 +230,7 @@ class ContainerService:
                     job_id=job.id,
                     command=command,
                     wrapper=command.wrapper(job.wrapper_id),
+                    project=job.project,
                     username=job.username,
                     host=job.host,
                     params=dict(job.params or {}),
@@ -240,7 +258,7 @@ class ContainerService:
         client, env = self._client(job)
         try:
             try:
-                resolution = resolve(job.command, job.wrapper, job.params, client)
+                resolution = resolve(job.command, job.wrapper, job.params, client, job.project)
             except XnatMlError as exc:
                 self._finish(job_id, jobs.FAILED, f"resolution failed: {exc}")
                 return
@@ -257,6 +275,11 @@ class ContainerService:
             client.close()
         with self.sessions() as db:
             record = db.get(Job, job_id)
+            if record is None:  # deleted with its project while it was staged
+                backend.kill(backend_id)
+                backend.cleanup(backend_id)
+                shutil.rmtree(job.job_dir, ignore_errors=True)
+                return
             record.backend_job_id = backend_id
             record.resolved = {
                 "command-line": resolution.command_line,
@@ -279,7 +302,7 @@ class ContainerService:
         client, _env = self._client(job)
         backend = self.backend(job.backend)
         try:
-            resolution = resolve(job.command, job.wrapper, job.params, client)
+            resolution = resolve(job.command, job.wrapper, job.params, client, job.project)
         except XnatMlError as exc:  # its objects changed while the server was down
             backend.kill(job.backend_job_id)
             self._finish(job_id, jobs.FAILED, f"re-attach failed: {exc}")
@@ -310,6 +333,8 @@ class ContainerService:
 
     def _done(self, entry: _Running, state) -> None:
         job = entry.job
+        if job.job_id in self._retired:
+            return
         client, _env = self._client(job)
         try:
             outcome = complete(

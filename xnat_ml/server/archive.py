@@ -32,7 +32,7 @@ from xnat_ml.server.models import (
     Subject,
     User,
 )
-from xnat_ml.server.signals import announce_created
+from xnat_ml.server.signals import announce_created, retire_project, run_after_commit
 from xnat_ml.server.validation import (
     SCAN_ID_RE,
     check_date,
@@ -309,7 +309,8 @@ def put_object(path: str) -> Response:
 
 @archive_route(bp, "/<xnat:path>", methods=["DELETE"])
 def delete_object(path: str) -> Response:
-    """Delete the object, everything below it, and its files."""
+    """Delete the object, everything below it, and its files; a project also takes everything
+    other services keep on it (jobs, subscriptions, ...: see signals.project_deleting)."""
     pairs = split_path(path)
     obj = resolve_object(path, "own" if pairs[-1][0] == "projects" else "edit")
     data_dir = current_app.config["DATA_DIR"]
@@ -325,6 +326,7 @@ def delete_object(path: str) -> Response:
             moved.append((folder, trash / str(n)))
     db = get_db()
     try:
+        after = retire_project(obj, db) if isinstance(obj, Project) else []
         db.delete(obj)
         db.commit()
     except Exception:
@@ -333,6 +335,7 @@ def delete_object(path: str) -> Response:
             hidden.rename(folder)
         raise
     shutil.rmtree(trash, ignore_errors=True)
+    run_after_commit(after)
     return Response("", 200)
 
 

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from xnat_ml.containers import registry, xsitypes
 from xnat_ml.containers.command import parse_command
 from xnat_ml.containers.jobs import Base as JobsBase
-from xnat_ml.containers.registry import CommandRecord
+from xnat_ml.containers.jobs import Job
+from xnat_ml.containers.registry import CommandRecord, WrapperSetting
 from xnat_ml.containers.service import ContainerService
 from xnat_ml.containers.validate import validate
-from xnat_ml.server import auth
+from xnat_ml.server import auth, signals
 from xnat_ml.server.db import get_db, reader_factory, session_factory
 from xnat_ml.server.models import User
 
@@ -50,7 +53,36 @@ def _start_service(state) -> None:
         readers=reader_factory(app),
     )
     app.extensions["xnat_ml.containers"] = service
+    signals.project_deleting.connect(_retire_project_jobs, sender=app)
     service.fail_orphans()
+
+
+def _retire_project_jobs(app, *, project, db: Session, **_extra) -> Callable[[], None]:
+    """`project_deleting`: the project's jobs (with their history) and wrapper switches go in
+    the deleting transaction; once it commits, running jobs are stopped and their files
+    (logs included) removed."""
+    retired = [
+        (row.id, row.backend, row.backend_job_id, row.work_dir)
+        for row in db.execute(
+            select(Job.id, Job.backend, Job.backend_job_id, Job.work_dir).where(
+                Job.project == project.id
+            )
+        )
+    ]
+    revoke_job_tokens(db, [job_id for job_id, *_rest in retired])
+    db.execute(delete(Job).where(Job.project == project.id))
+    db.execute(delete(WrapperSetting).where(WrapperSetting.project == project.id))
+    service = app.extensions["xnat_ml.containers"]
+    return lambda: service.retire(retired)
+
+
+def revoke_job_tokens(db: Session, job_ids: list[int]) -> None:
+    """Revoke the alias tokens issued to these jobs, in `db`.
+
+    The one place a deletion revokes job tokens. Tokens are issued per user, not yet per job
+    (binding them to jobs is the identity work), so there is no row to select by job yet;
+    until then a retired job's tokens lapse when they expire (TOKEN_LIFETIME_S) and its
+    process, the only holder besides the service, is stopped."""
 
 
 def _setting(app, key: str, default: str) -> str:

@@ -18,7 +18,13 @@ from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound
 from xnat_ml.containers import jobs, registry
 from xnat_ml.containers.command import Command, Wrapper
 from xnat_ml.containers.jobs import Job
-from xnat_ml.containers.resolve import InputError, check_inputs, check_object_type, object_uri
+from xnat_ml.containers.resolve import (
+    InputError,
+    check_inputs,
+    check_object_project,
+    check_object_type,
+    object_uri,
+)
 from xnat_ml.containers.validate import OBJECT_TYPES
 from xnat_ml.server import auth
 from xnat_ml.server.archive import resolve_object
@@ -62,8 +68,8 @@ def _create_job(
         raise InputError(root, f"not an external input of wrapper {wrapper.name!r}")
     params = check_inputs(command, wrapper, values)
     for inp in wrapper.external_inputs:
-        if inp.type in OBJECT_TYPES and inp.type != "Resource" and params.get(inp.name):
-            _check_archive_object(inp.name, inp.type, params[inp.name])
+        if inp.type in OBJECT_TYPES and params.get(inp.name):
+            _check_archive_object(project, inp.name, inp.type, params[inp.name])
     sensitive = {i.name for i in (*wrapper.inputs, *command.inputs) if i.sensitive}
     user = auth.require_login()
     db = get_db()
@@ -92,14 +98,19 @@ def _create_job(
     return job
 
 
-def _check_archive_object(name: str, kind: str, value: str) -> None:
-    """A launch names objects this archive holds, of the input's type (InputError → 400): the
-    job would otherwise be accepted only to fail, or run on the wrong object."""
+def _check_archive_object(project: str, name: str, kind: str, value: str) -> None:
+    """A launch names objects of the launch project, of the input's type (InputError → 400):
+    the job would otherwise be accepted only to fail, run on the wrong object, or read another
+    project's data under this one (the worker checks again when it resolves)."""
+    uri = object_uri(name, kind, value)
+    owner_uri = uri.split("/resources/", 1)[0]  # a resource: check the object that holds it
     try:
-        obj = resolve_object(object_uri(name, kind, value), access="read")
+        obj = resolve_object(owner_uri, access="read")
     except HTTPException:
         raise InputError(name, f"{value!r}: no such object you may read") from None
-    check_object_type(name, kind, obj.xsi_type)
+    if kind != "Resource":
+        check_object_type(name, kind, obj.xsi_type)
+    check_object_project(name, uri, obj.project_obj.id, project)
 
 
 def _report(job: Job) -> dict:
@@ -161,9 +172,9 @@ def bulk_launch(project: str, wrapper_id: str, root: str) -> Response:
 
 
 def _visible(job: Job, access: str = "read") -> bool:
+    """The caller's role in the job's project now, not who launched it: a user removed from
+    the project loses its jobs and their logs (which can hold tokens) with it."""
     user = auth.require_login()
-    if user.is_admin or (access == "read" and job.username == user.username):
-        return True
     project = get_db().scalar(select(Project).where(Project.id == job.project))
     return project is not None and auth.may(user, project, access)
 
@@ -194,7 +205,7 @@ def list_containers(project: str | None = None) -> Response:
     if not user.is_admin and not project:
         readable = auth.readable_project_pks(user)
         ids = set(get_db().scalars(select(Project.id).where(Project.pk.in_(readable or []))))
-        rows = [j for j in rows if j.project in ids or j.username == user.username]
+        rows = [j for j in rows if j.project in ids]
     return jsonify([j.to_json() for j in rows])
 
 

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import requests
 from flask import Blueprint, Flask, Response, current_app, has_request_context, jsonify, request
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound
@@ -66,6 +66,7 @@ def _set_up(state) -> None:
     app.config.setdefault("EVENT_SERVICE_ENABLED", True)
     app.extensions["xnat_ml.events"] = EventWorker(app)
     signals.object_created.connect(_on_object_created, sender=app)
+    signals.project_deleting.connect(_retire_project_events, sender=app)
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -80,16 +81,25 @@ class EventWorker:
 
     def __init__(self, app: Flask) -> None:
         self.app = app
-        self.queue: queue.Queue[tuple[Event, str]] = queue.Queue()
+        self.queue: queue.Queue[tuple[Event, str, int]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._active: list[Subscription] | None = None
         self._generation = 0
+        self._deleted: dict[str, int] = {}  # project ID -> generation at its deletion
 
     def invalidate(self) -> None:
         with self._lock:
             self._active = None
             self._generation += 1
+
+    def forget_project(self, project_id: str) -> None:
+        """A deleted project's events still queued are dropped: they name objects that are gone,
+        and their history would show in a new project of the same ID."""
+        with self._lock:
+            self._active = None
+            self._generation += 1
+            self._deleted[project_id] = self._generation
 
     def active(self, db: Session | None = None) -> list[Subscription]:
         """The active subscriptions; read with `db` when given (inside a request, the request's
@@ -118,12 +128,17 @@ class EventWorker:
                     target=self._run, name="xnat-ml-events", daemon=True
                 )
                 self._thread.start()
-        self.queue.put((event, site_url))
+            generation = self._generation
+        self.queue.put((event, site_url, generation))
 
     def _run(self) -> None:
         while True:
-            event, site_url = self.queue.get()
+            event, site_url, generation = self.queue.get()
+            with self._lock:
+                stale = generation < self._deleted.get(event.project or "", -1)
             try:
+                if stale:
+                    continue
                 with self.app.app_context():
                     self.process(event, site_url)
             except Exception:  # keep the worker alive whatever one event does
@@ -141,6 +156,22 @@ class EventWorker:
                 db.add_all(_delivery_row(d, event) for d in done)
                 db.commit()
         return done
+
+
+def _retire_project_events(app: Flask, *, project: Project, db: Session, **_extra: Any):
+    """`project_deleting`: its deliveries go, and so do subscriptions naming only it (one that
+    also names other projects keeps those; it never becomes site-wide), in the same commit."""
+    db.execute(delete(DeliveryRow).where(DeliveryRow.project == project.id))
+    for row in db.scalars(select(SubscriptionRow)).all():
+        if project.id not in row.project_ids:
+            continue
+        others = [p for p in row.project_ids if p != project.id]
+        if others:
+            row.event_filter = {**row.event_filter, "project-ids": others}
+        else:
+            db.delete(row)
+    worker: EventWorker = app.extensions["xnat_ml.events"]
+    return partial(worker.forget_project, project.id)
 
 
 def _on_object_created(

@@ -5,11 +5,16 @@ archive sees the new object. Receivers get `kind` (project, subject, experiment,
 assessor), `xsi_type`, `project` (ID), `uri` and `payload` (the object as the Container Service
 describes it: id, label, xsiType, uri, project-id, ...). A receiver must not block: long work
 belongs in its own thread or process.
+
+`project_deleting` is sent inside the transaction that deletes a project, so that every service
+keeping rows keyed on the project (jobs, wrapper switches, subscriptions, deliveries) deletes
+them in the same commit: a new project with the same ID inherits nothing.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from blinker import Namespace
 from flask import current_app
@@ -20,6 +25,11 @@ _signals = Namespace()
 
 #: sent as object_created.send(app, kind=, xsi_type=, project=, uri=, payload=dict)
 object_created = _signals.signal("object-created")
+
+#: sent as project_deleting.send(app, project=Project, db=Session) before the deletion commits.
+#: Receivers delete their rows of the project in `db` (raising aborts the deletion) and may
+#: return a callable that runs once the deletion is committed (stop jobs, remove files).
+project_deleting = _signals.signal("project-deleting")
 
 
 def event_payload(obj) -> dict:
@@ -79,3 +89,20 @@ def announce_created(obj) -> None:
         )
     except Exception:  # a subscriber's bug must not turn a committed creation into a 500
         log.exception("object_created receiver failed for %s", obj.uri)
+
+
+def retire_project(project, db) -> list[Callable[[], None]]:
+    """Send `project_deleting` for `project` (not yet committed); the work left for after the
+    commit, which `run_after_commit` does."""
+    app = current_app._get_current_object()
+    replies = project_deleting.send(app, project=project, db=db)
+    return [after for _receiver, after in replies if after is not None]
+
+
+def run_after_commit(work: list[Callable[[], None]]) -> None:
+    """The deletion is committed: a step that fails is logged, it cannot undo it."""
+    for step in work:
+        try:
+            step()
+        except Exception:
+            log.exception("clean-up after a project deletion failed")
