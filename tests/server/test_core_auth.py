@@ -343,3 +343,43 @@ def test_every_route_but_the_public_ones_asks_anonymous_callers_to_log_in(xnat_s
     assert checked > 100
     for public in ("/", "/data/version", "/xapi/siteConfig/buildInfo"):
         assert requests.get(f"{xnat_server.url}{public}", timeout=30).status_code == 200
+
+
+def _record_hooks(app) -> list[str]:
+    """Wrap every before-request and URL-value hook of the app so that each call is recorded."""
+    calls: list[str] = []
+
+    def recorded(hook):
+        def wrapper(*args, **kwargs):
+            calls.append(hook.__name__)
+            return hook(*args, **kwargs)
+
+        return wrapper
+
+    for table in (app.before_request_funcs, app.url_value_preprocessors):
+        for scope, hooks in table.items():
+            table[scope] = [recorded(hook) for hook in hooks]
+    return calls
+
+
+def test_authentication_is_the_first_hook_on_every_route(tmp_path):
+    """A blueprint's before_app_request hook (the Container Service resuming jobs) registered
+    ahead of authentication ran for anonymous callers; now nothing but the login check does."""
+    app = create_app(tmp_path)
+    calls = _record_hooks(app)
+    client = app.test_client()
+    adapter = app.url_map.bind("localhost")
+    blueprints = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in PUBLIC_ENDPOINTS:
+            continue
+        url = _sample_url(adapter, rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            calls.clear()
+            assert client.open(url, method=method, data=b"x").status_code == 401, (method, url)
+            assert calls == ["login_unless_public"], (method, url, calls)
+            blueprints.add(rule.endpoint.partition(".")[0])
+    assert {"archive", "resources", "roi", "events", "commands", "containers"} <= blueprints
+    calls.clear()  # with credentials the other hooks do run: the recording sees them
+    assert client.get("/data/projects", auth=("admin", "admin")).status_code == 200
+    assert calls[0] == "login_unless_public" and "_resume_once" in calls

@@ -19,6 +19,9 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import requests
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import ParseError
+from defusedxml.ElementTree import parse as parse_xml
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.xnat.archives import extract_zip, zip_directory
@@ -385,9 +388,12 @@ class ArchiveClient:
 
     def upload_xml(self, parent_uri: str, kind: str, xml_file: Path) -> str:
         """Create an assessor or scan from an XML document (output handler type Assessor/Scan)."""
-        import xml.etree.ElementTree as ET
-
-        root = ET.parse(xml_file).getroot()
+        try:  # a container's output is outside data: no DTD, so no entity tricks
+            root = parse_xml(xml_file, forbid_dtd=True).getroot()
+        except (ParseError, DefusedXmlException) as exc:
+            raise XnatMlError(
+                f"output {xml_file.name}: not an acceptable XML document ({exc})"
+            ) from exc
         label = root.get("label") or root.get("ID")
         if not label:
             raise XnatMlError(f"output {xml_file.name}: the XML has no label or ID attribute")

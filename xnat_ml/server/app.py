@@ -63,9 +63,12 @@ def create_app(data_dir: Path, **config) -> Flask:
     db.init_app(app, data_dir)
     # `<xnat:path>` in any blueprint's rules matches an archive object path (projects/P/...).
     app.url_map.converters["xnat"] = ObjectPathConverter
+    # Authentication first: Flask runs the app's before_request hooks in the order registered,
+    # and then the blueprints' own, so a hook a blueprint adds (before_app_request, e.g. the
+    # Container Service resuming jobs) can never act for an unauthenticated caller.
+    app.before_request(auth.login_unless_public)
     for name in BLUEPRINT_MODULES:
         app.register_blueprint(importlib.import_module(name).bp)
-    app.before_request(auth.login_unless_public)
     app.after_request(_log_request)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

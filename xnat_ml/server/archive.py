@@ -35,15 +35,24 @@ from xnat_ml.server.models import (
 from xnat_ml.server.signals import announce_created, retire_project, run_after_commit
 from xnat_ml.server.validation import (
     SCAN_ID_RE,
-    check_date,
     check_label,
     check_type,
     query_fields,
     take,
+    typed_fields,
 )
 from xnat_ml.server.xml_documents import MAX_XML_BYTES, read_object_xml
 
 bp = Blueprint("archive", __name__)
+
+# What a new object's fields are typed by until its xsiType is known (types are inherited).
+_BASE_TYPE_OF = {
+    "projects": "xnat:projectData",
+    "subjects": "xnat:subjectData",
+    "experiments": "xnat:subjectAssessorData",
+    "scans": "xnat:imageScanData",
+    "assessors": "xnat:imageAssessorData",
+}
 
 _SEG = r"[^/]+"
 _SESSION = rf"experiments/{_SEG}(?:/(?:scans|assessors)/{_SEG})?"
@@ -287,6 +296,10 @@ def put_object(path: str) -> Response:
         if existing is None:
             raise NotFound(_describe(None, collection, name))
         auth.require_project_role(existing.project_obj, "edit")
+    typed_as = existing.xsi_type if existing is not None else (
+        datatypes.canonical(xsi_type or "") or _BASE_TYPE_OF[collection]
+    )
+    fields = typed_fields(typed_as, fields)
     db = get_db()
     if existing is not None:
         if isinstance(existing, Project):
@@ -454,7 +467,7 @@ def _create_experiment(parent, name: str, fields: dict, xsi_type: str | None) ->
 
 def _apply_experiment_fields(experiment: Experiment | Assessor, fields: dict) -> None:
     if (date := take(fields, "date")) is not None:
-        experiment.date = check_date(date) if date else ""
+        experiment.date = date  # checked by typed_fields
     if isinstance(experiment, Experiment):
         if (time := take(fields, "time")) is not None:
             experiment.time = time

@@ -1,10 +1,19 @@
-"""The XNAT datatypes this server implements, their inheritance, and DICOM modality → datatype.
+"""The XNAT datatypes this server implements, their inheritance, field types and DICOM modality.
 
 Kept in one table so the XSD we serve, xsiType validation, `xsiType=` filters (a supertype such as
-xnat:imageSessionData matches all sessions) and DICOM import agree.
+xnat:imageSessionData matches all sessions) and DICOM import agree. The types of fields (xs:date,
+xs:integer, ...) are read from the served XSD itself, so what we declare is what we enforce.
 """
 
 from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from defusedxml.ElementTree import fromstring
+
+_XS = "{http://www.w3.org/2001/XMLSchema}"
+_SCHEMA_FILES = {"xnat": "xnat.xsd", "icr": "icr.xsd"}  # prefix → file in schemas/
 
 # datatype → its base datatype (None for roots); mirrors the extension chain in schemas/*.xsd.
 BASE_TYPE: dict[str, str | None] = {
@@ -77,3 +86,34 @@ def session_type_for(modality: str) -> str:
 
 def scan_type_for(modality: str) -> str:
     return SCAN_TYPE_BY_MODALITY.get(modality.upper(), OTHER_SCAN_TYPE)
+
+
+@cache
+def _declared_field_types() -> dict[str, dict[str, str]]:
+    """datatype → {field: xs type} as its own complexType in schemas/*.xsd declares them."""
+    folder = resources.files("xnat_ml.server") / "schemas"
+    declared: dict[str, dict[str, str]] = {}
+    for prefix, name in _SCHEMA_FILES.items():
+        root = fromstring((folder / name).read_bytes())
+        for complex_type in root.iter(f"{_XS}complexType"):
+            if complex_type.get("name") is None:
+                continue  # an anonymous wrapper (resources, references): no typed leaves
+            fields = declared.setdefault(f"{prefix}:{complex_type.get('name')}", {})
+            for decl in complex_type.iter():
+                kind = decl.get("type") or ""
+                if decl.tag in (f"{_XS}element", f"{_XS}attribute") and kind.startswith("xs:"):
+                    fields[decl.get("name").lower()] = kind
+    return declared
+
+
+def field_type(xsi_type: str, field: str) -> str | None:
+    """The XSD type (`xs:date`, `xs:integer`, ...) of a datatype's field, inherited ones included;
+    None for fields the schemas do not declare (they are kept as free text)."""
+    current = canonical(xsi_type)
+    declared = _declared_field_types()
+    while current is not None:
+        found = declared.get(current, {}).get(field.lower())
+        if found is not None:
+            return found
+        current = BASE_TYPE[current]
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import pydicom
@@ -87,7 +88,13 @@ def _text(ds: pydicom.Dataset, keyword: str) -> str:
 
 
 def _date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if re.fullmatch(r"\d{8}", value) else ""
+    """A DICOM DA as YYYY-MM-DD; '' when it is no date (a header's 20241345 is not stored)."""
+    if not re.fullmatch(r"[0-9]{8}", value):
+        return ""
+    try:
+        return date(int(value[:4]), int(value[4:6]), int(value[6:8])).isoformat()
+    except ValueError:
+        return ""
 
 
 def _time(value: str) -> str:

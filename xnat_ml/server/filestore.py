@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from xnat_ml.server.names import unsafe_character
+
 CHUNK = 1 << 20
 MAX_SEGMENT_BYTES = 255
 MAX_PATH_CHARS = 1024
@@ -39,13 +41,16 @@ def safe_relpath(raw: str) -> PurePosixPath:
 
     Flask has already percent-decoded the URL once, so `%2e%2e` arrives here as `..`. `.` segments
     are dropped (tar members often start with `./`); `..`, empty segments (a leading `/`),
-    backslashes, NUL and other control characters are refused rather than cleaned up: a client
-    sending them is broken or hostile, and guessing what it meant is how traversal bugs start.
+    backslashes, control and bidirectional-override characters (names.py) are refused rather
+    than cleaned up: a client sending them is broken or hostile, and guessing what it meant is
+    how traversal bugs start.
     """
     if not raw or len(raw) > MAX_PATH_CHARS:
         raise UnsafePathError(f"file path {raw[:80]!r}: empty or longer than {MAX_PATH_CHARS}")
-    if "\\" in raw or any(ord(ch) < 32 or ord(ch) == 127 for ch in raw):
-        raise UnsafePathError(f"file path {raw[:80]!r}: contains a backslash or control character")
+    if "\\" in raw:
+        raise UnsafePathError(f"file path {raw[:80]!r}: contains a backslash")
+    if problem := unsafe_character(raw):
+        raise UnsafePathError(f"file path {raw[:80]!r}: contains a {problem}")
     parts = [part for part in raw.split("/") if part != "."]
     for part in parts:
         if part in ("", ".."):

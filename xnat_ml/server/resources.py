@@ -29,6 +29,7 @@ from xnat_ml.server.db import get_db
 from xnat_ml.server.filestore import FileStore, StoredFile, UnsafePathError, safe_relpath
 from xnat_ml.server.listing import result_set
 from xnat_ml.server.models import ArchiveObject, Experiment, Resource, Scan
+from xnat_ml.server.names import unsafe_character
 from xnat_ml.server.signals import announce_created
 from xnat_ml.server.zipfiles import (
     ArchiveError,
@@ -100,13 +101,10 @@ def _flag(name: str) -> bool:
 
 def check_label(label: str) -> str:
     """A resource label as XNAT accepts it: non-empty, one path segment, printable."""
-    if (
-        not label.strip()
-        or len(label) > MAX_LABEL
-        or any(ch in label for ch in "/\\")
-        or any(ord(ch) < 32 or ord(ch) == 127 for ch in label)
-        or label in (".", "..")
-    ):
+    if problem := unsafe_character(label):
+        raise BadRequest(f"Resource label {label[:60]!r}: contains a {problem}.")
+    one_segment = "/" not in label and "\\" not in label and label not in (".", "..")
+    if not label.strip() or len(label) > MAX_LABEL or not one_segment:
         raise BadRequest(f"Resource label {label[:60]!r}: empty, too long, or has a slash.")
     return label
 

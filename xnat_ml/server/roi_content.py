@@ -1,18 +1,19 @@
 """What an uploaded ROI collection file says about itself: its name and the series it annotates.
 
 The OHIF-XNAT plugin reads these from the file rather than trusting the client, and refuses a
-file that is not of the announced type; so do we. DICOM types must carry the right SOP class.
+file that is not of the announced type; so do we. DICOM types must carry the right SOP class;
+AIM XML is parsed with defusedxml and may hold no DTD.
 """
 
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel
 import pydicom
+from defusedxml.ElementTree import parse as parse_xml
 from pydicom.uid import RTStructureSetStorage, SegmentationStorage
 
 # type → file suffix inside the collection's resource
@@ -106,7 +107,9 @@ def _local(tag: str) -> str:
 
 
 def _aim(path: Path) -> RoiContent:
-    root = ET.parse(path).getroot()  # expat refuses entity-expansion bombs
+    # defusedxml: a DTD (and so any entity, internal or external) is refused outright. Plain
+    # expat expands a modest "billion laughs" within its amplification limit.
+    root = parse_xml(path, forbid_dtd=True).getroot()
     if _local(root.tag) != "ImageAnnotationCollection":
         raise RoiFileError(f"root element {_local(root.tag)} is not ImageAnnotationCollection")
     names = [

@@ -13,6 +13,7 @@ from xnat_ml.server.archive import archive_route, resolve_object
 from xnat_ml.server.db import get_db
 from xnat_ml.server.listing import result_set
 from xnat_ml.server.models import ROLES, ProjectRole, User
+from xnat_ml.server.names import unsafe_character
 
 bp = Blueprint("users", __name__)
 
@@ -54,6 +55,9 @@ def create_user() -> Response:
         raise BadRequest(f"Username {username!r} must be 1-64 letters, digits or _ . @ -.")
     if not password:
         raise BadRequest(f"User '{username}' needs a password.")
+    for key in ("email", "firstName", "lastName"):
+        if problem := unsafe_character(str(body.get(key, ""))):
+            raise BadRequest(f"User '{username}': {key} contains a {problem}.")
     db = get_db()
     if db.scalar(select(User).where(User.username == username)) is not None:
         raise Conflict(f"User '{username}' already exists.")

@@ -1,25 +1,35 @@
 """Checks on what clients send when creating or editing archive objects.
 
 Labels and IDs end up in URLs and folder names, so they are held to XNAT's legal characters;
-field names and values from the query string are bounded; xsiTypes must be ones this server
-implements, in the right family. Each failure is a 400 that names the object and the rule.
+field names and values from the query string are bounded; values of fields the XSD types (xs:date,
+xs:time, xs:dateTime, xs:integer, xs:decimal, xs:float, xs:boolean) must be of that type;
+xsiTypes must be ones this server implements, in the right family. Each failure is a 400 that
+names the object and the rule.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
 
 from werkzeug.exceptions import BadRequest
 
 from xnat_ml.server import datatypes
 from xnat_ml.server.listing import RESERVED_PARAMS
+from xnat_ml.server.names import unsafe_character
 
 # Used with fullmatch: `$` alone would let a trailing newline through.
 _LABEL_RE = re.compile(r"[A-Za-z0-9_-]+")
 SCAN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _FIELD_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
-_DATE_RE = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
+# Dates and times as XNAT stores them (no timezone); YYYYMMDD and HH:MM are taken, as XNAT does.
+# ASCII: `\d` would also match other scripts' digits.
+_DATE_RE = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})", re.ASCII)
+_TIME_RE = re.compile(r"(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?", re.ASCII)
+_INTEGER_RE = re.compile(r"[+-]?\d+", re.ASCII)
+_DECIMAL_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)", re.ASCII)
+_FLOAT_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|[+-]?INF|NaN", re.ASCII)
 MAX_LABEL = 64
 MAX_VALUE = 4096
 
@@ -30,6 +40,8 @@ def check_label(kind: str, label: str, pattern: re.Pattern = _LABEL_RE) -> str:
         raise BadRequest(f"{kind} label must not be empty.")
     if len(label) > MAX_LABEL:
         raise BadRequest(f"{kind} label '{label[:20]}…' is longer than {MAX_LABEL} characters.")
+    if problem := unsafe_character(label):
+        raise BadRequest(f"{kind} label {label!r} contains a {problem}.")
     if not pattern.fullmatch(label):
         raise BadRequest(
             f"{kind} label {label!r} may contain only letters, digits, '_' and '-'"
@@ -51,11 +63,81 @@ def check_type(xsi_type: str | None, base: str, kind: str) -> str | None:
     return found
 
 
-def check_date(value: str) -> str:
-    match = _DATE_RE.fullmatch(value.strip())
+def _date(value: str) -> str:
+    match = _DATE_RE.fullmatch(value)
     if not match:
-        raise BadRequest(f"Date {value!r} is not a date in YYYY-MM-DD form.")
+        raise ValueError(value)
+    date(*map(int, match.groups()))  # ValueError for 2024-13-45 or 2023-02-29
     return "-".join(match.groups())
+
+
+def _time(value: str) -> str:
+    match = _TIME_RE.fullmatch(value)
+    if not match:
+        raise ValueError(value)
+    hours, minutes, seconds, _fraction = match.groups()
+    if int(hours) > 23 or int(minutes) > 59 or int(seconds or 0) > 59:
+        raise ValueError(value)
+    return value if seconds else f"{value}:00"
+
+
+def _date_time(value: str) -> str:
+    day, sep, clock = value.partition("T")
+    if not sep:
+        raise ValueError(value)
+    return datetime.fromisoformat(f"{_date(day)}T{clock}").isoformat()
+
+
+def _lexical(pattern: re.Pattern) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(value)
+        return value
+
+    return check
+
+
+def _boolean(value: str) -> str:
+    if value not in ("true", "false", "1", "0"):
+        raise ValueError(value)
+    return value
+
+
+# XSD type → (check returning the value to store, the form named in the error)
+_TYPED: dict[str, tuple[Callable[[str], str], str]] = {
+    "xs:date": (_date, "YYYY-MM-DD"),
+    "xs:time": (_time, "HH:MM:SS"),
+    "xs:dateTime": (_date_time, "YYYY-MM-DDTHH:MM:SS"),
+    "xs:integer": (_lexical(_INTEGER_RE), "a whole number"),
+    "xs:int": (_lexical(_INTEGER_RE), "a whole number"),
+    "xs:long": (_lexical(_INTEGER_RE), "a whole number"),
+    "xs:decimal": (_lexical(_DECIMAL_RE), "a decimal number"),
+    "xs:float": (_lexical(_FLOAT_RE), "a number"),
+    "xs:double": (_lexical(_FLOAT_RE), "a number"),
+    "xs:boolean": (_boolean, "true, false, 1 or 0"),
+}
+
+
+def check_value(xs_type: str, field: str, value: str) -> str:
+    """A field's value as its XSD type allows it (dates normalised to YYYY-MM-DD), or a 400
+    naming the field and the value. An empty value clears the field and is always allowed;
+    surrounding blanks are dropped, as the XSD's whitespace rule for these types says."""
+    check, form = _TYPED.get(xs_type, (None, ""))
+    if check is None or not value.strip():
+        return value.strip() if check else value
+    try:
+        return check(value.strip())
+    except ValueError:
+        raise BadRequest(f"Field '{field}': {value!r} is not an {xs_type} ({form}).") from None
+
+
+def typed_fields(xsi_type: str, fields: Mapping[str, str]) -> dict[str, str]:
+    """The fields with every value the datatype's XSD types checked (and dates normalised)."""
+    return {
+        key: check_value(kind, key, value) if (kind := datatypes.field_type(xsi_type, key))
+        else value
+        for key, value in fields.items()
+    }
 
 
 def query_fields(args: Mapping[str, str]) -> dict[str, str]:

@@ -2,11 +2,12 @@
 
 Clients upload zips (pyxnat, the DICOM import) and gzipped tars (xnatpy's `upload_dir`), and
 XNAT extracts both. Every member name is checked before a single byte is written, so a hostile
-archive (zip-slip `../`, absolute names, links, devices) is refused whole; a corrupt one fails
-while unpacking into a staging directory that the caller throws away. So is a bomb: what the
-members say they expand to is added up before writing (a zip's central directory, each tar
-header as it is read) and checked against ExtractLimits and the free disk, and the bytes written
-are counted against the same budget, in case a header lies.
+archive (zip-slip `../`, absolute names, links, devices, control or bidirectional-override
+characters in a name, a NUL included) is refused whole; a corrupt one fails while unpacking into
+a staging directory that the caller throws away. So is a bomb: what the members say they expand
+to is added up before writing (a zip's central directory, each tar header as it is read) and
+checked against ExtractLimits and the free disk, and the bytes written are counted against the
+same budget, in case a header lies.
 Downloads are written as a zip on the fly, never assembled in memory or on disk.
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from xnat_ml.server.filestore import CHUNK, StoredFile, UnsafePathError, safe_relpath
+from xnat_ml.server.names import unsafe_character
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 
@@ -113,6 +115,12 @@ def extract_archive(
     raise ArchiveError("archive is neither a readable zip nor a tar file")
 
 
+def _check_characters(name: str) -> None:
+    """Refuse a member (folders too) whose name holds a control or bidirectional character."""
+    if problem := unsafe_character(name):
+        raise ArchiveError(f"archive member {name[:80]!r} contains a {problem}")
+
+
 def _check_names(names: list[str]) -> list[PurePosixPath]:
     """Safe relative paths for all member names, refusing duplicates and file/folder clashes."""
     paths = [safe_relpath(name) for name in names]
@@ -146,13 +154,16 @@ def _extract_zip(src: Path, dest: Path, budget: _Budget) -> list[StoredFile]:
     with zipfile.ZipFile(src) as archive:
         members = []
         for info in archive.infolist():
+            # zipfile cuts `filename` at a NUL ('a\0b.txt' -> 'a'); the name as stored is kept
+            # in orig_filename, and that is the one judged.
+            _check_characters(info.orig_filename)
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
                 raise ArchiveError(f"archive member {info.filename!r} is a symbolic link")
             if not info.is_dir():
                 budget.declare(info.file_size)
                 members.append(info)
-        paths = _check_names([info.filename for info in members])
+        paths = _check_names([info.orig_filename for info in members])
         stored = []
         for info, rel in zip(members, paths, strict=True):
             with archive.open(info) as stream:
@@ -166,6 +177,7 @@ def _extract_tar(src: Path, dest: Path, budget: _Budget) -> list[StoredFile]:
         # Checked header by header: reaching the next header of a compressed tar means
         # inflating the member before it, which a bomb makes endless.
         for member in archive:
+            _check_characters(member.name)
             if member.isdir():
                 continue
             if not member.isfile():
