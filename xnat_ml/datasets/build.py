@@ -244,6 +244,8 @@ def _check_files(
 def _grid_difference(a: NiftiInfo, b: NiftiInfo) -> str:
     if a.shape != b.shape:
         return f"shape {list(b.shape)} vs {list(a.shape)}"
+    if a.affine == b.affine:
+        return ""
     diff = np.abs(np.asarray(a.affine, dtype=float) - np.asarray(b.affine, dtype=float))
     if diff.shape != (4, 4) or not np.all(diff <= GRID_TOL_MM):
         return f"affine differs by up to {float(np.max(diff)):.4g} mm"

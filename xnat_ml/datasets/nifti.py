@@ -16,6 +16,13 @@ import numpy as np
 from xnat_ml.datasets.records import NiftiInfo
 from xnat_ml.errors import XnatMlError
 
+# sizeof_hdr, the first field, tells the version (and byte order) apart; nibabel would
+# otherwise "fix" a NIfTI-2 header read as NIfTI-1 and return nonsense.
+_NIFTI_BY_HEADER_SIZE = {
+    size.to_bytes(4, order): klass
+    for size, klass in ((348, nib.Nifti1Image), (540, nib.Nifti2Image))
+    for order in ("little", "big")
+}
 HEADER_BYTES = 4096  # enough of a .nii.gz for any NIfTI-1/2 header; fetch this much for grids
 
 
@@ -27,15 +34,13 @@ def nifti_info(data: bytes, *, values: bool, source: str) -> NiftiInfo:
             data = decoder.decompress(data)
         except zlib.error as exc:
             raise XnatMlError(f"NIfTI file {source}: broken gzip data ({exc})") from None
-    image = None
-    for klass in (nib.Nifti1Image, nib.Nifti2Image):
-        try:
-            image = klass.from_bytes(data)
-            break
-        except Exception:  # nibabel raises assorted types for a header of the other version
-            continue
-    if image is None:
+    klass = _NIFTI_BY_HEADER_SIZE.get(data[:4])
+    if klass is None:
         raise XnatMlError(f"NIfTI file {source}: not a NIfTI-1 or NIfTI-2 image")
+    try:
+        image = klass.from_bytes(data)
+    except Exception as exc:  # nibabel raises assorted types for broken headers
+        raise XnatMlError(f"NIfTI file {source}: header cannot be read ({exc})") from None
     shape = tuple(int(n) for n in image.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]

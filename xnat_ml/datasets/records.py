@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from xnat_ml.xnat.uris import assessor_uri, resource_uri, scan_uri, segment
 
@@ -77,7 +78,7 @@ class FileRef:
     resource: Resource
     file: FileEntry
 
-    @property
+    @cached_property
     def uri(self) -> str:
         """The file's archive URI (``/data/experiments/...``), each segment quoted."""
         if isinstance(self.source, Scan):
