@@ -224,3 +224,14 @@ def test_bad_definitions_name_field_and_value(doc: object, message: str) -> None
 def test_definition_errors_are_definition_errors() -> None:
     with pytest.raises(DefinitionError):
         parse_definition(_with("split", {"folds": 0}))
+
+
+def test_label_map_content_from_bytes_json_or_text() -> None:
+    from xnat_ml.imaging.labelmap import parse_labelmap
+
+    text = parse_labelmap(b"\xef\xbb\xbfliver=1\nspleen=2\n", "ML_MODELS/region2MaskValueMap.txt")
+    assert [(lab.name, lab.value) for lab in text.labels] == [("liver", 1), ("spleen", 2)]
+    doc = parse_labelmap(json.dumps({"labels": [{"name": "tumour", "value": 3}]}), "x.json")
+    assert doc.by_value(3).name == "tumour"
+    with pytest.raises(XnatMlError, match="label map y: not UTF-8"):
+        parse_labelmap(b"\xff", "y")
