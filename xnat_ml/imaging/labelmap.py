@@ -133,9 +133,24 @@ def load_labelmap(path: str | Path) -> LabelMap:
         raise XnatMlError(f"label map {path}: not UTF-8 text ({exc.reason})") from None
     except OSError as exc:
         raise XnatMlError(f"label map {path}: cannot be read ({exc.strerror})") from None
-    if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+    if path.suffix.lower() == ".json":
         return parse_json_labelmap(text, str(path))
-    return parse_text_labelmap(text, str(path))
+    return parse_labelmap(text, str(path))
+
+
+def parse_labelmap(data: str | bytes, source: str = "<label map>") -> LabelMap:
+    """Parse label map content fetched from anywhere: JSON if it starts with ``{``, else
+    ``Label=Value`` text."""
+    if len(data) > MAX_FILE_BYTES:
+        raise XnatMlError(f"label map {source}: {len(data)} bytes is too large for a label map")
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise XnatMlError(f"label map {source}: not UTF-8 text ({exc.reason})") from None
+    if data.lstrip().startswith("{"):
+        return parse_json_labelmap(data, source)
+    return parse_text_labelmap(data, source)
 
 
 def parse_text_labelmap(text: str, source: str = "<text>") -> LabelMap:

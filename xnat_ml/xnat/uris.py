@@ -14,11 +14,15 @@ ROI_COLLECTION_TYPES = ("RTSTRUCT", "SEG", "AIM", "MEAS", "NIFTI")
 # In XNAT's zip downloads each entry sits under ".../resources/<label>/files/"; the part after it
 # is the file's path inside the resource.
 _ZIP_ENTRY_PREFIX = re.compile(r"(?:^|/)resources/[^/]+/files/")
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")  # what quote(safe="") leaves as is
 
 
 def segment(value: str) -> str:
     """One path segment, percent-encoded (slashes included)."""
-    return quote(str(value), safe="")
+    value = str(value)
+    if _UNRESERVED.fullmatch(value):  # the usual id or label: skip quote's slow path
+        return value
+    return quote(value, safe="")
 
 
 def project_uri(project: str) -> str:
