@@ -325,6 +325,8 @@ def delete_object(path: str) -> Response:
             moved.append((folder, trash / str(n)))
     db = get_db()
     try:
+        if isinstance(obj, Project):  # its jobs' alias tokens go with it
+            auth.revoke_project_job_tokens(obj.id)
         db.delete(obj)
         db.commit()
     except Exception:

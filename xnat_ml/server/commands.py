@@ -32,18 +32,24 @@ def _start_service(state) -> None:
     sessions = session_factory(app)
     JobsBase.metadata.create_all(sessions.kw["bind"])
 
-    def token_for(username: str) -> tuple[str, str]:
+    def token_for(username: str, job_id: int) -> tuple[str, str]:
         with app.app_context():
             user = get_db().scalar(select(User).where(User.username == username))
             if user is None or not user.enabled:
                 raise auth.Forbidden(f"user {username!r} no longer exists or is disabled")
-            token, secret = auth.issue_token(user)
+            token, secret = auth.issue_token(user, job_id=job_id)
             return token.alias, secret
+
+    def revoke_tokens(job_id: int) -> None:
+        with app.app_context():
+            auth.revoke_job_tokens(job_id)
+            get_db().commit()
 
     service = ContainerService(
         sessions,
         app.config["DATA_DIR"] / "containers",
         token_for,
+        revoke_tokens,
         backend=_setting(app, "CONTAINER_BACKEND", "local"),
         workers=int(_setting(app, "CONTAINER_WORKERS", "4")),
         backend_options=json.loads(_setting(app, "CONTAINER_BACKEND_OPTIONS", "{}")),
