@@ -2,8 +2,9 @@
 
 A launch request only checks inputs and writes a `Created` job. A worker thread then resolves it
 against the archive over REST (as the launching user, through an alias token issued for the job
-and revoked when the job ends, whatever the end), stages its inputs and hands it to the backend; one monitor thread polls every running job, and
-when one ends a worker keeps its logs and uploads its outputs. Workers are busy only while
+and revoked when the job ends, whatever the end), stages its inputs and hands it to the backend;
+one monitor thread polls every running job, and when one ends a worker keeps its logs and
+uploads its outputs. Workers are busy only while
 staging and uploading, so a Slurm or Docker backend can hold hundreds of jobs at once. Workers
 talk to the server over HTTP like any container would: nothing here imports the server.
 """

@@ -291,6 +291,5 @@ def end_user_access(user: User, keep_session: str | None = None) -> None:
     change or when the user is disabled."""
     db = get_db()
     db.execute(delete(AliasToken).where(AliasToken.user_pk == user.pk))
-    db.execute(
-        delete(WebSession).where(WebSession.user_pk == user.pk, WebSession.id != (keep_session or ""))
-    )
+    others = WebSession.id != (keep_session or "")
+    db.execute(delete(WebSession).where(WebSession.user_pk == user.pk, others))

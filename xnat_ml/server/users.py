@@ -127,7 +127,9 @@ def update_user(username: str) -> Response:
     changes = {k: v for k, v in changes.items() if v != _user_json(user)[k]}
     refused = sorted(_ADMIN_ONLY & set(changes))
     if refused and not caller.is_admin:
-        raise Forbidden(f"User '{caller.username}' may not change {refused[0]!r} (site admins only).")
+        raise Forbidden(
+            f"User '{caller.username}' may not change {refused[0]!r} (site admins only)."
+        )
     password = body.get("password")
     if password is not None and (not isinstance(password, str) or not password):
         raise BadRequest(f"User '{username}': 'password' must be a non-empty string.")
