@@ -43,14 +43,17 @@ class FakeBackend:
 
 @pytest.fixture
 def service(tmp_path: Path):
+    revoked: list[int] = []
     app = Flask(__name__)
     server_db.init_app(app, tmp_path)
     Base.metadata.create_all(server_db.session_factory(app).kw["bind"])
     runner = ContainerService(
-        server_db.session_factory(app), tmp_path / "containers", lambda user: ("a", "s"),
+        server_db.session_factory(app), tmp_path / "containers", lambda user, job: ("a", "s"),
+        revoked.append,
         backend="fake", workers=1, readers=server_db.reader_factory(app),
     )  # fmt: skip
     runner.db_path = tmp_path / server_db.DB_FILENAME
+    runner.revoked = revoked
     yield runner
     runner.shutdown()
 
@@ -110,6 +113,7 @@ def test_backend_calls_run_outside_any_transaction(service):
     service.fail_orphans()
     assert "fake-orphan" in backend.stopped
     assert _status(service, orphan) == jobs.FAILED
+    assert orphan in service.revoked  # a job failed by a restart loses its alias tokens
 
 
 def test_kill_before_start_and_after_the_end(service):
@@ -117,6 +121,7 @@ def test_kill_before_start_and_after_the_end(service):
     created = _job(service, jobs.CREATED, None)
     assert service.kill(created) == jobs.KILLED
     assert _status(service, created) == jobs.KILLED
+    assert service.revoked == [created]
     done = _job(service, jobs.COMPLETE)
     assert service.kill(done) == jobs.COMPLETE
     assert backend.killed == []

@@ -203,17 +203,28 @@ def wait_for_deliveries(admin, url: str, project: str, count: int, timeout: floa
 
 
 def test_events_launch_matching_subscriptions(xnat_server, project, admin, subscription):
-    """A Member creates a session: the matching subscription launches the wrapper on it as that
-    Member (act-as-event-user); a launch the Container Service refuses, and a payload-filter
-    mismatch, are history; the creating request is not affected."""
+    """A Member creates a session: the matching site-wide subscription launches the wrapper on
+    it as that Member (act-as-event-user); a launch the Container Service refuses, and a
+    payload-filter mismatch, are history; the creating request is not affected."""
     url = xnat_server.url
     xnat_server.add_user("ev_member2", "pw-member", project, "Member")
     member = xnat_server.session("ev_member2", "pw-member")
     session_event = {"event-type": "SessionEvent", "status": "CREATED", "project-ids": [project]}
 
-    launching = subscription(project, **{"act-as-event-user": True, "attributes": {}})
-    launching["event-filter"] = dict(session_event, **{"payload-filter": "@.label =~ /PAT.*/"})
+    # Only a site-wide subscription may act as the event's user (deleted when the test ends).
+    launching = subscription(**{"act-as-event-user": True, "attributes": {}})
+    launching["event-filter"] = dict(session_event, **{
+        "project-ids": [], "payload-filter": "@.label =~ /PAT.*/"})
     launching_id = created_id(admin.post(f"{url}/xapi/events/subscription", json=launching))
+    try:
+        _launch_matching(xnat_server, project, admin, subscription, member, launching_id)
+    finally:
+        admin.delete(f"{url}/xapi/events/subscription/{launching_id}")
+
+
+def _launch_matching(xnat_server, project, admin, subscription, member, launching_id) -> None:
+    url = xnat_server.url
+    session_event = {"event-type": "SessionEvent", "status": "CREATED", "project-ids": [project]}
     refused = subscription(project, attributes={"SECONDS": "soon"}, **{"act-as-event-user": False})
     refused["event-filter"] = session_event
     refused_id = created_id(admin.post(f"{url}/xapi/events/subscription", json=refused))
@@ -259,3 +270,72 @@ def test_subscriptions_name_installed_enabled_wrappers(xnat_server, project, adm
     admin.put(f"{url}/xapi/projects/{project}/wrappers/{wrapper}/disabled").raise_for_status()
     response = admin.post(f"{url}/xapi/events/subscription", json=doc)
     assert response.status_code == 424 and "not enabled in project" in response.text
+
+
+def test_an_owner_editing_an_admins_subscription_becomes_its_owner(
+    xnat_server, project, admin, subscription
+):
+    """Finding: an owner edited an admin's project subscription and it kept running as the
+    admin, so an attribute the owner chose ran with (and could print) the admin's alias token.
+    The editor now becomes the owner: the launch runs as them."""
+    url = xnat_server.url
+    base = f"{url}/xapi/projects/{project}/events"
+    xnat_server.add_user("ev_owner4", "pw-owner", project, "Owner")
+    xnat_server.add_user("ev_member4", "pw-member", project, "Member")
+    owner = xnat_server.session("ev_owner4", "pw-owner")
+    doc = subscription(project, attributes={}, **{"act-as-event-user": False})
+    doc["event-filter"] = {"event-type": "SessionEvent", "status": "CREATED",
+                           "project-ids": [project]}  # fmt: skip
+    sub_id = created_id(admin.post(f"{url}/xapi/events/subscription", json=doc))
+    assert owner.get(f"{base}/subscription/{sub_id}").json()["subscription-owner"] == "admin"
+
+    edited = owner.put(f"{base}/subscription/{sub_id}", json={"attributes": {"SECONDS": "0"}})
+    assert edited.status_code == 200, edited.text
+    assert owner.get(f"{base}/subscription/{sub_id}").json()["subscription-owner"] == "ev_owner4"
+    # Switching it on and off is not an edit: the owner stays.
+    admin.post(f"{url}/xapi/events/subscription/{sub_id}/deactivate").raise_for_status()
+    admin.post(f"{url}/xapi/events/subscription/{sub_id}/activate").raise_for_status()
+    assert admin.get(f"{url}/xapi/events/subscription/{sub_id}").json()[
+        "subscription-owner"] == "ev_owner4"  # fmt: skip
+
+    member = xnat_server.session("ev_member4", "pw-member")
+    member.put(f"{url}/data/projects/{project}/subjects/S01").raise_for_status()
+    member.put(f"{url}/data/projects/{project}/subjects/S01/experiments/MR4",
+               params={"xsiType": "xnat:mrSessionData"}).raise_for_status()  # fmt: skip
+    [delivery] = wait_for_deliveries(admin, url, project, 1, **{"subscription-id": sub_id})
+    assert delivery["user"] == "ev_owner4" and delivery["error"] is False, delivery
+    job = admin.get(f"{url}/xapi/containers/{delivery['container-id']}").json()
+    assert job["user-id"] == "ev_owner4"
+
+
+def test_act_as_event_user_stays_off_on_project_subscriptions(
+    xnat_server, project, admin, subscription
+):
+    """Finding: PUT stored act-as-event-user=true (only creation forced it off)."""
+    url = xnat_server.url
+    base = f"{url}/xapi/projects/{project}/events"
+    xnat_server.add_user("ev_owner5", "pw-owner", project, "Owner")
+    owner = xnat_server.session("ev_owner5", "pw-owner")
+    sub_id = created_id(owner.post(f"{base}/subscription", json=subscription()))
+
+    def act_as() -> bool:
+        return admin.get(f"{url}/xapi/events/subscription/{sub_id}").json()["act-as-event-user"]
+
+    on = {"act-as-event-user": True}
+    assert owner.put(f"{base}/subscription/{sub_id}", json=on).status_code == 200
+    assert act_as() is False
+    assert admin.put(f"{base}/subscription/{sub_id}", json=on).status_code == 200  # project route
+    assert act_as() is False
+    assert admin.put(f"{url}/xapi/events/subscription/{sub_id}", json=on).status_code == 200
+    assert act_as() is False
+    created = created_id(admin.post(f"{url}/xapi/events/subscription",
+                                    json=subscription(project, **on)))  # fmt: skip
+    assert admin.get(f"{url}/xapi/events/subscription/{created}").json()[
+        "act-as-event-user"] is False  # fmt: skip
+    # Site-wide subscriptions (site admins only) may still run as the event's user.
+    site_wide = created_id(admin.post(f"{url}/xapi/events/subscription", json=subscription(**on)))
+    try:
+        assert admin.get(f"{url}/xapi/events/subscription/{site_wide}").json()[
+            "act-as-event-user"] is True  # fmt: skip
+    finally:
+        admin.delete(f"{url}/xapi/events/subscription/{site_wide}")

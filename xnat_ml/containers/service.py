@@ -1,9 +1,10 @@
 """The job runner behind the server's launch API: worker pool, monitor, job records, recovery.
 
 A launch request only checks inputs and writes a `Created` job. A worker thread then resolves it
-against the archive over REST (as the launching user, through an alias token issued for the job),
-stages its inputs and hands it to the backend; one monitor thread polls every running job, and
-when one ends a worker keeps its logs and uploads its outputs. Workers are busy only while
+against the archive over REST (as the launching user, through an alias token issued for the job
+and revoked when the job ends, whatever the end), stages its inputs and hands it to the backend;
+one monitor thread polls every running job, and when one ends a worker keeps its logs and
+uploads its outputs. Workers are busy only while
 staging and uploading, so a Slurm or Docker backend can hold hundreds of jobs at once. Workers
 talk to the server over HTTP like any container would: nothing here imports the server.
 """
@@ -33,7 +34,8 @@ from xnat_ml.errors import XnatMlError
 
 log = logging.getLogger(__name__)
 
-TokenFactory = Callable[[str], tuple[str, str]]  # username -> (alias, secret)
+TokenFactory = Callable[[str, int], tuple[str, str]]  # (username, job id) -> (alias, secret)
+TokenRevoker = Callable[[int], None]  # job id: revoke every token issued for the job
 POLL_S = 0.5
 
 
@@ -67,6 +69,7 @@ class ContainerService:
         sessions: sessionmaker[Session],
         work_root: Path,
         token_factory: TokenFactory,
+        revoke_tokens: TokenRevoker,
         backend: str = "local",
         workers: int = 4,
         backend_options: dict | None = None,
@@ -79,6 +82,7 @@ class ContainerService:
         self.readers = readers or sessions
         self.work_root = Path(work_root)
         self.token_factory = token_factory
+        self.revoke_tokens = revoke_tokens
         self.backend_name = backend
         self.backend_options = backend_options or {}
         self._backends: dict[str, Backend] = {}
@@ -127,6 +131,7 @@ class ContainerService:
                 if job.status == jobs.CREATED:
                     job.set_status(jobs.KILLED, "killed before it started")
                     db.commit()
+                    self.revoke_tokens(job_id)
                     return jobs.KILLED
                 status, backend_id = job.status, job.backend_job_id
             if status in jobs.FINAL_STATUSES:
@@ -243,9 +248,9 @@ class ContainerService:
 
     def _client(self, job: _Loaded) -> tuple[ArchiveClient, dict[str, str]]:
         """A REST client and the container's XNAT_* variables, on a fresh alias token."""
-        alias, secret = self.token_factory(job.username)
+        alias, secret = self.token_factory(job.username, job.job_id)
         client = ArchiveClient(
-            job.host, alias, secret, renew=lambda: self.token_factory(job.username)
+            job.host, alias, secret, renew=lambda: self.token_factory(job.username, job.job_id)
         )
         env = {"XNAT_HOST": job.host.rstrip("/"), "XNAT_USER": alias, "XNAT_PASS": secret}
         return client, env
@@ -359,12 +364,12 @@ class ContainerService:
         self._kill_requested.discard(job_id)
         with self.sessions() as db:
             job = db.get(Job, job_id)
-            if job is None or job.finished:
-                return
-            if killed and status != jobs.COMPLETE:
-                status, message = jobs.KILLED, message or "killed on request"
-            job.set_status(status, message, exit_code)
-            if uploaded:
-                job.outputs = uploaded
-            db.commit()
-        log.info("container %s: %s %s", job_id, status, message)
+            if job is not None and not job.finished:
+                if killed and status != jobs.COMPLETE:
+                    status, message = jobs.KILLED, message or "killed on request"
+                job.set_status(status, message, exit_code)
+                if uploaded:
+                    job.outputs = uploaded
+                db.commit()
+                log.info("container %s: %s %s", job_id, status, message)
+        self.revoke_tokens(job_id)  # also when it ended before: a token issued since then

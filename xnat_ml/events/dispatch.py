@@ -3,7 +3,8 @@
 This follows XNAT's `CommandActionProvider`: the event's object becomes the wrapper's root
 (first external) input, the subscription's attributes fill the other inputs, the launch runs in
 the subscription's single project (else the event's), as the user who caused the event when
-`act-as-event-user` is set, otherwise as the subscription's owner.
+`act-as-event-user` is set on a site-wide subscription, otherwise as the subscription's owner
+(a subscription naming projects never runs as the event's user, even if stored so).
 """
 
 from __future__ import annotations
@@ -47,11 +48,12 @@ def plan(subscriptions: Iterable[Subscription], event: Event) -> list[Delivery]:
         if result is Match.NOT_SELECTED:
             continue
         projects = sub.event_filter.project_ids
+        as_event_user = sub.act_as_event_user and not projects
         planned.append(
             Delivery(
                 subscription=sub,
                 match=result,
-                user=event.user if sub.act_as_event_user else sub.subscription_owner,
+                user=event.user if as_event_user else sub.subscription_owner,
                 project=projects[0] if len(projects) == 1 else event.project,
                 inputs=dict(sub.attributes),
             )

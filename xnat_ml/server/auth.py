@@ -20,6 +20,7 @@ from sqlalchemy import delete, select, update
 from werkzeug.exceptions import Forbidden, NotFound, Unauthorized
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from xnat_ml.containers.jobs import Job
 from xnat_ml.server.db import get_db, session_factory
 from xnat_ml.server.models import ROLES, AliasToken, Project, ProjectRole, User, WebSession, utcnow
 
@@ -56,13 +57,19 @@ def _token_digest(secret: str) -> str:
 
 
 def authenticate(username: str, password: str) -> User | None:
-    """The enabled user these credentials (password or alias token) belong to, else None."""
+    """The enabled user these credentials (password or alias token) belong to, else None.
+
+    A matching token is kept as the request's `current_token()`: what the request opens or
+    mints (a session, a token) then belongs to that token and dies with it."""
     db = get_db()
     user = db.scalar(select(User).where(User.username == username))
     if user is not None:
         return user if user.enabled and password_matches(user, password) else None
     token = validate_token(username, password)
-    return token.user if token is not None and token.user.enabled else None
+    if token is None or not token.user.enabled:
+        return None
+    g.auth_token = token
+    return token.user
 
 
 def _session_user(session_id: str) -> User | None:
@@ -70,8 +77,10 @@ def _session_user(session_id: str) -> User | None:
     now = utcnow()
     if web_session is None or web_session.expires < now or not web_session.user.enabled:
         return None
+    g.auth_token = web_session.token
     lifetime = timedelta(seconds=current_app.config["SESSION_LIFETIME_S"])
-    if web_session.expires - now < lifetime / 2:  # in use: slide the expiry (idle timeout)
+    if web_session.expires - now < lifetime / 2 and web_session.token is None:
+        # In use: slide the expiry (idle timeout). A token's session keeps the token's expiry.
         # End this request's transaction first: in a POST it holds the write lock (BEGIN
         # IMMEDIATE), and the writer below would wait on it until "database is locked".
         get_db().commit()
@@ -95,6 +104,12 @@ def current_user() -> User | None:
         elif session_id := request.cookies.get(SESSION_COOKIE):
             g.user = _session_user(session_id)
     return g.user
+
+
+def current_token() -> AliasToken | None:
+    """The alias token behind this request's credentials (directly, or through the session it
+    opened), or None when they came from a password. Set as the credentials are checked."""
+    return g.get("auth_token")
 
 
 def require_login() -> User:
@@ -186,14 +201,23 @@ def with_session_cookie(response: Response, session_id: str) -> Response:
 
 
 def start_session(user: User) -> str:
-    """Open a web session for the user; returns its JSESSIONID."""
+    """Open a web session for the user; returns its JSESSIONID. A session opened with an alias
+    token belongs to the token (ends with it, never outlives it)."""
+    token = current_token()
     db = get_db()
     db.commit()  # end the read that found the user: a write must not upgrade a stale snapshot
     now = utcnow()
     db.execute(delete(WebSession).where(WebSession.expires < now))
     session_id = secrets.token_hex(16).upper()
-    lifetime = timedelta(seconds=current_app.config["SESSION_LIFETIME_S"])
-    db.add(WebSession(id=session_id, user_pk=user.pk, expires=now + lifetime))
+    expires = now + timedelta(seconds=current_app.config["SESSION_LIFETIME_S"])
+    db.add(
+        WebSession(
+            id=session_id,
+            user_pk=user.pk,
+            token_alias=token.alias if token is not None else None,
+            expires=min(expires, token.expires) if token is not None else expires,
+        )
+    )
     db.commit()
     return session_id
 
@@ -204,20 +228,30 @@ def end_session(session_id: str) -> None:
     db.commit()
 
 
-def issue_token(user: User) -> tuple[AliasToken, str]:
-    """A new alias token for the user and its secret (only the secret's digest is stored)."""
+def issue_token(
+    user: User, *, parent: AliasToken | None = None, job_id: int | None = None
+) -> tuple[AliasToken, str]:
+    """A new alias token for the user and its secret (only the secret's digest is stored).
+
+    A token minted with another token (`parent`) is its child: it expires no later, belongs to
+    the same job, and is deleted with it. `job_id` binds a token to the job it was issued for.
+    """
     db = get_db()
     db.commit()  # as in start_session: write in a fresh transaction
     now = utcnow()
     db.execute(delete(AliasToken).where(AliasToken.expires < now))
     secret = secrets.token_hex(24)
-    lifetime = timedelta(seconds=current_app.config["TOKEN_LIFETIME_S"])
+    expires = now + timedelta(seconds=current_app.config["TOKEN_LIFETIME_S"])
+    if parent is not None:
+        expires, job_id = min(expires, parent.expires), parent.job_id
     token = AliasToken(
         alias=str(uuid.uuid4()),
         secret_hash=_token_digest(secret),
         user_pk=user.pk,
+        parent_alias=parent.alias if parent is not None else None,
+        job_id=job_id,
         created=now,
-        expires=now + lifetime,
+        expires=expires,
     )
     db.add(token)
     db.commit()
@@ -229,3 +263,33 @@ def validate_token(alias: str, secret: str) -> AliasToken | None:
     if token is None or token.expires < utcnow():
         return None
     return token if hmac.compare_digest(token.secret_hash, _token_digest(secret)) else None
+
+
+# ----------------------------------------------------------------------------- revocation
+# Deleting a token deletes (by foreign-key cascade) the tokens minted with it and the sessions
+# opened with it. These functions do not commit: the caller's change and the revocation commit
+# together.
+
+
+def revoke_token(alias: str) -> None:
+    get_db().execute(delete(AliasToken).where(AliasToken.alias == alias))
+
+
+def revoke_job_tokens(job_id: int) -> None:
+    """End every token issued for the job (and all they minted): called when the job ends."""
+    get_db().execute(delete(AliasToken).where(AliasToken.job_id == job_id))
+
+
+def revoke_project_job_tokens(project_id: str) -> None:
+    """End the tokens of every job of the project: called when the project is deleted."""
+    jobs_of_project = select(Job.id).where(Job.project == project_id)
+    get_db().execute(delete(AliasToken).where(AliasToken.job_id.in_(jobs_of_project)))
+
+
+def end_user_access(user: User, keep_session: str | None = None) -> None:
+    """End the user's sessions (except `keep_session`) and alias tokens: after a password
+    change or when the user is disabled."""
+    db = get_db()
+    db.execute(delete(AliasToken).where(AliasToken.user_pk == user.pk))
+    others = WebSession.id != (keep_session or "")
+    db.execute(delete(WebSession).where(WebSession.user_pk == user.pk, others))

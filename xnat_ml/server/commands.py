@@ -35,18 +35,24 @@ def _start_service(state) -> None:
     sessions = session_factory(app)
     JobsBase.metadata.create_all(sessions.kw["bind"])
 
-    def token_for(username: str) -> tuple[str, str]:
+    def token_for(username: str, job_id: int) -> tuple[str, str]:
         with app.app_context():
             user = get_db().scalar(select(User).where(User.username == username))
             if user is None or not user.enabled:
                 raise auth.Forbidden(f"user {username!r} no longer exists or is disabled")
-            token, secret = auth.issue_token(user)
+            token, secret = auth.issue_token(user, job_id=job_id)
             return token.alias, secret
+
+    def revoke_tokens(job_id: int) -> None:
+        with app.app_context():
+            auth.revoke_job_tokens(job_id)
+            get_db().commit()
 
     service = ContainerService(
         sessions,
         app.config["DATA_DIR"] / "containers",
         token_for,
+        revoke_tokens,
         backend=_setting(app, "CONTAINER_BACKEND", "local"),
         workers=int(_setting(app, "CONTAINER_WORKERS", "4")),
         backend_options=json.loads(_setting(app, "CONTAINER_BACKEND_OPTIONS", "{}")),
@@ -69,20 +75,11 @@ def _retire_project_jobs(app, *, project, db: Session, **_extra) -> Callable[[],
             )
         )
     ]
-    revoke_job_tokens(db, [job_id for job_id, *_rest in retired])
+    auth.revoke_project_job_tokens(project.id)  # before the job rows that name the tokens go
     db.execute(delete(Job).where(Job.project == project.id))
     db.execute(delete(WrapperSetting).where(WrapperSetting.project == project.id))
     service = app.extensions["xnat_ml.containers"]
     return lambda: service.retire(retired)
-
-
-def revoke_job_tokens(db: Session, job_ids: list[int]) -> None:
-    """Revoke the alias tokens issued to these jobs, in `db`.
-
-    The one place a deletion revokes job tokens. Tokens are issued per user, not yet per job
-    (binding them to jobs is the identity work), so there is no row to select by job yet;
-    until then a retired job's tokens lapse when they expire (TOKEN_LIFETIME_S) and its
-    process, the only holder besides the service, is stopped."""
 
 
 def _setting(app, key: str, default: str) -> str:

@@ -5,6 +5,10 @@ Routes and answers follow xnat-web's EventServiceRestApi: site-level routes are 
 `name:id`; a subscription that does not validate answers 424 "Subscription format failed to
 validate." with the field and problem on the next line.
 
+Identity: a subscription's actions run as its owner, so whoever edits a subscription becomes its
+owner (XNAT keeps the creator, which let a project owner's attributes run as a site admin), and a
+subscription that names projects never acts as the event's user, whatever the route.
+
 Creation of archive objects arrives through `signals.object_created` inside the creating
 request; the receiver only notes the event (and who caused it) and queues it. One worker thread
 per app matches queued events against the active subscriptions and launches their wrappers, so a
@@ -280,7 +284,7 @@ def launch_wrapper(
         # Outside a request every transaction of the store begins IMMEDIATE (a write lock):
         # end it before the launch request below needs the lock.
         db.rollback()
-    token, secret = auth.issue_token(user)
+    token, secret = auth.issue_token(user)  # only for this request: revoked below
     url = (
         f"{site_url.rstrip('/')}/xapi/projects/{quote(project, safe='')}/wrappers/{wrapper_id}"
         f"/root/{quote(root, safe='')}/launch"
@@ -291,6 +295,9 @@ def launch_wrapper(
         )
     except requests.RequestException as exc:
         raise XnatMlError(f"wrapper {wrapper.name}: launch request failed ({exc})") from None
+    finally:
+        auth.revoke_token(token.alias)
+        db.commit()
     try:
         report = response.json()
     except ValueError:
@@ -373,7 +380,11 @@ def _check_owner(user, project_ids: list[str] | tuple[str, ...], project: str) -
 
 def _save(row: SubscriptionRow, sub: Subscription) -> Response | None:
     """Validate what only the server knows (the wrapper exists and is enabled in the projects,
-    the name is unique, as XNAT checks), then write; a 424 answer on failure."""
+    the name is unique, as XNAT checks), then write; a 424 answer on failure. A subscription
+    naming projects is stored with act-as-event-user off: project owners can edit it, and what
+    they choose must never run as whoever caused the event (a site admin, say)."""
+    if sub.event_filter.project_ids:
+        sub = replace(sub, act_as_event_user=False)
     db = get_db()
     found = registry.find_wrapper(db, sub.wrapper_id)
     if found is None:
@@ -416,12 +427,7 @@ def _create(owner: str, project: str | None) -> Response:
         user = auth.current_user()
         ids = sub.event_filter.project_ids or (project,)
         _check_owner(user, ids, project)
-        # XNAT: project subscriptions run as their owner, never as the event's user.
-        sub = replace(
-            sub,
-            event_filter=replace(sub.event_filter, project_ids=tuple(ids)),
-            act_as_event_user=False,
-        )
+        sub = replace(sub, event_filter=replace(sub.event_filter, project_ids=tuple(ids)))
     row = SubscriptionRow(owner=owner)
     failed = _save(row, sub)
     if failed is not None:
@@ -430,12 +436,16 @@ def _create(owner: str, project: str | None) -> Response:
 
 
 def _update(row: SubscriptionRow, project: str | None) -> Response:
+    """Apply a (partial) update; the editor becomes the owner, so the edited action runs as
+    the one who chose it."""
     try:
         sub = parse_subscription(_body(), base=row.to_subscription())
     except SubscriptionError as exc:
         return _invalid(str(exc))
+    editor = auth.require_login()
     if project is not None:
-        _check_owner(auth.current_user(), sub.event_filter.project_ids, project)
+        _check_owner(editor, sub.event_filter.project_ids, project)
+    row.owner = editor.username
     failed = _save(row, sub)
     return failed or Response(status=200)
 

@@ -76,7 +76,9 @@ def _token_json(token: AliasToken, secret: str | None = None) -> dict:
 @bp.route("/data/services/tokens/issue", methods=["GET", "PUT", "POST"])
 @bp.route("/data/services/tokens/issue/user/<username>", methods=["GET", "PUT", "POST"])
 def issue_token(username: str | None = None) -> Response:
-    """A new alias token (for another user only when the caller is a site admin)."""
+    """A new alias token (for another user only when the caller is a site admin). Asked for with
+    a token (or a session a token opened), it is that token's child: it expires no later and is
+    revoked with it, so a job's token cannot mint one that outlives the job."""
     caller = auth.require_login()
     user = caller
     if username is not None and username != caller.username:
@@ -86,7 +88,7 @@ def issue_token(username: str | None = None) -> Response:
         if found is None:
             raise NotFound(f"User '{username}' does not exist.")
         user = found
-    token, secret = auth.issue_token(user)
+    token, secret = auth.issue_token(user, parent=auth.current_token())
     return jsonify(_token_json(token, secret))
 
 
@@ -107,6 +109,6 @@ def invalidate_token(alias: str) -> Response:
         raise NotFound(f"Alias token '{alias}' does not exist.")
     if token.user_pk != caller.pk and not caller.is_admin:
         raise Forbidden("Non-admin users can only invalidate their own alias tokens.")
-    db.delete(token)
+    auth.revoke_token(alias)
     db.commit()
     return jsonify({"result": "OK"})

@@ -69,31 +69,48 @@ class ProjectRole(Base):
     project: Mapped[Project] = relationship(back_populates="roles")
 
 
-class WebSession(Base):
-    """A login session, handed to clients as the JSESSIONID cookie."""
-
-    __tablename__ = "web_sessions"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_pk: Mapped[int] = mapped_column(ForeignKey("users.pk", ondelete="CASCADE"))
-    created: Mapped[datetime] = mapped_column(default=utcnow)
-    expires: Mapped[datetime]
-
-    user: Mapped[User] = relationship()
-
-
 class AliasToken(Base):
-    """A short-lived alias/secret pair that stands in for a user's password (e.g. in containers)."""
+    """A short-lived alias/secret pair that stands in for a user's password (e.g. in containers).
+
+    A token minted by a request that a token authenticated is that token's child: it expires no
+    later and goes when its parent goes (the foreign key cascades). A job's tokens carry the job
+    id, so that the job's end revokes them (a plain column: jobs live in their own metadata).
+    """
 
     __tablename__ = "alias_tokens"
 
     alias: Mapped[str] = mapped_column(String(64), primary_key=True)
     secret_hash: Mapped[str] = mapped_column(String(255))
     user_pk: Mapped[int] = mapped_column(ForeignKey("users.pk", ondelete="CASCADE"))
+    parent_alias: Mapped[str | None] = mapped_column(
+        ForeignKey("alias_tokens.alias", ondelete="CASCADE"), index=True
+    )
+    job_id: Mapped[int | None] = mapped_column(index=True)
     created: Mapped[datetime] = mapped_column(default=utcnow)
     expires: Mapped[datetime]
 
     user: Mapped[User] = relationship()
+
+
+class WebSession(Base):
+    """A login session, handed to clients as the JSESSIONID cookie.
+
+    A session opened with an alias token (xnatpy logs in that way) belongs to the token: it ends
+    when the token is revoked and never outlives the token's expiry.
+    """
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_pk: Mapped[int] = mapped_column(ForeignKey("users.pk", ondelete="CASCADE"))
+    token_alias: Mapped[str | None] = mapped_column(
+        ForeignKey("alias_tokens.alias", ondelete="CASCADE"), index=True
+    )
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    expires: Mapped[datetime]
+
+    user: Mapped[User] = relationship()
+    token: Mapped[AliasToken | None] = relationship()
 
 
 class Accession(Base):

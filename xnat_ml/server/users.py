@@ -1,4 +1,9 @@
-"""Users and project membership: /xapi/users (site admins create), /data/projects/{p}/users/..."""
+"""Users and project membership: /xapi/users (site admins create and disable; a user changes their
+own password), /data/projects/{p}/users/...
+
+A password change or disabling ends the user's web sessions and alias tokens (a password change
+keeps the password-opened session that made it), so whoever held them must log in again.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import re
 
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
-from werkzeug.exceptions import BadRequest, Conflict, NotFound
+from werkzeug.exceptions import BadRequest, Conflict, Forbidden, NotFound
 
 from xnat_ml.server import auth
 from xnat_ml.server.archive import archive_route, resolve_object
@@ -91,6 +96,109 @@ def list_profiles() -> Response:
 def get_user(username: str) -> Response:
     auth.require_login()
     return jsonify(_user_json(_find_user(username)))
+
+
+# What PUT /xapi/users/{username} accepts: the profile fields GET returns (so a fetched profile
+# can be sent back), the new password and, for one's own change, the current one.
+_PROFILE_FIELDS = {"email": "email", "firstName": "first_name", "lastName": "last_name"}
+_ADMIN_ONLY = {"firstName", "lastName", "enabled", "verified"}
+_ACCEPTED = {*_PROFILE_FIELDS, "enabled", "verified", "password", "currentPassword",
+             "username", "id", "admin"}  # fmt: skip
+
+
+@bp.route("/xapi/users/<username>", methods=["PUT"])
+def update_user(username: str) -> Response:
+    """XNAT's user update: a site admin changes anything; a user changes their own email and
+    password, the latter only with `currentPassword` (as XNAT's self-service update asks).
+    Answers the updated profile, or 304 when nothing changed."""
+    caller = auth.require_login()
+    user = _find_user(username)
+    if not caller.is_admin and caller.pk != user.pk:
+        raise Forbidden(f"User '{caller.username}' may not change user '{username}'.")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest(f"User '{username}': send the changes as a JSON object.")
+    unknown = sorted(set(body) - _ACCEPTED)
+    if unknown:
+        raise BadRequest(f"User '{username}': unknown field {unknown[0]!r}.")
+    if body.get("username") not in (None, "", username):
+        raise BadRequest(f"User '{username}': the body names another user.")
+    changes = {k: v for k, v in body.items() if k in {*_PROFILE_FIELDS, "enabled", "verified"}}
+    for key, value in changes.items():
+        wanted = bool if key in ("enabled", "verified") else str
+        if not isinstance(value, wanted):
+            raise BadRequest(f"User '{username}': {key!r} must be a {wanted.__name__}.")
+    changes = {k: v for k, v in changes.items() if v != _user_json(user)[k]}
+    refused = sorted(_ADMIN_ONLY & set(changes))
+    if refused and not caller.is_admin:
+        raise Forbidden(
+            f"User '{caller.username}' may not change {refused[0]!r} (site admins only)."
+        )
+    password = body.get("password")
+    if password is not None and (not isinstance(password, str) or not password):
+        raise BadRequest(f"User '{username}': 'password' must be a non-empty string.")
+    if password and not caller.is_admin:
+        current = body.get("currentPassword")
+        if not isinstance(current, str) or not auth.password_matches(user, current):
+            raise BadRequest(f"User '{username}': current password needed to update password.")
+    if not changes and not password:
+        return Response(status=304)
+    if changes.get("enabled") is False:
+        _refuse_self_disable(caller, user)
+    for key, column in _PROFILE_FIELDS.items():
+        if key in changes:
+            setattr(user, column, changes[key])
+    if "verified" in changes:
+        user.verified = changes["verified"]
+    if password:
+        user.password_hash = auth.hash_password(password)
+        auth.end_user_access(user, keep_session=_own_password_session(caller, user))
+    if "enabled" in changes:
+        _set_enabled(user, changes["enabled"])
+    get_db().commit()
+    return jsonify(_user_json(user))
+
+
+@bp.route("/xapi/users/<username>/enabled", methods=["GET"])
+def get_enabled(username: str) -> Response:
+    auth.require_login()
+    return jsonify(_find_user(username).enabled)
+
+
+@bp.route("/xapi/users/<username>/enabled/<flag>", methods=["PUT"])
+def put_enabled(username: str, flag: str) -> Response:
+    """Enable or disable a user (site admins); disabling ends their sessions and tokens."""
+    caller = auth.require_admin()
+    user = _find_user(username)
+    if flag.lower() not in ("true", "false"):
+        raise BadRequest(f"User '{username}': enabled flag {flag[:20]!r} is not true or false.")
+    enabled = flag.lower() == "true"
+    if not enabled:
+        _refuse_self_disable(caller, user)
+    _set_enabled(user, enabled)
+    get_db().commit()
+    return Response(status=200)
+
+
+def _refuse_self_disable(caller: User, user: User) -> None:
+    if caller.pk == user.pk:
+        raise Conflict(f"User '{user.username}' may not disable their own account.")
+
+
+def _set_enabled(user: User, enabled: bool) -> None:
+    """A disabled user cannot log in, and nothing they held before works after re-enabling."""
+    user.enabled = enabled
+    if not enabled:
+        auth.end_user_access(user)
+
+
+def _own_password_session(caller: User, user: User) -> str | None:
+    """The session to keep when a user changes their own password: the one that made the
+    change, if a password opened it (never one opened with a token, nor for an admin's reset
+    of someone else's password)."""
+    if caller.pk != user.pk or request.authorization is not None or auth.current_token():
+        return None
+    return request.cookies.get(auth.SESSION_COOKIE)
 
 
 @bp.route("/data/users", methods=["GET"])
