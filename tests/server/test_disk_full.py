@@ -40,7 +40,7 @@ def server(mount, start_xnat_server):
 def _fill(mount: Path, leave: int = 0) -> Path:
     """A file taking all free space of the mount but `leave` bytes."""
     filler = mount / f"filler-{len(list(mount.glob('filler-*')))}"
-    with open(filler, "wb") as out:
+    with open(filler, "wb", buffering=0) as out:
         want = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize - leave
         if want > 0:
             os.posix_fallocate(out.fileno(), 0, want)
@@ -48,7 +48,6 @@ def _fill(mount: Path, leave: int = 0) -> Path:
             try:
                 while True:
                     out.write(b"\0" * 4096)
-                    out.flush()
             except OSError:
                 pass
     return filler
@@ -82,7 +81,7 @@ def test_expansion_that_does_not_fit_is_507(server, mount):
     assert_consistent(server.data_dir)
 
 
-def test_body_without_length_running_out_is_507(server, mount):
+def test_chunked_body_that_does_not_fit_is_507(server, mount):
     def chunks():
         for _ in range(40):
             yield b"\1" * 2**20
@@ -90,7 +89,7 @@ def test_body_without_length_running_out_is_507(server, mount):
     url = f"{server.url}/data/projects/{PROJECT}/resources/R/files/stream.bin"
     reply = server.session().put(url, data=chunks())
     assert reply.status_code == 507, reply.text
-    assert "ran out of disk" in reply.text
+    assert "bytes are free" in reply.text  # waitress buffers it, so its length is known
     assert_consistent(server.data_dir)
 
 
