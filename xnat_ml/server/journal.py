@@ -13,6 +13,7 @@ on disk is catalogued and every catalogued file is whole.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
@@ -60,8 +61,7 @@ class Publication:
     def commit(self, db: Session) -> None:
         """Commit the session's catalogue changes with the journal, then do the moves."""
         faults.reached(self.operation, "staged")
-        for staged, _target in self.moves:
-            _fsync(staged)
+        _flush_to_disk(self.store.staging, [staged for staged, _target in self.moves])
         made = self._make_folders()
         rel = self.store.relative
         rows = [JournalEntry(kind="publish", source=rel(s), target=rel(t)) for s, t in self.moves]
@@ -95,6 +95,30 @@ class Publication:
                 folder.mkdir(parents=True, exist_ok=True)
                 made.append(folder)
         return made
+
+
+def _flush_to_disk(staging: Path, files: list[Path]) -> None:
+    """Make staged bytes durable before the commit that lists them: one syncfs(2) of the data
+    file system where Linux has it (one journal flush, not one per file), else fsync each."""
+    if len(files) > 1 and _syncfs is not None:
+        fd = os.open(staging, os.O_RDONLY)
+        try:
+            if _syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for path in files:
+        _fsync(path)
+
+
+def _load_syncfs():
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_syncfs = _load_syncfs()
 
 
 def _fsync(path: Path) -> None:
