@@ -1,7 +1,8 @@
 """Application factory of the embedded XNAT-compatible server: one blueprint per API family.
 
 Every error reaches the client as one clear line with a 4xx/5xx status, never a stack trace;
-unexpected exceptions are logged with their traceback here and answered with a 500.
+a full disk is a 507 with the free bytes; unexpected exceptions are logged with their traceback
+here and answered with a 500.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import logging
 import os
 from pathlib import Path
 
-from flask import Flask, Response, request
+from flask import Flask, Response, after_this_request, current_app, request
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from xnat_ml.server import auth, db
+from xnat_ml.server import auth, db, journal
 from xnat_ml.server.archive import ObjectPathConverter
+from xnat_ml.server.filestore import DiskFull, FileStore, is_disk_full
 from xnat_ml.server.models import User
 from xnat_ml.server.zipfiles import ExtractLimits
 
@@ -46,6 +48,8 @@ DEFAULTS = {
     # What one uploaded archive may expand to when extracted (zip bombs); see zipfiles.py.
     "EXTRACT_MAX_BYTES": ExtractLimits.max_bytes,
     "EXTRACT_MAX_FILES": ExtractLimits.max_members,
+    # Space kept in DATA/reserve.bin and given up when a delete meets a full disk.
+    "DISK_RESERVE_BYTES": 4 * 2**20,
 }
 
 
@@ -61,6 +65,10 @@ def create_app(data_dir: Path, **config) -> Flask:
     app.json.sort_keys = False  # keep XNAT's column order in listings
 
     db.init_app(app, data_dir)
+    store = FileStore(data_dir, app.config["DISK_RESERVE_BYTES"])
+    app.extensions["xnat_ml.files"] = store
+    journal.init_app(app)  # finishes or forgets writes a crash interrupted
+    store.fill_reserve()
     # `<xnat:path>` in any blueprint's rules matches an archive object path (projects/P/...).
     app.url_map.converters["xnat"] = ObjectPathConverter
     # Authentication first: Flask runs the app's before_request hooks in the order registered,
@@ -69,8 +77,10 @@ def create_app(data_dir: Path, **config) -> Flask:
     app.before_request(auth.login_unless_public)
     for name in BLUEPRINT_MODULES:
         app.register_blueprint(importlib.import_module(name).bp)
+    app.before_request(_room_for_deletes)
     app.after_request(_log_request)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(DiskFull, _disk_full)
     app.register_error_handler(Exception, _unexpected_error)
     _ensure_admin(app)
     return app
@@ -91,7 +101,31 @@ def _http_error(exc: HTTPException) -> Response:
     return response
 
 
+def _room_for_deletes() -> None:
+    """A delete must work on a full disk: let the database have the reserve, refill it after."""
+    if request.method == "DELETE":
+        store: FileStore = current_app.extensions["xnat_ml.files"]
+        store.release_reserve()
+
+        @after_this_request
+        def refill(response: Response) -> Response:
+            store.fill_reserve()
+            return response
+
+
+def _disk_full(exc: Exception) -> Response:
+    store: FileStore = current_app.extensions["xnat_ml.files"]
+    message = str(exc) if isinstance(exc, DiskFull) else (
+        f"no space left on the server's disk while handling {request.path}; "
+        f"{store.free()} bytes are free"
+    )
+    log.warning("%s %s: %s", request.method, request.path, message)
+    return Response(f"507 Insufficient Storage: {message}\n", 507, mimetype="text/plain")
+
+
 def _unexpected_error(exc: Exception) -> Response:
+    if is_disk_full(exc):
+        return _disk_full(exc)
     log.exception("%s %s failed", request.method, request.path)
     return Response(
         f"500 Internal Server Error: {type(exc).__name__} while handling {request.path}\n",

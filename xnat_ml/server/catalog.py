@@ -1,8 +1,8 @@
 """The catalog: which files each resource holds, with size, md5 and XNAT's per-file attributes.
 
 XNAT keeps a catalog per resource beside the files; here it is one SQLite table. A file exists for
-clients once its row is committed, which happens only after its bytes were renamed into place:
-that commit is what makes an upload or an extracted archive appear all at once.
+clients once its row is committed; its bytes are renamed into place right after that commit
+(journal.py), so an upload or an extracted archive appears all at once.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def totals(db: Session, resources: Iterable[Resource]) -> dict[int, tuple[int, i
 def record(
     db: Session, resource: Resource, stored: StoredFile, format: str, content: str, tags: str
 ) -> ResourceFile:
-    """Add or replace the catalog row of a file whose bytes are already in place."""
+    """Add or replace the catalog row of a file (its bytes are published after the commit)."""
     row = find(db, resource, stored.path)
     if row is None:
         row = ResourceFile(resource_pk=resource.pk, path=str(stored.path))

@@ -7,7 +7,7 @@ response header and their names in the server log. The response body is the sess
 line, as XNAT answers (xnatpy's `services.import_` turns it into a session object).
 
 Nothing is half-imported: the upload is unpacked and read in staging; the archive changes in one
-transaction, and files moved in before a failure are moved out again.
+transaction, and the files move in only after it commits (journal.py's write protocol).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from xnat_ml.server.dicom_headers import (
     read_folder,
 )
 from xnat_ml.server.filestore import FileStore, StoredFile
+from xnat_ml.server.journal import Publication
 from xnat_ml.server.models import Experiment, Project, Scan, Subject
 from xnat_ml.server.resources import (
     create_resource,
@@ -155,7 +156,7 @@ def _scan_id(session: Experiment, series: SeriesHeaders) -> str:
 
 
 class _Import:
-    """One import's archive changes: made in one transaction, undone on disk if it fails."""
+    """One import's archive changes: one transaction, then the files move in."""
 
     def __init__(self, db: Session, store: FileStore, project: Project, where: Destination,
                  overwrite: str, digests: dict[Path, str]) -> None:
@@ -164,8 +165,7 @@ class _Import:
         self.user = require_login().username
         self.uris: list[str] = []
         self.created: list = []  # new objects, announced after the commit
-        self.placed: list[Path] = []  # new files moved in, removed again on failure
-        self.aside: list[tuple[Path | None, Path]] = []  # (set aside, origin): overwrite=delete
+        self.publication = Publication(store, "import")
         self.labels: set[str] = set()
 
     def run(self, content: ImportContent) -> None:
@@ -173,16 +173,10 @@ class _Import:
             reload(self.db, self.project)
             for study in content.studies.values():
                 self._study(study)
-            self.db.commit()
         except BaseException:
             self.db.rollback()
-            for path in self.placed:
-                path.unlink(missing_ok=True)
-            for aside, origin in self.aside:
-                self.store.restore(aside, origin)
             raise
-        for aside, _origin in self.aside:
-            self.store.discard(aside)
+        self.publication.commit(self.db)
 
     def _subject(self, study: StudyHeaders) -> Subject:
         label = self.where.subject or label_from(study.patient_name) or label_from(study.patient_id)
@@ -242,10 +236,11 @@ class _Import:
         )
 
     def _clear_scans(self, session: Experiment) -> None:
-        """overwrite=delete: the session's scans go; their folders wait aside until the commit."""
+        """overwrite=delete: the session's scans go, their files once that has committed (by
+        resource folder: a new scan of the same ID reuses the scan folder, never a resource's)."""
         for scan in list(session.scans):
-            folder = self.store.data_dir.joinpath(*scan.relative_dir.parts)
-            self.aside.append((self.store.set_aside(folder), folder))
+            for resource in scan.resources:
+                self.publication.discard(self.store.resource_dir(resource.relative_dir))
             self.db.delete(scan)
         self.db.flush()
         self.db.expire(session, ["scans"])
@@ -273,10 +268,9 @@ class _Import:
             rel = PurePosixPath(f"{instance.sop_uid}.dcm")
             target = folder / rel.name
             if not target.exists():  # an instance sent again (append) replaces its file
-                self.placed.append(target)
                 new_frames += instance.frames
             size = instance.path.stat().st_size
-            self.store.place(instance.path, target)
+            self.publication.add(instance.path, target)
             catalog.record(self.db, resource, StoredFile(rel, size, self.digests[instance.path]),
                            "DICOM", "RAW", "")
         scan.fields["frames"] = str(int(scan.fields.get("frames") or 0) + new_frames)

@@ -2,16 +2,20 @@
 
 Every resource owns one directory under `DATA/archive/`, named by ids (never by labels, see
 models.Resource.relative_dir), so it never needs renaming or escaping. Bytes arrive in
-`DATA/staging/` first and are renamed into place, so a reader never sees a half-written file;
-which files a resource holds is decided by the catalog (catalog.py), committed after the rename.
+`DATA/staging/` first and are renamed into place once the catalog (catalog.py) lists them; the
+order and crash recovery are journal.py's. What no catalog names goes to `DATA/quarantine/`.
+A full disk is DiskFull (507), checked before writing where the size is known; a small
+reserve file keeps room for the database, given up when a delete needs it.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -21,6 +25,20 @@ from xnat_ml.server.names import unsafe_character
 CHUNK = 1 << 20
 MAX_SEGMENT_BYTES = 255
 MAX_PATH_CHARS = 1024
+
+
+RESERVE_NAME = "reserve.bin"
+
+
+class DiskFull(Exception):
+    """A write that does not fit on the server's disk (answered 507 Insufficient Storage)."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an error is the file system (ENOSPC, quota) or SQLite saying the disk is full."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "database or disk is full" in str(exc)
 
 
 class UnsafePathError(ValueError):
@@ -65,10 +83,44 @@ def safe_relpath(raw: str) -> PurePosixPath:
 class FileStore:
     """The archive tree of one server's data dir, plus the staging area beside it."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, reserve_bytes: int = 0) -> None:
         self.data_dir = Path(data_dir)
+        self.archive = self.data_dir / "archive"
         self.staging = self.data_dir / "staging"
         self.staging.mkdir(parents=True, exist_ok=True)
+        self.reserve = self.data_dir / RESERVE_NAME
+        self.reserve_bytes = reserve_bytes
+
+    def relative(self, path: Path) -> str:
+        """A path inside the data dir, as the journal and the log name it."""
+        return path.relative_to(self.data_dir).as_posix()
+
+    # ------------------------------------------------------------------------- disk space
+
+    def free(self) -> int:
+        return shutil.disk_usage(self.data_dir).free
+
+    def check_room(self, needed: int, what: str) -> None:
+        """DiskFull unless `needed` more bytes fit (the reserve is not counted as free)."""
+        free = self.free()
+        if needed > free:
+            raise DiskFull(f"{what} needs {needed} bytes; {free} bytes are free on the server")
+
+    def fill_reserve(self) -> None:
+        """(Re)create the reserve file, if the disk has room; its space is kept for deletes."""
+        have = self.reserve.stat().st_size if self.reserve.exists() else 0
+        if have >= self.reserve_bytes or self.free() < 2 * (self.reserve_bytes - have):
+            return
+        try:
+            with open(self.reserve, "ab") as out:
+                os.posix_fallocate(out.fileno(), 0, self.reserve_bytes)
+        except OSError:
+            self.reserve.unlink(missing_ok=True)
+
+    def release_reserve(self) -> None:
+        """Give the reserve's space back when the disk is (nearly) full, so a delete can commit."""
+        if self.reserve.exists() and self.free() < self.reserve_bytes:
+            self.reserve.unlink()
 
     def resource_dir(self, relative_dir: PurePosixPath) -> Path:
         """The directory of a resource, from its data-dir-relative folder (models.Resource)."""
@@ -81,6 +133,8 @@ class FileStore:
 
         `limit` (a Content-Length) stops the copy there, so a body is never read past its end.
         """
+        if limit is not None:
+            self.check_room(limit, "the upload")
         fd, name = tempfile.mkstemp(prefix="upload-", dir=self.staging)
         digest = hashlib.md5(usedforsecurity=False)
         size = 0
@@ -94,8 +148,12 @@ class FileStore:
                     out.write(block)
                     digest.update(block)
                     size += len(block)
-        except BaseException:
+        except BaseException as exc:
             os.unlink(name)
+            if is_disk_full(exc):
+                raise DiskFull(
+                    f"the upload ran out of disk after {size} bytes; {self.free()} bytes are free"
+                ) from exc
             raise
         if limit is not None and size < limit:
             os.unlink(name)
@@ -106,30 +164,33 @@ class FileStore:
         """A fresh empty directory in staging, for unpacking an archive before anything moves in."""
         return Path(tempfile.mkdtemp(prefix="unpack-", dir=self.staging))
 
-    def place(self, staged: Path, dest: Path) -> None:
-        """Rename a staged file over its final path (atomic for readers of that path)."""
-        if dest.is_dir():
-            raise UnsafePathError(f"file path {dest.name!r}: a folder of that name exists")
+    def quarantine(self, path: Path) -> Path:
+        """Move a file or folder to DATA/quarantine/<time>/<its data-dir path>, out of every
+        listing and file route; kept for a person to look at, never deleted silently."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        dest = self.data_dir / "quarantine" / stamp / self.relative(path)
+        n = 1
+        while dest.exists():
+            n += 1
+            dest = self.data_dir / "quarantine" / f"{stamp}-{n}" / self.relative(path)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, dest)
-
-    def set_aside(self, path: Path) -> Path | None:
-        """Move a file or folder out of sight into staging (None if absent).
-
-        Done before the deleting transaction commits, so neither a reader nor a new object that
-        reuses the id (and so the folder) can meet old bytes; `restore` undoes it on failure.
-        """
-        if not path.exists():
-            return None
-        aside = Path(tempfile.mkdtemp(prefix="delete-", dir=self.staging)) / "item"
-        os.replace(path, aside)
-        return aside
+        os.replace(path, dest)
+        return dest
 
     @staticmethod
-    def restore(aside: Path | None, origin: Path) -> None:
-        if aside is not None:
-            origin.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(aside, origin)
+    def remove(path: Path) -> None:
+        """Delete a file or folder if present (a committed delete's bytes)."""
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    def sweep_staging(self) -> int:
+        """Empty staging (at start-up, when no write is in flight); how many entries went."""
+        entries = list(self.staging.iterdir())
+        for entry in entries:
+            self.remove(entry)
+        return len(entries)
 
     @staticmethod
     def prune(folder: Path, stop_at: Path) -> None:
@@ -142,12 +203,6 @@ class FileStore:
             folder = folder.parent
 
     def discard(self, path: Path | None) -> None:
-        """Throw away a staged or set-aside file or directory."""
-        if path is None:
-            return
-        if path.parent.parent == self.staging and path.parent.name.startswith("delete-"):
-            path = path.parent
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        """Throw away a staged file or directory."""
+        if path is not None:
+            self.remove(path)

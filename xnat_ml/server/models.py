@@ -346,6 +346,8 @@ class Resource(Base):
     """
 
     __tablename__ = "resources"
+    # AUTOINCREMENT: a deleted resource's number (and so its folder) is never handed out again.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     pk: Mapped[int] = mapped_column(primary_key=True)
     label: Mapped[str] = mapped_column(String(255))
@@ -399,3 +401,18 @@ class Resource(Base):
     def owner_key(owner: ArchiveObject) -> dict[str, int]:
         """The foreign-key column and value that attach a resource to `owner`."""
         return {f"{owner.kind}_pk": owner.pk}
+
+
+class JournalEntry(Base):
+    """One file move the archive owes once its catalogue commit is durable (journal.py):
+    `publish` renames the staged `source` to `target`; `discard` removes `source`, a file or
+    folder the commit dropped. Committed with the catalogue rows they serve, deleted when done;
+    paths are relative to the data dir. Rows outlive a request only after a crash."""
+
+    __tablename__ = "file_journal"
+
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(2048))
+    target: Mapped[str] = mapped_column(String(2048))
+    created: Mapped[datetime] = mapped_column(default=utcnow)

@@ -7,7 +7,8 @@ of an object, and `scans/ALL` or `scans/1,2` (likewise `resources/A,B`) select s
 
 Uploads never hold the database lock while bytes arrive: the request's first transaction only
 resolves and authorises, the body is streamed to staging, and a second short transaction checks
-for conflicts, renames the files into place and commits their catalog rows.
+for conflicts and commits the catalog rows, after which the files are renamed into place
+(journal.py: the one write protocol, shared with the DICOM import and ROI collections).
 """
 
 from __future__ import annotations
@@ -26,13 +27,21 @@ from werkzeug.routing import PathConverter
 from xnat_ml.server import catalog
 from xnat_ml.server.archive import archive_route, resolve_object
 from xnat_ml.server.db import get_db
-from xnat_ml.server.filestore import FileStore, StoredFile, UnsafePathError, safe_relpath
+from xnat_ml.server.filestore import (
+    DiskFull,
+    FileStore,
+    StoredFile,
+    UnsafePathError,
+    safe_relpath,
+)
+from xnat_ml.server.journal import Publication
 from xnat_ml.server.listing import result_set
 from xnat_ml.server.models import ArchiveObject, Experiment, Resource, Scan
 from xnat_ml.server.names import unsafe_character
 from xnat_ml.server.signals import announce_created
 from xnat_ml.server.zipfiles import (
     ArchiveError,
+    ArchiveNoRoom,
     ArchiveTooLarge,
     ExtractLimits,
     extract_archive,
@@ -71,21 +80,20 @@ def _create_catalog_table(state) -> None:
 
 
 def file_store() -> FileStore:
-    app = current_app
-    if "xnat_ml.files" not in app.extensions:
-        app.extensions["xnat_ml.files"] = FileStore(app.config["DATA_DIR"])
-    return app.extensions["xnat_ml.files"]
+    return current_app.extensions["xnat_ml.files"]
 
 
 def unpack_upload(staged: Path, unpacked: Path, name: str, what: str) -> list[StoredFile]:
     """Extract an uploaded archive under the server's limits: 400 when it is corrupt or unsafe,
-    413 when it expands too far (EXTRACT_MAX_BYTES, EXTRACT_MAX_FILES, the free disk)."""
+    413 when it expands too far (EXTRACT_MAX_BYTES, EXTRACT_MAX_FILES), 507 past the free disk."""
     limits = ExtractLimits(
         max_bytes=current_app.config["EXTRACT_MAX_BYTES"],
         max_members=current_app.config["EXTRACT_MAX_FILES"],
     )
     try:
         return extract_archive(staged, unpacked, name, limits)
+    except ArchiveNoRoom as exc:
+        raise DiskFull(f"{what}: {exc}") from exc
     except ArchiveTooLarge as exc:
         raise RequestEntityTooLarge(f"{what}: {exc}") from exc
     except ArchiveError as exc:
@@ -259,24 +267,16 @@ def put_resource(owner: str, label: str) -> Response:
 def delete_resource(owner: str, label: str) -> Response:
     db = get_db()
     resource = _resource_or_404(db, _one_owner(owner, "edit"), label)
-    store = file_store()
-    folder = store.resource_dir(resource.relative_dir)
-    _delete_committed(db, resource, folder)
+    _delete_committed(db, resource, file_store().resource_dir(resource.relative_dir))
     return Response("", 200)
 
 
 def _delete_committed(db: Session, row, path: Path) -> None:
-    """Delete a database row and, first, set its file or folder aside; undone if commit fails."""
-    store = file_store()
-    aside = store.set_aside(path)
-    try:
-        db.delete(row)
-        db.commit()
-    except BaseException:
-        db.rollback()
-        store.restore(aside, path)
-        raise
-    store.discard(aside)
+    """Delete a database row and, once that commit is durable, its file or folder."""
+    deletion = Publication(file_store(), "delete")
+    deletion.discard(path)
+    db.delete(row)
+    deletion.commit(db)
 
 
 # ----------------------------------------------------------------------------- listings, zips
@@ -380,6 +380,7 @@ def staged_upload(store: FileStore) -> tuple[Path, int, str]:
     """The request's file, staged: the raw body, or the first file of a multipart form."""
     try:
         if request.mimetype == "multipart/form-data":
+            store.check_room(request.content_length or 0, "the upload")
             upload = next(iter(request.files.values()), None)
             if upload is None:
                 raise BadRequest("Multipart upload carries no file part.")
@@ -424,7 +425,8 @@ def put_file(owner: str, label: str, fpath: str) -> Response:
         else:
             files = [StoredFile(rel, size, md5)]
             sources = {rel: staged}
-        created = _commit_files(db, store, parent, label, files, sources)
+        operation = "extract" if unpacked is not None else "upload"
+        created = _commit_files(db, Publication(store, operation), parent, label, files, sources)
     finally:
         store.discard(staged)
         if unpacked is not None:
@@ -435,10 +437,10 @@ def put_file(owner: str, label: str, fpath: str) -> Response:
 
 
 def _commit_files(
-    db: Session, store: FileStore, parent: ArchiveObject, label: str,
+    db: Session, publication: Publication, parent: ArchiveObject, label: str,
     files: list[StoredFile], sources: dict[PurePosixPath, Path],
 ) -> Resource | None:
-    """Check, rename into place and catalog the staged files; the resource if newly created."""
+    """Check and catalog the staged files, then publish them; the resource if newly created."""
     args = request.args
     fmt, content, tags = args.get("format", ""), args.get("content", ""), args.get("tags", "")
     reload(db, parent)
@@ -451,11 +453,11 @@ def _commit_files(
     if problem:
         db.rollback()
         raise Conflict(problem)
-    folder = store.resource_dir(resource.relative_dir)
+    folder = publication.store.resource_dir(resource.relative_dir)
     for stored in files:
-        store.place(sources[stored.path], folder.joinpath(*stored.path.parts))
+        publication.add(sources[stored.path], folder.joinpath(*stored.path.parts))
         catalog.record(db, resource, stored, fmt, content, tags)
-    db.commit()
+    publication.commit(db)
     return created
 
 

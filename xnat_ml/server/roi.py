@@ -4,7 +4,8 @@
 with the file as the body creates an `icr:roiCollectionData` assessor of the session, with
 `collectionType`, `name` and `references/seriesUID` read from the file, and a resource labelled
 with the type holding the file. The file is validated before anything is created; the assessor,
-its resource and its catalog row are committed together. The answer is the assessor ID.
+its resource and its catalog row are committed together, then the file moves in (journal.py).
+The answer is the assessor ID.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from xnat_ml.server.archive import check_label, new_accession, resolve_object
 from xnat_ml.server.auth import require_login
 from xnat_ml.server.db import get_db
 from xnat_ml.server.filestore import StoredFile
+from xnat_ml.server.journal import Publication
 from xnat_ml.server.models import Assessor, Experiment
 from xnat_ml.server.resources import (
     create_resource,
@@ -115,7 +117,7 @@ def _store(db: Session, parent: Experiment, label: str, kind: str, content: RoiC
     assessor = db.scalar(select(Assessor).where(Assessor.project_pk == parent.project_pk,
                                                 Assessor.label == label))
     created: list = []
-    replaced: list[tuple[Path | None, Path]] = []  # (set aside, origin) of replaced files
+    publication = Publication(store, "roi")
     if assessor is not None:
         if not overwrite:
             raise Conflict(f"ROI collection '{label}' already exists in project "
@@ -123,9 +125,8 @@ def _store(db: Session, parent: Experiment, label: str, kind: str, content: RoiC
         if assessor.xsi_type != ROI_COLLECTION_XSI or assessor.experiment_pk != parent.pk:
             raise Conflict(f"Label '{label}' is taken by {assessor.xsi_type} {assessor.id} "
                            "elsewhere; pick another label.")
-        for old in list(assessor.resources):
-            folder = store.resource_dir(old.relative_dir)
-            replaced.append((store.set_aside(folder), folder))
+        for old in list(assessor.resources):  # their files go once the replacement commits
+            publication.discard(store.resource_dir(old.relative_dir))
             db.delete(old)
         db.flush()
         assessor.fields.clear()
@@ -143,19 +144,9 @@ def _store(db: Session, parent: Experiment, label: str, kind: str, content: RoiC
         db, assessor, kind, format=RESOURCE_FORMAT[kind], content=kind
     )
     created.append(resource)
-    target = store.resource_dir(resource.relative_dir) / stored.path.name
-    try:
-        store.place(named, target)
-        catalog.record(db, resource, stored, RESOURCE_FORMAT[kind], kind, "")
-        db.commit()
-    except BaseException:
-        db.rollback()
-        target.unlink(missing_ok=True)
-        for aside, origin in replaced:
-            store.restore(aside, origin)
-        raise
-    for aside, _origin in replaced:
-        store.discard(aside)
+    publication.add(named, store.resource_dir(resource.relative_dir) / stored.path.name)
+    catalog.record(db, resource, stored, RESOURCE_FORMAT[kind], kind, "")
+    publication.commit(db)
     return assessor, created
 
 

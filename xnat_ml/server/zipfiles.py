@@ -38,6 +38,10 @@ class ArchiveTooLarge(ArchiveError):
     """An archive that would expand beyond ExtractLimits or the free disk (a zip bomb)."""
 
 
+class ArchiveNoRoom(ArchiveTooLarge):
+    """An archive whose content does not fit in the free disk."""
+
+
 @dataclass(frozen=True)
 class ExtractLimits:
     """What one uploaded archive may expand to. The defaults are far above a real upload (a
@@ -73,8 +77,8 @@ class _Budget:
         if total > self.limits.max_bytes:
             raise ArchiveTooLarge(f"archive {verb} more than {_size(self.limits.max_bytes)}")
         if total > self.free:
-            raise ArchiveTooLarge(
-                f"archive {verb} more than the {_size(self.free)} free on the server's disk"
+            raise ArchiveNoRoom(
+                f"archive {verb} {total} bytes or more; {self.free} bytes are free on the server"
             )
 
 
