@@ -40,7 +40,8 @@ PROBE = {
     "xnat": [{"name": "probe-project", "contexts": ["xnat:projectData"],
               "external-inputs": [{"name": "project", "type": "Project", "required": True}]}],
 }  # fmt: skip
-SHELL_SET = {"PWD", "OLDPWD", "SHLVL", "_"}  # what /bin/sh itself sets
+# What the job's own programs set: /bin/sh, and Python in a C locale (PEP 538 coercion).
+SHELL_SET = {"PWD", "OLDPWD", "SHLVL", "_", "LC_CTYPE"}
 JOB_ENV = {"XNAT_HOST", "XNAT_USER", "XNAT_PASS", "PROBE_VALUE"}
 
 
