@@ -429,20 +429,24 @@ def test_commands_run_by_hand(site: Site, tmp_path: Path, capsys):
 
 def test_xnat_debug_command_runs_as_published(site: Site):
     """NrgXnat's own debug command, installed unchanged, on a scan: its input mount holds the
-    scan's resources and its output comes back as DEBUG_OUTPUT."""
+    scan's resources and its output comes back as DEBUG_OUTPUT. Its `command` value is one
+    word here: a whole shell line needs the server's `--raw-input debug:command`."""
     path = require(XNAT_COMMANDS / "debug.command.json")
     wrappers = site.install(json.loads(path.read_text()))
     scan = site.scans()[0]["ID"]
     uri = f"/archive/experiments/{site.session_id}/scans/{scan}"
-    answer = site.launch(wrappers["debug-scan"], "scan",
-                         {"scan": uri, "command": "find /input -type f | wc -l"})  # fmt: skip
+    answer = site.launch(wrappers["debug-scan"], "scan", {"scan": uri, "command": "env"})
     assert answer.status_code == 200, answer.text
     job = site.wait(answer.json()["id"])
     assert job["status"] == "Complete", job["message"]
     resource = f"/data/experiments/{site.session_id}/scans/{scan}/resources/DEBUG_OUTPUT"
     assert site.files(resource) == ["out.txt"]
     text = site.http.get(f"{site.url}{resource}/files/out.txt").text
-    assert int(text.strip()) > 0  # the scan's DICOM files were staged under /input
+    assert "XNAT_HOST=" in text and "XNAT_ML_ADMIN_PASSWORD" not in text
+    piped = site.launch(wrappers["debug-scan"], "scan",
+                        {"scan": uri, "command": "find /input -type f | wc -l"})  # fmt: skip
+    job = site.wait(piped.json()["id"])  # one literal word: no such program, nothing else ran
+    assert job["status"] == "Failed" and job["exit-code"] == "127", job
 
 
 def test_job_gets_a_working_alias_token_not_the_password(site: Site):

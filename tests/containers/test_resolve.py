@@ -21,6 +21,7 @@ from xnat_ml.containers.resolve import (
     object_uri,
     resolve,
 )
+from xnat_ml.errors import XnatMlError
 
 SHARED = XNAT_COMMANDS
 REPO = Path(__file__).resolve().parents[2]
@@ -58,13 +59,29 @@ class FakeArchive(ArchiveClient):
             }],
             "resources": [],
         }  # fmt: skip
-        self.project = {"id": "P1", "label": "P1", "xsiType": "xnat:projectData",
-                        "uri": "/archive/projects/P1",
-                        "resources": [_resource("/archive/projects/P1", "ML_MODELS", ["m.txt"])]}
-        self.subject = {"id": "S1", "label": "subj", "xsiType": "xnat:subjectData",
-                        "uri": "/archive/subjects/S1", "project-id": "P1", "resources": []}
-        self.asset = {"id": "PA1", "label": "asset", "xsiType": "xnat:abstractProjectAsset",
-                      "uri": "/archive/experiments/PA1", "project-id": "P1", "resources": []}
+        self.project = {
+            "id": "P1",
+            "label": "P1",
+            "xsiType": "xnat:projectData",
+            "uri": "/archive/projects/P1",
+            "resources": [_resource("/archive/projects/P1", "ML_MODELS", ["m.txt"])],
+        }
+        self.subject = {
+            "id": "S1",
+            "label": "subj",
+            "xsiType": "xnat:subjectData",
+            "uri": "/archive/subjects/S1",
+            "project-id": "P1",
+            "resources": [],
+        }
+        self.asset = {
+            "id": "PA1",
+            "label": "asset",
+            "xsiType": "xnat:abstractProjectAsset",
+            "uri": "/archive/experiments/PA1",
+            "project-id": "P1",
+            "resources": [],
+        }
         # fmt: skip
 
     def load(self, kind: str, uri: str, children: bool = True) -> dict:
@@ -132,9 +149,13 @@ def test_dcm2niix_command_line_flags_and_booleans():
     scan = ROOTS["Scan"]
     line = resolve(command, wrapper, {"scan": scan}, FakeArchive()).command_line
     assert line == "dcm2niix -b n  -o /output /input"
-    line = resolve(command, wrapper, {"scan": scan, "bids": True, "other-options": "-z y"},
-                   FakeArchive()).command_line  # fmt: skip
-    assert line == "dcm2niix -b y -z y -o /output /input"
+    values = {"scan": scan, "bids": True, "other-options": "-z y"}
+    line = resolve(command, wrapper, values, FakeArchive()).command_line
+    assert line == "dcm2niix -b y '-z y' -o /output /input"  # a value is one word by default
+    line = resolve(
+        command, wrapper, values, FakeArchive(), raw_inputs=["other-options"]
+    ).command_line
+    assert line == "dcm2niix -b y -z y -o /output /input"  # the admin chose: several words
     resolution = resolve(command, wrapper, {"scan": scan}, FakeArchive())
     assert resolution.mounts[0].sources == [("resource", f"{scan}/resources/DICOM")]
     assert resolution.outputs[0].parent == scan and resolution.outputs[0].label == "NIFTI"
@@ -170,7 +191,7 @@ def _multi(delimiter: str, flag: str = "--scan", sep: str = "=") -> dict:
         ("flag", "--scan", "--scan=1 --scan=2"),
         ("comma", "--scan", "--scan=1,2"),
         ("space", "", "1 2"),
-        ("quoted-space", "", "'1 2'"),
+        ("quoted-space", "", "1 2"),  # one word: inside "..." no quote marks are added
     ],
 )
 def test_multiple_values_and_delimiters(delimiter, flag, expected):
@@ -307,3 +328,131 @@ def test_objects_of_another_project_are_refused():
     assert resolve(command, wrapper, root, FakeArchive(), "P1").root_uri == ROOTS["Session"]
     with pytest.raises(InputError, match=r"'session'.*belongs to project 'P1', not to 'P2'"):
         resolve(command, wrapper, root, FakeArchive(), "P2")
+
+
+# ---------------------------------------------------------------- values stay literal
+
+HOSTILE = [
+    "x'; touch MARK; echo '", "$(touch MARK)", "`touch MARK`", "a; touch MARK", "a | touch MARK",
+    "a && touch MARK", "*", "~", "~/x", "line\ntouch MARK", '"; touch MARK; echo "', "\\",
+    "$HOME", "a\\", "it's", "--flag with  spaces ", "-",
+]  # fmt: skip
+ARGV = "printf '%s\\0'"  # each argument, NUL-terminated
+
+
+def _argv_of(line: str, marker: Path) -> list[str]:
+    """Run a resolved command line as every backend does (/bin/sh -c); its program's argv."""
+    import subprocess
+
+    done = subprocess.run(["/bin/sh", "-c", line], capture_output=True, text=True, timeout=30,
+                          cwd=marker.parent)  # fmt: skip
+    assert done.returncode == 0, (line, done.stderr)
+    assert not marker.exists(), f"{line!r} ran a command on the host"
+    return done.stdout.split("\0")[:-1]
+
+
+def _string_command(line: str, **spec) -> dict:
+    inputs = [{"name": "V", "type": "string", "replacement-key": "#V#", **spec}]
+    return {"name": "lit", "version": "1", "schema-version": "1.0", "image": "busybox:1",
+            "command-line": line, "inputs": inputs,
+            "xnat": [{"name": "w", "contexts": ["xnat:imageSessionData"],
+                      "external-inputs": [{"name": "session", "type": "Session"}]}]}  # fmt: skip
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_user_values_reach_the_program_literally_in_every_quote_context(value, tmp_path):
+    value = value.replace("MARK", str(tmp_path / "marker"))
+    line = ARGV + ' #V# \'#V#\' "#V#" pre#V#post "$(printf %s "#V#")" \'[#V#]\' # it\'s #V#'
+    command = load_command(json.dumps(_string_command(line)))
+    resolved = resolve(command, command.xnat[0], {"session": "E1", "V": value}, FakeArchive())
+    argv = _argv_of(resolved.command_line, tmp_path / "marker")
+    assert argv == [value, value, value, f"pre{value}post", value, f"[{value}]"]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_flagged_values_stay_one_word(value, tmp_path):
+    value = value.replace("MARK", str(tmp_path / "marker"))
+    for sep, expected in (("=", [f"--v={value}"]), (" ", ["--v", value])):
+        data = _string_command(ARGV + " #V#", **{"command-line-flag": "--v",
+                                                 "command-line-separator": sep})  # fmt: skip
+        command = load_command(json.dumps(data))
+        line = resolve(command, command.xnat[0], {"session": "E1", "V": value}, FakeArchive())
+        assert _argv_of(line.command_line, tmp_path / "marker") == expected
+
+
+@pytest.mark.parametrize(
+    ("delimiter", "expected"),
+    [
+        ("flag", lambda a, b: ["--scan=" + a, "--scan=" + b]),
+        ("comma", lambda a, b: [f"--scan={a},{b}"]),
+        ("space", lambda a, b: ["--scan=" + a, b]),
+        ("quoted-space", lambda a, b: [f"--scan={a} {b}"]),
+    ],
+)
+def test_archive_values_in_lists_stay_literal(delimiter, expected, tmp_path):
+    data = _multi(delimiter)
+    data["command-line"] = ARGV + " #SCAN_IDS#"
+    command = load_command(json.dumps(data))
+    archive = FakeArchive()
+    first = f"1; touch {tmp_path / 'marker'}"
+    archive.session["scans"][0]["id"] = first
+    archive.session["scans"][1]["id"] = "$(id) *"
+    line = resolve(command, command.xnat[0], {"session": "E1"}, archive).command_line
+    assert _argv_of(line, tmp_path / "marker") == expected(first, "$(id) *")
+
+
+@pytest.mark.parametrize(
+    ("line", "where"),
+    [
+        ("echo `cat #V#`", "inside backquotes"),
+        ("echo ${X:-#V#}", "inside \\$\\{"),
+        ("echo \\#V#", "after a backslash"),
+        ("cat <<EOF\n#V#\nEOF", "after a here-document"),
+    ],
+)
+def test_keys_where_no_quoting_holds_are_refused_unless_raw(line, where):
+    from xnat_ml.containers.quoting import QuotingError
+
+    command = load_command(json.dumps(_string_command(line)))
+    values = {"session": "E1", "V": "a;b"}
+    with pytest.raises(QuotingError, match=f"#V# sits {where}"):
+        resolve(command, command.xnat[0], values, FakeArchive())
+    assert (
+        "a;b"
+        in resolve(command, command.xnat[0], values, FakeArchive(), raw_inputs=["V"]).command_line
+    )
+
+
+def test_raw_inputs_are_spliced_as_they_are():
+    command = load_command(json.dumps(_string_command("#V# > /output/out.txt")))
+    values = {"session": "E1", "V": "find /input -type f | wc -l"}
+    quoted = resolve(command, command.xnat[0], values, FakeArchive())
+    assert quoted.command_line == "'find /input -type f | wc -l' > /output/out.txt"
+    spliced = resolve(command, command.xnat[0], values, FakeArchive(), raw_inputs=["V"])
+    assert spliced.command_line == "find /input -type f | wc -l > /output/out.txt"
+
+
+def test_sensitive_values_are_masked_in_the_shown_command_line():
+    data = _string_command("login --password=#V# --user #U#", sensitive=True)
+    data["inputs"].append({"name": "U", "type": "string", "replacement-key": "#U#"})
+    command = load_command(json.dumps(data))
+    values = {"session": "E1", "V": "s3cret", "U": "bob"}
+    resolved = resolve(command, command.xnat[0], values, FakeArchive())
+    assert resolved.command_line == "login --password=s3cret --user bob"
+    assert resolved.shown_command_line == "login --password='*****' --user bob"
+
+
+@pytest.mark.parametrize("value", ["../../etc", "a:/b:rw", "x,y", "a\nb"])
+def test_values_in_mount_paths_and_working_directory_stay_plain_paths(value):
+    data = _string_command("true")
+    data["mounts"] = [{"name": "m", "path": "/work/#V#"}]
+    command = load_command(json.dumps(data))
+    with pytest.raises(XnatMlError, match="mount 'm': .* is not a plain absolute path"):
+        resolve(command, command.xnat[0], {"session": "E1", "V": value}, FakeArchive())
+    data = _string_command("true")
+    data["working-directory"] = "/work/#V#"
+    command = load_command(json.dumps(data))
+    with pytest.raises(XnatMlError, match="working-directory: .* is not a plain absolute path"):
+        resolve(command, command.xnat[0], {"session": "E1", "V": value}, FakeArchive())
+    fine = resolve(command, command.xnat[0], {"session": "E1", "V": "a b"}, FakeArchive())
+    assert fine.working_dir == "/work/a b"

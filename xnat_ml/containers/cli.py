@@ -63,6 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--input", "-i", action="append", default=[], metavar="NAME=VALUE",
         help="an input value, e.g. -i scan=/archive/experiments/XNAT_E00001/scans/1 (repeat)",
     )  # fmt: skip
+    run.add_argument(
+        "--raw-input", action="append", default=[], metavar="NAME",
+        help="splice this input's value into the command line unquoted, as several shell words "
+        "(repeat); values are quoted by default",
+    )  # fmt: skip
     add_connection_arguments(run)
     run.add_argument("--backend", default="local", help="local (default), docker or slurm")
     run.add_argument("--work-dir", type=Path, help="staging and logs (default: a temp folder)")
@@ -135,8 +140,8 @@ def _run(args: argparse.Namespace) -> int:
     host, user, password = login_from_args(args)
     client = ArchiveClient(host, user, password)
     try:
-        resolution = resolve(command, wrapper, values, client)
-        print(f"command line: {resolution.command_line}")
+        resolution = resolve(command, wrapper, values, client, args.raw_input)
+        print(f"command line: {resolution.shown_command_line}")
         for mount in resolution.mounts:
             sources = ", ".join(uri for _kind, uri in mount.sources) or "(empty)"
             print(f"mount {mount.name} at {mount.container_path}: {sources}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,12 +31,12 @@ from xnat_ml.containers.command import (
     WrapperInput,
 )
 from xnat_ml.containers.matcher import MISSING, MatcherError, compile_matcher, compile_path
+from xnat_ml.containers.quoting import Literal, mask_line, raw, substitute_line
 from xnat_ml.containers.validate import FILE_TYPES, OBJECT_TYPES
 from xnat_ml.containers.xsitypes import object_kind
 from xnat_ml.errors import XnatMlError
 
 MAX_VALUE_LENGTH = 10_000
-_SAFE_SHELL = re.compile(r"^[\w@%+=:,./-]*$")
 
 
 class InputError(XnatMlError):
@@ -73,6 +73,7 @@ class Resolution:
     wrapper_values: dict[str, Any]
     command_values: dict[str, Any]
     command_line: str
+    shown_command_line: str  # what users read: values of sensitive inputs masked
     env: dict[str, str]
     mounts: list[ResolvedMount]
     outputs: list[ResolvedOutput]
@@ -165,14 +166,17 @@ def resolve(
     values: dict[str, Any],
     client: ArchiveClient,
     project: str | None = None,
+    raw_inputs: Iterable[str] = (),
 ) -> Resolution:
     """Resolve every input against the archive and build the command line, mounts and outputs.
 
     With `project` (the launch's), every object input must belong to it: a job filed under one
-    project never reads another's data, whatever the launching user may read."""
+    project never reads another's data, whatever the launching user may read.
+    Values reach the command line quoted (`quoting.py`), except those of the inputs named in
+    `raw_inputs`, which are spliced as they are: the admin's explicit choice for a command whose
+    input is meant to be several words (a whole command, extra options)."""
     values = check_inputs(command, wrapper, values)
-    r = _Resolver(command, wrapper, values, client, project)
-    return r.run()
+    return _Resolver(command, wrapper, values, client, project, frozenset(raw_inputs)).run()
 
 
 class _Resolver:
@@ -183,6 +187,7 @@ class _Resolver:
         values: dict,
         client: ArchiveClient,
         project: str | None,
+        raw_inputs: frozenset[str] = frozenset(),
     ) -> None:
         self.c = command
         self.project = project
@@ -195,7 +200,7 @@ class _Resolver:
         self.provided: dict[str, Any] = {}  # command input -> value from a wrapper input
         self.mount_sources: dict[str, list[tuple[str, str]]] = {}
         self.root_uri: str | None = None
-        self.from_archive: set[str] = set()  # replacement keys whose value the archive gave
+        self.raw_inputs = raw_inputs
 
     def run(self) -> Resolution:
         for inp in self.w.external_inputs:
@@ -203,33 +208,37 @@ class _Resolver:
         for inp in self.w.derived_inputs:
             self.derived(inp)
         command_values = {i.name: self.command_value(i) for i in self.c.inputs}
-        line_keys = {
-            k: _shell_safe(v) if k in self.from_archive else v for k, v in self.keys.items()
-        }
+        pieces = {inp.key: _words(self.wrapper_values[inp.name]) for inp in self.w.inputs}
         for inp in self.c.inputs:
-            value = command_values[inp.name]
-            if f"command:{inp.name}" in self.from_archive and isinstance(value, str):
-                value = _shell_safe(value)
-            line_keys[inp.key] = _command_line_text(inp, value)
+            pieces[inp.key] = _command_line_piece(inp, command_values[inp.name])
             self.keys[inp.key] = _plain_text(command_values[inp.name])
+        every = {i.key: i for i in (*self.w.inputs, *self.c.inputs)}
+        for key in pieces:
+            if every[key].name in self.raw_inputs:
+                pieces[key] = raw(pieces[key])
+        template = self.c.command_line or ""
+        secret = {key for key, inp in every.items() if inp.sensitive}
         return Resolution(
             command=self.c,
             wrapper=self.w,
             wrapper_values=self.wrapper_values,
             command_values=command_values,
-            command_line=_substitute(self.c.command_line or "", line_keys),
+            command_line=substitute_line(template, pieces),
+            shown_command_line=mask_line(template, pieces, secret),
             env={k: _substitute(v, self.keys) for k, v in self.c.environment_variables.items()},
             mounts=[
                 ResolvedMount(
                     m.name,
-                    _substitute(m.path or "", self.keys),
+                    _checked_path(f"mount {m.name!r}", _substitute(m.path or "", self.keys)),
                     m.writable or any(o.mount == m.name for o in self.c.outputs),
                     self.mount_sources.get(m.name, []),
                 )
                 for m in self.c.mounts
             ],
             outputs=[self.output(h) for h in self.w.output_handlers],
-            working_dir=_substitute(self.c.working_directory, self.keys)
+            working_dir=_checked_path(
+                "working-directory", _substitute(self.c.working_directory, self.keys)
+            )
             if self.c.working_directory
             else None,
             root_uri=self.root_uri,
@@ -275,7 +284,7 @@ class _Resolver:
             value = _parsed(_property(parent, prop or ""), inp.parser)
             if value is None and inp.required:
                 raise InputError(inp.name, f"{parent['uri']} has no property {prop!r}")
-            self.record(inp, value, from_archive=True)
+            self.record(inp, value)
             return
         candidates = [c for c in self.children(inp, parent) if self.matches(inp, c)]
         chosen = self.values.get(inp.name)
@@ -304,7 +313,7 @@ class _Resolver:
             )
         obj = candidates[0]
         self.objects[inp.name] = obj
-        self.record(inp, _property(obj, prop) if prop else obj["uri"], from_archive=True)
+        self.record(inp, _property(obj, prop) if prop else obj["uri"])
 
     def children(self, inp: DerivedInput, parent: dict) -> list[dict]:
         """Objects of the input's type related to `parent` (down or up the hierarchy)."""
@@ -362,15 +371,11 @@ class _Resolver:
         except MatcherError as exc:
             raise InputError(inp.name, f"matcher {text!r} does not parse: {exc}") from None
 
-    def record(self, inp: WrapperInput, value: Any, from_archive: bool = False) -> None:
+    def record(self, inp: WrapperInput, value: Any) -> None:
         self.wrapper_values[inp.name] = value
         self.keys[inp.key] = _plain_text(value)
-        if from_archive:
-            self.from_archive.add(inp.key)
         if inp.provides_value_for_command_input:
             self.provided[inp.provides_value_for_command_input] = value
-            if from_archive:
-                self.from_archive.add(f"command:{inp.provides_value_for_command_input}")
         if inp.provides_files_for_command_mount and value is not None:
             obj = self.objects.get(inp.name)
             kind = "file" if inp.type == "File" else ("resource" if inp.type in (
@@ -528,35 +533,59 @@ def _parsed(value: str | None, parser: str | None) -> str | None:
 
 
 def _plain_text(value: Any) -> str:
+    """A value as text outside the command line (environment, paths, labels, matchers)."""
     if value is None:
         return ""
     if isinstance(value, list):
-        return " ".join(_shell_safe(str(v)) for v in value)
+        return " ".join(str(v) for v in value)
     return str(value)
 
 
-def _shell_safe(text: str) -> str:
-    """Values taken from the archive may hold spaces or quotes; keep them one shell word."""
-    return text if _SAFE_SHELL.match(text) else shlex.quote(text)
-
-
-def _command_line_text(inp: CommandInput, value: Any) -> str:
-    """The value as it appears in the command line: flag, separator, multiple-delimiter."""
+def _words(value: Any) -> list[str]:
+    """A wrapper input's value as command-line piece: each value one literal word."""
     if value in (None, "", []):
-        return ""
+        return []
+    items = value if isinstance(value, list) else [value]
+    return _joined([Literal(str(v)) for v in items], " ")
+
+
+def _joined(parts: list[str], delimiter: str) -> list[str]:
+    out: list[str] = []
+    for part in parts:
+        out += [delimiter, part] if out else [part]
+    return out
+
+
+def _command_line_piece(inp: CommandInput, value: Any) -> list[str]:
+    """The value as it appears in the command line: flag, separator, multiple-delimiter. Flags,
+    separators and boolean true/false values are the admin's text; every value is a Literal."""
+    if value in (None, "", []):
+        return []
     flag = inp.command_line_flag or ""
     sep = inp.command_line_separator if inp.command_line_separator is not None else " "
+    prefix = [flag + sep] if flag else []
     if isinstance(value, list):
-        items = [_shell_safe(str(v)) for v in value]
+        items = [Literal(str(v)) for v in value]
         delimiter = inp.multiple_delimiter or "space"
-        if delimiter == "flag" and flag:
-            return " ".join(f"{flag}{sep}{v}" for v in items)
-        joined = {
-            "comma": ",".join(items),
-            "quoted-space": "'" + " ".join(str(v) for v in value) + "'",
-        }.get(delimiter, " ".join(items))
-        return f"{flag}{sep}{joined}" if flag else joined
-    return f"{flag}{sep}{value}" if flag else str(value)
+        if delimiter == "flag" and flag:  # the flag before every value
+            return [p for i, item in enumerate(items) for p in [" "] * bool(i) + [*prefix, item]]
+        if delimiter == "quoted-space":  # one word holding every value
+            return [*prefix, Literal(" ".join(items))]
+        return [*prefix, *_joined(items, "," if delimiter == "comma" else " ")]
+    if inp.type == "boolean":  # true-value / false-value: written by the admin
+        return [*prefix, str(value)]
+    return [*prefix, Literal(str(value))]
+
+
+_PATH_BAD = re.compile(r"[\x00-\x1f:,]")
+
+
+def _checked_path(what: str, path: str) -> str:
+    """A mount path or working directory after substitution: absolute, no `..`, nothing a bind
+    specification would read as a separator (`:` `,`) and no control characters."""
+    if not path.startswith("/") or ".." in path.split("/") or _PATH_BAD.search(path):
+        raise XnatMlError(f"{what}: {path!r} is not a plain absolute path")
+    return path
 
 
 def _substitute(template: str, keys: dict[str, str]) -> str:

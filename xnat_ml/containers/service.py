@@ -63,6 +63,17 @@ class _Running:
     backend_id: str
 
 
+def parse_raw_inputs(entries: list[str] | tuple) -> dict[str, set[str]]:
+    """ "command:input" entries (the server's raw-input setting) → command name → input names."""
+    table: dict[str, set[str]] = {}
+    for entry in entries:
+        command, sep, name = str(entry).rpartition(":")
+        if not sep or not command or not name:
+            raise XnatMlError(f"raw input {entry!r}: expected COMMAND:INPUT")
+        table.setdefault(command, set()).add(name)
+    return table
+
+
 class ContainerService:
     def __init__(
         self,
@@ -74,10 +85,12 @@ class ContainerService:
         workers: int = 4,
         backend_options: dict | None = None,
         readers: sessionmaker[Session] | None = None,
+        raw_inputs: list[str] | tuple = (),
     ) -> None:
         """`sessions` write (BEGIN IMMEDIATE: the write lock); `readers`, if given, only read
         (a plain BEGIN, which never waits for a writer). A read that queued behind busy writers
-        once made a kill request fail with "database is locked"."""
+        once made a kill request fail with "database is locked". `raw_inputs` ("command:input")
+        names the inputs whose values are spliced into command lines unquoted."""
         self.sessions = sessions
         self.readers = readers or sessions
         self.work_root = Path(work_root)
@@ -85,6 +98,7 @@ class ContainerService:
         self.revoke_tokens = revoke_tokens
         self.backend_name = backend
         self.backend_options = backend_options or {}
+        self.raw_inputs = parse_raw_inputs(raw_inputs)
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
         self._kill_requested: set[int] = set()
@@ -255,6 +269,10 @@ class ContainerService:
         env = {"XNAT_HOST": job.host.rstrip("/"), "XNAT_USER": alias, "XNAT_PASS": secret}
         return client, env
 
+    def _resolve(self, job: _Loaded, client: ArchiveClient) -> Resolution:
+        raw = self.raw_inputs.get(job.command.name, set())
+        return resolve(job.command, job.wrapper, job.params, client, job.project, raw)
+
     def _launch(self, job_id: int) -> None:
         """Resolve, stage and start one job, then leave it to the monitor."""
         job = self._load(job_id)
@@ -263,7 +281,7 @@ class ContainerService:
         client, env = self._client(job)
         try:
             try:
-                resolution = resolve(job.command, job.wrapper, job.params, client, job.project)
+                resolution = self._resolve(job, client)
             except XnatMlError as exc:
                 self._finish(job_id, jobs.FAILED, f"resolution failed: {exc}")
                 return
@@ -287,7 +305,7 @@ class ContainerService:
                 return
             record.backend_job_id = backend_id
             record.resolved = {
-                "command-line": resolution.command_line,
+                "command-line": resolution.shown_command_line,
                 "mounts": {m.name: m.container_path for m in resolution.mounts},
             }
             record.root_uri = resolution.root_uri or record.root_uri
@@ -307,7 +325,7 @@ class ContainerService:
         client, _env = self._client(job)
         backend = self.backend(job.backend)
         try:
-            resolution = resolve(job.command, job.wrapper, job.params, client, job.project)
+            resolution = self._resolve(job, client)
         except XnatMlError as exc:  # its objects changed while the server was down
             backend.kill(job.backend_job_id)
             self._finish(job_id, jobs.FAILED, f"re-attach failed: {exc}")

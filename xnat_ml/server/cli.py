@@ -79,6 +79,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "docker_network=host, slurm_partition=gpu; JSON values are parsed "
         '(docker_binds=\'["/opt/venv:/opt/venv:ro"]\')',
     )
+    parser.add_argument(
+        "--raw-input",
+        action="append",
+        default=[],
+        metavar="COMMAND:INPUT",
+        help="splice this command input's value into the command line unquoted, as several "
+        "shell words (repeatable; e.g. debug:command). Values are quoted by default, so that a "
+        "launching user cannot run shell code on the host; see docs/container-service.md",
+    )
     parser.set_defaults(func=serve)
 
 
@@ -113,6 +122,7 @@ def serve(args: argparse.Namespace) -> int:
         **limits,
         container_backend=args.backend,
         container_backend_options=dict(args.backend_option),
+        container_raw_inputs=args.raw_input,
     )
     log.info("Serving XNAT API from %s on http://%s:%d", args.data, args.host, args.port)
     try:

@@ -57,6 +57,7 @@ def _start_service(state) -> None:
         workers=int(_setting(app, "CONTAINER_WORKERS", "4")),
         backend_options=json.loads(_setting(app, "CONTAINER_BACKEND_OPTIONS", "{}")),
         readers=reader_factory(app),
+        raw_inputs=json.loads(_setting(app, "CONTAINER_RAW_INPUTS", "[]")),
     )
     app.extensions["xnat_ml.containers"] = service
     signals.project_deleting.connect(_retire_project_jobs, sender=app)

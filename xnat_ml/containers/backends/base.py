@@ -10,12 +10,17 @@ from __future__ import annotations
 import enum
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 STDOUT_LOG = "stdout.log"
 STDERR_LOG = "stderr.log"
+# What a job run on the host (local, Slurm) takes from the server's environment; nothing else of
+# it (XNAT_ML_ADMIN_PASSWORD, cloud keys, ...) ever reaches a job. Docker jobs take none of it:
+# the image's own ENV holds their PATH, HOME and locale.
+BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,9 @@ class LaunchSpec:
     `command_line` is the resolved command line with container paths (run as `/bin/sh -c`).
     Backends that do not isolate the file system (local, Slurm without a container runtime) rewrite
     container paths to `mount.host_path` with `host_command_line()`.
-    `env` holds XNAT_HOST/XNAT_USER/XNAT_PASS (an alias token): backends must not log it.
+    `env` is the job's whole environment apart from the base a backend adds (`host_env`): the
+    command's environment-variables and XNAT_HOST/XNAT_USER/XNAT_PASS (an alias token, which
+    backends must not log).
     """
 
     image: str
@@ -81,6 +88,16 @@ class LaunchSpec:
             if self.working_dir == root or self.working_dir.startswith(root + "/"):
                 return Path(str(mount.host_path) + self.working_dir[len(root) :])
         return Path(self.working_dir) if os.path.isdir(self.working_dir) else self.log_dir
+
+    def host_env(self) -> dict[str, str]:
+        """The whole environment of the job on a host backend (local, Slurm): BASE_ENV from the
+        server's environment, then `env`, with the server's own scripts (xnat-ml) first on PATH,
+        even when the server was started without its venv."""
+        env = {key: os.environ[key] for key in BASE_ENV if key in os.environ}
+        env.update(self.env)
+        path = env.get("PATH", os.defpath)
+        env["PATH"] = os.pathsep.join((os.path.dirname(sys.executable), path))
+        return env
 
     @property
     def stdout_path(self) -> Path:

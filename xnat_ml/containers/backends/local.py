@@ -1,17 +1,17 @@
-"""Run a job as a local process (`/bin/sh -c`) in the server's own environment.
+"""Run a job as a local process (`/bin/sh -c`) as the server's user.
 
-No container isolation: the command's container paths are rewritten to the staging directories
+The process gets only `LaunchSpec.host_env()` (a short base list, the command's variables and
+the job's token) plus the marker below, never the rest of the server's environment. No container
+isolation: the command's container paths are rewritten to the staging directories
 (`LaunchSpec.host_command_line`) and the image is ignored. The child gets its own process group so
 `kill` stops the whole pipeline. A local job cannot outlive the server that owns it, hence
-`can_reattach = False`: after a restart the engine marks such jobs Failed.
-"""
+`can_reattach = False`: after a restart the engine marks such jobs Failed."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -35,9 +35,7 @@ class LocalBackend:
     def launch(self, spec: LaunchSpec) -> str:
         spec.log_dir.mkdir(parents=True, exist_ok=True)
         cwd = spec.host_working_dir()
-        env = {**os.environ, **spec.env}
-        # the server's own scripts (xnat-ml) first, even when it was started without its venv
-        env["PATH"] = os.pathsep.join((os.path.dirname(sys.executable), env.get("PATH", "")))
+        env = spec.host_env()
         env[_MARKER] = spec.job_name  # lets a restarted server find (and stop) an orphan
         try:
             with open(spec.stdout_path, "wb") as out, open(spec.stderr_path, "wb") as err:

@@ -23,18 +23,25 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 
-from xnat_ml.containers.backends.base import BackendState, JobStatus, LaunchSpec, read_logs
+from xnat_ml.containers.backends.base import (
+    BASE_ENV,
+    BackendState,
+    JobStatus,
+    LaunchSpec,
+    read_logs,
+)
 from xnat_ml.errors import XnatMlError
 
 RUNTIMES = ("apptainer", "singularity")
 JOB_ID = r"\d+(_\d+)?"  # a job, or one task of an array job
 QUEUE_TTL_S = 1.0
+# What Slurm sets on the node for the job itself, kept in the job's environment.
+SLURM_KEPT = "SLURM_[A-Za-z0-9_]*|CUDA_VISIBLE_DEVICES|GPU_DEVICE_ORDINAL|ROCR_VISIBLE_DEVICES"
 # Slurm job states (squeue/scontrol JobState, sacct State) by what they mean for us.
 WAITING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING"}
 ACTIVE = {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"}
@@ -58,9 +65,13 @@ def sbatch_script(
     time_limit: str | None = None,
     runtime: str | None = None,
 ) -> str:
-    """The batch script for `spec`; its environment is sourced from `job_dir/env.sh`."""
+    """The batch script for `spec`. Slurm exports none of the submitter's environment into it
+    (--export=NONE), and the command runs under `env -i` with only what `job_dir/env.sh` holds
+    (`LaunchSpec.host_env()`) plus the variables Slurm sets for the job (SLURM_*, the GPUs it
+    granted): nothing of the server's environment reaches the job."""
     directives = [
         f"--job-name={_safe_name(spec.job_name)}",
+        "--export=NONE",
         f"--output={spec.stdout_path}",
         f"--error={spec.stderr_path}",
         f"--chdir={spec.host_working_dir() if runtime is None else spec.log_dir}",
@@ -76,11 +87,10 @@ def sbatch_script(
     for flag, value in (("partition", partition), ("account", account), ("time", time_limit)):
         if value:
             directives.append(f"--{flag}={value}")
-    if runtime is None:  # on the node as locally: this installation's commands come first
-        bin_dir = shlex.quote(os.path.dirname(sys.executable))
-        command = f'PATH={bin_dir}:"$PATH" /bin/sh -c {shlex.quote(spec.host_command_line())}'
+    if runtime is None:  # on the node as locally (host_env puts this installation's xnat-ml first)
+        argv = ["/bin/sh", "-c", spec.host_command_line()]
     else:
-        command = _in_image(spec, runtime)
+        argv = _in_image(spec, runtime)
     for directive in directives:  # a line break would end the comment and start a command
         if "\n" in directive or "\r" in directive:
             raise XnatMlError(
@@ -92,12 +102,17 @@ def sbatch_script(
         ["#!/bin/sh"]
         + [f"#SBATCH {directive}" for directive in directives]
         + [
-            "# Written by xnat-ml for one Container Service job. The environment (XNAT_HOST,",
-            "# XNAT_USER, XNAT_PASS) comes from a file only the job's owner can read.",
-            "set -a",
-            f". {env_file}",
-            "set +a",
-            command,
+            "# Written by xnat-ml for one Container Service job. Its environment (XNAT_HOST,",
+            "# XNAT_USER, XNAT_PASS among it) comes from a file only the job's owner can read;",
+            "# of the node's, only what Slurm set for this job is kept.",
+            "PATH=/usr/bin:/bin",
+            "set --",
+            f"for name in $(env | grep -oE '^({SLURM_KEPT})='); do",
+            '    name="${name%=}"',
+            r'    eval "set -- \"\$@\" \"$name=\${$name}\""',
+            "done",
+            f'env -i "$@" /bin/sh -c \'set -a && . "$0" && set +a && exec "$@"\' {env_file} '
+            + shlex.join(argv),
             "code=$?",
             f"printf '%s\\n' \"$code\" > {exit_file}.partial && mv {exit_file}.partial {exit_file}",
             'exit "$code"',
@@ -106,7 +121,7 @@ def sbatch_script(
     )
 
 
-def _in_image(spec: LaunchSpec, runtime: str) -> str:
+def _in_image(spec: LaunchSpec, runtime: str) -> list[str]:
     """`apptainer exec` of the command line in the command's image, mounts bound in place."""
     image = spec.image if re.match(r"^[a-z]+://|^/", spec.image) else f"docker://{spec.image}"
     argv = [runtime, "exec"]
@@ -117,8 +132,7 @@ def _in_image(spec: LaunchSpec, runtime: str) -> str:
         argv += ["--bind", f"{mount.host_path}:{mount.container_path}:{mode}"]
     if spec.working_dir:
         argv += ["--pwd", spec.working_dir]
-    argv += [image, "/bin/sh", "-c", spec.command_line]
-    return shlex.join(argv)
+    return [*argv, image, "/bin/sh", "-c", spec.command_line]
 
 
 def _gres(spec: LaunchSpec) -> str:
@@ -226,7 +240,12 @@ class SlurmBackend:
         self._snapshot: tuple[float, dict[str, tuple[str, str | None]]] = (-QUEUE_TTL_S, {})
 
     def _run(self, *argv: str) -> subprocess.CompletedProcess:
-        env = {**os.environ, **({"SLURM_CONF": self.conf} if self.conf else {})}
+        """A Slurm client command, with the base environment and SLURM_* only: sbatch stores
+        the environment it was given with the job, and the server's is not Slurm's business."""
+        env = {key: os.environ[key] for key in BASE_ENV if key in os.environ}
+        env.update((k, v) for k, v in os.environ.items() if k.startswith("SLURM_"))
+        if self.conf:
+            env["SLURM_CONF"] = self.conf
         try:
             return subprocess.run(
                 argv, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
@@ -247,7 +266,9 @@ class SlurmBackend:
         job_dir.mkdir(parents=True, mode=0o700)
         env_fd = os.open(job_dir / "env.sh", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(env_fd, "w") as env_file:
-            env_file.writelines(f"{key}={shlex.quote(value)}\n" for key, value in spec.env.items())
+            env_file.writelines(
+                f"{key}={shlex.quote(value)}\n" for key, value in spec.host_env().items()
+            )
         script = job_dir / "job.sh"
         script.write_text(
             sbatch_script(
