@@ -140,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
     host, user, password = login_from_args(args)
     client = ArchiveClient(host, user, password)
     try:
-        resolution = resolve(command, wrapper, values, client, args.raw_input)
+        resolution = resolve(command, wrapper, values, client, raw_inputs=args.raw_input)
         print(f"command line: {resolution.shown_command_line}")
         for mount in resolution.mounts:
             sources = ", ".join(uri for _kind, uri in mount.sources) or "(empty)"
