@@ -15,7 +15,6 @@ from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from xnat_ml.containers import registry, xsitypes
 from xnat_ml.containers.command import parse_command
-from xnat_ml.containers.jobs import Base as JobsBase
 from xnat_ml.containers.registry import CommandRecord
 from xnat_ml.containers.service import ContainerService
 from xnat_ml.containers.validate import validate
@@ -30,7 +29,6 @@ bp = Blueprint("commands", __name__)
 def _start_service(state) -> None:
     app = state.app
     sessions = session_factory(app)
-    JobsBase.metadata.create_all(sessions.kw["bind"])
 
     def token_for(username: str) -> tuple[str, str]:
         with app.app_context():
