@@ -148,9 +148,9 @@ def migrations_with_0002(tmp_path, monkeypatch) -> Path:
     """The shipped history plus a revision that rebuilds `projects` (a batch-mode column add)."""
     migrations = tmp_path / "migrations"
     shutil.copytree(schema.MIGRATIONS, migrations, ignore=shutil.ignore_patterns("__pycache__"))
-    (migrations / "versions" / "0002_test.py").write_text(
-        'import sqlalchemy as sa\nfrom alembic import op\n\nrevision = "0002"\n'
-        'down_revision = "0001"\n\n\ndef upgrade():\n'
+    (migrations / "versions" / "test_rebuild.py").write_text(
+        'import sqlalchemy as sa\nfrom alembic import op\n\nrevision = "test_rebuild"\n'
+        f'down_revision = "{schema.head()}"\n\n\ndef upgrade():\n'
         '    with op.batch_alter_table("projects", recreate="always") as batch:\n'
         '        batch.add_column(sa.Column("note", sa.String(), nullable=False,'
         ' server_default=""))\n'
@@ -168,7 +168,8 @@ def test_a_table_rebuild_keeps_the_rows_that_refer_to_it(tmp_path):
     schema.upgrade(engine)
     engine.dispose()
     with closing(sqlite3.connect(data / db.DB_FILENAME)) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        assert version == [("test_rebuild",)]
         assert conn.execute("SELECT id, note FROM projects").fetchall() == [("V0PROJ", "")]
         for table in ("subjects", "experiments", "scans", "resources", "project_roles"):
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0, table

@@ -148,10 +148,16 @@ def _revision(message: str) -> None:
         try:
             upgrade(engine)
             with engine.begin() as conn:
+                config = alembic_config(conn)
+                config.set_section_option("post_write_hooks", "hooks", "fix, format")
+                for hook, args in (("fix", "check --fix --quiet"), ("format", "format --quiet")):
+                    config.set_section_option("post_write_hooks", f"{hook}.type", "module")
+                    config.set_section_option("post_write_hooks", f"{hook}.module", "ruff")
+                    config.set_section_option(
+                        "post_write_hooks", f"{hook}.options", f"{args} REVISION_SCRIPT_FILENAME"
+                    )
                 number = int(head()) + 1
-                command.revision(
-                    alembic_config(conn), message, autogenerate=True, rev_id=f"{number:04d}"
-                )
+                command.revision(config, message, autogenerate=True, rev_id=f"{number:04d}")
         finally:
             engine.dispose()
 
