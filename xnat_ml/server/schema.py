@@ -84,8 +84,7 @@ def upgrade(engine: Engine) -> None:
                     f"{BASELINE} ({'; '.join(problems[:5])}); not written by xnat-ml?"
                 )
             command.stamp(config, BASELINE)
-            log.info("Schema of %s: no revision, tables as in %s: stamped %s", where, BASELINE,
-                     BASELINE)  # fmt: skip
+            log.info("Schema of %s: unversioned, matches %s: stamped", where, BASELINE)
             current = (BASELINE,)
         if current == (scripts.get_current_head(),):
             return
