@@ -7,7 +7,7 @@ TORCH := torch==2.13.0
 WHEELS := container_images/xnat-ml/wheels
 IMAGE ?= xnat-ml/xnat-ml:0.1.0
 
-.PHONY: venv demo test lint bench wheelhouse image clean
+.PHONY: venv demo test lint bench wheelhouse image clean migration
 
 venv: $(STAMP)
 
@@ -21,6 +21,11 @@ $(STAMP): setup.cfg pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m xnat_ml.demo
+
+# After changing a model: write the next schema revision from the difference (docs/server.md).
+migration: $(STAMP)
+	test -n "$(MSG)" || { echo 'usage: make migration MSG="what changes"'; exit 2; }
+	$(PY) -m xnat_ml.server.schema revision -m "$(MSG)"
 
 # The image test builds container_images/xnat-ml offline, from these wheels (fetched now, while
 # package indexes are reachable; pip's cache makes a second run quick).

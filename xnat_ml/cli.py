@@ -42,21 +42,27 @@ def build_parser() -> argparse.ArgumentParser:
     for name in VERB_MODULES:
         try:
             module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # a real missing dependency, not a stage not built yet
-                raise
-            continue
+        except Exception as exc:  # a broken install: say so, never drop its verbs silently
+            raise XnatMlError(
+                f"cannot load the verbs of {name} ({type(exc).__name__}: {exc})"
+            ) from exc
         module.register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except XnatMlError as exc:
+        print(f"xnat-ml: error: {exc}", file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # Alembic's INFO lines (plugins, each step) are noise at a server start
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

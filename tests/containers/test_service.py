@@ -12,7 +12,7 @@ from flask import Flask
 
 from xnat_ml.containers import jobs
 from xnat_ml.containers.backends import BackendState, JobStatus
-from xnat_ml.containers.jobs import Base, Job
+from xnat_ml.containers.jobs import Job
 from xnat_ml.containers.service import ContainerService
 from xnat_ml.server import db as server_db
 
@@ -46,7 +46,6 @@ def service(tmp_path: Path):
     revoked: list[int] = []
     app = Flask(__name__)
     server_db.init_app(app, tmp_path)
-    Base.metadata.create_all(server_db.session_factory(app).kw["bind"])
     runner = ContainerService(
         server_db.session_factory(app), tmp_path / "containers", lambda user, job: ("a", "s"),
         revoked.append,

@@ -25,6 +25,11 @@ def test_wheel_carries_every_command_and_subscription(tmp_path):
         assert shipped, folder
         for name in shipped:
             assert any(n.endswith(f"/data/share/xnat-ml/{folder}/{name}") for n in names), name
+    # The schema's migrations run from the installed package (no alembic.ini, no checkout).
+    migrations = REPO / "xnat_ml" / "server" / "migrations"
+    for path in [*migrations.glob("*.py"), migrations / "script.py.mako",
+                 *migrations.glob("versions/*.py")]:  # fmt: skip
+        assert path.relative_to(REPO).as_posix() in names, path.name
 
 
 def test_installed_copy_is_used_outside_a_checkout(tmp_path, monkeypatch):

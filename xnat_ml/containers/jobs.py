@@ -1,8 +1,8 @@
 """Job records (XNAT's "containers"): what ran, where, as whom, and every status it passed through.
 
-Stored in the server's SQLite database but on their own declarative base, so that `containers/`
-does not import the server (the server creates these tables next to its own). Users are kept by
-name: a job record outlives accounts and is what an admin reads when something went wrong.
+Stored in the server's SQLite database, on the store's one declarative base (`xnat_ml.store`, so
+that `containers/` does not import the server). Users are kept by name: a job record outlives
+accounts and is what an admin reads when something went wrong.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import JSON, ForeignKey, Index, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from xnat_ml.store import Base, utcnow
 
 CREATED = "Created"
 RUNNING = "Running"
@@ -19,14 +21,6 @@ FAILED = "Failed"
 FAILED_UPLOAD = "Failed (Upload)"
 KILLED = "Killed"
 FINAL_STATUSES = (COMPLETE, FAILED, FAILED_UPLOAD, KILLED)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class Job(Base):

@@ -13,8 +13,8 @@ from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from xnat_ml.containers.command import Command, Wrapper, load_command
-from xnat_ml.containers.jobs import Base, utcnow
 from xnat_ml.errors import XnatMlError
+from xnat_ml.store import Base, utcnow
 
 
 class CommandRecord(Base):

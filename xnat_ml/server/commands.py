@@ -17,7 +17,6 @@ from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from xnat_ml.containers import registry, xsitypes
 from xnat_ml.containers.command import parse_command
-from xnat_ml.containers.jobs import Base as JobsBase
 from xnat_ml.containers.jobs import Job
 from xnat_ml.containers.registry import CommandRecord, WrapperSetting
 from xnat_ml.containers.service import ContainerService
@@ -33,7 +32,6 @@ bp = Blueprint("commands", __name__)
 def _start_service(state) -> None:
     app = state.app
     sessions = session_factory(app)
-    JobsBase.metadata.create_all(sessions.kw["bind"])
 
     def token_for(username: str, job_id: int) -> tuple[str, str]:
         with app.app_context():

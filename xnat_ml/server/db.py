@@ -1,7 +1,8 @@
 """The SQLite store behind the embedded server: one engine per app, one ORM session per request.
 
 SQLite runs in WAL mode with a busy timeout so that waitress's worker threads can read while one
-writes; every request gets its own session (`get_db()`), closed when the request ends.
+writes; every request gets its own session (`get_db()`), closed when the request ends. On start
+the schema is brought to the code's revision (`schema.upgrade`) before anything reads it.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ from flask import Flask, current_app, g, has_request_context, request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from xnat_ml.server import schema
+
 DB_FILENAME = "xnat-ml.sqlite"
 READ_ONLY = "xnat_ml_read_only"  # execution option: begin a plain (deferred) read transaction
 
 
-def make_engine(data_dir: Path) -> Engine:
-    """An engine on DIR/xnat-ml.sqlite shared by all threads (each checks out a connection)."""
+def make_engine(data_dir: Path, foreign_keys: bool = True) -> Engine:
+    """An engine on DIR/xnat-ml.sqlite shared by all threads (each checks out a connection).
+
+    `foreign_keys=False` is for migrations only (see `schema.upgrade`)."""
     engine = create_engine(
         f"sqlite:///{data_dir / DB_FILENAME}",
         connect_args={"check_same_thread": False, "timeout": 30},
@@ -30,7 +35,7 @@ def make_engine(data_dir: Path) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
@@ -48,11 +53,13 @@ def make_engine(data_dir: Path) -> Engine:
 
 
 def init_app(app: Flask, data_dir: Path) -> None:
-    """Create the schema if needed and attach a session factory to the app."""
-    from xnat_ml.server.models import Base
-
+    """Bring the schema to the code's revision and attach a session factory to the app."""
+    migrating = make_engine(data_dir, foreign_keys=False)
+    try:
+        schema.upgrade(migrating)
+    finally:
+        migrating.dispose()
     engine = make_engine(data_dir)
-    Base.metadata.create_all(engine)
     app.extensions["xnat_ml.db"] = sessionmaker(engine, expire_on_commit=False)
     app.teardown_appcontext(_close_session)
 

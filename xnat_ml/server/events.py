@@ -53,7 +53,7 @@ from xnat_ml.server import auth, signals
 from xnat_ml.server.archive import resolve_object
 from xnat_ml.server.db import get_db, session_factory
 from xnat_ml.server.event_store import DeliveryRow, SubscriptionRow
-from xnat_ml.server.models import Base, Project, User
+from xnat_ml.server.models import Project, User
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,6 @@ MAX_BODY = 1 << 20  # a subscription is a few hundred bytes; refuse megabytes of
 @bp.record_once
 def _set_up(state) -> None:
     app = state.app
-    engine = session_factory(app).kw["bind"]
-    Base.metadata.create_all(engine, tables=[SubscriptionRow.__table__, DeliveryRow.__table__])
     app.config.setdefault("EVENT_SERVICE_ENABLED", True)
     app.extensions["xnat_ml.events"] = EventWorker(app)
     signals.object_created.connect(_on_object_created, sender=app)

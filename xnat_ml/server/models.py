@@ -9,27 +9,21 @@ deleting an object removes exactly its folder.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import PurePosixPath
 
 from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.ext.mutable import MutableDict
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from xnat_ml.store import Base, utcnow
 
 # XNAT's project roles, weakest first: Collaborator reads, Member also creates/edits, Owner also
 # manages membership and deletes the project.
 ROLES = ("Collaborator", "Member", "Owner")
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 JsonDict = MutableDict.as_mutable(JSON)
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 # ----------------------------------------------------------------------------- users and access
