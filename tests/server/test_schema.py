@@ -113,7 +113,16 @@ def test_unversioned_data_dir_is_upgraded_in_place_with_its_data(tmp_path):
     with migrated.connect() as conn, fresh.connect() as new:
         assert MigrationContext.configure(conn).get_current_heads() == (schema.head(),)
         assert schema.shape(conn) == schema.shape(new)
+        # AUTOINCREMENT, a property of CREATE TABLE that shape() and autogenerate do not see,
+        # is what keeps deleted numbers (folders, job ids) from being handed out again
+        assert _autoincrement_tables(conn) == _autoincrement_tables(new)
+        assert {"accessions", "resources", "cs_containers"} <= _autoincrement_tables(conn)
     assert _model_differences(migrated) == []
+
+
+def _autoincrement_tables(conn) -> set[str]:
+    rows = conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+    return {name for name, sql in rows if "AUTOINCREMENT" in (sql or "")}
 
 
 def test_newer_schema_refuses_to_start_with_one_line(tmp_path):
