@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str] | None] = {
     "xnat": set(),
     "imaging": set(),
     "annotations": {"xnat", "imaging"},
-    "datasets": {"xnat"},
+    "datasets": {"xnat", "imaging"},  # label-map files are read by imaging (files only)
     "training": {"xnat", "datasets", "imaging"},
     "containers": {"xnat"},
     "events": {"containers"},
