@@ -36,5 +36,6 @@ def write_dataset(
         nib.save(nib.Nifti1Image(label, affine), root / "labels" / name)
         entries.append({"image": f"images/{name}", "label": f"labels/{name}"})
     datalist = root / "dataset_0.json"
-    datalist.write_text(json.dumps({"training": entries[:n_train], "validation": entries[n_train:]}))
+    lists = {"training": entries[:n_train], "validation": entries[n_train:]}
+    datalist.write_text(json.dumps(lists))
     return datalist

@@ -134,7 +134,5 @@ def weights_path(model_dir: str | Path) -> Path:
 
 
 def copy_bundle(source: Path, target: Path) -> None:
-    """Copy a bundle's published files (configs, docs, label map; not weights, not the card)."""
-    shutil.copytree(
-        source, target, ignore=shutil.ignore_patterns("models", CARD_FILE, "__pycache__")
-    )
+    """Copy a model folder without its weights (configs, docs, label map, card)."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("models", "__pycache__"))

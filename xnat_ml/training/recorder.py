@@ -45,6 +45,7 @@ class RunRecorder:
         self.rows: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"metric": None, "epoch": None}
         self.stopped: str | None = None  # NAN when a loss went non-finite
+        self.latest_epoch: int | None = None  # epoch of the last latest.pt
         self._losses: list[float] = []
         self._validated_epoch = -1
         self._started = time.monotonic()
@@ -58,6 +59,7 @@ class RunRecorder:
         epoch, iteration = saved["trainer"]["epoch"], saved["trainer"]["iteration"]
         self.trainer.state.epoch, self.trainer.state.iteration = epoch, iteration
         self.best = dict(saved["best"])
+        self.latest_epoch = epoch
         self.rows = [row for row in self.run.metrics() if int(row["epoch"]) <= epoch]
         self.run.write_metrics(self.rows)
         log.info("resuming run %s at epoch %d, iteration %d", self.run.run_id, epoch, iteration)
@@ -128,6 +130,7 @@ class RunRecorder:
         if validated:
             save_latest(self.run.file(LATEST_FILE), self.trainables, epoch,
                         engine.state.iteration, self.best)  # fmt: skip
+            self.latest_epoch = epoch
             plot_curves(self.rows, [self.key_metric], self.run.file(CURVES_FILE))
         self.write_status(RUNNING, loss=row["train_loss"])
         if validated:
@@ -173,6 +176,7 @@ class RunRecorder:
             (None, "") else None,
             best_metric=self.best["metric"],
             best_epoch=self.best["epoch"],
+            latest_epoch=self.latest_epoch,
             eta_s=self._eta() if state == RUNNING else 0,
             **extra,
         )

@@ -22,6 +22,7 @@ from typing import Any
 
 from xnat_ml import __version__
 from xnat_ml.errors import XnatMlError
+from xnat_ml.training.atomic import write_json_atomic
 from xnat_ml.training.bundle import WEIGHTS, bundle_digests, has_id, open_train_workflow
 from xnat_ml.training.checkpoint import (
     Trainables,
@@ -47,7 +48,6 @@ from xnat_ml.training.run_folder import (
     RunFolder,
     RunSync,
 )
-from xnat_ml.training.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,6 @@ def prepare_run(
         "model": {"name": config.model.name, "version": config.model.version,
                   "source": str(model_dir.resolve())},
         "parent": {"name": parent.name, "version": parent.version} if parent else None,
-        "labels": {str(k): v for k, v in parent.labels.items()} if parent else None,
         "finetune": finetune,
         "dataset": {"name": config.dataset.name, "version": config.dataset.version,
                     "datalist": str(datalist)},
@@ -154,7 +153,9 @@ class _LogFile:
 
     def __init__(self, path: Path) -> None:
         self.handler = logging.FileHandler(path, mode="a", encoding="utf-8")
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
 
     def __enter__(self) -> None:
         root = logging.getLogger()
@@ -178,11 +179,11 @@ def execute_run(run_dir: str | Path, on_sync: RunSync | None = None) -> dict[str
     with _LogFile(run.file(LOG_FILE)):
         recorder: RunRecorder | None = None
         try:
-            recorder = _start(run, record, on_sync)
+            workflow, recorder = _start(run, record, on_sync)
             if recorder.trainer.state.epoch < recorder.trainer.state.max_epochs:
                 recorder.write_status(RUNNING)
-                recorder.workflow.run()
-                recorder.workflow.finalize()
+                workflow.run()
+                workflow.finalize()
             state = recorder.stopped or COMPLETED
             recorder.write_status(state, **({"message": "loss became non-finite"}
                                             if state == NAN else {}))  # fmt: skip
@@ -214,11 +215,14 @@ def _root_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def _start(run: RunFolder, record: dict[str, Any], on_sync: RunSync | None) -> RunRecorder:
+def _start(
+    run: RunFolder, record: dict[str, Any], on_sync: RunSync | None
+) -> tuple[Any, RunRecorder]:
     """Open the bundle's workflow with the run's bindings, restore state, attach the recorder."""
     from monai.utils import set_determinism
 
-    overrides = {**record["bundle_overrides"], **_bindings(run, Path(record["dataset"]["datalist"]))}
+    bindings = _bindings(run, Path(record["dataset"]["datalist"]))
+    overrides = {**record["bundle_overrides"], **bindings}
     workflow = open_train_workflow(run.file(BUNDLE_DIR), overrides)
     workflow.initialize()
     if record["seed"] is not None:
@@ -235,13 +239,12 @@ def _start(run: RunFolder, record: dict[str, Any], on_sync: RunSync | None) -> R
         randomizables=random_transforms(getattr(dataset, "transform", None)),
     )
     recorder = RunRecorder(run, trainer, evaluator, trainables, on_sync)
-    recorder.workflow = workflow
     if run.file(LATEST_FILE).exists():
         recorder.restore(load_latest(run.file(LATEST_FILE), trainables))
     elif record["finetune"]:
         load_weights(run.file(BUNDLE_DIR) / WEIGHTS, trainables.network)
     recorder.attach()
-    return recorder
+    return workflow, recorder
 
 
 def main(argv: Sequence[str] | None = None) -> int:
