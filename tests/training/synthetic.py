@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
+
+from xnat_ml.training.config import TrainingConfig, parse_config
 
 
 def write_dataset(
@@ -39,3 +42,23 @@ def write_dataset(
     lists = {"training": entries[:n_train], "validation": entries[n_train:]}
     datalist.write_text(json.dumps(lists))
     return datalist
+
+
+TINY_NET = {"network_def#channels": [4, 8, 16, 32]}
+
+
+def tiny_config(
+    epochs: int = 2,
+    model: str = "sample-tissues-cpu",
+    overrides: dict[str, Any] | None = None,
+    **training: Any,
+) -> TrainingConfig:
+    """A few quick epochs on 16^3 volumes with a small network, deterministic."""
+    settings = {"epochs": epochs, "val_interval": 1, "patch_size": [16, 16, 16], "batch_size": 2,
+                "seed": 7, "workers": 0, "device": "cpu", "amp": False, **training}  # fmt: skip
+    return parse_config(
+        {"model": {"name": model, "version": "0.1.0"},
+         "dataset": {"name": "blobs", "version": "3"},
+         "training": settings, "overrides": TINY_NET if overrides is None else overrides},
+        "test config",
+    )  # fmt: skip

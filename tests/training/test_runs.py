@@ -9,30 +9,13 @@ from typing import Any
 
 import pytest
 import torch
-from synthetic import write_dataset
+from synthetic import TINY_NET, tiny_config, write_dataset
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.training.bundle import bundle_digests
-from xnat_ml.training.config import parse_config
 from xnat_ml.training.model import validate_model
 from xnat_ml.training.promote import promote
 from xnat_ml.training.runner import execute_run, prepare_run
-
-TINY_NET = {"network_def#channels": [4, 8, 16, 32]}
-
-
-def tiny_config(epochs: int = 2, model: str = "sample-tissues-cpu", **training: Any) -> Any:
-    settings = {"epochs": epochs, "val_interval": 1, "patch_size": [16, 16, 16], "batch_size": 2,
-                "seed": 7, "workers": 0, "device": "cpu", "amp": False, **training}  # fmt: skip
-    overrides = training.pop("overrides", None) if "overrides" in training else TINY_NET
-    settings.pop("overrides", None)
-    return parse_config(
-        {"model": {"name": model, "version": "0.1.0"},
-         "dataset": {"name": "blobs", "version": "3"},
-         "training": settings, "overrides": overrides},
-        "test config",
-    )  # fmt: skip
-
 
 @pytest.fixture(scope="module")
 def blobs(tmp_path_factory: pytest.TempPathFactory) -> Path:

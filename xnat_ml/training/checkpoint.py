@@ -33,15 +33,22 @@ class Trainables:
 
 
 def random_transforms(transform: Any) -> list[Any]:
-    """Every MONAI ``Randomizable`` inside a (nested) Compose, in a stable order."""
-    from monai.transforms import Randomizable
+    """Every MONAI ``Randomizable`` inside a transform, in a stable order: the items of nested
+    Composes and the inner transforms a dictionary transform keeps (``RandScaleIntensityd``
+    draws from its inner ``RandScaleIntensity``'s generator)."""
+    from monai.transforms import Randomizable, Transform
 
-    found, pending = [], [transform]
+    found, seen, pending = [], set(), [transform]
     while pending:
         item = pending.pop(0)
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
         if isinstance(item, Randomizable):
             found.append(item)
         pending.extend(getattr(item, "transforms", None) or ())
+        pending.extend(v for v in getattr(item, "__dict__", {}).values()
+                       if isinstance(v, Randomizable | Transform))  # fmt: skip
     return found
 
 
