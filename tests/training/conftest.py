@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from shared_data import SHARED_DATA, require
 
 REPO = Path(__file__).resolve().parents[2]

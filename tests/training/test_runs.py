@@ -17,6 +17,7 @@ from xnat_ml.training.model import validate_model
 from xnat_ml.training.promote import promote
 from xnat_ml.training.runner import execute_run, prepare_run
 
+
 @pytest.fixture(scope="module")
 def blobs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("blobs"), n_train=2, n_val=1)
