@@ -13,11 +13,13 @@ from xnat_ml.training.config import TrainingConfig, parse_config
 
 
 def write_dataset(
-    root: Path, *, n_train: int = 4, n_val: int = 2, size: int = 16, classes: int = 3,
-    spacing: float = 2.0, nan_image: bool = False, seed: int = 0,
+    root: Path, *, n_train: int = 4, n_val: int = 2, size: int = 16,
+    values: tuple[int, ...] = (1, 2), channels: int = 1, spacing: float = 2.0,
+    nan_image: bool = False, seed: int = 0,
 ) -> Path:
-    """Blobs in noise: label 1 a ball, label 2 (if ``classes`` is 3) a smaller ball inside it;
-    the image is brighter where the label is. Returns the ``dataset_0.json`` path."""
+    """Nested balls in noise, labelled ``values`` from the outside in (radius halving each
+    time); every image channel is brighter where the label is. With several ``channels`` an
+    entry's ``image`` is the list of its channel files, in order. Returns ``dataset_0.json``."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "labels").mkdir(parents=True, exist_ok=True)
@@ -26,18 +28,22 @@ def write_dataset(
     entries = []
     for case in range(n_train + n_val):
         centre = size / 2 + rng.uniform(-size / 8, size / 8, 3)
-        radius = rng.uniform(size / 4, size / 3)
         distance = np.linalg.norm(grid - centre, axis=-1)
-        label = (distance < radius).astype(np.uint8)
-        if classes == 3:
-            label[distance < radius / 2] = 2
-        image = (label * 1.0 + rng.normal(0, 0.2, label.shape) + 0.1).astype(np.float32)
-        if nan_image:
-            image[:] = np.nan
-        name = f"case{case:02d}.nii.gz"
-        nib.save(nib.Nifti1Image(image, affine), root / "images" / name)
-        nib.save(nib.Nifti1Image(label, affine), root / "labels" / name)
-        entries.append({"image": f"images/{name}", "label": f"labels/{name}"})
+        radius = rng.uniform(size / 4, size / 3)
+        label = np.zeros(distance.shape, np.uint8)
+        for depth, value in enumerate(values):
+            label[distance < radius / 2**depth] = value
+        images = []
+        for channel in range(channels):
+            image = ((label > 0) * (1.0 + channel) + rng.normal(0, 0.2, label.shape) + 0.1)
+            if nan_image:
+                image[:] = np.nan
+            name = f"case{case:02d}_{channel}.nii.gz"
+            nib.save(nib.Nifti1Image(image.astype(np.float32), affine), root / "images" / name)
+            images.append(f"images/{name}")
+        nib.save(nib.Nifti1Image(label, affine), root / "labels" / f"case{case:02d}.nii.gz")
+        entries.append({"image": images if channels > 1 else images[0],
+                        "label": f"labels/case{case:02d}.nii.gz"})  # fmt: skip
     datalist = root / "dataset_0.json"
     lists = {"training": entries[:n_train], "validation": entries[n_train:]}
     datalist.write_text(json.dumps(lists))

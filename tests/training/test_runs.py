@@ -82,7 +82,7 @@ def test_nan_loss_stops_the_run(tmp_path: Path) -> None:
 
 
 def test_spleen_bundle_trains_unedited(tmp_path: Path, spleen_bundle: Path) -> None:
-    data = write_dataset(tmp_path / "ct", n_train=2, n_val=1, classes=2)
+    data = write_dataset(tmp_path / "ct", n_train=2, n_val=1, values=(1,))
     before = bundle_digests(spleen_bundle)
     config = tiny_config(
         epochs=1, model="spleen_ct_segmentation",
@@ -96,6 +96,26 @@ def test_spleen_bundle_trains_unedited(tmp_path: Path, spleen_bundle: Path) -> N
     assert bundle_digests(run.file("bundle")) == before  # the run's snapshot, too
     latest = torch.load(run.file("latest.pt"), weights_only=True)
     assert latest["lr_scheduler"]["last_epoch"] == 1  # the bundle's StepLR was saved
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "overrides"),
+    [
+        ("ct-organ", {"values": (1,)},
+         {"network_def#channels": [4, 8, 16, 32, 64], "train#random_transforms#0#num_samples": 2}),
+        ("brain-tumour-4ch", {"values": (2, 1, 4), "channels": 4},
+         {"network_def#init_filters": 8}),
+    ],
+)  # fmt: skip
+def test_templates_train(tmp_path: Path, name: str, data: dict, overrides: dict) -> None:
+    """The GPU templates run end to end on a CPU for one tiny epoch (4 channels for BraTS)."""
+    from conftest import TEMPLATES
+
+    datalist = write_dataset(tmp_path / "data", n_train=2, n_val=1, **data)
+    config = tiny_config(epochs=1, model=name, overrides=overrides, batch_size=1)
+    run = prepare_run(tmp_path / "run", config, TEMPLATES / name, datalist)
+    status = execute_run(run.path)
+    assert status["state"] == "completed" and status["best_metric"] is not None
 
 
 def test_bound_ids_cannot_be_overridden(tmp_path: Path, blobs: Path) -> None:
@@ -134,3 +154,10 @@ def test_promote_then_finetune(tmp_path: Path, finished: dict[str, Any], blobs: 
     convs = [k for k in best if k.endswith("conv.weight")]
     assert convs and all(torch.allclose(tuned[k], best[k], atol=1e-6) for k in convs)
     assert json.loads(child.file("run.json").read_text())["parent"]["name"] == "tissues"
+
+    # Weights that do not fit the network: one line naming them, the run marked failed.
+    config = tiny_config(epochs=1, model="tissues", overrides={"network_def#channels": [8] * 4})
+    wrong = prepare_run(tmp_path / "wrong", config, tmp_path / "tissues-2", blobs, finetune=True)
+    with pytest.raises(XnatMlError, match=r"weights .*model.pt: do not fit the bundle's network"):
+        execute_run(wrong.path)
+    assert wrong.status()["state"] == "failed"

@@ -12,13 +12,15 @@ import io
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.training.atomic import write_bytes_atomic
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -53,6 +55,8 @@ def random_transforms(transform: Any) -> list[Any]:
 
 
 def _numpy_state(state: tuple) -> list:
+    import torch
+
     name, keys, pos, has_gauss, cached = state
     return [name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached]
 
@@ -63,6 +67,8 @@ def _as_numpy_state(saved: list) -> tuple:
 
 
 def _rng_state(trainables: Trainables) -> dict[str, Any]:
+    import torch
+
     version, internal, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
@@ -74,6 +80,8 @@ def _rng_state(trainables: Trainables) -> dict[str, Any]:
 
 
 def _restore_rng(saved: dict[str, Any], trainables: Trainables) -> None:
+    import torch
+
     torch.set_rng_state(saved["torch"])
     if saved["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["cuda"])
@@ -88,6 +96,8 @@ def _restore_rng(saved: dict[str, Any], trainables: Trainables) -> None:
 def save_latest(
     path: Path, trainables: Trainables, epoch: int, iteration: int, best: dict[str, Any]
 ) -> None:
+    import torch
+
     state = {
         "network": trainables.network.state_dict(),
         "optimizer": trainables.optimizer.state_dict(),
@@ -107,6 +117,8 @@ def load_latest(path: Path, trainables: Trainables) -> dict[str, Any]:
 
     The caller sets the trainer's epoch and iteration only: restoring the whole ignite state
     would also restore the checkpoint's max_epochs (MONAI issue 1757)."""
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         trainables.network.load_state_dict(state["network"])
@@ -123,6 +135,8 @@ def load_latest(path: Path, trainables: Trainables) -> dict[str, Any]:
 
 def save_weights(path: Path, network: torch.nn.Module) -> None:
     """The network's state dict alone, as Model Zoo bundles ship ``models/model.pt``."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save(network.state_dict(), buffer)
     write_bytes_atomic(path, buffer.getvalue())
@@ -130,6 +144,8 @@ def save_weights(path: Path, network: torch.nn.Module) -> None:
 
 def load_weights(path: Path, network: torch.nn.Module) -> None:
     """Load a bundle's ``model.pt`` (a bare state dict, or ``{"model": ...}``) into ``network``."""
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and set(state) == {"model"}:

@@ -9,7 +9,7 @@ in-process.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -170,8 +170,6 @@ def load_config(path: str | Path) -> TrainingConfig:
 
 def config_to_json(config: TrainingConfig) -> dict[str, Any]:
     """The config as JSON again, without unset settings (for the run's snapshot)."""
-    from dataclasses import asdict
-
     data = asdict(config)
     data["training"] = {k: v for k, v in data["training"].items() if v is not None}
     if not data["description"]:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,9 +95,9 @@ def prepare_run(
 
     ``finetune`` starts from the model's ``models/model.pt``; otherwise the bundle's network
     starts as the bundle initialises it."""
-    run, model_dir, datalist = RunFolder(Path(run_dir)), Path(model_dir), Path(datalist).resolve()
-    if run.file(RUN_FILE).exists():
-        raise XnatMlError(f"run {run.path}: already prepared (relaunch it to resume)")
+    target, model_dir, datalist = Path(run_dir), Path(model_dir), Path(datalist).resolve()
+    if target.exists() and any(target.iterdir()):
+        raise XnatMlError(f"run {target}: folder exists and is not empty (relaunch it to resume)")
     for config_id in config.overrides:
         if config_id.replace("::", "#") in BOUND_IDS:
             raise XnatMlError(f"training config overrides.{config_id}: xnat-ml sets this id")
@@ -103,27 +105,37 @@ def prepare_run(
     read_datalist(datalist)
     parent = read_card(model_dir) if (model_dir / CARD_FILE).exists() else None
     weights = weights_path(model_dir) if finetune else None
-    run.path.mkdir(parents=True, exist_ok=True)
-    copy_bundle(model_dir, run.file(BUNDLE_DIR))
-    if weights is not None:
-        target = run.file(BUNDLE_DIR) / WEIGHTS
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(weights.read_bytes())
-    write_json_atomic(run.file(CONFIG_FILE), config_to_json(config))
-    write_json_atomic(run.file(RUN_FILE), {
-        "run": run.run_id,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": {"name": config.model.name, "version": config.model.version,
-                  "source": str(model_dir.resolve())},
-        "parent": {"name": parent.name, "version": parent.version} if parent else None,
-        "finetune": finetune,
-        "dataset": {"name": config.dataset.name, "version": config.dataset.version,
-                    "datalist": str(datalist)},
-        "seed": config.training.seed,
-        "bundle_overrides": overrides,
-        "bundle_digests": bundle_digests(run.file(BUNDLE_DIR)),
-        "versions": versions(),
-    })  # fmt: skip
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Built under a temporary name and renamed: a failed preparation leaves no half a run.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        run = RunFolder(staging)
+        copy_bundle(model_dir, run.file(BUNDLE_DIR))
+        if weights is not None:
+            (run.file(BUNDLE_DIR) / WEIGHTS).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(weights, run.file(BUNDLE_DIR) / WEIGHTS)
+        write_json_atomic(run.file(CONFIG_FILE), config_to_json(config))
+        write_json_atomic(run.file(RUN_FILE), {
+            "run": target.name,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model": {"name": config.model.name, "version": config.model.version,
+                      "source": str(model_dir.resolve())},
+            "parent": {"name": parent.name, "version": parent.version} if parent else None,
+            "finetune": finetune,
+            "dataset": {"name": config.dataset.name, "version": config.dataset.version,
+                        "datalist": str(datalist)},
+            "seed": config.training.seed,
+            "bundle_overrides": overrides,
+            "bundle_digests": bundle_digests(run.file(BUNDLE_DIR)),
+            "versions": versions(),
+        })  # fmt: skip
+        if target.exists():
+            target.rmdir()
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    run = RunFolder(target)
     run.write_status(state="prepared", epoch=0, iteration=0)
     return run
 
