@@ -75,6 +75,8 @@ def test_nan_loss_stops_the_run(tmp_path: Path) -> None:
     run = prepare_run(tmp_path / "run", tiny_config(epochs=3), TISSUES, data)
     status = execute_run(run.path)
     assert status["state"] == "nan"
+    strict = json.loads(run.file("status.json").read_text(), parse_constant=pytest.fail)
+    assert strict["loss"] == "nan"
     assert (status["epoch"], status["iteration"]) == (1, 1)
     assert not run.file("latest.pt").exists()
     with pytest.raises(XnatMlError, match=r"is nan, not completed"):

@@ -47,6 +47,7 @@ class RunRecorder:
         self.stopped: str | None = None  # NAN when a loss went non-finite
         self.latest_epoch: int | None = None  # epoch of the last latest.pt
         self._losses: list[float] = []
+        self._last_loss: float | None = None
         self._validated_epoch = -1
         self._started = time.monotonic()
         self._first_iteration: int | None = None
@@ -87,18 +88,19 @@ class RunRecorder:
 
         loss = from_engine(["loss"], first=True)(engine.state.output)
         loss = float(loss[0] if isinstance(loss, list | tuple) else loss)
+        self._last_loss = loss
         if self._first_iteration is None:
             self._first_iteration = engine.state.iteration - 1
         if not math.isfinite(loss):
             self.stopped = NAN
             log.error("loss is %s at epoch %d, iteration %d: stopping",
                       loss, engine.state.epoch, engine.state.iteration)  # fmt: skip
-            self.write_status(NAN, loss=loss, message=f"loss became {loss}")
+            self.write_status(NAN, message=f"loss became {loss}")
             engine.terminate()
             return
         self._losses.append(loss)
         if time.monotonic() - self._last_status >= STATUS_EVERY_S:
-            self.write_status(RUNNING, loss=loss)
+            self.write_status(RUNNING)
 
     def _validated(self, evaluator: Any) -> None:
         self._validated_epoch = self.trainer.state.epoch
@@ -132,7 +134,7 @@ class RunRecorder:
                         engine.state.iteration, self.best)  # fmt: skip
             self.latest_epoch = epoch
             plot_curves(self.rows, [self.key_metric], self.run.file(CURVES_FILE))
-        self.write_status(RUNNING, loss=row["train_loss"])
+        self.write_status(RUNNING)
         if validated:
             self.sync()
 
@@ -164,6 +166,7 @@ class RunRecorder:
         return round((time.monotonic() - self._started) / done * max(total - state.iteration, 0))
 
     def write_status(self, state: str, **extra: Any) -> None:
+        """status.json now; ``loss`` is the last iteration's."""
         engine = self.trainer.state
         last = next((r for r in reversed(self.rows) if self.key_metric in r), {})
         self.run.write_status(
@@ -178,6 +181,7 @@ class RunRecorder:
             best_epoch=self.best["epoch"],
             latest_epoch=self.latest_epoch,
             eta_s=self._eta() if state == RUNNING else 0,
+            loss=self._last_loss,
             **extra,
         )
         self._last_status = time.monotonic()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +77,10 @@ class RunFolder:
         return read_json_file(self.file(STATUS_FILE), f"run {self.path}")
 
     def write_status(self, **status: Any) -> None:
+        """Replace status.json; a non-finite number is written as a string ("nan"): strict
+        JSON readers reject NaN."""
+        status = {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v
+                  for k, v in status.items()}  # fmt: skip
         status = {"run": self.run_id, **status, "updated": time.time()}
         write_json_atomic(self.file(STATUS_FILE), status)
 

@@ -197,7 +197,7 @@ def execute_run(run_dir: str | Path, on_sync: RunSync | None = None) -> dict[str
                 workflow.run()
                 workflow.finalize()
             state = recorder.stopped or COMPLETED
-            recorder.write_status(state, **({"message": "loss became non-finite"}
+            recorder.write_status(state, **({"message": "training loss became non-finite"}
                                             if state == NAN else {}))  # fmt: skip
             log.info("run %s %s", run.run_id, state)
         except Exception as exc:
