@@ -1,0 +1,196 @@
+"""Ignite handlers that turn a bundle's trainer and evaluator into a recorded, resumable run.
+
+Attached to the bundle's own engines after ``ConfigWorkflow.initialize()``; they fire after the
+bundle's handlers (ignite runs handlers in the order they were added), so at a validation epoch
+the evaluator has already run and the LR scheduler has already stepped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from xnat_ml.training.checkpoint import Trainables, save_latest, save_weights
+from xnat_ml.training.curves import plot_curves
+from xnat_ml.training.run_folder import (
+    BEST_FILE,
+    CURVES_FILE,
+    LATEST_FILE,
+    NAN,
+    RUNNING,
+    TENSORBOARD_DIR,
+    RunFolder,
+    RunSync,
+)
+
+log = logging.getLogger(__name__)
+STATUS_EVERY_S = 2.0  # status.json between epochs: often enough to watch, cheap enough to write
+
+
+class RunRecorder:
+    """Status, metrics, TensorBoard, curves, checkpoints and NaN stop for one run."""
+
+    def __init__(
+        self,
+        run: RunFolder,
+        trainer: Any,
+        evaluator: Any,
+        trainables: Trainables,
+        on_sync: RunSync | None = None,
+    ) -> None:
+        self.run, self.trainer, self.evaluator = run, trainer, evaluator
+        self.trainables, self.on_sync = trainables, on_sync
+        self.rows: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"metric": None, "epoch": None}
+        self.stopped: str | None = None  # NAN when a loss went non-finite
+        self.latest_epoch: int | None = None  # epoch of the last latest.pt
+        self._losses: list[float] = []
+        self._last_loss: float | None = None
+        self._validated_epoch = -1
+        self._started = time.monotonic()
+        self._first_iteration: int | None = None
+        self._last_status = 0.0
+        self._writer: Any = None
+
+    # ---- resume -----------------------------------------------------------------------------
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Continue from a ``latest.pt``: epoch counter, best so far, metrics up to that epoch."""
+        epoch, iteration = saved["trainer"]["epoch"], saved["trainer"]["iteration"]
+        self.trainer.state.epoch, self.trainer.state.iteration = epoch, iteration
+        self.best = dict(saved["best"])
+        self.latest_epoch = epoch
+        self.rows = [row for row in self.run.metrics() if int(row["epoch"]) <= epoch]
+        self.run.write_metrics(self.rows)
+        log.info("resuming run %s at epoch %d, iteration %d", self.run.run_id, epoch, iteration)
+
+    # ---- wiring -----------------------------------------------------------------------------
+    def attach(self) -> None:
+        from ignite.engine import Events
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step drops events a dead run wrote after its last checkpoint.
+        self._writer = SummaryWriter(
+            str(self.run.file(TENSORBOARD_DIR)), purge_step=self.trainer.state.epoch + 1
+        )
+        self.trainer.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        self.trainer.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
+        self.evaluator.add_event_handler(Events.COMPLETED, self._validated)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    # ---- handlers ---------------------------------------------------------------------------
+    def _iteration(self, engine: Any) -> None:
+        from monai.handlers import from_engine
+
+        loss = from_engine(["loss"], first=True)(engine.state.output)
+        loss = float(loss[0] if isinstance(loss, list | tuple) else loss)
+        self._last_loss = loss
+        if self._first_iteration is None:
+            self._first_iteration = engine.state.iteration - 1
+        if not math.isfinite(loss):
+            self.stopped = NAN
+            log.error("loss is %s at epoch %d, iteration %d: stopping",
+                      loss, engine.state.epoch, engine.state.iteration)  # fmt: skip
+            self.write_status(NAN, message=f"loss became {loss}")
+            engine.terminate()
+            return
+        self._losses.append(loss)
+        if time.monotonic() - self._last_status >= STATUS_EVERY_S:
+            self.write_status(RUNNING)
+
+    def _validated(self, evaluator: Any) -> None:
+        self._validated_epoch = self.trainer.state.epoch
+
+    def _epoch(self, engine: Any) -> None:
+        if self.stopped:
+            return
+        epoch = engine.state.epoch
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "iteration": engine.state.iteration,
+            "train_loss": sum(self._losses) / len(self._losses) if self._losses else "",
+            "lr": self._lr(),
+            "elapsed_s": round(time.monotonic() - self._started, 3),
+        }
+        self._losses = []
+        validated = self._validated_epoch == epoch
+        if validated:
+            metrics = {k: float(v) for k, v in self.evaluator.state.metrics.items()
+                       if isinstance(v, int | float)}  # fmt: skip
+            row.update(metrics)
+            self._update_best(epoch, metrics)
+        self.rows.append(row)
+        self.run.write_metrics(self.rows)
+        for key, value in row.items():
+            if key not in ("epoch", "iteration", "elapsed_s") and value != "":
+                self._writer.add_scalar(key, value, epoch)
+        self._writer.flush()
+        if validated:
+            save_latest(self.run.file(LATEST_FILE), self.trainables, epoch,
+                        engine.state.iteration, self.best)  # fmt: skip
+            self.latest_epoch = epoch
+            plot_curves(self.rows, [self.key_metric], self.run.file(CURVES_FILE))
+        self.write_status(RUNNING)
+        if validated:
+            self.sync()
+
+    # ---- helpers ----------------------------------------------------------------------------
+    @property
+    def key_metric(self) -> str:
+        return getattr(self.evaluator.state, "key_metric_name", None) or "metric"
+
+    def _update_best(self, epoch: int, metrics: dict[str, float]) -> None:
+        current = metrics.get(self.key_metric)
+        if current is None or not math.isfinite(current):
+            return
+        best = self.best["metric"]
+        better = getattr(self.evaluator, "metric_cmp_fn", lambda new, old: new > old)
+        if best is None or better(current, best):
+            self.best = {"metric": current, "epoch": epoch}
+            save_weights(self.run.file(BEST_FILE), self.trainables.network)
+
+    def _lr(self) -> float | str:
+        groups = getattr(self.trainables.optimizer, "param_groups", None)
+        return float(groups[0]["lr"]) if groups else ""
+
+    def _eta(self) -> float | None:
+        state = self.trainer.state
+        done = state.iteration - (self._first_iteration or 0)
+        total = (state.max_epochs or 0) * (state.epoch_length or 0)
+        if done <= 0 or not total:
+            return None
+        return round((time.monotonic() - self._started) / done * max(total - state.iteration, 0))
+
+    def write_status(self, state: str, **extra: Any) -> None:
+        """status.json now; ``loss`` is the last iteration's."""
+        engine = self.trainer.state
+        last = next((r for r in reversed(self.rows) if self.key_metric in r), {})
+        self.run.write_status(
+            state=state,
+            epoch=engine.epoch,
+            max_epochs=engine.max_epochs,
+            iteration=engine.iteration,
+            metric_name=self.key_metric,
+            metric=float(last[self.key_metric]) if last.get(self.key_metric) not in
+            (None, "") else None,
+            best_metric=self.best["metric"],
+            best_epoch=self.best["epoch"],
+            latest_epoch=self.latest_epoch,
+            eta_s=self._eta() if state == RUNNING else 0,
+            loss=self._last_loss,
+            **extra,
+        )
+        self._last_status = time.monotonic()
+
+    def sync(self) -> None:
+        """Hand the changed files to ``on_sync``; an upload failure must not kill training."""
+        if self.on_sync is None:
+            return
+        try:
+            self.on_sync(self.run, self.run.changed_files())
+        except Exception:  # noqa: BLE001 - the run matters more than one upload
+            log.exception("run %s: syncing files failed; training goes on", self.run.run_id)

@@ -1,0 +1,282 @@
+"""Train or fine-tune a bundle into a run folder, and resume a run that died.
+
+``prepare_run`` writes everything a run needs into its folder (config, bundle snapshot, bundle
+overrides, data list path, versions); ``execute_run`` needs nothing but that folder, so a
+relaunch after a crash or a Slurm time limit is ``python -m xnat_ml.training.runner RUN_DIR``:
+it continues from ``latest.pt``.
+
+The training loop is the bundle's own (``ConfigWorkflow``); xnat-ml binds data, folders, length
+and device through the bundle's ids and attaches its recorder to the bundle's trainer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from xnat_ml import __version__
+from xnat_ml.errors import XnatMlError
+from xnat_ml.training.atomic import write_json_atomic
+from xnat_ml.training.bundle import WEIGHTS, bundle_digests, has_id, open_train_workflow
+from xnat_ml.training.checkpoint import (
+    Trainables,
+    load_latest,
+    load_weights,
+    random_transforms,
+)
+from xnat_ml.training.config import TrainingConfig, check_against_bundle, config_to_json
+from xnat_ml.training.model import CARD_FILE, copy_bundle, read_card, weights_path
+from xnat_ml.training.recorder import RunRecorder
+from xnat_ml.training.run_folder import (
+    BUNDLE_DIR,
+    BUNDLE_OUTPUT_DIR,
+    COMPLETED,
+    CONFIG_FILE,
+    CURVES_FILE,
+    FAILED,
+    LATEST_FILE,
+    LOG_FILE,
+    NAN,
+    RUN_FILE,
+    RUNNING,
+    RunFolder,
+    RunSync,
+)
+
+log = logging.getLogger(__name__)
+
+# Ids xnat-ml sets itself for every run; a config may not override them.
+BOUND_IDS = ("bundle_root", "ckpt_dir", "output_dir", "dataset_dir", "train#dataset#data",
+             "validate#dataset#data")  # fmt: skip
+
+
+def read_datalist(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """The training and validation lists of a Decathlon-style ``dataset_0.json``, paths made
+    absolute against its folder (MONAI's ``load_decathlon_datalist``)."""
+    from monai.data import load_decathlon_datalist
+
+    lists = {}
+    for key in ("training", "validation"):
+        try:
+            lists[key] = load_decathlon_datalist(str(path), True, key)
+        except (OSError, ValueError, KeyError) as exc:
+            raise XnatMlError(f"data list {path}: no usable '{key}' list ({exc})") from None
+        if not lists[key]:
+            raise XnatMlError(f"data list {path}: the '{key}' list is empty")
+    return lists
+
+
+def versions() -> dict[str, str]:
+    import ignite
+    import monai
+    import torch
+
+    return {"xnat_ml": __version__, "monai": monai.__version__, "torch": torch.__version__,
+            "ignite": ignite.__version__, "python": platform.python_version()}  # fmt: skip
+
+
+def prepare_run(
+    run_dir: str | Path,
+    config: TrainingConfig,
+    model_dir: str | Path,
+    datalist: str | Path,
+    *,
+    finetune: bool = False,
+) -> RunFolder:
+    """Lay out a new run folder for training ``model_dir``'s bundle on ``datalist``.
+
+    ``finetune`` starts from the model's ``models/model.pt``; otherwise the bundle's network
+    starts as the bundle initialises it."""
+    target, model_dir, datalist = Path(run_dir), Path(model_dir), Path(datalist).resolve()
+    if target.exists() and any(target.iterdir()):
+        raise XnatMlError(f"run {target}: folder exists and is not empty (relaunch it to resume)")
+    for config_id in config.overrides:
+        if config_id.replace("::", "#") in BOUND_IDS:
+            raise XnatMlError(f"training config overrides.{config_id}: xnat-ml sets this id")
+    overrides = check_against_bundle(config, model_dir)
+    read_datalist(datalist)
+    parent = read_card(model_dir) if (model_dir / CARD_FILE).exists() else None
+    weights = weights_path(model_dir) if finetune else None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Built under a temporary name and renamed: a failed preparation leaves no half a run.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        run = RunFolder(staging)
+        copy_bundle(model_dir, run.file(BUNDLE_DIR))
+        if weights is not None:
+            (run.file(BUNDLE_DIR) / WEIGHTS).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(weights, run.file(BUNDLE_DIR) / WEIGHTS)
+        write_json_atomic(run.file(CONFIG_FILE), config_to_json(config))
+        write_json_atomic(run.file(RUN_FILE), {
+            "run": target.name,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model": {"name": config.model.name, "version": config.model.version,
+                      "source": str(model_dir.resolve())},
+            "parent": {"name": parent.name, "version": parent.version} if parent else None,
+            "finetune": finetune,
+            "dataset": {"name": config.dataset.name, "version": config.dataset.version,
+                        "datalist": str(datalist)},
+            "seed": config.training.seed,
+            "bundle_overrides": overrides,
+            "bundle_digests": bundle_digests(run.file(BUNDLE_DIR)),
+            "versions": versions(),
+        })  # fmt: skip
+        if target.exists():
+            target.rmdir()
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    run = RunFolder(target)
+    run.write_status(state="prepared", epoch=0, iteration=0)
+    return run
+
+
+def _bindings(run: RunFolder, datalist: Path) -> dict[str, Any]:
+    lists = read_datalist(datalist)
+    return {
+        "bundle_root": str(run.file(BUNDLE_DIR)),
+        "ckpt_dir": str(run.file(BUNDLE_OUTPUT_DIR) / "models"),
+        "output_dir": str(run.file(BUNDLE_OUTPUT_DIR) / "eval"),
+        "dataset_dir": str(datalist.parent),
+        "train#dataset#data": lists["training"],
+        "validate#dataset#data": lists["validation"],
+    }
+
+
+def _lr_scheduler(parser: Any) -> Any:
+    """The scheduler the bundle's ``LrScheduleHandler`` steps, if it has one."""
+    if not has_id(parser.config, "train#handlers"):
+        return None
+    handlers = parser.get_parsed_content("train#handlers")
+    return next((h.lr_scheduler for h in handlers if hasattr(h, "lr_scheduler")), None)
+
+
+class _LogFile:
+    """Send the process's log to the run's log file (appended: a relaunch continues it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+        self.handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+
+    def __enter__(self) -> None:
+        root = logging.getLogger()
+        self._level = root.level
+        root.setLevel(logging.INFO)
+        root.addHandler(self.handler)
+
+    def __exit__(self, *exc: object) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self.handler)
+        root.setLevel(self._level)
+        self.handler.close()
+
+
+def execute_run(run_dir: str | Path, on_sync: RunSync | None = None) -> dict[str, Any]:
+    """Run (or resume) the training in a prepared run folder; return the final status.
+
+    Raises XnatMlError when the run fails; a non-finite loss ends it with state "nan"."""
+    run = RunFolder(Path(run_dir))
+    record = run.record()
+    with _LogFile(run.file(LOG_FILE)):
+        recorder: RunRecorder | None = None
+        try:
+            workflow, recorder = _start(run, record, on_sync)
+            if recorder.trainer.state.epoch < recorder.trainer.state.max_epochs:
+                recorder.write_status(RUNNING)
+                workflow.run()
+                workflow.finalize()
+            state = recorder.stopped or COMPLETED
+            recorder.write_status(state, **({"message": "training loss became non-finite"}
+                                            if state == NAN else {}))  # fmt: skip
+            log.info("run %s %s", run.run_id, state)
+        except Exception as exc:
+            message = _root_message(exc)
+            log.exception("run %s failed", run.run_id)
+            if recorder is not None:
+                recorder.write_status(FAILED, message=message)
+            else:
+                run.write_status(state=FAILED, message=message)
+            raise XnatMlError(f"run {run.path}: failed: {message}") from exc
+        finally:
+            if recorder is not None:
+                recorder.close()
+                if recorder.rows:
+                    from xnat_ml.training.curves import plot_curves
+
+                    plot_curves(recorder.rows, [recorder.key_metric], run.file(CURVES_FILE))
+                recorder.sync()
+    return run.status()
+
+
+def _root_message(exc: BaseException) -> str:
+    """The first line of the innermost cause: MONAI wraps errors in "Failed to evaluate ..."."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _start(
+    run: RunFolder, record: dict[str, Any], on_sync: RunSync | None
+) -> tuple[Any, RunRecorder]:
+    """Open the bundle's workflow with the run's bindings, restore state, attach the recorder."""
+    from monai.utils import set_determinism
+
+    bindings = _bindings(run, Path(record["dataset"]["datalist"]))
+    overrides = {**record["bundle_overrides"], **bindings}
+    workflow = open_train_workflow(run.file(BUNDLE_DIR), overrides)
+    workflow.initialize()
+    if record["seed"] is not None:
+        set_determinism(seed=record["seed"])
+    parser = workflow.parser
+    trainer = parser.get_parsed_content("train#trainer")
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    dataset = getattr(trainer.data_loader, "dataset", None)
+    trainables = Trainables(
+        network=trainer.network,
+        optimizer=trainer.optimizer,
+        lr_scheduler=_lr_scheduler(parser),
+        scaler=getattr(trainer, "scaler_", None),
+        randomizables=random_transforms(getattr(dataset, "transform", None)),
+    )
+    recorder = RunRecorder(run, trainer, evaluator, trainables, on_sync)
+    if run.file(LATEST_FILE).exists():
+        recorder.restore(load_latest(run.file(LATEST_FILE), trainables))
+    elif record["finetune"]:
+        load_weights(run.file(BUNDLE_DIR) / WEIGHTS, trainables.network)
+    recorder.attach()
+    return workflow, recorder
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m xnat_ml.training.runner",
+        description="Run or resume the training in a prepared run folder.",
+    )
+    parser.add_argument("run_dir", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        status = execute_run(args.run_dir)
+    except XnatMlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if status["state"] != COMPLETED:
+        print(f"error: run {args.run_dir}: ended with state {status['state']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
