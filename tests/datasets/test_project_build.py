@@ -217,3 +217,23 @@ def test_cli_build_list_show_fetch_and_a_broken_definition(xnat_server, xnat, la
                   str(definition), "--name", "brain")  # fmt: skip
     assert broken.returncode == 1
     assert broken.stderr.count("\n") == 1 and "invalid JSON" in broken.stderr
+
+
+def test_server_listings_the_resolver_reads(xnat, project):
+    add_good(xnat, project, 0)
+    rows = xnat.get_json("/data/experiments", query={
+        "project": project, "xsiType": "xnat:mrSessionData",
+        "columns": "ID,label,xnat:mrScanData/ID,xnat:mrScanData/type",
+    })["ResultSet"]["Result"]  # fmt: skip
+    assert [(r["label"], r["xnat:mrScanData/ID"], r["xnat:mrScanData/type"]) for r in rows] == [
+        ("SUB000_MR", "1", "T1w"), ("SUB000_MR", "2", "T2w")]  # fmt: skip
+    [roi] = xnat.get_json("/data/experiments", query={
+        "project": project, "xsiType": "icr:roiCollectionData",
+        "columns": "ID,imageSession_ID,icr:roiCollectionData/references/seriesUID",
+    })["ResultSet"]["Result"]  # fmt: skip
+    assert roi["imageSession_ID"] == rows[0]["ID"]
+    assert roi["icr:roiCollectionData/references/seriesUID"] == "1.2.3.0.1"
+    wide = f"/data/projects/{project}/experiments/ALL/scans/ALL/files"
+    files = xnat.get_json(wide)["ResultSet"]["Result"]
+    assert sorted(f["URI"].split("/scans/")[1] for f in files) == [
+        "1/resources/NIFTI/files/image.nii.gz", "2/resources/NIFTI/files/image.nii.gz"]  # fmt: skip
