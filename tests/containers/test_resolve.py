@@ -60,7 +60,9 @@ class FakeArchive(ArchiveClient):
         }  # fmt: skip
         self.project = {"id": "P1", "label": "P1", "xsiType": "xnat:projectData",
                         "uri": "/archive/projects/P1",
-                        "resources": [_resource("/archive/projects/P1", "ML_MODELS", ["m.txt"])]}
+                        "resources": [_resource("/archive/projects/P1", "ML_MODELS", ["m.txt"]),
+                                      _resource("/archive/projects/P1", "ML_DATASETS",
+                                                ["definitions/dataset.json"])]}
         self.subject = {"id": "S1", "label": "subj", "xsiType": "xnat:subjectData",
                         "uri": "/archive/subjects/S1", "project-id": "P1", "resources": []}
         self.asset = {"id": "PA1", "label": "asset", "xsiType": "xnat:abstractProjectAsset",
