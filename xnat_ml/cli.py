@@ -19,6 +19,7 @@ VERB_MODULES = (
     "xnat_ml.containers.batch_cli",
     "xnat_ml.events.cli",
     "xnat_ml.annotations.cli",
+    "xnat_ml.datasets.cli",
 )
 
 

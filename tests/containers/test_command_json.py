@@ -28,7 +28,8 @@ def errors_of(data) -> list[str]:
 
 
 def test_command_json_files_exist():
-    assert {p.name for p in OURS} >= {"roi-to-mask.json", "dicom-to-nifti.json"}
+    shipped = {"roi-to-mask.json", "dicom-to-nifti.json", "build-dataset.json"}
+    assert {p.name for p in OURS} >= shipped
 
 
 @pytest.mark.parametrize("path", OURS + SHARED, ids=lambda p: p.name)

@@ -64,7 +64,10 @@ class FakeArchive(ArchiveClient):
             "label": "P1",
             "xsiType": "xnat:projectData",
             "uri": "/archive/projects/P1",
-            "resources": [_resource("/archive/projects/P1", "ML_MODELS", ["m.txt"])],
+            "resources": [
+                _resource("/archive/projects/P1", "ML_MODELS", ["m.txt"]),
+                _resource("/archive/projects/P1", "ML_DATASETS", ["definitions/dataset.json"]),
+            ],
         }
         self.subject = {
             "id": "S1",

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import func, or_, select
+from sqlalchemy.orm import selectinload
 from werkzeug.exceptions import BadRequest, Conflict, NotFound
 from werkzeug.routing import BaseConverter
 
@@ -179,21 +180,53 @@ def _experiment_filters(args: Mapping[str, str]) -> list:
 
 
 def _list_experiments(parent: ArchiveObject | None, args: Mapping[str, str]) -> Response:
+    """Sessions (or, with an assessor xsiType, image assessors, which XNAT lists as
+    experiments too). Scan columns (`xnat:mrScanData/type`) give one row per scan, as XNAT's
+    search joins them: a whole project's scans in one call."""
     user = auth.require_login()
+    xsi = args.get("xsiType")
+    if xsi and datatypes.is_a(xsi, "xnat:imageAssessorData"):
+        return _list_assessors(parent, user, args)
     statement = serializers.experiment_query().where(*_experiment_filters(args))
+    statement = statement.where(*_scope(Experiment, parent, user, args))
+    rows = serializers.experiment_rows(get_db(), statement)
+    aliases = serializers.ALIASES["experiment"]
+    if serializers.asks_for_scans(args.get("columns", "")):
+        rows = serializers.with_scan_rows(get_db(), rows)
+        aliases = {**aliases, **serializers.SCAN_JOIN_ALIASES}
+    return result_set(rows, args, serializers.DEFAULT_COLUMNS["experiment"], aliases)
+
+
+def _scope(model, parent: ArchiveObject | None, user: User, args: Mapping[str, str]) -> list:
+    """WHERE clauses limiting an experiment or assessor listing to what the path names and
+    the caller may read."""
     if parent is None:
         if project_id := args.get("project"):
             project = _walk([("projects", project_id)], "read")
-            statement = statement.where(Experiment.project_pk == project.pk)
-        elif (readable := auth.readable_project_pks(user)) is not None:
-            statement = statement.where(Experiment.project_pk.in_(readable))
-    elif isinstance(parent, Project):
-        statement = statement.where(Experiment.project_pk == parent.pk)
-    else:
-        statement = statement.where(Experiment.subject_pk == parent.pk)
-    rows = serializers.experiment_rows(get_db(), statement)
+            return [model.project_pk == project.pk]
+        if (readable := auth.readable_project_pks(user)) is not None:
+            return [model.project_pk.in_(readable)]
+        return []
+    if isinstance(parent, Project):
+        return [model.project_pk == parent.pk]
+    if model is Assessor:
+        return [Assessor.experiment_pk.in_(select(Experiment.pk).where(
+            Experiment.subject_pk == parent.pk))]  # fmt: skip
+    return [Experiment.subject_pk == parent.pk]
+
+
+def _list_assessors(parent: ArchiveObject | None, user: User, args: Mapping[str, str]):
+    base = datatypes.canonical(args["xsiType"]) or args["xsiType"]
+    statement = (
+        select(Assessor)
+        .where(Assessor.xsi_type.in_(datatypes.subtypes(base)))
+        .where(*_scope(Assessor, parent, user, args))
+        .options(selectinload(Assessor.experiment).selectinload(Experiment.project))
+        .order_by(Assessor.pk)
+    )
+    rows = serializers.rows_of(get_db().scalars(statement))
     return result_set(
-        rows, args, serializers.DEFAULT_COLUMNS["experiment"], serializers.ALIASES["experiment"]
+        rows, args, serializers.DEFAULT_COLUMNS["assessor"], serializers.ALIASES["assessor"]
     )
 
 

@@ -50,6 +50,13 @@ def _lookup_key(column: str, keys: Mapping[str, str], aliases: Mapping[str, str]
     if lowered in keys:
         return keys[lowered]
     if "/" in lowered:
+        # `icr:roiCollectionData/references/seriesUID`: the field path after the datatype,
+        # else its last step
+        head, rest = lowered.split("/", 1)
+        if ":" in head:  # stored as sent by /xapi/roi, or as a PUT's query string stores it
+            found = aliases.get(rest) or keys.get(rest) or keys.get(rest.replace("/", "_"))
+            if found:
+                return found
         leaf = lowered.rsplit("/", 1)[1]
         return aliases.get(leaf) or keys.get(leaf)
     return None

@@ -3,7 +3,8 @@
 `{object}/resources[/{label}[/files[/{path}]]]` where {object} is any project, subject, session,
 scan or assessor path that archive.resolve_object understands (`/data/projects/...`,
 `/data/archive/...`, `/data/experiments/{id}/...`); `{object}/files` lists or zips all resources
-of an object, and `scans/ALL` or `scans/1,2` (likewise `resources/A,B`) select several at once.
+of an object, and `scans/ALL` or `scans/1,2` (likewise `resources/A,B`) select several at once;
+`projects/P/experiments/ALL/{scans,assessors}/ALL` selects all of a project's.
 
 Uploads never hold the database lock while bytes arrive: the request's first transaction only
 resolves and authorises, the body is streamed to staging, and a second short transaction checks
@@ -20,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from sqlalchemy import select
 from sqlalchemy.exc import InvalidRequestError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 from werkzeug.exceptions import BadRequest, Conflict, NotFound, RequestEntityTooLarge
 from werkzeug.routing import PathConverter
 
@@ -36,7 +37,7 @@ from xnat_ml.server.filestore import (
 )
 from xnat_ml.server.journal import Publication
 from xnat_ml.server.listing import result_set
-from xnat_ml.server.models import ArchiveObject, Experiment, Resource, Scan
+from xnat_ml.server.models import ArchiveObject, Assessor, Experiment, Project, Resource, Scan
 from xnat_ml.server.names import unsafe_character
 from xnat_ml.server.signals import announce_created
 from xnat_ml.server.zipfiles import (
@@ -59,6 +60,8 @@ MAX_LABEL = 255
 # A file path is taken as sent (even `//etc/x`, with merge_slashes=False) so that safe_relpath
 # refuses it with a 400, rather than the router redirecting or answering 405.
 FILE_RULE = "/<xnat:owner>/resources/<label>/files/<rawpath:fpath>"
+_PROJECT_WIDE = re.compile(r"(.+)/experiments/ALL/(scans|assessors)/ALL")
+_IN_CHUNK = 5000  # ids per IN (...) list, below SQLite's bound-variable limit
 
 
 class RawPathConverter(PathConverter):
@@ -120,8 +123,24 @@ def check_label(label: str) -> str:
 def owners(path: str, access: str) -> list[ArchiveObject]:
     """The archive objects a path names, after checking the caller's access to their project.
 
-    `.../scans/ALL` and `.../scans/1,2` name several scans of one session.
+    `.../scans/ALL` and `.../scans/1,2` name several scans of one session;
+    `projects/P/experiments/ALL/scans/ALL` (or `.../assessors/ALL`) every scan (assessor) of
+    the project, so one request lists a whole project's resources or files.
     """
+    wide = _PROJECT_WIDE.fullmatch(path)
+    if wide:
+        project = resolve_object(wide.group(1), access)
+        if not isinstance(project, Project):
+            raise NotFound(f"No project at {wide.group(1)}.")
+        model = Scan if wide.group(2) == "scans" else Assessor
+        statement = (
+            select(model)
+            .join(Experiment, model.experiment_pk == Experiment.pk)
+            .where(Experiment.project_pk == project.pk)
+            .options(selectinload(model.experiment))
+            .order_by(model.pk)
+        )
+        return list(get_db().scalars(statement))
     match = re.fullmatch(r"(.+)/scans/([^/]+)", path)
     if match and ("," in match.group(2) or match.group(2) == "ALL"):
         session = resolve_object(match.group(1), access)
@@ -148,17 +167,28 @@ def find_resource(db: Session, owner: ArchiveObject, label: str) -> Resource | N
 
 def resources_of(db: Session, owner_list: list[ArchiveObject], labels: str | None = None):
     """All resources of the owners, or those named by a comma-separated label/id list."""
+    if labels is None:
+        return _all_resources_of(db, owner_list)
     found: list[Resource] = []
     for owner in owner_list:
-        if labels is None:
-            query = select(Resource).filter_by(**Resource.owner_key(owner))
-            found.extend(db.scalars(query.order_by(Resource.pk)))
-            continue
         for label in labels.split(","):
             resource = find_resource(db, owner, label)
             if resource is not None:
                 found.append(resource)
     return found
+
+
+def _all_resources_of(db: Session, owner_list: list[ArchiveObject]) -> list[Resource]:
+    """Every resource of the owners, in owner order: one query per kind of owner."""
+    by_owner: dict[tuple[str, int], list[Resource]] = {}
+    for kind in {owner.kind for owner in owner_list}:
+        column = getattr(Resource, f"{kind}_pk")
+        pks = [owner.pk for owner in owner_list if owner.kind == kind]
+        for start in range(0, len(pks), _IN_CHUNK):
+            query = select(Resource).where(column.in_(pks[start : start + _IN_CHUNK]))
+            for resource in db.scalars(query.order_by(Resource.pk)):
+                by_owner.setdefault((kind, getattr(resource, f"{kind}_pk")), []).append(resource)
+    return [r for owner in owner_list for r in by_owner.get((owner.kind, owner.pk), [])]
 
 
 def create_resource(

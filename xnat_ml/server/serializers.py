@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from xnat_ml.server.datatypes import subtypes
 from xnat_ml.server.models import Assessor, Experiment, Project, Scan, Subject
 
 # Columns a listing shows when the client names none (XNAT's defaults, trimmed). Like XNAT,
@@ -46,8 +47,54 @@ ALIASES = {
         "xsi_type": "xsiType",
     },
     "scan": {"xnat:imagescandata/id": "ID", "uid": "UID", "xsi_type": "xsiType"},
-    "assessor": {"xnat:imageassessordata/id": "ID", "session_id": "session_ID"},
+    "assessor": {
+        "xnat:imageassessordata/id": "ID",
+        "session_id": "session_ID",
+        "imagesession_id": "session_ID",
+        "xnat:imageassessordata/imagesession_id": "session_ID",
+    },
 }
+
+# An experiment listing that names scan columns (`xnat:mrScanData/type`, any scan datatype)
+# joins the scans: row keys `xnat:imagescandata/<field>`, one row per scan.
+_SCAN_KEY = "xnat:imagescandata/"
+_IN_CHUNK = 5000  # ids per IN (...) list, below SQLite's bound-variable limit
+_SCAN_FIELDS = ("ID", "type", "series_description", "series_class", "UID", "quality", "xsiType")
+SCAN_JOIN_ALIASES = {
+    f"{scan_type.lower()}/{name.lower()}": f"{_SCAN_KEY}{name}"
+    for scan_type in subtypes("xnat:imageScanData")
+    for name in _SCAN_FIELDS
+}
+
+
+def asks_for_scans(columns: str) -> bool:
+    return any(c.strip().lower() in SCAN_JOIN_ALIASES for c in columns.split(","))
+
+
+def with_scan_rows(db: Session, rows: list[dict]) -> list[dict]:
+    """Each session row repeated once per scan with the scan's fields (a session without
+    scans keeps one row, its scan columns empty), in session then scan order."""
+    ids = [row["ID"] for row in rows]
+    by_session: dict[str, list[Scan]] = {}
+    for start in range(0, len(ids), _IN_CHUNK):
+        statement = (
+            select(Experiment.id, Scan)
+            .join(Scan, Scan.experiment_pk == Experiment.pk)
+            .where(Experiment.id.in_(ids[start : start + _IN_CHUNK]))
+            .order_by(Scan.pk)
+        )
+        for session_id, scan in db.execute(statement):
+            by_session.setdefault(session_id, []).append(scan)
+    joined = []
+    for row in rows:
+        for scan in by_session.get(row["ID"], [None]):
+            extra = {
+                "ID": scan.id, "type": scan.type, "series_description": scan.series_description,
+                "series_class": scan.fields.get("series_class", ""), "UID": scan.uid,
+                "quality": scan.quality, "xsiType": scan.xsi_type,
+            } if scan else {}  # fmt: skip
+            joined.append({**row, **{f"{_SCAN_KEY}{k}": v for k, v in extra.items()}})
+    return joined
 
 
 def _stamp(value: datetime | None) -> str:
