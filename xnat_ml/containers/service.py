@@ -274,7 +274,6 @@ class ContainerService:
                 )
             except XnatMlError as exc:
                 self._finish(job_id, jobs.FAILED, str(exc))
-                shutil.rmtree(job.job_dir / "mounts", ignore_errors=True)
                 return
         finally:
             client.close()
@@ -347,7 +346,6 @@ class ContainerService:
             )
         finally:
             client.close()
-            shutil.rmtree(job.job_dir / "mounts", ignore_errors=True)
         self._finish(
             job.job_id, outcome.status, outcome.message, outcome.exit_code, outcome.uploaded
         )
@@ -360,10 +358,15 @@ class ContainerService:
         exit_code: int | None = None,
         uploaded: list[str] | None = None,
     ) -> None:
+        """Record the end of a job, however it ended, and release what it held: its alias
+        tokens and its mounts (staged inputs, outputs); its logs stay."""
         killed = job_id in self._kill_requested
         self._kill_requested.discard(job_id)
+        work_dir = None
         with self.sessions() as db:
             job = db.get(Job, job_id)
+            if job is not None:
+                work_dir = job.work_dir
             if job is not None and not job.finished:
                 if killed and status != jobs.COMPLETE:
                     status, message = jobs.KILLED, message or "killed on request"
@@ -373,3 +376,5 @@ class ContainerService:
                 db.commit()
                 log.info("container %s: %s %s", job_id, status, message)
         self.revoke_tokens(job_id)  # also when it ended before: a token issued since then
+        if work_dir:
+            shutil.rmtree(Path(work_dir) / "mounts", ignore_errors=True)

@@ -15,7 +15,7 @@ from flask import Flask, Response, request
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from xnat_ml.server import auth, db
+from xnat_ml.server import auth, db, signals
 from xnat_ml.server.archive import ObjectPathConverter
 from xnat_ml.server.models import User
 from xnat_ml.server.zipfiles import ExtractLimits
@@ -61,11 +61,16 @@ def create_app(data_dir: Path, **config) -> Flask:
     app.json.sort_keys = False  # keep XNAT's column order in listings
 
     db.init_app(app, data_dir)
+    signals.watch_creations(app, db.session_factory(app))
     # `<xnat:path>` in any blueprint's rules matches an archive object path (projects/P/...).
     app.url_map.converters["xnat"] = ObjectPathConverter
     # Authentication first: Flask runs the app's before_request hooks in the order registered,
     # and then the blueprints' own, so a hook a blueprint adds (before_app_request, e.g. the
     # Container Service resuming jobs) can never act for an unauthenticated caller.
+    # Work left from before a restart resumes when the server takes requests: `xnat-ml serve`
+    # says so once its socket listens; an app served otherwise, at its first request. Before
+    # authentication, which opens the request's transaction: resuming writes in its own.
+    app.before_request(lambda: signals.announce_ready(app))
     app.before_request(auth.login_unless_public)
     for name in BLUEPRINT_MODULES:
         app.register_blueprint(importlib.import_module(name).bp)

@@ -30,7 +30,6 @@ from xnat_ml.server.filestore import FileStore, StoredFile, UnsafePathError, saf
 from xnat_ml.server.listing import result_set
 from xnat_ml.server.models import ArchiveObject, Experiment, Resource, Scan
 from xnat_ml.server.names import unsafe_character
-from xnat_ml.server.signals import announce_created
 from xnat_ml.server.zipfiles import (
     ArchiveError,
     ArchiveTooLarge,
@@ -251,7 +250,6 @@ def put_resource(owner: str, label: str) -> Response:
     )
     resource.description = args.get("description", "")
     db.commit()
-    announce_created(resource)
     return Response(resource.uri, 200, mimetype="text/plain")
 
 
@@ -424,28 +422,25 @@ def put_file(owner: str, label: str, fpath: str) -> Response:
         else:
             files = [StoredFile(rel, size, md5)]
             sources = {rel: staged}
-        created = _commit_files(db, store, parent, label, files, sources)
+        _commit_files(db, store, parent, label, files, sources)
     finally:
         store.discard(staged)
         if unpacked is not None:
             store.discard(unpacked)
-    if created is not None:
-        announce_created(created)
     return Response("", 200)
 
 
 def _commit_files(
     db: Session, store: FileStore, parent: ArchiveObject, label: str,
     files: list[StoredFile], sources: dict[PurePosixPath, Path],
-) -> Resource | None:
-    """Check, rename into place and catalog the staged files; the resource if newly created."""
+) -> None:
+    """Check, rename into place and catalog the staged files (creating the resource if new)."""
     args = request.args
     fmt, content, tags = args.get("format", ""), args.get("content", ""), args.get("tags", "")
     reload(db, parent)
     resource = find_resource(db, parent, label)
-    created = None
     if resource is None:
-        resource = created = create_resource(db, parent, label, fmt, content, tags)
+        resource = create_resource(db, parent, label, fmt, content, tags)
     existing = {row.path for row in catalog.files_of(db, [resource])}
     problem = _clashes(existing, files, _flag("overwrite"))
     if problem:
@@ -456,7 +451,6 @@ def _commit_files(
         store.place(sources[stored.path], folder.joinpath(*stored.path.parts))
         catalog.record(db, resource, stored, fmt, content, tags)
     db.commit()
-    return created
 
 
 @archive_route(bp, FILE_RULE, methods=["DELETE"], merge_slashes=False)
