@@ -358,15 +358,17 @@ class ContainerService:
         exit_code: int | None = None,
         uploaded: list[str] | None = None,
     ) -> None:
-        """Record the end of a job, however it ended, and release what it held: its alias
-        tokens and its mounts (staged inputs, outputs); its logs stay."""
+        """Record the end of a job, however it ended, and release what it held: its mounts
+        (staged inputs, outputs), first, so that a job seen ended holds none, then its alias
+        tokens; its logs stay."""
         killed = job_id in self._kill_requested
         self._kill_requested.discard(job_id)
-        work_dir = None
+        with self.readers() as db:  # no write lock held while the files go
+            work_dir = db.scalar(select(Job.work_dir).where(Job.id == job_id))
+        if work_dir:
+            shutil.rmtree(Path(work_dir) / "mounts", ignore_errors=True)
         with self.sessions() as db:
             job = db.get(Job, job_id)
-            if job is not None:
-                work_dir = job.work_dir
             if job is not None and not job.finished:
                 if killed and status != jobs.COMPLETE:
                     status, message = jobs.KILLED, message or "killed on request"
@@ -376,5 +378,3 @@ class ContainerService:
                 db.commit()
                 log.info("container %s: %s %s", job_id, status, message)
         self.revoke_tokens(job_id)  # also when it ended before: a token issued since then
-        if work_dir:
-            shutil.rmtree(Path(work_dir) / "mounts", ignore_errors=True)
