@@ -64,13 +64,14 @@ def create_app(data_dir: Path, **config) -> Flask:
     signals.watch_creations(app, db.session_factory(app))
     # `<xnat:path>` in any blueprint's rules matches an archive object path (projects/P/...).
     app.url_map.converters["xnat"] = ObjectPathConverter
-    # Authentication first: Flask runs the app's before_request hooks in the order registered,
-    # and then the blueprints' own, so a hook a blueprint adds (before_app_request, e.g. the
-    # Container Service resuming jobs) can never act for an unauthenticated caller.
-    # Work left from before a restart resumes when the server takes requests: `xnat-ml serve`
-    # says so once its socket listens; an app served otherwise, at its first request. Before
-    # authentication, which opens the request's transaction: resuming writes in its own.
+    # Work left from before a restart (events, jobs) resumes when the server takes requests:
+    # `xnat-ml serve` says so once its socket listens; an app served otherwise, at its first
+    # request. It acts for nobody and writes in its own transactions, so it runs before
+    # authentication (which opens the request's transaction and may hold the write lock).
     app.before_request(lambda: signals.announce_ready(app))
+    # Then authentication: Flask runs the app's before_request hooks in the order registered,
+    # and then the blueprints' own, so a hook a blueprint adds (before_app_request) can never
+    # act for an unauthenticated caller.
     app.before_request(auth.login_unless_public)
     for name in BLUEPRINT_MODULES:
         app.register_blueprint(importlib.import_module(name).bp)
