@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
@@ -64,15 +64,10 @@ def create_app(data_dir: Path, **config) -> Flask:
     signals.watch_creations(app, db.session_factory(app))
     # `<xnat:path>` in any blueprint's rules matches an archive object path (projects/P/...).
     app.url_map.converters["xnat"] = ObjectPathConverter
-    # Work left from before a restart (events, jobs) resumes when the server takes requests:
-    # `xnat-ml serve` says so once its socket listens; an app served otherwise, at its first
-    # request. It acts for nobody and writes in its own transactions, so it runs before
-    # authentication (which opens the request's transaction and may hold the write lock).
-    app.before_request(lambda: signals.announce_ready(app))
-    # Then authentication: Flask runs the app's before_request hooks in the order registered,
-    # and then the blueprints' own, so a hook a blueprint adds (before_app_request) can never
-    # act for an unauthenticated caller.
+    # Authentication first: Flask runs the app's before_request hooks in the order registered,
+    # and then the blueprints' own, so no other hook can act for an unauthenticated caller.
     app.before_request(auth.login_unless_public)
+    app.before_request(_announce_ready)
     for name in BLUEPRINT_MODULES:
         app.register_blueprint(importlib.import_module(name).bp)
     app.after_request(_log_request)
@@ -80,6 +75,13 @@ def create_app(data_dir: Path, **config) -> Flask:
     app.register_error_handler(Exception, _unexpected_error)
     _ensure_admin(app)
     return app
+
+
+def _announce_ready() -> None:
+    """Work left from before a restart (events, jobs) resumes when the server takes requests:
+    `xnat-ml serve` says so once its socket listens; an app served otherwise, here, at its
+    first authenticated request."""
+    signals.announce_ready(current_app._get_current_object())
 
 
 def _log_request(response: Response) -> Response:

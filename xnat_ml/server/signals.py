@@ -18,6 +18,7 @@ them in the same commit: a new project with the same ID inherits nothing.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 from blinker import Namespace
@@ -45,6 +46,7 @@ server_ready = _signals.signal("server-ready")
 _CREATED = "xnat_ml.created"  # Session.info: archive objects inserted in this transaction
 _AFTER_COMMIT = "xnat_ml.after_commit"  # Session.info: steps to run once it commits
 _READY = "xnat_ml.ready"  # app.extensions: server_ready was sent
+_ready_lock = threading.Lock()
 
 #: sent as project_deleting.send(app, project=Project, db=Session) before the deletion commits.
 #: Receivers delete their rows of the project in `db` (raising aborts the deletion) and may
@@ -136,11 +138,20 @@ def after_commit(db: Session, step: Callable[[], None]) -> None:
 
 
 def announce_ready(app: Flask) -> None:
-    """Send `server_ready` for `app`, the first time only."""
-    if app.extensions.get(_READY):
-        return
-    app.extensions[_READY] = True
-    server_ready.send(app)
+    """Send `server_ready` for `app`, the first time only, from a thread of its own: called in
+    a request, the receivers' writes would wait for the write lock that request may hold."""
+    with _ready_lock:
+        if app.extensions.get(_READY):
+            return
+        app.extensions[_READY] = True
+    threading.Thread(target=_send_ready, args=(app,), name="xnat-ml-resume", daemon=True).start()
+
+
+def _send_ready(app: Flask) -> None:
+    try:
+        server_ready.send(app)
+    except Exception:  # a service that cannot resume must not take the others with it
+        log.exception("resuming work left from before the restart failed")
 
 
 def retire_project(project, db) -> list[Callable[[], None]]:
