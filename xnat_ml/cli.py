@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from xnat_ml import __version__
@@ -74,6 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # The server went away under the verb (or answered an error nobody put into words):
+        # one line, not a traceback. Imported here: the client libraries are heavy.
+        from xnat_ml.xnat.responses import connection_failure
+
+        line = connection_failure(exc, getattr(args, "url", None) or os.environ.get("XNAT_HOST"))
+        if line is None:
+            raise
+        print(f"xnat-ml: error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -382,4 +382,4 @@ def test_authentication_is_the_first_hook_on_every_route(tmp_path):
     assert {"archive", "resources", "roi", "events", "commands", "containers"} <= blueprints
     calls.clear()  # with credentials the other hooks do run: the recording sees them
     assert client.get("/data/projects", auth=("admin", "admin")).status_code == 200
-    assert calls[0] == "login_unless_public" and "_resume_once" in calls
+    assert calls[0] == "login_unless_public" and "_announce_ready" in calls

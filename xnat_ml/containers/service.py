@@ -292,7 +292,6 @@ class ContainerService:
                 )
             except XnatMlError as exc:
                 self._finish(job_id, jobs.FAILED, str(exc))
-                shutil.rmtree(job.job_dir / "mounts", ignore_errors=True)
                 return
         finally:
             client.close()
@@ -365,7 +364,6 @@ class ContainerService:
             )
         finally:
             client.close()
-            shutil.rmtree(job.job_dir / "mounts", ignore_errors=True)
         self._finish(
             job.job_id, outcome.status, outcome.message, outcome.exit_code, outcome.uploaded
         )
@@ -378,8 +376,15 @@ class ContainerService:
         exit_code: int | None = None,
         uploaded: list[str] | None = None,
     ) -> None:
+        """Record the end of a job, however it ended, and release what it held: its mounts
+        (staged inputs, outputs), first, so that a job seen ended holds none, then its alias
+        tokens; its logs stay."""
         killed = job_id in self._kill_requested
         self._kill_requested.discard(job_id)
+        with self.readers() as db:  # no write lock held while the files go
+            work_dir = db.scalar(select(Job.work_dir).where(Job.id == job_id))
+        if work_dir:
+            shutil.rmtree(Path(work_dir) / "mounts", ignore_errors=True)
         with self.sessions() as db:
             job = db.get(Job, job_id)
             if job is not None and not job.finished:

@@ -21,8 +21,14 @@ from xnat_ml.events.subscription import Subscription
 log = logging.getLogger(__name__)
 
 #: launch(project, wrapper_id, object_uri, attributes, username) -> container id.
-#: Raises XnatMlError (or anything else) when the launch is refused.
+#: Raises XnatMlError (or anything else) when the launch is refused, Postponed when it could
+#: not be asked.
 Launcher = Callable[[str | None, int, str, dict[str, str], str], str]
+
+
+class Postponed(Exception):
+    """The launch could not reach the server (not started yet, restarting): the event stays
+    pending and is delivered again later, rather than recorded as a failed action."""
 
 
 @dataclass
@@ -80,6 +86,8 @@ def deliver(delivery: Delivery, event: Event, launch: Launcher) -> Delivery:
             dict(delivery.inputs),
             delivery.user,
         )
+    except Postponed:
+        raise
     except XnatMlError as exc:
         delivery.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - a failed launch is history, not a crash

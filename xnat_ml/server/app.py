@@ -16,7 +16,7 @@ from flask import Flask, Response, after_this_request, current_app, request
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from xnat_ml.server import auth, db, journal
+from xnat_ml.server import auth, db, journal, signals
 from xnat_ml.server.archive import ObjectPathConverter
 from xnat_ml.server.filestore import DiskFull, FileStore, is_disk_full
 from xnat_ml.server.models import User
@@ -69,12 +69,13 @@ def create_app(data_dir: Path, **config) -> Flask:
     app.extensions["xnat_ml.files"] = store
     journal.init_app(app)  # finishes or forgets writes a crash interrupted
     store.fill_reserve()
+    signals.watch_creations(app, db.session_factory(app))
     # `<xnat:path>` in any blueprint's rules matches an archive object path (projects/P/...).
     app.url_map.converters["xnat"] = ObjectPathConverter
     # Authentication first: Flask runs the app's before_request hooks in the order registered,
-    # and then the blueprints' own, so a hook a blueprint adds (before_app_request, e.g. the
-    # Container Service resuming jobs) can never act for an unauthenticated caller.
+    # and then the blueprints' own, so no other hook can act for an unauthenticated caller.
     app.before_request(auth.login_unless_public)
+    app.before_request(_announce_ready)
     for name in BLUEPRINT_MODULES:
         app.register_blueprint(importlib.import_module(name).bp)
     app.before_request(_room_for_deletes)
@@ -84,6 +85,13 @@ def create_app(data_dir: Path, **config) -> Flask:
     app.register_error_handler(Exception, _unexpected_error)
     _ensure_admin(app)
     return app
+
+
+def _announce_ready() -> None:
+    """Work left from before a restart (events, jobs) resumes when the server takes requests:
+    `xnat-ml serve` says so once its socket listens; an app served otherwise, here, at its
+    first authenticated request."""
+    signals.announce_ready(current_app._get_current_object())
 
 
 def _log_request(response: Response) -> Response:

@@ -33,7 +33,7 @@ from xnat_ml.server.models import (
     Subject,
     User,
 )
-from xnat_ml.server.signals import announce_created, retire_project, run_after_commit
+from xnat_ml.server.signals import retire_project, run_after_commit
 from xnat_ml.server.validation import (
     SCAN_ID_RE,
     check_label,
@@ -349,7 +349,6 @@ def put_object(path: str) -> Response:
     }
     obj = creators[collection](parent, name, fields, xsi_type)
     db.commit()
-    announce_created(obj)
     return Response(obj.id, 201, mimetype="text/plain")
 
 

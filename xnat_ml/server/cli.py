@@ -105,6 +105,7 @@ def serve(args: argparse.Namespace) -> int:
     import waitress
 
     from xnat_ml.server.app import create_app
+    from xnat_ml.server.signals import announce_ready
 
     try:
         args.data.mkdir(parents=True, exist_ok=True)
@@ -124,9 +125,8 @@ def serve(args: argparse.Namespace) -> int:
         container_backend_options=dict(args.backend_option),
         container_raw_inputs=args.raw_input,
     )
-    log.info("Serving XNAT API from %s on http://%s:%d", args.data, args.host, args.port)
     try:
-        waitress.serve(
+        server = waitress.create_server(
             app,
             host=args.host,
             port=args.port,
@@ -139,4 +139,9 @@ def serve(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         raise XnatMlError(f"{args.host}:{args.port}: cannot listen ({exc.strerror})") from exc
+    log.info("Serving XNAT API from %s on http://%s:%d", args.data, args.host, args.port)
+    # The socket listens: events and jobs left from before a restart may call the API now
+    # (their requests wait in the backlog until the loop below serves them).
+    announce_ready(app)
+    server.run()
     return 0

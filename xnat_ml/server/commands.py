@@ -59,6 +59,8 @@ def _start_service(state) -> None:
     )
     app.extensions["xnat_ml.containers"] = service
     signals.project_deleting.connect(_retire_project_jobs, sender=app)
+    # Jobs waiting from before a restart resolve against the server: start them once it listens.
+    signals.server_ready.connect(lambda _app: service.resume_pending(), sender=app, weak=False)
     service.fail_orphans()
 
 
@@ -87,14 +89,6 @@ def _setting(app, key: str, default: str) -> str:
     if value is None:
         value = os.environ.get(f"XNAT_ML_{key}", default)
     return value if isinstance(value, str) else json.dumps(value)
-
-
-@bp.before_app_request
-def _resume_once() -> None:
-    """Jobs waiting from before a restart need the server listening: start them on first use."""
-    service = current_app.extensions.get("xnat_ml.containers")
-    if service is not None:
-        service.resume_pending()
 
 
 def service() -> ContainerService:

@@ -26,10 +26,11 @@ from xnat_ml.containers.resolve import (
     object_uri,
 )
 from xnat_ml.containers.validate import OBJECT_TYPES
-from xnat_ml.server import auth
+from xnat_ml.server import auth, signals
 from xnat_ml.server.archive import resolve_object
 from xnat_ml.server.commands import service
 from xnat_ml.server.db import get_db
+from xnat_ml.server.faults import fault_point
 from xnat_ml.server.models import Project
 
 bp = Blueprint("containers", __name__)
@@ -63,7 +64,8 @@ def _wrapper_for(project: str, wrapper_id: str) -> tuple[Command, Wrapper]:
 def _create_job(
     project: str, command: Command, wrapper: Wrapper, root: str, values: dict, bulk_id: str | None
 ) -> Job:
-    """Check the inputs (InputError → 400) and store a Created job."""
+    """Check the inputs (InputError → 400) and store a Created job (with whatever the
+    `job_creating` receivers add: the Event Service's delivery record)."""
     if root not in {i.name for i in wrapper.external_inputs}:
         raise InputError(root, f"not an external input of wrapper {wrapper.name!r}")
     params = check_inputs(command, wrapper, values)
@@ -94,7 +96,9 @@ def _create_job(
     db.add(job)
     db.flush()
     job.work_dir = str(current_app.config["DATA_DIR"] / "containers" / str(job.id))
+    signals.job_creating.send(current_app._get_current_object(), job=job, db=db)
     db.commit()
+    fault_point("job-created")
     return job
 
 

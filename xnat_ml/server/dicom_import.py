@@ -44,7 +44,6 @@ from xnat_ml.server.resources import (
     staged_upload,
     unpack_upload,
 )
-from xnat_ml.server.signals import announce_created
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +126,6 @@ def import_dicom() -> Response:
     finally:
         store.discard(staged)
         store.discard(unpacked)
-    for obj in job.created:
-        announce_created(obj)
     response = Response("\n".join(job.uris) + "\n", 200, mimetype="text/plain")
     response.headers["X-Skipped-Files"] = str(len(content.skipped))
     return response
@@ -164,7 +161,6 @@ class _Import:
         self.where, self.overwrite, self.digests = where, overwrite, digests
         self.user = require_login().username
         self.uris: list[str] = []
-        self.created: list = []  # new objects, announced after the commit
         self.publication = Publication(store, "import")
         self.labels: set[str] = set()
 
@@ -189,7 +185,6 @@ class _Import:
             subject = Subject(id=new_accession("S"), project=self.project, label=label, fields={},
                               insert_user=self.user)
             self.db.add(subject)
-            self.created.append(subject)
         return subject
 
     def _session_label(self, study: StudyHeaders) -> str:
@@ -226,7 +221,6 @@ class _Import:
                 insert_user=self.user,
             )
             self.db.add(session)
-            self.created.append(session)
         self.db.flush()
         for series in sorted(study.series.values(), key=_series_order):
             self._series(session, series)
@@ -256,12 +250,10 @@ class _Import:
             )
             self.db.add(scan)
             self.db.flush()
-            self.created.append(scan)
         resource = find_resource(self.db, scan, DICOM_RESOURCE)
         if resource is None:
             resource = create_resource(self.db, scan, DICOM_RESOURCE, format="DICOM",
                                        content="RAW")
-            self.created.append(resource)
         folder = self.store.resource_dir(resource.relative_dir)
         new_frames = 0
         for instance in series.instances:

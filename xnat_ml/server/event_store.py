@@ -1,18 +1,22 @@
-"""Event Service tables: subscriptions and the history of their deliveries.
+"""Event Service tables: subscriptions, the event outbox and the history of deliveries.
 
-A delivery keeps a copy of its subscription's JSON, so the history still reads after the
-subscription is edited or deleted (as XNAT's does). Timestamps are naive UTC, like the rest of
-the embedded server's store.
+An event is written to the outbox (`EventRow`, state `pending`) in the transaction that makes the
+change it reports, and marked `delivered` once every subscription it met has its delivery row, so
+a server killed in between delivers it after the restart. A delivery that launched a job is
+written in the launch's own transaction, and (event, subscription) is unique: one event never
+launches one subscription's action twice. A delivery keeps a copy of its subscription's JSON, so
+the history still reads after the subscription is edited or deleted (as XNAT's does).
+Timestamps are naive UTC, like the rest of the embedded server's store.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, String
+from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from xnat_ml.events import EventFilter, Subscription, event_type
+from xnat_ml.events import Event, EventFilter, Subscription, event_type
 from xnat_ml.events.subscription import TIME_FORMAT
 from xnat_ml.server.models import Base, utcnow
 
@@ -63,13 +67,45 @@ class SubscriptionRow(Base):
         return list(self.event_filter.get("project-ids") or [])
 
 
+PENDING = "pending"
+DELIVERED = "delivered"
+
+
+class EventRow(Base):
+    """The outbox: one event some active subscription wanted when the change committed."""
+
+    __tablename__ = "event_outbox"
+    # AUTOINCREMENT: deliveries name events by id, and a project's deletion removes its events
+    __table_args__ = (Index("ix_event_outbox_state", "state"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    type: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(32))
+    project: Mapped[str | None] = mapped_column(String(64), index=True)
+    user: Mapped[str | None] = mapped_column(String(255))  # who caused it
+    payload: Mapped[dict] = mapped_column(JSON)
+    site_url: Mapped[str] = mapped_column(default="")  # where its launches go
+    state: Mapped[str] = mapped_column(String(16), default=PENDING)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered: Mapped[datetime | None]
+
+    def to_event(self) -> Event:
+        return Event(type=self.type, status=self.status, project=self.project,
+                     payload=dict(self.payload), user=self.user)  # fmt: skip
+
+
 class DeliveryRow(Base):
     """One subscription meeting one event: what was launched, as whom, and how it went."""
 
     __tablename__ = "event_deliveries"
-    __table_args__ = (Index("ix_event_deliveries_project", "project"),)
+    __table_args__ = (
+        Index("ix_event_deliveries_project", "project"),
+        UniqueConstraint("event_id", "subscription_id", name="uq_event_deliveries_event_sub"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int | None]  # the outbox row (kept as a number: events are purged with
+    # their project, deliveries too; NULL for deliveries recorded before the outbox existed)
     subscription_id: Mapped[int | None] = mapped_column(
         ForeignKey("event_subscriptions.id", ondelete="SET NULL"), index=True
     )

@@ -10,18 +10,24 @@ owner (XNAT keeps the creator, which let a project owner's attributes run as a s
 subscription that names projects never acts as the event's user, whatever the route.
 
 Creation of archive objects arrives through `signals.object_created` inside the creating
-request; the receiver only notes the event (and who caused it) and queues it. One worker thread
-per app matches queued events against the active subscriptions and launches their wrappers, so a
-slow or failing launch never delays or fails the request that created the object. Events still
-queued when the server stops are lost (XNAT's in-memory event bus behaves the same way).
+transaction; when a subscription wants its type, the receiver stores the event (and who caused
+it) in the outbox in that transaction, and queues it once committed. One worker thread per app
+matches queued events against the active subscriptions and launches their wrappers, so a slow or
+failing launch never delays or fails the request that created the object. Delivery is at least
+once and launches at most once: events still pending when the server stops are delivered after
+the restart (`server_ready`), and each launch records its delivery in the job's own transaction
+under a unique (event, subscription), so a redelivered event skips what it already launched.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import queue
+import secrets
 import threading
+import time
 from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
@@ -33,7 +39,7 @@ from flask import Blueprint, Flask, Response, current_app, has_request_context, 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound
+from werkzeug.exceptions import BadRequest, Conflict, Forbidden, HTTPException, NotFound
 
 from xnat_ml.containers import registry
 from xnat_ml.errors import XnatMlError
@@ -47,61 +53,59 @@ from xnat_ml.events import (
     event_type_for,
     parse_subscription,
 )
-from xnat_ml.events.dispatch import Delivery, deliver, plan
+from xnat_ml.events.dispatch import Delivery, Postponed, deliver, plan
 from xnat_ml.events.filters import FilterError, compile_predicate, normalise_predicate
 from xnat_ml.server import auth, signals
 from xnat_ml.server.archive import resolve_object
-from xnat_ml.server.db import get_db, session_factory
-from xnat_ml.server.event_store import DeliveryRow, SubscriptionRow
-from xnat_ml.server.models import Project, User
+from xnat_ml.server.db import get_db, reader_factory, session_factory
+from xnat_ml.server.event_store import DELIVERED, PENDING, DeliveryRow, EventRow, SubscriptionRow
+from xnat_ml.server.faults import fault_point
+from xnat_ml.server.models import Project, User, utcnow
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("events", __name__)
 
 MAX_BODY = 1 << 20  # a subscription is a few hundred bytes; refuse megabytes of JSON
+CLAIM_HEADER = "X-XNAT-ML-Delivery"  # event:subscription:signature on the worker's launches
+RETRY_MAX_S = 30.0  # longest pause between attempts at an event the server could not take
 
 
 @bp.record_once
 def _set_up(state) -> None:
     app = state.app
     app.config.setdefault("EVENT_SERVICE_ENABLED", True)
-    app.extensions["xnat_ml.events"] = EventWorker(app)
+    worker = app.extensions["xnat_ml.events"] = EventWorker(app)
     signals.object_created.connect(_on_object_created, sender=app)
+    signals.job_creating.connect(_record_launch, sender=app)
     signals.project_deleting.connect(_retire_project_events, sender=app)
+    signals.server_ready.connect(worker.resume, sender=app, weak=False)
 
 
 # ----------------------------------------------------------------------------- dispatch
 
 
 class EventWorker:
-    """One daemon thread per app that delivers queued events, in order.
+    """One daemon thread per app that delivers stored events (outbox ids), in order.
 
     Active subscriptions are cached between changes (the REST handlers call `invalidate`), so
-    the many events nobody subscribed to cost no database access.
+    the many events nobody subscribed to cost no database access. An event whose launch cannot
+    reach the server is tried again, with growing pauses, until it can.
     """
 
     def __init__(self, app: Flask) -> None:
         self.app = app
-        self.queue: queue.Queue[tuple[Event, str, int]] = queue.Queue()
+        self.queue: queue.Queue[int] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._active: list[Subscription] | None = None
         self._generation = 0
-        self._deleted: dict[str, int] = {}  # project ID -> generation at its deletion
+        self._key = secrets.token_bytes(32)  # signs launches this worker asks for
 
     def invalidate(self) -> None:
         with self._lock:
             self._active = None
             self._generation += 1
-
-    def forget_project(self, project_id: str) -> None:
-        """A deleted project's events still queued are dropped: they name objects that are gone,
-        and their history would show in a new project of the same ID."""
-        with self._lock:
-            self._active = None
-            self._generation += 1
-            self._deleted[project_id] = self._generation
 
     def active(self, db: Session | None = None) -> list[Subscription]:
         """The active subscriptions; read with `db` when given (inside a request, the request's
@@ -123,47 +127,103 @@ class EventWorker:
     def wants(self, event_type_id: str, db: Session | None = None) -> bool:
         return any(s.event_filter.event_type == event_type_id for s in self.active(db))
 
-    def submit(self, event: Event, site_url: str) -> None:
+    def resume(self, _app: Flask | None = None) -> None:
+        """`server_ready`: queue the events a previous process stored but did not deliver."""
+        with reader_factory(self.app)() as db:
+            pending = list(db.scalars(
+                select(EventRow.id).where(EventRow.state == PENDING).order_by(EventRow.id)
+            ))  # fmt: skip
+        if pending:
+            log.info("delivering %d event(s) stored before the restart", len(pending))
+        for event_id in pending:
+            self.submit(event_id)
+
+    def submit(self, event_id: int) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="xnat-ml-events", daemon=True
                 )
                 self._thread.start()
-            generation = self._generation
-        self.queue.put((event, site_url, generation))
+        self.queue.put(event_id)
+
+    def claim(self, event_id: int, subscription_id: int) -> str:
+        """The header value that lets a launch record this delivery (`_record_launch`)."""
+        ids = f"{event_id}:{subscription_id}"
+        return f"{ids}:{hmac.new(self._key, ids.encode(), 'sha256').hexdigest()}"
+
+    def verify(self, claim: str) -> tuple[int, int] | None:
+        ids, _sep, mac = claim.rpartition(":")
+        expected = hmac.new(self._key, ids.encode(), "sha256").hexdigest()
+        event_id, _sep, sub_id = ids.partition(":")
+        if not hmac.compare_digest(mac, expected) or not (event_id + sub_id).isdigit():
+            return None
+        return int(event_id), int(sub_id)
 
     def _run(self) -> None:
         while True:
-            event, site_url, generation = self.queue.get()
-            with self._lock:
-                stale = generation < self._deleted.get(event.project or "", -1)
+            event_id = self.queue.get()
             try:
-                if stale:
-                    continue
-                with self.app.app_context():
-                    self.process(event, site_url)
+                self._deliver_until_done(event_id)
             except Exception:  # keep the worker alive whatever one event does
-                log.exception(
-                    "event %s on %s could not be delivered", event.type, event.payload.get("uri")
-                )
+                log.exception("event %s could not be delivered", event_id)
             finally:
                 self.queue.task_done()
 
-    def process(self, event: Event, site_url: str) -> list[Delivery]:
-        launch = partial(launch_wrapper, site_url)
-        done = [deliver(d, event, launch) for d in plan(self.active(), event)]
-        if done:
-            with session_factory(self.app)() as db:
-                db.add_all(_delivery_row(d, event) for d in done)
-                db.commit()
+    def _deliver_until_done(self, event_id: int) -> None:
+        pause = 0.5
+        while True:
+            try:
+                with self.app.app_context():
+                    self.process(event_id)
+                return
+            except Postponed as exc:
+                log.warning("event %s: %s; trying again in %.1f s", event_id, exc, pause)
+                time.sleep(pause)
+                pause = min(pause * 2, RETRY_MAX_S)
+
+    def process(self, event_id: int) -> list[Delivery]:
+        """Deliver a pending event to the subscriptions that have no delivery of it yet, then
+        mark it delivered with the deliveries that launched nothing (those that did were
+        recorded by their launch)."""
+        with reader_factory(self.app)() as db:
+            row = db.get(EventRow, event_id)
+            if row is None or row.state != PENDING:  # done, or gone with its project
+                return []
+            event, site_url = row.to_event(), row.site_url
+            recorded = _recorded(db, event_id)
+        done = [
+            deliver(d, event, partial(launch_wrapper, site_url,
+                                      claim=self.claim(event_id, d.subscription.id)))
+            for d in plan(self.active(), event)
+            if d.subscription.id not in recorded
+        ]  # fmt: skip
+        with session_factory(self.app)() as db:
+            row = db.get(EventRow, event_id)
+            if row is None:  # its project was deleted meanwhile: no history in a new one
+                return done
+            recorded = _recorded(db, event_id)
+            db.add_all(
+                _delivery_row(d, event, event_id) for d in done
+                if d.subscription.id not in recorded
+            )  # fmt: skip
+            row.state, row.delivered = DELIVERED, utcnow()
+            db.commit()
         return done
 
 
+def _recorded(db: Session, event_id: int) -> set[int | None]:
+    """The subscriptions that already have their delivery of the event."""
+    query = select(DeliveryRow.subscription_id).where(DeliveryRow.event_id == event_id)
+    return set(db.scalars(query))
+
+
 def _retire_project_events(app: Flask, *, project: Project, db: Session, **_extra: Any):
-    """`project_deleting`: its deliveries go, and so do subscriptions naming only it (one that
-    also names other projects keeps those; it never becomes site-wide), in the same commit."""
+    """`project_deleting`: its events and deliveries go, and so do subscriptions naming only it
+    (one that also names other projects keeps those; it never becomes site-wide), in the same
+    commit. Its events not yet delivered go with it: they name objects that are gone."""
     db.execute(delete(DeliveryRow).where(DeliveryRow.project == project.id))
+    db.execute(delete(EventRow).where(EventRow.project == project.id))
     for row in db.scalars(select(SubscriptionRow)).all():
         if project.id not in row.project_ids:
             continue
@@ -173,7 +233,7 @@ def _retire_project_events(app: Flask, *, project: Project, db: Session, **_extr
         else:
             db.delete(row)
     worker: EventWorker = app.extensions["xnat_ml.events"]
-    return partial(worker.forget_project, project.id)
+    return worker.invalidate
 
 
 def _on_object_created(
@@ -184,32 +244,61 @@ def _on_object_created(
     project: str | None,
     uri: str,
     payload: dict,
+    db: Session,
     **_extra: Any,
 ) -> None:
-    """signals.object_created receiver: note the event, queue it, return at once."""
+    """signals.object_created receiver: store the event in the creating transaction (the
+    outbox), and queue it once that commits."""
     if not app.config.get("EVENT_SERVICE_ENABLED", True):
         return
     kind_of_event = event_type_for(kind, xsi_type)
     worker: EventWorker = app.extensions["xnat_ml.events"]
-    in_request = has_request_context()
-    if kind_of_event is None or not worker.wants(
-        kind_of_event.id, get_db() if in_request else None
-    ):
+    if kind_of_event is None or not worker.wants(kind_of_event.id, db):
         return
+    in_request = has_request_context()
     user = auth.current_user() if in_request else None
-    site_url = app.config.get("SITE_URL") or (request.host_url if in_request else "")
     if kind != "resource" and user is not None:
         payload = dict(payload, resources=_resources_of(uri))
-    worker.submit(
-        Event(
-            type=kind_of_event.id,
-            status="CREATED",
-            project=project,
-            payload=xnat_payload(payload, uri),
-            user=user.username if user is not None else None,
-        ),
-        site_url,
+    row = EventRow(
+        type=kind_of_event.id,
+        status="CREATED",
+        project=project,
+        payload=xnat_payload(payload, uri),
+        user=user.username if user is not None else None,
+        site_url=app.config.get("SITE_URL") or (request.host_url if in_request else ""),
     )
+    db.add(row)
+
+    def stored() -> None:
+        fault_point("event-stored")
+        worker.submit(row.id)
+
+    signals.after_commit(db, stored)
+
+
+def _record_launch(app: Flask, *, job, db: Session, **_extra: Any) -> None:
+    """signals.job_creating receiver: a launch the Event Service asked for (its claim header)
+    records its delivery in the job's transaction; a second launch for the same event and
+    subscription is refused (409), so an event redelivered after a restart launches nothing
+    twice."""
+    claim = request.headers.get(CLAIM_HEADER) if has_request_context() else None
+    if claim is None:
+        return
+    worker: EventWorker = app.extensions["xnat_ml.events"]
+    ids = worker.verify(claim)
+    if ids is None:
+        raise Forbidden(f"{CLAIM_HEADER}: not a delivery this server's Event Service asked for.")
+    event_id, sub_id = ids
+    if sub_id in _recorded(db, event_id):
+        raise Conflict(f"Event {event_id}: subscription {sub_id} has already been delivered.")
+    row, sub = db.get(EventRow, event_id), db.get(SubscriptionRow, sub_id)
+    if row is None or sub is None:
+        raise Conflict(f"Event {event_id}: it or subscription {sub_id} no longer exists.")
+    subscription = sub.to_subscription()
+    delivery = Delivery(subscription=subscription, match=Match.MATCHED, user=job.username,
+                        project=job.project, inputs=dict(subscription.attributes),
+                        container_id=str(job.id))  # fmt: skip
+    db.add(_delivery_row(delivery, row.to_event(), event_id))
 
 
 def _resources_of(uri: str) -> list[dict]:
@@ -256,13 +345,17 @@ def launch_wrapper(
     uri: str,
     attributes: dict[str, str],
     username: str,
+    *,
+    claim: str,
 ) -> str:
     """Launch wrapper `wrapper_id` on `uri` as `username` through the server's own launch API.
 
     Going through `POST /xapi/projects/{p}/wrappers/{id}/root/{input}/launch` (with an alias
     token of the user) applies exactly the checks a user's launch gets: edit rights, wrapper
     enabled in the project, inputs. The root input is the wrapper's first external input, as in
-    XNAT's CommandActionProvider. Returns the container id.
+    XNAT's CommandActionProvider. `claim` (`EventWorker.claim`) makes the launch record its
+    delivery with the job. Returns the container id; raises Postponed when the server could not
+    be asked (nor answered: the claim makes asking again safe).
     """
     db = get_db()
     try:
@@ -289,8 +382,11 @@ def launch_wrapper(
     )
     try:
         response = requests.post(
-            url, json={**attributes, root: uri}, auth=(token.alias, secret), timeout=120
-        )
+            url, json={**attributes, root: uri}, auth=(token.alias, secret),
+            headers={CLAIM_HEADER: claim}, timeout=120,
+        )  # fmt: skip
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise Postponed(f"{url} did not answer ({type(exc).__name__})") from None
     except requests.RequestException as exc:
         raise XnatMlError(f"wrapper {wrapper.name}: launch request failed ({exc})") from None
     finally:
@@ -309,9 +405,10 @@ def launch_wrapper(
     return str(report.get("id"))
 
 
-def _delivery_row(delivery: Delivery, event: Event) -> DeliveryRow:
+def _delivery_row(delivery: Delivery, event: Event, event_id: int) -> DeliveryRow:
     payload = event.payload
     row = DeliveryRow(
+        event_id=event_id,
         subscription_id=delivery.subscription.id,
         subscription=delivery.subscription.to_json(),
         event_type=event.type,

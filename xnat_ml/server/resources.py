@@ -39,7 +39,6 @@ from xnat_ml.server.journal import Publication
 from xnat_ml.server.listing import result_set
 from xnat_ml.server.models import ArchiveObject, Assessor, Experiment, Project, Resource, Scan
 from xnat_ml.server.names import unsafe_character
-from xnat_ml.server.signals import announce_created
 from xnat_ml.server.zipfiles import (
     ArchiveError,
     ArchiveNoRoom,
@@ -289,7 +288,6 @@ def put_resource(owner: str, label: str) -> Response:
     )
     resource.description = args.get("description", "")
     db.commit()
-    announce_created(resource)
     return Response(resource.uri, 200, mimetype="text/plain")
 
 
@@ -456,28 +454,25 @@ def put_file(owner: str, label: str, fpath: str) -> Response:
             files = [StoredFile(rel, size, md5)]
             sources = {rel: staged}
         operation = "extract" if unpacked is not None else "upload"
-        created = _commit_files(db, Publication(store, operation), parent, label, files, sources)
+        _commit_files(db, Publication(store, operation), parent, label, files, sources)
     finally:
         store.discard(staged)
         if unpacked is not None:
             store.discard(unpacked)
-    if created is not None:
-        announce_created(created)
     return Response("", 200)
 
 
 def _commit_files(
     db: Session, publication: Publication, parent: ArchiveObject, label: str,
     files: list[StoredFile], sources: dict[PurePosixPath, Path],
-) -> Resource | None:
-    """Check and catalog the staged files, then publish them; the resource if newly created."""
+) -> None:
+    """Check and catalog the staged files (creating the resource if new), then publish them."""
     args = request.args
     fmt, content, tags = args.get("format", ""), args.get("content", ""), args.get("tags", "")
     reload(db, parent)
     resource = find_resource(db, parent, label)
-    created = None
     if resource is None:
-        resource = created = create_resource(db, parent, label, fmt, content, tags)
+        resource = create_resource(db, parent, label, fmt, content, tags)
     existing = {row.path for row in catalog.files_of(db, [resource])}
     problem = _clashes(existing, files, _flag("overwrite"))
     if problem:
@@ -488,7 +483,6 @@ def _commit_files(
         publication.add(sources[stored.path], folder.joinpath(*stored.path.parts))
         catalog.record(db, resource, stored, fmt, content, tags)
     publication.commit(db)
-    return created
 
 
 @archive_route(bp, FILE_RULE, methods=["DELETE"], merge_slashes=False)

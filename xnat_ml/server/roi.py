@@ -41,7 +41,6 @@ from xnat_ml.server.roi_content import (
     file_suffix,
     read_collection,
 )
-from xnat_ml.server.signals import announce_created
 
 bp = Blueprint("roi", __name__)
 
@@ -101,22 +100,19 @@ def put_collection(project: str, session: str, label: str) -> Response:
         except RoiFileError as exc:
             raise BadRequest(f"ROI collection {label}: {exc}.") from exc
         stored = StoredFile(PurePosixPath(f"{label}{suffix}"), size, md5)
-        assessor, created = _store(db, parent, label, kind, content, named, stored, overwrite)
+        assessor = _store(db, parent, label, kind, content, named, stored, overwrite)
     finally:
         store.discard(named)
-    for obj in created:
-        announce_created(obj)
     return Response(assessor.id, 200, mimetype="text/plain")
 
 
 def _store(db: Session, parent: Experiment, label: str, kind: str, content: RoiContent,
-           named: Path, stored: StoredFile, overwrite: bool) -> tuple[Assessor, list]:
+           named: Path, stored: StoredFile, overwrite: bool) -> Assessor:
     """Create (or with overwrite, replace) the assessor, its resource and file; one commit."""
     store = file_store()
     reload(db, parent)
     assessor = db.scalar(select(Assessor).where(Assessor.project_pk == parent.project_pk,
                                                 Assessor.label == label))
-    created: list = []
     publication = Publication(store, "roi")
     if assessor is not None:
         if not overwrite:
@@ -138,16 +134,14 @@ def _store(db: Session, parent: Experiment, label: str, kind: str, content: RoiC
         )
         db.add(assessor)
         db.flush()
-        created.append(assessor)
     assessor.fields.update(_fields(kind, content, label, parent))
     resource = find_resource(db, assessor, kind) or create_resource(
         db, assessor, kind, format=RESOURCE_FORMAT[kind], content=kind
     )
-    created.append(resource)
     publication.add(named, store.resource_dir(resource.relative_dir) / stored.path.name)
     catalog.record(db, resource, stored, RESOURCE_FORMAT[kind], kind, "")
     publication.commit(db)
-    return assessor, created
+    return assessor
 
 
 @bp.route(COLLECTION_RULE, methods=["GET"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import requests
 from xnat import exceptions as xnat_exceptions
@@ -48,3 +49,42 @@ def reported_as(what: str) -> Iterator[None]:
         upload = _UPLOAD_FAILURE.search(str(exc))
         problem = explain(int(upload[1]), upload[2]) if upload else str(exc).splitlines()[0][:200]
         raise XnatMlError(f"{what}: {problem}") from exc
+
+
+def connection_failure(exc: BaseException, url: str | None) -> str | None:
+    """The one line to print for `exc` if it is the server going away (refused, dropped,
+    timed out) or an HTTP error answer nobody turned into a sentence; None for anything else.
+    `url` is the server the command was given, used when the exception names none."""
+    import urllib3
+
+    request = getattr(exc, "request", None)
+    where = _site(getattr(request, "url", None) or url or "")
+    if isinstance(exc, xnat_exceptions.XNATResponseError):
+        return f"XNAT at {where} answered {explain(exc.status_code, exc.text)}"
+    lost = (
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.exceptions.ChunkedEncodingError,
+        xnat_exceptions.XNATConnectionError,
+        urllib3.exceptions.HTTPError,
+        ConnectionError,  # the builtin: reset, aborted, refused
+    )
+    if not isinstance(exc, lost):
+        return None
+    text = str(exc).lower()
+    if "refused" in text:
+        reason = "connection refused"
+    elif isinstance(exc, requests.Timeout) or "timed out" in text:
+        reason = "no answer in time"
+    else:
+        reason = f"connection lost: {type(exc).__name__}"
+    return f"cannot reach XNAT at {where} ({reason})"
+
+
+def _site(url: str) -> str:
+    """scheme://host[:port] of a URL (no path, query or credentials), or '(no URL given)'."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.hostname:
+        return url or "(no URL given)"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}"

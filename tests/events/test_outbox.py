@@ -1,0 +1,121 @@
+"""The Event Service's outbox and delivery records, in process (Flask test client): an event is
+stored exactly when the change that raised it commits, and a launch records its delivery in the
+job's transaction, once per (event, subscription), for the Event Service alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from xnat_ml.server import db as server_db
+from xnat_ml.server.app import create_app
+from xnat_ml.server.event_store import DELIVERED, PENDING, DeliveryRow, EventRow
+from xnat_ml.server.events import CLAIM_HEADER
+from xnat_ml.server.models import Project, Subject
+
+ADMIN = {"Authorization": "Basic YWRtaW46YWRtaW4="}  # admin:admin
+PROBE = {
+    "name": "probe", "version": "1", "schema-version": "1.0", "type": "docker",
+    "image": "busybox:latest", "command-line": "true", "inputs": [], "outputs": [],
+    "xnat": [{"name": "probe-subject", "contexts": ["xnat:subjectData"],
+              "external-inputs": [{"name": "subject", "type": "Subject", "required": True}],
+              "derived-inputs": [], "output-handlers": []}],
+}  # fmt: skip
+
+
+@pytest.fixture
+def app(tmp_path: Path):
+    app = create_app(tmp_path, container_workers=1)
+    client = app.test_client()
+    assert client.put("/data/projects/OUT", headers=ADMIN).status_code in (200, 201)
+    assert client.post("/xapi/commands", json=PROBE, headers=ADMIN).status_code == 201
+    [command] = client.get("/xapi/commands", headers=ADMIN).get_json()
+    app.wrapper = command["xnat"][0]["id"]
+    for scope in ("", "/projects/OUT"):
+        client.put(f"/xapi{scope}/wrappers/{app.wrapper}/enabled", headers=ADMIN)
+    subscription = {
+        "name": "OUT: subjects", "event-filter": {"event-type": "SubjectEvent"},
+        "action-key": f"org.nrg.containers.services.CommandActionProvider:{app.wrapper}",
+    }  # fmt: skip
+    made = client.post("/xapi/projects/OUT/events/subscription", json=subscription,
+                       headers=ADMIN)  # fmt: skip
+    assert made.status_code == 201, made.text
+    app.subscription = int(made.text.rsplit(":", 1)[1])
+    app.submitted = []
+    app.extensions["xnat_ml.events"].submit = app.submitted.append  # deliver by hand
+    yield app
+    app.extensions["xnat_ml.containers"].shutdown()
+
+
+def outbox(app) -> list[EventRow]:
+    with server_db.session_factory(app)() as db:
+        return list(db.scalars(select(EventRow).order_by(EventRow.id)))
+
+
+def deliveries(app) -> list[DeliveryRow]:
+    with server_db.session_factory(app)() as db:
+        return list(db.scalars(select(DeliveryRow).order_by(DeliveryRow.id)))
+
+
+def test_an_event_is_stored_with_its_change_and_queued_after_the_commit(app):
+    with app.app_context(), server_db.session_factory(app)() as db:
+        project = db.scalar(select(Project).where(Project.id == "OUT"))
+        db.add(Subject(id="XNAT_S90001", project=project, label="gone", fields={}))
+        db.flush()
+        db.rollback()
+        assert outbox(app) == [] and app.submitted == []
+
+        db.add(Subject(id="XNAT_S90002", project=project, label="kept", fields={}))
+        db.flush()
+        assert app.submitted == []  # not before the commit
+        db.commit()
+    [event] = outbox(app)
+    assert event.state == PENDING and event.payload["label"] == "kept"
+    assert event.type.endswith("SubjectEvent") and event.project == "OUT"
+    assert app.submitted == [event.id]
+
+
+def test_a_request_that_fails_stores_no_event(app):
+    client = app.test_client()
+    refused = client.put("/data/projects/OUT/subjects/bad%00name", headers=ADMIN)
+    assert refused.status_code == 400
+    made = client.put("/data/projects/OUT/subjects/S1", headers=ADMIN)
+    assert made.status_code == 201
+    [event] = outbox(app)
+    assert event.payload["label"] == "S1" and event.user == "admin"
+    assert event.site_url == "http://localhost/"
+
+
+def test_a_launch_records_its_delivery_once(app):
+    client = app.test_client()
+    assert client.put("/data/projects/OUT/subjects/S1", headers=ADMIN).status_code == 201
+    [event] = outbox(app)
+    worker = app.extensions["xnat_ml.events"]
+    url = f"/xapi/projects/OUT/wrappers/{app.wrapper}/root/subject/launch"
+    body = {"subject": event.payload["uri"]}
+
+    forged = f"{event.id}:{app.subscription}:{'0' * 64}"
+    answer = client.post(url, json=body, headers={**ADMIN, CLAIM_HEADER: forged})
+    assert answer.status_code == 403 and deliveries(app) == []
+
+    claim = worker.claim(event.id, app.subscription)
+    first = client.post(url, json=body, headers={**ADMIN, CLAIM_HEADER: claim})
+    assert first.status_code == 200, first.text
+    [delivery] = deliveries(app)
+    assert (delivery.event_id, delivery.subscription_id) == (event.id, app.subscription)
+    assert delivery.container_id == str(first.get_json()["id"])
+    assert delivery.statuses[-1]["status"] == "ACTION_CALLED"
+
+    second = client.post(url, json=body, headers={**ADMIN, CLAIM_HEADER: claim})
+    assert second.status_code == 409, second.text
+    jobs = client.get("/xapi/containers", headers=ADMIN).get_json()
+    assert [j["id"] for j in jobs] == [first.get_json()["id"]]
+
+    # The event delivered again (as after a restart) launches nothing more.
+    with app.app_context():
+        assert worker.process(event.id) == []
+    assert [e.state for e in outbox(app)] == [DELIVERED]
+    assert len(deliveries(app)) == 1
+    assert len(client.get("/xapi/containers", headers=ADMIN).get_json()) == 1
