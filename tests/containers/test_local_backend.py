@@ -80,6 +80,11 @@ def test_orphans_are_found_by_their_marker_only(tmp_path: Path):
     later = get_backend("local", tmp_path / "work")  # as after a server restart
     assert later.state(job).status == JobStatus.UNKNOWN
     pid = int(job.split("-")[1])
+    # Popen returns after fork; until the child execs, /proc shows the parent's environment
+    deadline = time.monotonic() + 10
+    while b"XNAT_ML_LOCAL_JOB=" not in Path(f"/proc/{pid}/environ").read_bytes():
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.01)
     forged = f"local-{pid}-someone-else"
     assert later.stop_orphan(forged) is False
     assert later.stop_orphan(job) is True

@@ -13,48 +13,16 @@ a project into ``Session`` records, loads the label map, supplies ``inspect`` an
 docs/datasets.md describes the definition format and every guarantee.
 """
 
-from xnat_ml.datasets.build import Build, Outcome, build_dataset
-from xnat_ml.datasets.datalist import dumps, local_path, localize, previous_assignment, uris
-from xnat_ml.datasets.definition import Definition, DefinitionError, parse_definition
-from xnat_ml.datasets.nifti import HEADER_BYTES, nifti_info, read_nifti_info
-from xnat_ml.datasets.patterns import PatternError
-from xnat_ml.datasets.reasons import Reason
-from xnat_ml.datasets.records import (
-    FileEntry,
-    FileRef,
-    Inspect,
-    NiftiInfo,
-    Resource,
-    RoiCollection,
-    Scan,
-    Session,
-)
-from xnat_ml.datasets.splits import assign_splits
+from xnat_ml.lazy import lazy_face
 
-__all__ = [
-    "HEADER_BYTES",
-    "Build",
-    "Definition",
-    "DefinitionError",
-    "FileEntry",
-    "FileRef",
-    "Inspect",
-    "NiftiInfo",
-    "Outcome",
-    "PatternError",
-    "Reason",
-    "Resource",
-    "RoiCollection",
-    "Scan",
-    "Session",
-    "assign_splits",
-    "build_dataset",
-    "dumps",
-    "local_path",
-    "localize",
-    "nifti_info",
-    "parse_definition",
-    "previous_assignment",
-    "read_nifti_info",
-    "uris",
-]
+__getattr__, __all__ = lazy_face(__name__, {
+    "build": ["Build", "Outcome", "build_dataset"],
+    "datalist": ["dumps", "local_path", "localize", "previous_assignment", "uris"],
+    "definition": ["Definition", "DefinitionError", "parse_definition"],
+    "nifti": ["HEADER_BYTES", "nifti_info", "read_nifti_info"],
+    "patterns": ["PatternError"],
+    "reasons": ["Reason"],
+    "records": ["FileEntry", "FileRef", "Inspect", "NiftiInfo", "Resource", "RoiCollection",
+                "Scan", "Session"],
+    "splits": ["assign_splits"],
+})  # fmt: skip
