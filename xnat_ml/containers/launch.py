@@ -3,8 +3,10 @@
 The same steps serve the server's worker threads and `run_command` (a command run by hand against
 any XNAT). Outputs follow the Container Service: a command that exits non-zero uploads nothing
 and keeps its logs; every required output is checked before the first upload, each resource goes
-up as one atomic zip, and if a required upload fails the resources this job created are removed
-again, so the archive never holds half of a job's results (status `Failed (Upload)`).
+up as one atomic zip, and a failed required upload ends the job `Failed (Upload)` with none of
+its results in the archive: the server's Container Service undoes every write the job made
+with its tokens (server/job_writes.py); run by hand against any XNAT (`undo_created`), the
+resources the upload created are deleted again over REST.
 """
 
 from __future__ import annotations
@@ -163,9 +165,11 @@ def _matched_files(root: Path, output: ResolvedOutput) -> list[Path]:
 
 
 def upload_outputs(
-    resolution: Resolution, client: ArchiveClient, mounts: dict[str, Path]
+    resolution: Resolution, client: ArchiveClient, mounts: dict[str, Path],
+    undo_created: bool = True,
 ) -> list[str]:
-    """Upload every handler's files; all required outputs present first, undo on failure."""
+    """Upload every handler's files, all required outputs present first; on failure delete
+    the resources it created (`undo_created`; the server's job log undoes more)."""
     plan = []
     for out in resolution.outputs:
         root = mounts.get(out.mount)
@@ -196,7 +200,7 @@ def upload_outputs(
             parents[out.handler.name] = uri
             uploaded.append(uri)
     except XnatMlError:
-        for uri in reversed(created):
+        for uri in reversed(created) if undo_created else ():
             try:
                 client.delete(uri)
             except XnatMlError as exc:
@@ -276,6 +280,7 @@ def complete(
     backend_id: str,
     job_dir: Path,
     state: BackendState,
+    undo_created: bool = True,
 ) -> Outcome:
     """After the backend finished: keep the logs, release the job, upload if it succeeded."""
     outcome = outcome_of(state)
@@ -284,7 +289,9 @@ def complete(
     if outcome.status != "Complete":
         return outcome
     try:
-        uploaded = upload_outputs(resolution, client, mount_dirs(resolution, job_dir))
+        uploaded = upload_outputs(
+            resolution, client, mount_dirs(resolution, job_dir), undo_created
+        )
     except XnatMlError as exc:
         return Outcome("Failed (Upload)", str(exc), outcome.exit_code)
     return Outcome("Complete", f"uploaded {len(uploaded)} output(s)", 0, uploaded)

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 TokenFactory = Callable[[str, int], tuple[str, str]]  # (username, job id) -> (alias, secret)
 TokenRevoker = Callable[[int], None]  # job id: revoke every token issued for the job
+JobWrites = Callable[[int], None]  # job id: keep, or undo, what the job wrote with its tokens
 POLL_S = 0.5
 
 
@@ -86,16 +87,24 @@ class ContainerService:
         backend_options: dict | None = None,
         readers: sessionmaker[Session] | None = None,
         raw_inputs: list[str] | tuple = (),
+        keep_writes: JobWrites = lambda _job_id: None,
+        undo_writes: JobWrites | None = None,
     ) -> None:
         """`sessions` write (BEGIN IMMEDIATE: the write lock); `readers`, if given, only read
         (a plain BEGIN, which never waits for a writer). A read that queued behind busy writers
         once made a kill request fail with "database is locked". `raw_inputs` ("command:input")
-        names the inputs whose values are spliced into command lines unquoted."""
+        names the inputs whose values are spliced into command lines unquoted.
+
+        A job's results are all or none: once it ends, `keep_writes(job id)` (Complete) or
+        `undo_writes(job id)` (any other end) settles everything written with its tokens. With
+        no `undo_writes`, a failed upload deletes over REST the resources it created instead."""
         self.sessions = sessions
         self.readers = readers or sessions
         self.work_root = Path(work_root)
         self.token_factory = token_factory
         self.revoke_tokens = revoke_tokens
+        self.keep_writes = keep_writes
+        self.undo_writes = undo_writes
         self.backend_name = backend
         self.backend_options = backend_options or {}
         self.raw_inputs = parse_raw_inputs(raw_inputs)
@@ -360,7 +369,8 @@ class ContainerService:
         client, _env = self._client(job)
         try:
             outcome = complete(
-                entry.resolution, client, entry.backend, entry.backend_id, job.job_dir, state
+                entry.resolution, client, entry.backend, entry.backend_id, job.job_dir, state,
+                undo_created=self.undo_writes is None,
             )
         finally:
             client.close()
@@ -377,8 +387,8 @@ class ContainerService:
         uploaded: list[str] | None = None,
     ) -> None:
         """Record the end of a job, however it ended, and release what it held: its mounts
-        (staged inputs, outputs), first, so that a job seen ended holds none, then its alias
-        tokens; its logs stay."""
+        (staged inputs, outputs) first, so that a job seen ended holds none, then its alias
+        tokens; then keep or undo what it wrote. Its logs stay."""
         killed = job_id in self._kill_requested
         self._kill_requested.discard(job_id)
         with self.readers() as db:  # no write lock held while the files go
@@ -395,4 +405,10 @@ class ContainerService:
                     job.outputs = uploaded
                 db.commit()
                 log.info("container %s: %s %s", job_id, status, message)
+            final = job.status if job is not None else None
         self.revoke_tokens(job_id)  # also when it ended before: a token issued since then
+        # After the revocation, so that nothing the job still sends lands after the undo.
+        if final == jobs.COMPLETE:
+            self.keep_writes(job_id)
+        elif final in jobs.FINAL_STATUSES and self.undo_writes is not None:
+            self.undo_writes(job_id)

@@ -16,7 +16,7 @@ from flask import Flask, Response, after_this_request, current_app, request
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from xnat_ml.server import auth, db, journal, signals
+from xnat_ml.server import auth, db, job_writes, journal, signals
 from xnat_ml.server.archive import ObjectPathConverter
 from xnat_ml.server.filestore import DiskFull, FileStore, is_disk_full
 from xnat_ml.server.models import User
@@ -68,6 +68,7 @@ def create_app(data_dir: Path, **config) -> Flask:
     store = FileStore(data_dir, app.config["DISK_RESERVE_BYTES"])
     app.extensions["xnat_ml.files"] = store
     journal.init_app(app)  # finishes or forgets writes a crash interrupted
+    job_writes.init_app(app)  # jobs' writes: logged; kept or undone if a crash stopped that
     store.fill_reserve()
     signals.watch_creations(app, db.session_factory(app))
     # `<xnat:path>` in any blueprint's rules matches an archive object path (projects/P/...).

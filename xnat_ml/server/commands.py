@@ -21,7 +21,7 @@ from xnat_ml.containers.jobs import Job
 from xnat_ml.containers.registry import CommandRecord, WrapperSetting
 from xnat_ml.containers.service import ContainerService
 from xnat_ml.containers.validate import validate
-from xnat_ml.server import auth, signals
+from xnat_ml.server import auth, job_writes, signals
 from xnat_ml.server.db import get_db, reader_factory, session_factory
 from xnat_ml.server.models import User
 
@@ -56,6 +56,8 @@ def _start_service(state) -> None:
         backend_options=json.loads(_setting(app, "CONTAINER_BACKEND_OPTIONS", "{}")),
         readers=reader_factory(app),
         raw_inputs=json.loads(_setting(app, "CONTAINER_RAW_INPUTS", "[]")),
+        keep_writes=lambda job_id: job_writes.keep(app, job_id),
+        undo_writes=lambda job_id: job_writes.undo(app, job_id),
     )
     app.extensions["xnat_ml.containers"] = service
     signals.project_deleting.connect(_retire_project_jobs, sender=app)
@@ -77,10 +79,17 @@ def _retire_project_jobs(app, *, project, db: Session, **_extra) -> Callable[[],
         )
     ]
     auth.revoke_project_job_tokens(project.id)  # before the job rows that name the tokens go
+    job_writes.forget(db, [job_id for job_id, *_rest in retired])  # their objects go too
     db.execute(delete(Job).where(Job.project == project.id))
     db.execute(delete(WrapperSetting).where(WrapperSetting.project == project.id))
     service = app.extensions["xnat_ml.containers"]
-    return lambda: service.retire(retired)
+
+    def after_commit() -> None:
+        service.retire(retired)
+        for job_id, *_rest in retired:
+            job_writes.drop_kept(app, job_id)
+
+    return after_commit
 
 
 def _setting(app, key: str, default: str) -> str:

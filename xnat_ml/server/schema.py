@@ -33,6 +33,7 @@ TABLE_MODULES = (
     "xnat_ml.server.models",
     "xnat_ml.server.catalog",
     "xnat_ml.server.event_store",
+    "xnat_ml.server.job_writes",
     "xnat_ml.containers.jobs",
     "xnat_ml.containers.registry",
 )
