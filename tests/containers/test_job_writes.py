@@ -208,7 +208,7 @@ def test_roi_to_mask_whose_label_map_upload_fails_leaves_no_nifti(site: Site):
     """roi-to-mask uploads the scan's image NIfTI itself; when LABELMAP is then refused, the
     NIfTI goes too."""
     with connect(site.url, site.server.user, site.server.password) as session:
-        [sample] = build_sample_project(session, "JW_ROI", subjects=1)
+        [sample] = build_sample_project(session, PROJECT, subjects=1)
     wrappers = site.install(json.loads((REPO / "command_json/roi-to-mask.json").read_text()))
     experiment = f"/data/experiments/{sample.session_id}"
     assessors = site.http.get(f"{site.url}{experiment}/assessors",
@@ -220,7 +220,7 @@ def test_roi_to_mask_whose_label_map_upload_fails_leaves_no_nifti(site: Site):
     scans = [s["ID"] for s in listed["ResultSet"]["Result"]]
     nifti_before = {scan: site.resources(f"{experiment}/scans/{scan}") for scan in scans}
     answer = site.http.post(
-        f"{site.url}/xapi/projects/JW_ROI/wrappers/{wrappers['roi-to-mask-roi-collection']}"
+        f"{site.url}/xapi/projects/{PROJECT}/wrappers/{wrappers['roi-to-mask-roi-collection']}"
         "/root/roi-collection/launch",
         json={"roi-collection": f"/archive/experiments/{sample.session_id}/assessors/{roi['ID']}"},
     )
