@@ -258,3 +258,23 @@ def test_job_failed_by_a_killed_server_has_its_writes_undone_at_restart(
     assert _archive_of(site) == before
     assert site.http.get(f"{site.url}{data_resource}/files/a.txt").content == b"old a.txt"
     assert site.undo_log(job["id"]) == (0, False)
+
+
+def test_a_crash_in_the_middle_of_an_undo_is_finished_at_start_up(start_xnat_server):
+    """The server dies right after committing an undo, before any file moved back
+    (XNAT_ML_FAULT=undo.committed): at start-up the journal finishes it."""
+    crashing = Site(start_xnat_server("jobwrites-crash", env={"XNAT_ML_FAULT": "undo.committed"}))
+    for name in ("a.txt", "b.txt"):
+        crashing.put(f"{crashing.session}/resources/DATA/files/{name}", f"old {name}".encode())
+    before = _archive_of(crashing)
+    line = _writes("X", crashing.session) + "; sleep 2; exit 1"
+    job = crashing.run("writes-fails-crashes", line, running=True)
+    server = crashing.server
+    assert server.process.wait(timeout=120) == -9  # killed itself at the fault point
+    server.process, server.env = None, {}
+    server.start()
+    assert crashing.wait(job["id"], timeout=30)["status"] == "Failed"
+    assert _archive_of(crashing) == before
+    a_txt = crashing.http.get(f"{crashing.url}{crashing.session}/resources/DATA/files/a.txt")
+    assert a_txt.content == b"old a.txt"
+    assert crashing.undo_log(job["id"]) == (0, False)

@@ -2,10 +2,11 @@
 
 `XNAT_ML_FAULT=<operation>.<stage>` (e.g. `upload.committed`) makes the server SIGKILL itself
 when a write reaches that point, exactly as a power cut or OOM kill would stop it. Operations:
-upload, extract, import, roi; stages, in order: staged (bytes in staging, nothing committed),
-committed (catalogue and journal committed, nothing published), publishing (first file renamed
-into the archive), published (all renamed, journal entries not yet marked done). Unset, it does
-nothing; it exists only for tests/server/test_journal_faults.py.
+upload, extract, import, roi, undo (of a failed job's writes); stages, in order: staged (bytes in
+staging, nothing committed), committed (catalogue and journal committed, nothing published),
+publishing (first file renamed into the archive), published (all renamed, journal entries not yet
+marked done). Unset, it does nothing; it exists only for tests/server/test_journal_faults.py and
+tests/containers/test_job_writes.py.
 """
 
 from __future__ import annotations
