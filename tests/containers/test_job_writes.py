@@ -235,6 +235,20 @@ def test_roi_to_mask_whose_label_map_upload_fails_leaves_no_nifti(site: Site):
     assert site.undo_log(job["id"]) == (0, False)
 
 
+def test_killed_job_has_its_writes_undone(site: Site, data_resource: str):
+    before = _archive_of(site)
+    job = site.run("writes-then-killed", _writes("KL", site.session) + " && sleep 120",
+                   running=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while "MADE_KL" not in site.subjects():  # its last write
+        assert time.monotonic() < deadline, site.wait(job["id"])
+        time.sleep(0.2)
+    site.http.post(f"{site.url}/xapi/containers/{job['id']}/kill").raise_for_status()
+    assert site.wait(job["id"], timeout=60)["status"] == "Killed"
+    assert _archive_of(site) == before
+    assert site.undo_log(job["id"]) == (0, False)
+
+
 def test_job_failed_by_a_killed_server_has_its_writes_undone_at_restart(
     site: Site, data_resource: str
 ):
