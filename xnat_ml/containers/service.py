@@ -387,14 +387,18 @@ class ContainerService:
         uploaded: list[str] | None = None,
     ) -> None:
         """Record the end of a job, however it ended, and release what it held: its mounts
-        (staged inputs, outputs) first, so that a job seen ended holds none, then its alias
-        tokens; then keep or undo what it wrote. Its logs stay."""
+        (staged inputs, outputs) first, so that a job seen ended holds none; its tokens; and keep
+        what it wrote, or for any end but Complete undo it first, so that nobody sees a failed
+        job's half results once it shows as failed. Its logs stay."""
         killed = job_id in self._kill_requested
         self._kill_requested.discard(job_id)
         with self.readers() as db:  # no write lock held while the files go
             work_dir = db.scalar(select(Job.work_dir).where(Job.id == job_id))
         if work_dir:
             shutil.rmtree(Path(work_dir) / "mounts", ignore_errors=True)
+        if status != jobs.COMPLETE:
+            self.revoke_tokens(job_id)  # first: nothing the job still sends lands after the undo
+            self._settle_writes(job_id, status)
         with self.sessions() as db:
             job = db.get(Job, job_id)
             if job is not None and not job.finished:
@@ -407,8 +411,16 @@ class ContainerService:
                 log.info("container %s: %s %s", job_id, status, message)
             final = job.status if job is not None else None
         self.revoke_tokens(job_id)  # also when it ended before: a token issued since then
-        # After the revocation, so that nothing the job still sends lands after the undo.
-        if final == jobs.COMPLETE:
-            self.keep_writes(job_id)
-        elif final in jobs.FINAL_STATUSES and self.undo_writes is not None:
-            self.undo_writes(job_id)
+        if final in jobs.FINAL_STATUSES:
+            self._settle_writes(job_id, final)
+
+    def _settle_writes(self, job_id: int, status: str) -> None:
+        """Keep (Complete) or undo (any other end) what the job wrote with its tokens. A
+        failure here is logged: the server settles the job's writes again at its next start."""
+        try:
+            if status == jobs.COMPLETE:
+                self.keep_writes(job_id)
+            elif self.undo_writes is not None:
+                self.undo_writes(job_id)
+        except Exception:
+            log.exception("container %s: its archive writes could not be settled", job_id)

@@ -3,11 +3,11 @@
 `XNAT_ML_FAULT=NAME[,NAME...]` in the server's environment makes it SIGKILL itself when it reaches
 a named point, as a power cut or an OOM kill would stop it (no clean-up, nothing flushed), and the
 test restarts it to check that nothing committed before the point is lost. Unset, a fault point
-costs one lookup. For tests only (tests/server/test_journal_faults.py, test_durable_events.py).
+costs one lookup. For tests only (test_journal_faults, test_durable_events, test_job_writes).
 
 Points:
 - `<operation>.<stage>` of the archive's write protocol (journal.py): operation upload, extract,
-  import or roi; stage, in order, `staged` (bytes in staging, nothing committed), `committed`
+  import, roi or undo (of a failed job's writes); stage, in order, `staged` (bytes in staging, nothing committed), `committed`
   (catalogue and journal committed, nothing published), `publishing` (first file renamed into the
   archive), `published` (all renamed, journal entries not yet marked done).
 - `event-stored`: an archive change and its Event Service outbox row committed, nothing dispatched.
