@@ -15,7 +15,7 @@ FINAL = ("Complete", "Failed", "Failed (Upload)", "Killed")
 COPIER = {
     "name": "copier", "version": "1", "schema-version": "1.0", "type": "docker",
     "image": "busybox:latest",
-    "command-line": "cp /input/in.txt /output/copy.txt; #ACTION#",
+    "command-line": "cp /input/in.txt /output/copy.txt; sh -c #ACTION#",  # one quoted word
     "mounts": [{"name": "in", "writable": False, "path": "/input"},
                {"name": "out", "writable": True, "path": "/output"}],
     "inputs": [{"name": "ACTION", "type": "string", "required": True}],

@@ -7,9 +7,10 @@ costs one lookup. For tests only (test_journal_faults, test_durable_events, test
 
 Points:
 - `<operation>.<stage>` of the archive's write protocol (journal.py): operation upload, extract,
-  import, roi or undo (of a failed job's writes); stage, in order, `staged` (bytes in staging, nothing committed), `committed`
-  (catalogue and journal committed, nothing published), `publishing` (first file renamed into the
-  archive), `published` (all renamed, journal entries not yet marked done).
+  import, roi or undo (of a failed job's writes); stage, in order, `staged` (bytes in staging,
+  nothing committed), `committed` (catalogue and journal committed, nothing published),
+  `publishing` (first file renamed into the archive), `published` (all renamed, journal entries
+  not yet marked done).
 - `event-stored`: an archive change and its Event Service outbox row committed, nothing dispatched.
 - `job-created`: a launch's `Created` job committed, no worker started.
 """
