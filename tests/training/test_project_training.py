@@ -121,6 +121,9 @@ def test_config_verbs(trainx, xnat, tmp_path):
     offline = subprocess.run([sys.executable, "-m", "xnat_ml", "config", "validate",
                               str(template)], capture_output=True, text=True)  # fmt: skip
     assert offline.returncode == 0 and "valid" in offline.stdout, offline.stderr
+    listed = subprocess.run([sys.executable, "-m", "xnat_ml", "config", "templates"],
+                            capture_output=True, text=True).stdout  # fmt: skip
+    assert f"sample-tissues-cpu: config {template}, model {TISSUES}" in listed
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**tiny_config(), "trainig": {}}))
     refused = trainx.cli("config", "push", str(bad), "--project", PROJECT)

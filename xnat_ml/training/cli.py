@@ -139,6 +139,13 @@ def _register_config(subparsers: argparse._SubParsersAction) -> None:
     _project(listing)
     listing.set_defaults(func=_config_list)
 
+    templates = verbs.add_parser(
+        "templates", help="list the config templates shipped with xnat-ml",
+        description="Each template's config file and the model folder (bundle) it trains, to "
+        "install with `xnat-ml model install` and push with `xnat-ml config push`.",
+    )  # fmt: skip
+    templates.set_defaults(func=_config_templates)
+
 
 def _register_runs(subparsers: argparse._SubParsersAction) -> None:
     verbs = add_verb_group(
@@ -249,6 +256,18 @@ def _config_list(args: argparse.Namespace) -> int:
     with connect_from_args(args) as session:
         names = list_configs(session, args.project)
     print("\n".join(names) if names else f"project {args.project}: no training configs")
+    return 0
+
+
+def _config_templates(args: argparse.Namespace) -> int:
+    from xnat_ml.assets import shipped_dir
+
+    folder = shipped_dir("training_configs")
+    configs = sorted(folder.glob("*.json"))
+    if not configs:
+        raise XnatMlError(f"training config templates: none in {folder}")
+    for config in configs:
+        print(f"{config.stem}: config {config}, model {folder / config.stem}")
     return 0
 
 
