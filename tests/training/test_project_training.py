@@ -250,7 +250,7 @@ def test_refusals_leave_nothing_in_runs_or_models(trainx, xnat, tmp_path):
         with pytest.raises(XnatMlError) as refused:
             train_in_project(xnat, request(tmp_path, config=name, run_id=f"refused-{name}"))
         assert message in str(refused.value) and "\n" not in str(refused.value)
-        assert not (tmp_path / "work" / "runs" / f"refused-{name}").exists()
+        assert not (tmp_path / "work" / "runs" / PROJECT / f"refused-{name}").exists()
     with pytest.raises(XnatMlError, match="config absent: not in project"):
         train_in_project(xnat, request(tmp_path, config="absent"))
     with pytest.raises(XnatMlError, match="has no weights"):  # nothing to fine-tune from

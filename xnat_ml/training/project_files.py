@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import unquote
 
 from xnat.session import XNATSession
 
@@ -40,7 +41,8 @@ def list_paths(session: XNATSession, project: str, label: str) -> list[str]:
     paths = []
     for row in listed.json()["ResultSet"]["Result"]:
         found = row.get("URI", "")
-        paths.append(found.split("/files/", 1)[1] if "/files/" in found else row.get("Name", ""))
+        path = found.split("/files/", 1)[1] if "/files/" in found else row.get("Name", "")
+        paths.append(unquote(path))
     return sorted(p for p in paths if p)
 
 

@@ -71,7 +71,7 @@ class TrainRequest:
 def train_in_project(session: XNATSession, request: TrainRequest) -> dict[str, Any]:
     """Start (or resume) the run; its final status. Raises XnatMlError when refused or failed."""
     run_id = check_name("run", request.run_id or _default_run_id(request.config))
-    local = request.work_dir / "runs" / run_id
+    local = request.work_dir / "runs" / request.project / run_id
     stored = run_status(session, request.project, run_id)
     if stored is not None and stored.get("state") == COMPLETED:
         raise XnatMlError(
