@@ -121,20 +121,22 @@ def _bundle_root(folder: Path) -> Path:
     raise XnatMlError(f"bundle {folder}: no {CONFIGS}/ folder at its top")
 
 
+def _labels_in(labelmap: Path) -> dict[int, str]:
+    return {0: "background"} | {lab.value: lab.name for lab in load_labelmap(labelmap).labels}
+
+
 def _install_card(model: Path, name: str, number: int, labelmap: Path | None) -> ModelCard:
     """The card of a new version: the bundle's own card if it has one, else one made from its
     metadata; labels from ``labelmap`` when given (which also becomes the model's label map)."""
     meta = validate_bundle(model)
     card = read_card(model) if (model / CARD_FILE).exists() else None
     if labelmap is not None:
-        labels = {0: "background"} | {lab.value: lab.name for lab in load_labelmap(labelmap).labels}
+        labels = _labels_in(labelmap)
         shutil.copyfile(labelmap, model / LABELMAP_FILE)
     elif card is not None:
         labels = card.labels
     elif (model / LABELMAP_FILE).exists():
-        labels = {0: "background"} | {
-            lab.value: lab.name for lab in load_labelmap(model / LABELMAP_FILE).labels
-        }
+        labels = _labels_in(model / LABELMAP_FILE)
     else:
         labels = channel_names(meta, "outputs", "pred")
         if len(labels) < 2:
@@ -195,6 +197,8 @@ def store_version(session: XNATSession, project: str, model: Path, name: str, nu
     if (card.name, card.version) != (name, str(number)):
         raise XnatMlError(f"model {model}: its card says {card.name} v{card.version}, "
                           f"not {name} v{number}")  # fmt: skip
+    if number in list_models(session, project).get(name, []):  # versions are never replaced
+        raise XnatMlError(f"model {name}: v{number} was stored meanwhile by someone else; retry")
     files = {f"{name}/v{number}/{p.relative_to(model).as_posix()}": p
              for p in sorted(model.rglob("*")) if p.is_file()}  # fmt: skip
     upload_tree(session, project, MODELS_RESOURCE, files, content="ML_MODEL")
