@@ -21,6 +21,7 @@ VERB_MODULES = (
     "xnat_ml.events.cli",
     "xnat_ml.annotations.cli",
     "xnat_ml.datasets.cli",
+    "xnat_ml.training.cli",
 )
 
 

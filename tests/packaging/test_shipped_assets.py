@@ -25,6 +25,11 @@ def test_wheel_carries_every_command_and_subscription(tmp_path):
         assert shipped, folder
         for name in shipped:
             assert any(n.endswith(f"/data/share/xnat-ml/{folder}/{name}") for n in names), name
+    # The training config templates with their bundles, as in the checkout.
+    for path in (REPO / "training_configs").rglob("*"):
+        if path.is_file():
+            shipped_as = f"/data/share/xnat-ml/{path.relative_to(REPO).as_posix()}"
+            assert any(n.endswith(shipped_as) for n in names), shipped_as
     # The schema's migrations run from the installed package (no alembic.ini, no checkout).
     migrations = REPO / "xnat_ml" / "server" / "migrations"
     for path in [*migrations.glob("*.py"), migrations / "script.py.mako",

@@ -125,6 +125,12 @@ def validate_model(model_dir: str | Path) -> tuple[ModelCard, LabelMap]:
     return card, labelmap
 
 
+def channel_names(meta: dict[str, Any], side: str, key: str) -> dict[int, str]:
+    """A bundle's ``metadata.json`` channel names, e.g. ``("outputs", "pred")`` -> its labels."""
+    fmt = meta.get("network_data_format", {}).get(side, {}).get(key, {})
+    return {int(k): str(v) for k, v in fmt.get("channel_def", {}).items() if str(k).isdigit()}
+
+
 def weights_path(model_dir: str | Path) -> Path:
     """The model's trained weights; a model without them cannot be fine-tuned or promoted from."""
     path = Path(model_dir) / WEIGHTS

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import LABELMAP_FILE
@@ -20,6 +19,7 @@ from xnat_ml.training.model import (
     CARD_FILE,
     ModelCard,
     Ref,
+    channel_names,
     copy_bundle,
     read_card,
     validate_model,
@@ -32,11 +32,6 @@ from xnat_ml.training.run_folder import (
     CONFIG_FILE,
     RunFolder,
 )
-
-
-def _channel_names(meta: dict[str, Any], side: str, key: str) -> dict[int, str]:
-    fmt = meta.get("network_data_format", {}).get(side, {}).get(key, {})
-    return {int(k): str(v) for k, v in fmt.get("channel_def", {}).items() if str(k).isdigit()}
 
 
 def promote(
@@ -63,7 +58,7 @@ def promote(
     inference = read_json_file(bundle / INFERENCE_CONFIG, f"bundle {bundle}")
     overrides = dict(parent.overrides) if parent else {}
     overrides.update({k: v for k, v in config.get("overrides", {}).items() if has_id(inference, k)})
-    labels = parent.labels if parent else _channel_names(meta, "outputs", "pred")
+    labels = parent.labels if parent else channel_names(meta, "outputs", "pred")
     best = status.get("best_metric")
     metrics = {status["metric_name"]: best} if best is not None else {}
     card = ModelCard(
@@ -72,7 +67,7 @@ def promote(
         task=task or (parent.task if parent else str(meta.get("task", ""))),
         labels=labels or {0: "background", 1: "foreground"},
         input_channels=(parent.input_channels if parent else
-                        list(_channel_names(meta, "inputs", "image").values()) or ["image"]),
+                        list(channel_names(meta, "inputs", "image").values()) or ["image"]),
         spacing=parent.spacing if parent else None,
         parent=Ref(record["model"]["name"], record["model"]["version"]),
         run=run.run_id,

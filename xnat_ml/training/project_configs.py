@@ -1,0 +1,52 @@
+"""Training configs in a project's ML_CONFIGS resource: ``<name>.json``, checked before stored.
+
+A config is replaced whole by a later push of the same name; every run keeps its own copy
+(``config.json`` in its run folder), so replacing one never changes what a run did.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from xnat.session import XNATSession
+
+from xnat_ml.errors import XnatMlError
+from xnat_ml.layout import CONFIGS_RESOURCE
+from xnat_ml.training.config import TrainingConfig, load_config, parse_config
+from xnat_ml.training.project_files import list_paths, read_text, upload_tree
+from xnat_ml.training.project_models import check_name
+
+SUFFIX = ".json"
+
+
+def list_configs(session: XNATSession, project: str) -> list[str]:
+    paths = list_paths(session, project, CONFIGS_RESOURCE)
+    return [p.removesuffix(SUFFIX) for p in paths if p.endswith(SUFFIX) and "/" not in p]
+
+
+def push_config(session: XNATSession, project: str, path: Path, name: str | None = None) -> str:
+    """Check the config file, then store it as ``ML_CONFIGS/<name>.json``; the name."""
+    name = check_name("config", name or path.stem)
+    load_config(path)
+    with tempfile.TemporaryDirectory(prefix="xnat-ml-config-") as tmp:
+        copy = Path(tmp) / f"{name}{SUFFIX}"
+        copy.write_bytes(path.read_bytes())
+        upload_tree(session, project, CONFIGS_RESOURCE, {copy.name: copy}, content="ML_CONFIG")
+    return name
+
+
+def read_config(session: XNATSession, project: str, name: str) -> TrainingConfig:
+    check_name("config", name)
+    if name not in list_configs(session, project):
+        raise XnatMlError(f"config {name}: not in project {project}'s {CONFIGS_RESOURCE}")
+    source = f"{CONFIGS_RESOURCE}/{name}{SUFFIX}"
+    text = read_text(session, project, CONFIGS_RESOURCE, f"{name}{SUFFIX}")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise XnatMlError(
+            f"training config {source}: not valid JSON (line {exc.lineno}: {exc.msg})"
+        ) from None
+    return parse_config(value, source)

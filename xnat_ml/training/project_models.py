@@ -1,0 +1,204 @@
+"""Models in a project's ML_MODELS resource: ``<name>/v<N>/`` holding a bundle, label map, card.
+
+A version is written once, in one atomic upload, after the whole folder passed
+``validate_model``; old versions stay. The card's ``version`` is the folder's number, so a
+training config or ``--from NAME:N`` names exactly the weights it means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from xnat.session import XNATSession
+
+from xnat_ml.errors import XnatMlError
+from xnat_ml.imaging.labelmap import load_labelmap
+from xnat_ml.layout import LABELMAP_FILE, MODELS_RESOURCE
+from xnat_ml.training.bundle import CONFIGS, METADATA, validate_bundle
+from xnat_ml.training.model import (
+    CARD_FILE,
+    ModelCard,
+    channel_names,
+    parse_card,
+    read_card,
+    validate_model,
+    write_card,
+)
+from xnat_ml.training.project_files import download, list_paths, read_text, upload_tree
+from xnat_ml.xnat.archives import extract_zip
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_VERSION_RE = re.compile(r"v?([1-9][0-9]*)")
+_CARD_PATH = re.compile(rf"([^/]+)/v([1-9][0-9]*)/{re.escape(CARD_FILE)}")
+
+
+def check_name(what: str, name: str) -> str:
+    if not NAME_RE.fullmatch(name):
+        raise XnatMlError(
+            f"{what} name {name!r}: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def parse_version(what: str, text: str | int | None) -> int | None:
+    """``""``/None -> None (the latest), ``3`` or ``v3`` -> 3."""
+    if text is None or text == "":
+        return None
+    match = _VERSION_RE.fullmatch(str(text))
+    if not match:
+        raise XnatMlError(f"{what}: version {text!r} is not a version number (N or vN)")
+    return int(match[1])
+
+
+def split_ref(what: str, text: str) -> tuple[str, int | None]:
+    """``NAME[:VERSION]`` as given to ``--from`` and ``--dataset``."""
+    name, _, version = text.partition(":")
+    return check_name(what, name), parse_version(f"{what} {name}", version)
+
+
+def list_models(session: XNATSession, project: str) -> dict[str, list[int]]:
+    """Version numbers per model name, oldest first (a version counts once its card is there)."""
+    found: dict[str, list[int]] = {}
+    for path in list_paths(session, project, MODELS_RESOURCE):
+        if match := _CARD_PATH.fullmatch(path):
+            found.setdefault(match[1], []).append(int(match[2]))
+    return {name: sorted(numbers) for name, numbers in sorted(found.items())}
+
+
+def find_model(session: XNATSession, project: str, name: str, number: int | None) -> int:
+    numbers = list_models(session, project).get(name, [])
+    if not numbers:
+        raise XnatMlError(f"model {name}: not in project {project}'s {MODELS_RESOURCE}")
+    if number is None:
+        return numbers[-1]
+    if number not in numbers:
+        known = ", ".join(f"v{n}" for n in numbers)
+        raise XnatMlError(f"model {name}: no version v{number} in project {project} ({known})")
+    return number
+
+
+def read_model_card(session: XNATSession, project: str, name: str, number: int) -> ModelCard:
+    path = f"{name}/v{number}/{CARD_FILE}"
+    text = read_text(session, project, MODELS_RESOURCE, path)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise XnatMlError(f"{MODELS_RESOURCE}/{path}: not JSON ({exc.msg})") from None
+    return parse_card(value, f"{MODELS_RESOURCE}/{path}")
+
+
+def pull_model(session: XNATSession, project: str, name: str, number: int, dest: Path) -> Path:
+    """Download version ``number`` of model ``name`` into ``dest`` (which must not exist)."""
+    if dest.exists():
+        raise XnatMlError(f"model folder {dest}: already exists")
+    prefix = f"{name}/v{number}/"
+    paths = [p for p in list_paths(session, project, MODELS_RESOURCE) if p.startswith(prefix)]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        download(session, project, MODELS_RESOURCE, paths, prefix, staging)
+        staging.rename(dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dest
+
+
+def _bundle_root(folder: Path) -> Path:
+    """The bundle inside an unpacked archive: the folder itself or its single sub-folder."""
+    if (folder / CONFIGS).is_dir():
+        return folder
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    if len(entries) == 1 and (entries[0] / CONFIGS).is_dir():
+        return entries[0]
+    raise XnatMlError(f"bundle {folder}: no {CONFIGS}/ folder at its top")
+
+
+def _labels_in(labelmap: Path) -> dict[int, str]:
+    return {0: "background"} | {lab.value: lab.name for lab in load_labelmap(labelmap).labels}
+
+
+def _install_card(model: Path, name: str, number: int, labelmap: Path | None) -> ModelCard:
+    """The card of a new version: the bundle's own card if it has one, else one made from its
+    metadata; labels from ``labelmap`` when given (which also becomes the model's label map)."""
+    meta = validate_bundle(model)
+    card = read_card(model) if (model / CARD_FILE).exists() else None
+    if labelmap is not None:
+        labels = _labels_in(labelmap)
+        shutil.copyfile(labelmap, model / LABELMAP_FILE)
+    elif card is not None:
+        labels = card.labels
+    elif (model / LABELMAP_FILE).exists():
+        labels = _labels_in(model / LABELMAP_FILE)
+    else:
+        labels = channel_names(meta, "outputs", "pred")
+        if len(labels) < 2:
+            raise XnatMlError(
+                f"bundle {model}: {METADATA} names no output labels; pass --labelmap FILE"
+            )
+    if not (model / LABELMAP_FILE).exists():
+        (model / LABELMAP_FILE).write_text(
+            "".join(f"{n}={v}\n" for v, n in sorted(labels.items()) if v != 0)
+        )
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    if card is None:
+        channels = list(channel_names(meta, "inputs", "image").values()) or ["image"]
+        task = str(meta.get("task") or meta.get("name") or name)
+        card = ModelCard(name, str(number), task, labels, channels)
+    return dataclasses.replace(card, name=name, version=str(number), labels=labels,
+                               created=created)  # fmt: skip
+
+
+def install_model(
+    session: XNATSession,
+    project: str,
+    source: Path,
+    name: str,
+    labelmap: Path | None = None,
+) -> tuple[int, ModelCard]:
+    """Validate the bundle in ``source`` (a folder or a zip) and store it as the next version.
+
+    Nothing is uploaded unless the whole model folder validates; the bundle's files go up as
+    they are, with ``model.json`` and the label map added."""
+    check_name("model", name)
+    if not source.exists():
+        raise XnatMlError(f"model {source}: no such file or folder")
+    if labelmap is not None and not labelmap.is_file():
+        raise XnatMlError(f"label map {labelmap}: no such file")
+    with tempfile.TemporaryDirectory(prefix="xnat-ml-model-") as tmp:
+        bundle = source
+        if source.is_file():  # a zip: every member checked before anything is written
+            extract_zip(source, Path(tmp) / "unpacked")
+            bundle = _bundle_root(Path(tmp) / "unpacked")
+        validate_bundle(bundle)
+        number = next_version(session, project, name)
+        model = Path(tmp) / "model"
+        shutil.copytree(bundle, model, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+        card = _install_card(model, name, number, labelmap)
+        write_card(model, card)
+        store_version(session, project, model, name, number)
+    return number, card
+
+
+def next_version(session: XNATSession, project: str, name: str) -> int:
+    return (list_models(session, project).get(name) or [0])[-1] + 1
+
+
+def store_version(session: XNATSession, project: str, model: Path, name: str, number: int) -> None:
+    """Check the model folder, then upload it as ``<name>/v<number>/`` in one atomic upload."""
+    card, _ = validate_model(model)
+    if (card.name, card.version) != (name, str(number)):
+        raise XnatMlError(f"model {model}: its card says {card.name} v{card.version}, "
+                          f"not {name} v{number}")  # fmt: skip
+    if number in list_models(session, project).get(name, []):  # versions are never replaced
+        raise XnatMlError(f"model {name}: v{number} was stored meanwhile by someone else; retry")
+    files = {f"{name}/v{number}/{p.relative_to(model).as_posix()}": p
+             for p in sorted(model.rglob("*")) if p.is_file()}  # fmt: skip
+    upload_tree(session, project, MODELS_RESOURCE, files, content="ML_MODEL")

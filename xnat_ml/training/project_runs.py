@@ -1,0 +1,76 @@
+"""Runs mirrored to a project's ML_RUNS resource: ``<run id>/`` holds the run folder's files.
+
+``RunUploader`` is the run's ``on_sync``: each call uploads the changed files in one atomic zip
+(every file replaced whole, never seen half-written), then ``status.json`` alone, so a reader
+that sees a new status also finds the checkpoints and metrics it speaks of.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from xnat.session import XNATSession
+
+from xnat_ml.errors import XnatMlError
+from xnat_ml.layout import RUNS_RESOURCE
+from xnat_ml.training.project_files import download, list_paths, read_text, upload_tree
+from xnat_ml.training.project_models import check_name
+from xnat_ml.training.run_folder import STATUS_FILE, RunFolder
+
+
+class RunUploader:
+    """``on_sync`` for a run: upload what changed to ``ML_RUNS/<run id>/``, status last."""
+
+    def __init__(self, session: XNATSession, project: str) -> None:
+        self.session, self.project = session, project
+
+    def __call__(self, run: RunFolder, changed: Sequence[str]) -> None:
+        rest = [path for path in changed if path != STATUS_FILE]
+        for batch in (rest, [STATUS_FILE] if STATUS_FILE in changed else []):
+            if batch:
+                files = {f"{run.run_id}/{path}": run.file(path) for path in batch}
+                upload_tree(self.session, self.project, RUNS_RESOURCE, files, content="ML_RUN")
+
+
+def run_paths(session: XNATSession, project: str, run_id: str) -> list[str]:
+    """Paths (inside ML_RUNS) of the run's files; none when the run is not there."""
+    prefix = f"{check_name('run', run_id)}/"
+    return [p for p in list_paths(session, project, RUNS_RESOURCE) if p.startswith(prefix)]
+
+
+def list_runs(session: XNATSession, project: str) -> list[str]:
+    """Run ids with a status, sorted."""
+    suffix = f"/{STATUS_FILE}"
+    paths = list_paths(session, project, RUNS_RESOURCE)
+    return sorted(p.removesuffix(suffix) for p in paths if p.endswith(suffix) and p.count("/") == 1)
+
+
+def read_run_json(session: XNATSession, project: str, run_id: str, file: str) -> Any:
+    path = f"{run_id}/{file}"
+    text = read_text(session, project, RUNS_RESOURCE, path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise XnatMlError(f"{RUNS_RESOURCE}/{path}: not JSON ({exc.msg})") from None
+
+
+def run_status(session: XNATSession, project: str, run_id: str) -> dict[str, Any] | None:
+    """The run's stored status.json, None when the project has no such run."""
+    if f"{run_id}/{STATUS_FILE}" not in run_paths(session, project, run_id):
+        return None
+    return read_run_json(session, project, run_id, STATUS_FILE)
+
+
+def pull_run(
+    session: XNATSession, project: str, run_id: str, dest: Path, only: Sequence[str] = ()
+) -> list[Path]:
+    """Download the run's files (or those under the run-relative prefixes ``only``) to ``dest``."""
+    paths = run_paths(session, project, run_id)
+    if not paths:
+        raise XnatMlError(f"run {run_id}: not in project {project}'s {RUNS_RESOURCE}")
+    if only:
+        paths = [p for p in paths if p.removeprefix(f"{run_id}/").startswith(tuple(only))]
+    return download(session, project, RUNS_RESOURCE, paths, f"{run_id}/", dest)

@@ -1,0 +1,217 @@
+"""Train, fine-tune and promote inside a project: configs from ML_CONFIGS, models from ML_MODELS,
+data from ML_DATASETS, the run mirrored to ML_RUNS/<run id>/ as it goes.
+
+Everything that can refuse a run is checked before the training starts (config, model and
+dataset versions, labels and channels against the model's card, the bundle, room on the server
+for the run's first upload); a refused run leaves nothing in ML_RUNS or ML_MODELS. A run id that
+is already in ML_RUNS and did not complete is resumed from its ``latest.pt`` (pulled from
+ML_RUNS when the local folder is gone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from xnat.session import XNATSession
+
+from xnat_ml.datasets.fetch import DEFAULT_CACHE, fetch_dataset
+from xnat_ml.datasets.versions import DATALIST_FILE, find_version, read_json
+from xnat_ml.errors import XnatMlError
+from xnat_ml.layout import MODELS_RESOURCE, RUNS_RESOURCE
+from xnat_ml.training.atomic import write_json_atomic
+from xnat_ml.training.bundle import WEIGHTS
+from xnat_ml.training.config import check_against_bundle
+from xnat_ml.training.model import ModelCard, Ref, validate_model, weights_path
+from xnat_ml.training.project_configs import read_config
+from xnat_ml.training.project_files import download
+from xnat_ml.training.project_models import (
+    check_name,
+    find_model,
+    next_version,
+    parse_version,
+    pull_model,
+    read_model_card,
+    split_ref,
+    store_version,
+)
+from xnat_ml.training.project_runs import RunUploader, pull_run, run_status
+from xnat_ml.training.promote import promote
+from xnat_ml.training.run_folder import (
+    BEST_FILE,
+    BUNDLE_DIR,
+    COMPLETED,
+    CONFIG_FILE,
+    LATEST_FILE,
+    RUN_FILE,
+    STATUS_FILE,
+    RunFolder,
+)
+from xnat_ml.training.runner import execute_run, prepare_run
+
+DEFAULT_WORK = Path.home() / ".cache" / "xnat-ml" / "work"
+
+
+@dataclass
+class TrainRequest:
+    project: str
+    config: str
+    run_id: str | None = None
+    from_model: str | None = None  # NAME[:N]: a fine-tune from that model version
+    dataset: str | None = None  # NAME[:N]: instead of the config's dataset
+    work_dir: Path = DEFAULT_WORK
+    cache: Path = DEFAULT_CACHE
+
+
+def train_in_project(session: XNATSession, request: TrainRequest) -> dict[str, Any]:
+    """Start (or resume) the run; its final status. Raises XnatMlError when refused or failed."""
+    run_id = check_name("run", request.run_id or _default_run_id(request.config))
+    local = request.work_dir / "runs" / request.project / run_id
+    stored = run_status(session, request.project, run_id)
+    if stored is not None and stored.get("state") == COMPLETED:
+        raise XnatMlError(
+            f"run {run_id}: already completed in project {request.project}; choose another run id"
+        )
+    uploader = RunUploader(session, request.project)
+    if stored is None and not (local / RUN_FILE).exists():
+        _prepare(session, request, local)
+        try:  # the first upload: a server without room refuses the run before any training
+            uploader(RunFolder(local), RunFolder(local).changed_files())
+        except XnatMlError as exc:
+            shutil.rmtree(local, ignore_errors=True)
+            raise XnatMlError(
+                f"run {run_id}: cannot be stored in project {request.project}'s {RUNS_RESOURCE} "
+                f"({exc}); nothing was written"
+            ) from exc
+    else:
+        _ready_to_resume(session, request, local)
+    return execute_run(local, on_sync=uploader)
+
+
+def _default_run_id(config: str) -> str:
+    return f"{config}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+
+
+def _prepare(session: XNATSession, request: TrainRequest, local: Path) -> None:
+    """Resolve and check everything, fetch the data, lay out the local run folder."""
+    project = request.project
+    config = read_config(session, project, request.config)
+    if request.from_model:
+        model_name, model_number = split_ref("model", request.from_model)
+    else:
+        model_name = config.model.name
+        model_number = parse_version(f"config {request.config} model", config.model.version)
+    if request.dataset:
+        data_name, data_number = split_ref("dataset", request.dataset)
+    else:
+        data_name = config.dataset.name
+        data_number = parse_version(f"config {request.config} dataset", config.dataset.version)
+    model_number = find_model(session, project, model_name, model_number)
+    version = find_version(session, project, data_name, data_number)
+    card = read_model_card(session, project, model_name, model_number)
+    check_data_fits(read_json(session, project, version, DATALIST_FILE), card,
+                    f"dataset {data_name} v{version.number}",
+                    f"model {model_name} v{model_number}")  # fmt: skip
+    config = dataclasses.replace(
+        config,
+        model=Ref(model_name, str(model_number)),
+        dataset=Ref(data_name, str(version.number)),
+        overrides={**card.overrides, **config.overrides},  # what the weights need, then the run's
+    )
+    request.work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="model-", dir=request.work_dir) as tmp:
+        model_dir = pull_model(session, project, model_name, model_number, Path(tmp) / "model")
+        validate_model(model_dir)
+        if request.from_model:
+            weights_path(model_dir)
+        check_against_bundle(config, model_dir)
+        datalist = _fetch(session, project, data_name, version.number, request)
+        prepare_run(local, config, model_dir, datalist, finetune=bool(request.from_model))
+
+
+def _fetch(session: XNATSession, project: str, name: str, number: int, request: TrainRequest):
+    dest = request.work_dir / "datasets" / project / name / f"v{number}"
+    return fetch_dataset(session, project, name, dest, number=number, cache=request.cache,
+                         progress=False).datalist  # fmt: skip
+
+
+def check_data_fits(datalist: dict[str, Any], card: ModelCard, data: str, model: str) -> None:
+    """The dataset's labels are the model's (same value, same name) and its cases have as many
+    image channels as the model takes."""
+    known = {value: name.casefold() for value, name in card.labels.items()}
+    for key, name in sorted((datalist.get("labels") or {}).items()):
+        value = int(key) if str(key).isdigit() else None
+        if value == 0:
+            continue
+        if value is None or known.get(value) != str(name).casefold():
+            listed = ", ".join(f"{v} {n}" for v, n in sorted(card.labels.items()) if v)
+            raise XnatMlError(
+                f"{data}: label {key} '{name}' is not in {model}'s label map ({listed})"
+            )
+    cases = datalist.get("training") or []
+    if cases:
+        image = cases[0].get("image")
+        count = len(image) if isinstance(image, list) else 1
+        if count != len(card.input_channels):
+            raise XnatMlError(
+                f"{data}: {count} image channel(s) per case, {model} takes "
+                f"{len(card.input_channels)} ({', '.join(card.input_channels)})"
+            )
+
+
+def _ready_to_resume(session: XNATSession, request: TrainRequest, local: Path) -> None:
+    """A run that died: its local folder, or else its files pulled back from ML_RUNS, with the
+    data list fetched again (the folder may come from another machine)."""
+    project, run_id = request.project, local.name
+    if not (local / RUN_FILE).exists():
+        staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=_parent(local)))
+        try:
+            pull_run(session, project, run_id, staging)
+            shutil.rmtree(local, ignore_errors=True)
+            staging.rename(local)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    run = RunFolder(local)
+    record = run.record()
+    dataset = record["dataset"]
+    datalist = _fetch(session, project, dataset["name"], int(dataset["version"]), request)
+    if dataset.get("datalist") != str(datalist.resolve()):
+        record["dataset"]["datalist"] = str(datalist.resolve())
+        write_json_atomic(run.file(RUN_FILE), record)
+    weights = run.file(BUNDLE_DIR) / WEIGHTS
+    if record["finetune"] and not run.file(LATEST_FILE).exists() and not weights.exists():
+        name, number = record["model"]["name"], int(record["model"]["version"])
+        prefix = f"{name}/v{number}/"
+        bundle = run.file(BUNDLE_DIR)
+        download(session, project, MODELS_RESOURCE, [prefix + WEIGHTS], prefix, bundle)
+
+
+def _parent(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.parent
+
+
+def promote_in_project(
+    session: XNATSession, project: str, run_id: str, name: str, task: str | None = None
+) -> tuple[int, ModelCard]:
+    """The completed run's best weights become ``ML_MODELS/<name>/v<N>/``; N and the card."""
+    check_name("model", name)
+    status = run_status(session, project, check_name("run", run_id))
+    if status is None:
+        raise XnatMlError(f"run {run_id}: not in project {project}'s {RUNS_RESOURCE}")
+    if status.get("state") != COMPLETED:
+        raise XnatMlError(f"run {run_id}: is {status.get('state')}, not {COMPLETED}")
+    with tempfile.TemporaryDirectory(prefix="xnat-ml-promote-") as tmp:
+        run_dir = Path(tmp) / run_id
+        needed = (RUN_FILE, CONFIG_FILE, STATUS_FILE, BEST_FILE, f"{BUNDLE_DIR}/")
+        pull_run(session, project, run_id, run_dir, only=needed)
+        number = next_version(session, project, name)
+        card = promote(run_dir, Path(tmp) / "model", name, str(number), task=task)
+        store_version(session, project, Path(tmp) / "model", name, number)
+    return number, card
