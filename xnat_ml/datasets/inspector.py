@@ -54,11 +54,11 @@ class ArchiveInspector:
 
     def __init__(
         self, session: XNATSession, cache: InspectionCache | None = None,
-        chunk: int = CHUNK_SESSIONS,
+        chunk: int | None = None,
     ) -> None:  # fmt: skip
         self.session = session
         self.cache = cache
-        self.chunk = chunk
+        self.chunk = chunk or CHUNK_SESSIONS
         self.results: dict[tuple[str, bool], Result] = {}
         self.records: dict[str, NiftiInfo] = {}  # image MD5 -> grid recorded by roi-to-mask
         self.requests = 0
@@ -77,7 +77,8 @@ class ArchiveInspector:
             key = (self._key(ref), values)
             if key in self.results or key in todo:
                 continue
-            cached = self.cache.get(ref.file.digest, values) if self.cache and ref.file.digest else None
+            digest = ref.file.digest
+            cached = self.cache.get(digest, values) if self.cache and digest else None
             if cached is not None:
                 self.results[key] = cached
                 self.from_cache += 1
@@ -125,9 +126,9 @@ class ArchiveInspector:
             for start in range(0, len(sessions), self.chunk):
                 chosen = set(sessions[start : start + self.chunk])
                 part = [ref for ref in group if ref.session.id in chosen]
-                owners = sorted({ref.source.id for ref in part})
-                uri = (f"/data/experiments/{','.join(segment(s) for s in sorted(chosen))}/{kind}/"
-                       f"{','.join(segment(o) for o in owners)}/resources/{segment(label)}/files")  # fmt: skip
+                ids = ",".join(segment(s) for s in sorted(chosen))
+                owners = ",".join(segment(o) for o in sorted({ref.source.id for ref in part}))
+                uri = f"/data/experiments/{ids}/{kind}/{owners}/resources/{segment(label)}/files"
                 self._read_zip(uri, part)
 
     def _read_zip(self, uri: str, refs: list[FileRef]) -> None:
