@@ -34,6 +34,8 @@ def test_example_definition_gives_all_12_sessions_loadable_by_monai(
                 "--name", "tissues", "--strict", "--cache", str(tmp_path / "cache"))  # fmt: skip
     assert built.returncode == 0, built.stdout + built.stderr
     assert "written (12 sessions in (12 subjects), 0 out)" in built.stdout
+    # roi-to-mask recorded each image's MD5 and grid: no image file was read for the check
+    assert "12 image grids from roi-to-mask records" in built.stdout, built.stdout
     fetched = cli(xnat_server, "fetch", "tissues", "--project", sample_project, "--to",
                   str(tmp_path / "data"), "--cache", str(tmp_path / "cache"))  # fmt: skip
     assert fetched.returncode == 0, fetched.stderr

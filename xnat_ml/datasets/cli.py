@@ -93,6 +93,9 @@ def _build(args: argparse.Namespace) -> int:
     summary = done.build.report["summary"]
     counts = (f"{summary['included']} sessions in ({summary['subjects']} subjects), "
               f"{summary['excluded']} out")  # fmt: skip
+    reads = done.reads or {}
+    print(f"files inspected: {reads.get('requests', 0)} requests, {reads.get('from_cache', 0)} "
+          f"from the cache, {reads.get('from_records', 0)} image grids from roi-to-mask records")
     where = f"project {args.project} ML_DATASETS/{args.name}"
     if done.dry_run:
         sys.stdout.write(done.contents["report.md"])
