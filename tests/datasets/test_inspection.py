@@ -199,3 +199,18 @@ def test_missing_required_label(xnat, labelled):
     definition = {**DEFINITION, "requiredLabels": ["Grey Matter", "White Matter"]}
     got = reasons(build(xnat, labelled, definition))
     assert got == {"SUB000_MR": [], "SUB001_MR": ["missing-required"]}
+
+
+def test_server_zips_several_sessions_objects_at_once(xnat, labelled):
+    """XNAT's comma lists, as `xnat-ml serve` answers them: ids of sessions and of their
+    assessors, `ALL`, and an id that names nothing left out (as XNAT does for a GET)."""
+    import io
+    import zipfile
+
+    ids = [add(xnat, labelled, i) for i in range(2)]
+    for which in ("ALL", "R000,R001"):
+        uri = f"/data/experiments/{','.join(ids)},NOSUCH/assessors/{which}/resources/LABELMAP/files"
+        got = xnat.get(uri, query={"format": "zip"})
+        names = sorted(zipfile.ZipFile(io.BytesIO(got.content)).namelist())
+        assert names == [f"SUB00{i}_MR/assessors/R00{i}/resources/LABELMAP/files/labels.nii.gz"
+                         for i in range(2)]  # fmt: skip
