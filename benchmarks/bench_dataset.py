@@ -2,23 +2,28 @@
 
     .venv/bin/python benchmarks/bench_dataset.py [--sessions 1000]
 
-Creates the sessions with plain REST PUTs (T1w scan with a tiny NIfTI, an ROI collection with a
-tiny label map), then builds a dataset and counts HTTP requests with a requests response hook.
-Target for the listing (resolve): <= 20 requests and <= 5 s. Printed next to it, measured in the
-same run: the one-request-per-session way (each session's scans, assessors, and resources and
-files of each, as a client walking the object tree does), timed on 50 sessions and scaled, and
-the whole build (listing + reading every image header and label file in parallel).
+Creates the sessions with plain REST PUTs (a T1w scan with a tiny NIfTI; an ROI collection with
+a tiny label map and, as roi-to-mask writes it, masks.json recording the image's MD5 and grid;
+every session's files differ), then counts HTTP requests with a requests response hook for:
+the listing (target <= 20 requests and <= 5 s), a first build (empty inspection cache), a
+rebuild, a build after 10 % more sessions, and a first build that ignores the roi-to-mask
+records (image headers read one by one). Printed next to them, timed on 50 sessions and
+scaled: the one-request-per-session-and-file way (walking each session's scans, assessors,
+resources and files, then reading each image header and label file).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
+from xnat_ml.datasets import inspector
 from xnat_ml.datasets.project_build import build_in_project
 from xnat_ml.datasets.resolver import list_sessions
 from xnat_ml.sample.synthetic import SynthRoi, SynthScan, add_session, nifti_bytes
@@ -31,6 +36,7 @@ DEFINITION = {
                               "Labels": {"tag": "label", "Source": "roiCollection"}}}],
     "labelmap": {"labels": [{"name": "tissue", "value": 1}]},
 }  # fmt: skip
+LABELS = np.eye(4)[:, :, None] * np.ones((4, 4, 4))
 
 
 class Counter:
@@ -42,54 +48,87 @@ class Counter:
         self.count += 1
 
 
+def add(session, index: int) -> None:
+    affine = np.eye(4)
+    affine[:3, 3] = (index % 97, index // 97, 0)  # every session's files differ
+    image = nifti_bytes(affine=affine)
+    session_id = add_session(session, "BENCH", f"S{index:04d}", f"S{index:04d}_MR",
+                             [SynthScan("1", "T1w", f"1.2.{index}", image)],
+                             [SynthRoi(f"R{index:04d}", f"1.2.{index}",
+                                       nifti_bytes(LABELS, affine=affine))])  # fmt: skip
+    record = {"image": {"md5": hashlib.md5(image).hexdigest(), "shape": [4, 4, 4],
+                        "affine": affine.tolist()}}  # fmt: skip
+    session.put(f"/data/experiments/{session_id}/assessors/R{index:04d}/resources/LABELMAP/"
+                "files/masks.json", data=json.dumps(record).encode(),
+                headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+
+
 def one_by_one(session, rows: list[dict]) -> None:
+    """The per-session way: walk the object tree, then one request per file."""
     for row in rows:
         uri = f"/data/experiments/{row['ID']}"
         for kind in ("scans", "assessors"):
             for child in list_rows(session, f"{uri}/{kind}"):
                 owner = f"{uri}/{kind}/{child['ID']}"
                 for resource in list_rows(session, f"{owner}/resources"):
-                    list_rows(session, f"{owner}/resources/{resource['label']}/files")
+                    for file in list_rows(session, f"{owner}/resources/{resource['label']}/files"):
+                        if file["Name"].endswith(".nii.gz"):
+                            header = {} if kind == "assessors" else {"Range": "bytes=0-4095"}
+                            url = session._format_uri(file["URI"])
+                            session.interface.get(url, headers=header).close()
+
+
+def timed(counter: Counter, what):
+    counter.count = 0
+    started = time.perf_counter()
+    result = what()
+    return result, counter.count, time.perf_counter() - started
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=1000)
     args = parser.parse_args()
-    image, labels = nifti_bytes(), nifti_bytes(np.eye(4)[:, :, None] * np.ones((4, 4, 4)))
+    n, grown = args.sessions, args.sessions + args.sessions // 10
     with tempfile.TemporaryDirectory(prefix="bench-dataset-") as tmp:
-        with ServerProcess(tmp) as server, connect(server.url, "admin", "admin") as session:
+        with ServerProcess(Path(tmp) / "data") as server, \
+                connect(server.url, "admin", "admin") as session:  # fmt: skip
             session.put("/data/projects/BENCH")
             started = time.perf_counter()
-            for i in range(args.sessions):
-                add_session(session, "BENCH", f"S{i:04d}", f"S{i:04d}_MR",
-                            [SynthScan("1", "T1w", f"1.2.{i}", image)],
-                            [SynthRoi(f"R{i:04d}", f"1.2.{i}", labels)])  # fmt: skip
+            for i in range(n):
+                add(session, i)
             made_s = time.perf_counter() - started
             counter = Counter(session)
-            started = time.perf_counter()
-            sessions = list_sessions(session, "BENCH")
-            resolve_s, resolve_n = time.perf_counter() - started, counter.count
+
+            def build(cache: str):
+                return build_in_project(session, "BENCH", json.dumps(DEFINITION), "bench",
+                                        cache=Path(tmp) / cache)  # fmt: skip
+
+            sessions, resolve_n, resolve_s = timed(counter, lambda: list_sessions(session, "BENCH"))
             rows = list_rows(session, "/data/experiments", project="BENCH")[:50]
-            counter.count = 0
-            started = time.perf_counter()
-            one_by_one(session, rows)
-            scale = args.sessions / len(rows)
-            walk_s, walk_n = (time.perf_counter() - started) * scale, counter.count * scale
-            counter.count = 0
-            started = time.perf_counter()
-            done = build_in_project(session, "BENCH", json.dumps(DEFINITION), "bench")
-            build_s, build_n = time.perf_counter() - started, counter.count
-    ok = resolve_n <= TARGET_REQUESTS and resolve_s <= TARGET_S and len(sessions) == args.sessions
-    print(f"created {args.sessions} sessions (scan + ROI collection + 2 files each) in "
-          f"{made_s:.1f} s")  # fmt: skip
-    print(f"resolve (bulk listings): {resolve_n} requests, {resolve_s:.2f} s; target <= "
+            _, walk_n, walk_s = timed(counter, lambda: one_by_one(session, rows))
+            walk_n, walk_s = walk_n * n / len(rows), walk_s * n / len(rows)
+            first, first_n, first_s = timed(counter, lambda: build("cache"))
+            _, again_n, again_s = timed(counter, lambda: build("cache"))
+            for i in range(n, grown):
+                add(session, i)
+            _, grown_n, grown_s = timed(counter, lambda: build("cache"))
+            inspector.MASKS_INDEX = "(ignored)"  # no roi-to-mask records: headers one by one
+            _, bare_n, bare_s = timed(counter, lambda: build("cache-bare"))
+    ok = resolve_n <= TARGET_REQUESTS and resolve_s <= TARGET_S and len(sessions) == n
+    summary = first.build.report["summary"]
+    print(f"created {n} sessions (scan + ROI collection, 3 files each) in {made_s:.1f} s")
+    print(f"listing (bulk): {resolve_n} requests, {resolve_s:.2f} s; target <= "
           f"{TARGET_REQUESTS} requests and <= {TARGET_S:.0f} s: {'PASS' if ok else 'FAIL'}")
-    print(f"  one request per session and object instead: {walk_n:.0f} requests, "
-          f"{walk_s:.1f} s (from {len(rows)}) = {walk_s / resolve_s:.0f} x slower")
-    summary = done.build.report["summary"]
-    print(f"whole build ({summary['included']} sessions in, every image header and label file "
-          f"read, 8 in parallel, version stored): {build_n} requests, {build_s:.1f} s")
+    print(f"first build ({summary['included']} sessions in, labels zipped "
+          f"{inspector.CHUNK_SESSIONS} sessions a request, image grids from roi-to-mask "
+          f"records, version stored): {first_n} requests, {first_s:.1f} s; reads {first.reads}")
+    print(f"rebuild (nothing changed, inspection cache): {again_n} requests, {again_s:.1f} s")
+    print(f"build after +10 % sessions ({grown}): {grown_n} requests, {grown_s:.1f} s")
+    print(f"first build without roi-to-mask records (one header request per image): "
+          f"{bare_n} requests, {bare_s:.1f} s")
+    print(f"one request per session, object and file instead (from {len(rows)}): "
+          f"{walk_n:.0f} requests, {walk_s:.1f} s")
     return 0 if ok else 1
 
 

@@ -6,9 +6,12 @@ Tests talk to it over HTTP exactly as users do (xnatpy, pyxnat, requests).
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 from servers import XnatServer
+
+SAMPLE_PROJECT, SAMPLE_SUBJECTS = "SAMPLE12", 12
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +52,33 @@ def project(xnat_server: XnatServer, request) -> str:
     yield project_id
     if xnat_server.process is not None:
         http.delete(f"{xnat_server.url}/data/projects/{project_id}")
+
+
+@pytest.fixture(scope="session")
+def sample_project(xnat_server: XnatServer) -> str:
+    """The sample project (`xnat-ml sample-data --subjects 12`) on the session's server, with the
+    roi-to-mask subscription installed first, returned once every roi-to-mask job is Complete:
+    per subject a T1w and a T2w scan, an RTSTRUCT ROI collection, the T1w's image NIfTI and
+    the collection's LABELMAP. Built once per test session; tests only read it."""
+    from xnat_ml.containers.jobs import FINAL_STATUSES
+    from xnat_ml.events.install import handler_files, install_handler, read_handler
+    from xnat_ml.sample import build_sample_project
+    from xnat_ml.sample.project import ensure_project
+    from xnat_ml.xnat import connect
+
+    with connect(xnat_server.url, xnat_server.user, xnat_server.password) as session:
+        ensure_project(session, SAMPLE_PROJECT)
+        for path in handler_files():
+            install_handler(session, SAMPLE_PROJECT, read_handler(path))
+        built = build_sample_project(session, SAMPLE_PROJECT, SAMPLE_SUBJECTS)
+        expected = sum(b.created for b in built)
+        deadline = time.monotonic() + 900
+        while True:
+            jobs = session.get_json("/xapi/containers", query={"project": SAMPLE_PROJECT})
+            finished = [j for j in jobs if j["status"] in FINAL_STATUSES]
+            if len(jobs) >= expected and len(finished) == len(jobs):
+                break
+            assert time.monotonic() < deadline, f"roi-to-mask jobs still running: {jobs}"
+            time.sleep(0.5)
+    assert all(j["status"] == "Complete" for j in jobs), [(j["id"], j["status"]) for j in jobs]
+    return SAMPLE_PROJECT

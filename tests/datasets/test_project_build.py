@@ -40,20 +40,6 @@ def add_good(session, project: str, index: int) -> None:
     add_session(session, project, f"SUB{index:03d}", f"SUB{index:03d}_MR", *good(index))
 
 
-@pytest.fixture
-def xnat(xnat_server):
-    with connect(xnat_server.url, xnat_server.user, xnat_server.password) as opened:
-        yield opened
-
-
-@pytest.fixture
-def labelled(xnat, project):
-    xnat.put(f"/data/projects/{project}/resources/ML_MODELS/files/region2MaskValueMap.txt",
-             data=b"Grey Matter=1\nWhite Matter=2\n", query={"overwrite": "true"},
-             headers={"Content-Type": "application/octet-stream"})  # fmt: skip
-    return project
-
-
 def build(xnat, project, definition=DEFINITION, **kwargs):
     return build_in_project(xnat, project, json.dumps(definition), "brain", **kwargs)
 

@@ -9,6 +9,7 @@ and the one label-map file (never the project's whole ML_MODELS resource, which 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -145,6 +147,23 @@ def fetch_labelmap(session: XNATSession, project: str, path: str, dest_dir: Path
     return target
 
 
+def image_record(path: Path, scan_id: str) -> dict[str, Any]:
+    """The image NIfTI as uploaded: its MD5 with its shape and affine (the masks' grid).
+
+    Stored in masks.json, it lets a dataset build check the label-vs-image grid without
+    reading the image: a catalogue MD5 equal to this one names these very bytes.
+    """
+    image = nib.load(path)
+    return {
+        "scan": scan_id,
+        "resource": NIFTI_RESOURCE,
+        "file": IMAGE_NAME,
+        "md5": hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest(),
+        "shape": [int(n) for n in image.shape],
+        "affine": np.asarray(image.affine, dtype=float).tolist(),
+    }
+
+
 def _masks(
     roi_type: str, path: Path, series: Series
 ) -> tuple[Mapping[str, np.ndarray], dict[str, Any]]:
@@ -180,6 +199,7 @@ def roi_to_mask(
         (work / "image").mkdir()
         save_nifti(series.to_nifti(), work / "image" / IMAGE_NAME)
         masks, report = _masks(roi_type, path, series)
+        report = {**report, "image": image_record(work / "image" / IMAGE_NAME, scan_id)}
         index = write_mask_folder(out_dir, masks, series, report, map_file)
         uploaded = upload_directory(
             session, scan, NIFTI_RESOURCE, work / "image", format="NIFTI", content="image"

@@ -35,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="build and print the report, store nothing")  # fmt: skip
     build.add_argument("--strict", action="store_true",
                        help="fail when any session is excluded")  # fmt: skip
+    _cache(build)
     build.set_defaults(func=_build)
 
     listing = verbs.add_parser("list", help="list the datasets and their versions")
@@ -58,9 +59,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _project(fetch)
     fetch.add_argument("--version", type=int, metavar="N", help="version (default: latest)")
     fetch.add_argument("--to", required=True, type=Path, metavar="DIR", help="destination")
-    fetch.add_argument("--cache", type=Path, metavar="DIR",
-                       help="file cache (default ~/.cache/xnat-ml/files)")  # fmt: skip
+    _cache(fetch)
     fetch.set_defaults(func=_fetch)
+
+
+def _cache(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache", type=Path, metavar="DIR",
+                        help="cache root: DIR/files (fetched files), DIR/inspections (what "
+                        "builds read of files), by MD5 (default $XDG_CACHE_HOME/xnat-ml or "
+                        "~/.cache/xnat-ml)")  # fmt: skip
 
 
 def _project(parser: argparse.ArgumentParser) -> None:
@@ -79,13 +86,16 @@ def _build(args: argparse.Namespace) -> int:
         try:
             done = build_in_project(session, args.project, text, args.name,
                                     source=str(args.definition), dry_run=args.dry_run,
-                                    strict=args.strict)  # fmt: skip
+                                    strict=args.strict, cache=args.cache)  # fmt: skip
         except BuildRefused as exc:
             sys.stdout.write(exc.build.report_markdown())
             raise
     summary = done.build.report["summary"]
     counts = (f"{summary['included']} sessions in ({summary['subjects']} subjects), "
               f"{summary['excluded']} out")  # fmt: skip
+    reads = done.reads or {}
+    print(f"files inspected: {reads.get('requests', 0)} requests, {reads.get('from_cache', 0)} "
+          f"from the cache, {reads.get('from_records', 0)} image grids from roi-to-mask records")
     where = f"project {args.project} ML_DATASETS/{args.name}"
     if done.dry_run:
         sys.stdout.write(done.contents["report.md"])
@@ -120,11 +130,11 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from xnat_ml.datasets.fetch import DEFAULT_CACHE, fetch_dataset
+    from xnat_ml.datasets.fetch import fetch_dataset
 
     with connect_from_args(args) as session:
         done = fetch_dataset(session, args.project, args.name, args.to, number=args.version,
-                             cache=args.cache or DEFAULT_CACHE)  # fmt: skip
+                             cache=args.cache)  # fmt: skip
     print(f"{done.datalist}: {done.files} files ({done.downloaded} downloaded, "
           f"{done.bytes_downloaded / 1e6:.1f} MB)")  # fmt: skip
     return 0

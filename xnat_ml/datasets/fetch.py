@@ -21,6 +21,7 @@ from pathlib import Path
 
 from xnat.session import XNATSession
 
+from xnat_ml.datasets.cache import FILES, default_root
 from xnat_ml.datasets.datalist import dumps, local_path, localize, uris
 from xnat_ml.datasets.resolver import file_catalogue
 from xnat_ml.datasets.versions import DATALIST_FILE, find_version, read_json
@@ -29,7 +30,6 @@ from xnat_ml.xnat.responses import explain
 
 WORKERS = 8
 LOCAL_PREFIX = "data"  # DIR/data/experiments/...: the fetched files, next to dataset_0.json
-DEFAULT_CACHE = Path.home() / ".cache" / "xnat-ml" / "files"
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,11 @@ def fetch_dataset(
     dest: Path,
     *,
     number: int | None = None,
-    cache: Path = DEFAULT_CACHE,
+    cache: Path | None = None,
     progress: bool = True,
 ) -> Fetched:
-    """Fetch version ``number`` (default: the latest) of dataset ``name`` into ``dest``."""
+    """Fetch version ``number`` (default: the latest) of dataset ``name`` into ``dest``; files
+    are kept under ``cache`` (default: the user's cache root) in ``files/``."""
     version = find_version(session, project, name, number)
     doc = read_json(session, project, version, DATALIST_FILE)
     wanted = uris(doc)
@@ -61,6 +62,7 @@ def fetch_dataset(
             f"dataset {name} v{version.number}: {len(missing)} file(s) are no longer in the "
             f"archive, e.g. {missing[0]}; rebuild the dataset"
         )
+    cache = (cache or default_root()) / FILES
     cache.mkdir(parents=True, exist_ok=True)
     by_digest = {catalogue[uri][1]: uri for uri in wanted}  # one download per content
     todo = [uri for d, uri in sorted(by_digest.items()) if not _cached(cache, d).is_file()]

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from xnat.session import XNATSession
 
 from xnat_ml.datasets.build import Build, build_dataset
+from xnat_ml.datasets.cache import InspectionCache, default_root
 from xnat_ml.datasets.datalist import dumps, previous_assignment
 from xnat_ml.datasets.definition import Definition, parse_definition
 from xnat_ml.datasets.inspector import ArchiveInspector
@@ -49,6 +51,7 @@ class ProjectBuild:
     latest: Version | None  # the newest version before this build
     contents: dict[str, str]  # the four files' text
     dry_run: bool = False
+    reads: dict[str, int] | None = None  # what inspection cost: requests, from_cache, ...
 
     @property
     def unchanged(self) -> bool:
@@ -65,9 +68,11 @@ def build_in_project(
     source: str = "definition",
     dry_run: bool = False,
     strict: bool = False,
+    cache: Path | None = None,
 ) -> ProjectBuild:
     """Build dataset ``name`` of ``project`` from a definition's JSON text; store a new
-    version unless ``dry_run`` or nothing changed."""
+    version unless ``dry_run`` or nothing changed. Inspections are cached under ``cache``
+    (default: the user's cache root)."""
     check_name(name)
     definition = parse_definition(definition_text, source)
     if definition.project and definition.project != project:
@@ -85,7 +90,7 @@ def build_in_project(
     previous = None
     if latest and parse_definition(stored[DEFINITION_FILE], "latest").split == definition.split:
         previous = previous_assignment(json.loads(stored[DATALIST_FILE]))
-    inspector = ArchiveInspector(session)
+    inspector = ArchiveInspector(session, InspectionCache(cache or default_root()))
     matched = build_dataset(definition, sessions, labelmap=labelmap, previous=previous, name=name)
     inspector.prefetch(
         (outcome.files[tag.tag], tag is definition.label)
@@ -105,11 +110,13 @@ def build_in_project(
         build.check(strict)
     except XnatMlError as exc:
         raise BuildRefused(str(exc), build) from None
+    reads = {"requests": inspector.requests, "from_cache": inspector.from_cache,
+             "from_records": inspector.from_records}  # fmt: skip
     if dry_run or contents == stored:
-        return ProjectBuild(build, None, latest, contents, dry_run)
+        return ProjectBuild(build, None, latest, contents, dry_run, reads)
     number = latest.number + 1 if latest else 1
     version = write_version(session, project, name, number, contents)
-    return ProjectBuild(build, version, latest, contents)
+    return ProjectBuild(build, version, latest, contents, reads=reads)
 
 
 def _labelmap(session: XNATSession, project: str, definition: Definition) -> LabelMap | None:

@@ -7,6 +7,9 @@ Requests grow with pages of rows, not with sessions:
 - ``/data/experiments?project=P&xsiType=icr:roiCollectionData&columns=...``: ROI collections;
 - ``/data/projects/P/experiments/ALL/{scans,assessors}/ALL/{resources,files}``: every scan's and
   assessor's resources (label, format, content) and files (path, size, digest), four calls.
+  That form is ``xnat-ml serve``'s extension of XNAT's ``scans/ALL``; a server that refuses it
+  (400/404) or answers it with nothing although the project has scans is asked per session
+  instead (``/data/experiments/E/{scans,assessors}/ALL/{resources,files}``, WORKERS at a time).
 
 Sessions shared into P from a project the user may not read are listed with ``accessible``
 False (one more call, ``/data/projects``, only when such rows exist).
@@ -16,8 +19,10 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 from urllib.parse import unquote
 
@@ -28,9 +33,17 @@ from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import ROI_COLLECTION_XSI
 from xnat_ml.xnat.queries import list_rows
 from xnat_ml.xnat.responses import reported_as
-from xnat_ml.xnat.uris import assessor_uri, project_uri, resource_uri, scan_uri, segment
+from xnat_ml.xnat.uris import (
+    assessor_uri,
+    experiment_uri,
+    project_uri,
+    resource_uri,
+    scan_uri,
+    segment,
+)
 
 PAGE_ROWS = 5000
+WORKERS = 8
 SESSION_TYPE = "xnat:imageSessionData"
 _SCAN = "xnat:imageScanData"
 SESSION_COLUMNS = (
@@ -63,7 +76,6 @@ def list_sessions(session: XNATSession, project: str) -> list[Session]:
                   columns=",".join(SESSION_COLUMNS))  # fmt: skip
     rois = _paged(session, "/data/experiments", project=project, xsiType=ROI_COLLECTION_XSI,
                   columns=",".join(ROI_COLUMNS))  # fmt: skip
-    wide = f"{project_uri(project)}/experiments/ALL"
     owners: dict[tuple[str, str, str], _Owner] = {}
     sessions: dict[str, dict[str, str]] = {}
     members: dict[str, list[tuple[str, str, str]]] = defaultdict(list)  # session → owner keys
@@ -83,7 +95,8 @@ def list_sessions(session: XNATSession, project: str) -> list[Session]:
             owners[key] = _Owner(row)
             members[parent].append(key)
     for kind in ("scans", "assessors"):
-        _attach_files(session, f"{wide}/{kind}/ALL", owners)
+        expected = lambda kind=kind: any(key[1] == kind for key in owners)  # noqa: E731
+        _attach_files(_listings(session, project, kind, lambda: list(sessions), expected), owners)
     unreadable = _unreadable_projects(session, project, sessions.values())
     return [
         _session(project, row, [owners[key] for key in members[sid]], unreadable)
@@ -101,12 +114,49 @@ def _paged(session: XNATSession, uri: str, **query: str) -> list[dict[str, Any]]
             return out
 
 
-def _attach_files(session: XNATSession, owners_uri: str, owners: dict) -> None:
-    resources = {
-        _lower(r).get("xnat_abstractresource_id", ""): _lower(r)
-        for r in list_rows(session, f"{owners_uri}/resources")
-    }
-    for (session_id, kind, owner_id, label, path), row in _file_rows(session, owners_uri):
+def _listings(
+    session: XNATSession, project: str, kind: str,
+    session_ids: Callable[[], list[str]], expected: Callable[[], bool],
+) -> tuple[list[dict], list[dict]]:  # fmt: skip
+    """(resource rows, file rows) of every ``kind`` (scans or assessors) of the project: two
+    project-wide calls, or per session when the server does not take the project-wide form
+    (refused, or empty although ``expected()`` says the project has such objects)."""
+    wide = f"{project_uri(project)}/experiments/ALL/{kind}/ALL"
+    try:
+        rows = (list_rows(session, f"{wide}/resources"), list_rows(session, f"{wide}/files"))
+    except XnatMlError as exc:
+        if _status(exc) not in (400, 404):
+            raise
+    else:
+        if rows[0] or not expected():
+            return rows
+
+    def one(session_id: str) -> tuple[list[dict], list[dict]]:
+        owners_uri = f"{experiment_uri(session_id)}/{kind}/ALL"
+        try:
+            return (list_rows(session, f"{owners_uri}/resources"),
+                    list_rows(session, f"{owners_uri}/files"))  # fmt: skip
+        except XnatMlError as exc:
+            if _status(exc) in (403, 404):  # nothing of that kind here, or a session not ours
+                return [], []
+            raise
+
+    resources: list[dict] = []
+    files: list[dict] = []
+    with ThreadPoolExecutor(WORKERS) as pool:
+        for found, listed in pool.map(one, session_ids()):
+            resources += found
+            files += listed
+    return resources, files
+
+
+def _status(exc: XnatMlError) -> int | None:
+    return getattr(exc.__cause__, "status_code", None)
+
+
+def _attach_files(rows: tuple[list[dict], list[dict]], owners: dict) -> None:
+    resources = {_lower(r).get("xnat_abstractresource_id", ""): _lower(r) for r in rows[0]}
+    for (session_id, kind, owner_id, label, path), row in _file_rows(rows[1]):
         owner = owners.get((session_id, kind, owner_id))
         if owner is None:
             continue
@@ -121,9 +171,9 @@ def _attach_files(session: XNATSession, owners_uri: str, owners: dict) -> None:
         )
 
 
-def _file_rows(session: XNATSession, owners_uri: str) -> Iterator[tuple[tuple[str, ...], dict]]:
+def _file_rows(rows: list[dict]) -> Iterator[tuple[tuple[str, ...], dict]]:
     """(session id, scans|assessors, owner id, resource label, path) and the row, per file."""
-    for row in list_rows(session, f"{owners_uri}/files"):
+    for row in rows:
         match = _FILE_URI.search(row.get("URI", ""))
         if match:
             yield tuple(unquote(g) for g in match.groups()), row
@@ -131,11 +181,14 @@ def _file_rows(session: XNATSession, owners_uri: str) -> Iterator[tuple[tuple[st
 
 def file_catalogue(session: XNATSession, project: str) -> dict[str, tuple[int | None, str]]:
     """Archive URI (as ``FileRef.uri`` writes it) → (size, MD5) of every file of the
-    project's scans and assessors: two listing calls."""
+    project's scans and assessors: four listing calls (more on a server without the
+    project-wide form)."""
+    session_ids = cache(lambda: [row["ID"] for row in list_rows(
+        session, "/data/experiments", project=project, columns="ID")])  # fmt: skip
     out: dict[str, tuple[int | None, str]] = {}
     for kind in ("scans", "assessors"):
-        wide = f"{project_uri(project)}/experiments/ALL/{kind}/ALL"
-        for (session_id, _, owner_id, label, path), row in _file_rows(session, wide):
+        rows = _listings(session, project, kind, session_ids, lambda: bool(session_ids()))[1]
+        for (session_id, _, owner_id, label, path), row in _file_rows(rows):
             parent = (scan_uri if kind == "scans" else assessor_uri)(session_id, owner_id)
             name = "/".join(segment(part) for part in path.split("/"))
             size = str(row.get("Size", ""))

@@ -3,8 +3,9 @@
 `{object}/resources[/{label}[/files[/{path}]]]` where {object} is any project, subject, session,
 scan or assessor path that archive.resolve_object understands (`/data/projects/...`,
 `/data/archive/...`, `/data/experiments/{id}/...`); `{object}/files` lists or zips all resources
-of an object, and `scans/ALL` or `scans/1,2` (likewise `resources/A,B`) select several at once;
-`projects/P/experiments/ALL/{scans,assessors}/ALL` selects all of a project's.
+of an object, and `scans/ALL` or `scans/1,2` (likewise `assessors/ALL`, `assessors/A1,A2`,
+`resources/A,B` and, as XNAT, `experiments/E1,E2/...`) select several at once;
+`projects/P/experiments/ALL/{scans,assessors}/ALL` (our extension) selects all of a project's.
 
 Uploads never hold the database lock while bytes arrive: the request's first transaction only
 resolves and authorises, the body is streamed to staging, and a second short transaction checks
@@ -22,7 +23,13 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from sqlalchemy import select
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session, selectinload
-from werkzeug.exceptions import BadRequest, Conflict, NotFound, RequestEntityTooLarge
+from werkzeug.exceptions import (
+    BadRequest,
+    Conflict,
+    HTTPException,
+    NotFound,
+    RequestEntityTooLarge,
+)
 from werkzeug.routing import PathConverter
 
 from xnat_ml.server import catalog
@@ -60,6 +67,10 @@ MAX_LABEL = 255
 # refuses it with a 400, rather than the router redirecting or answering 405.
 FILE_RULE = "/<xnat:owner>/resources/<label>/files/<rawpath:fpath>"
 _PROJECT_WIDE = re.compile(r"(.+)/experiments/ALL/(scans|assessors)/ALL")
+# experiments/E1,E2/scans/ALL, experiments/E1/assessors/A1,A2, ...: XNAT splits both at commas
+_SEVERAL = re.compile(
+    r"(?P<base>(?:.+/)?experiments)/(?P<sessions>[^/]+)/(?P<kind>scans|assessors)/(?P<which>[^/]+)"
+)
 _IN_CHUNK = 5000  # ids per IN (...) list, below SQLite's bound-variable limit
 
 
@@ -140,15 +151,39 @@ def owners(path: str, access: str) -> list[ArchiveObject]:
             .order_by(model.pk)
         )
         return list(get_db().scalars(statement))
-    match = re.fullmatch(r"(.+)/scans/([^/]+)", path)
-    if match and ("," in match.group(2) or match.group(2) == "ALL"):
-        session = resolve_object(match.group(1), access)
-        if not isinstance(session, Experiment):
-            raise NotFound(f"No session at {match.group(1)}.")
-        wanted = match.group(2).split(",")
-        found = [s for s in session.scans if match.group(2) == "ALL" or s.id in wanted]
-        return sorted(found, key=_scan_order)
+    match = _SEVERAL.fullmatch(path)
+    if match and ("," in match["sessions"] or "," in match["which"] or match["which"] == "ALL"):
+        found: list[ArchiveObject] = []
+        for session in _sessions(match["base"], match["sessions"], access):
+            if match["kind"] == "scans":
+                children = sorted(session.scans, key=_scan_order)
+            else:
+                children = sorted(session.assessors, key=lambda a: a.pk)
+            wanted = match["which"].split(",")
+            found += [c for c in children if match["which"] == "ALL"
+                      or c.id in wanted or getattr(c, "label", None) in wanted]  # fmt: skip
+        return found
     return [resolve_object(path, access)]
+
+
+def _sessions(base: str, ids: str, access: str) -> list[Experiment]:
+    """The sessions of `experiments/E1,E2`; with several, as XNAT does for a GET, those the
+    caller may not read or that do not exist are left out rather than failing the request."""
+    several = "," in ids
+    found = []
+    for one in dict.fromkeys(filter(None, ids.split(","))):
+        try:
+            session = resolve_object(f"{base}/{one}", access)
+        except HTTPException:
+            if several:
+                continue
+            raise
+        if not isinstance(session, Experiment):
+            if several:
+                continue
+            raise NotFound(f"No session at {base}/{one}.")
+        found.append(session)
+    return found
 
 
 def _scan_order(scan: Scan) -> tuple:
