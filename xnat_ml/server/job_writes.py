@@ -43,7 +43,7 @@ from xnat_ml.server import auth
 from xnat_ml.server.catalog import ResourceFile
 from xnat_ml.server.db import session_factory
 from xnat_ml.server.filestore import FileStore
-from xnat_ml.server.journal import Publication
+from xnat_ml.server.journal import Publication, fsync_path
 from xnat_ml.server.models import (
     Assessor,
     Base,
@@ -188,16 +188,8 @@ def _keep(store: FileStore, job_id: int, path: Path) -> str:
     else:
         os.link(path, kept)
     for folder in folders:
-        _fsync(folder)
+        fsync_path(folder)
     return store.relative(kept)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- ends of jobs

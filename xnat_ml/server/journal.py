@@ -83,7 +83,7 @@ class Publication:
             for path in self.discards:
                 self.store.remove(path)
         for folder in {target.parent for _staged, target in self.moves}:
-            _fsync(folder)
+            fsync_path(folder)
         faults.reached(self.operation, "published")
         _mark_done(db, [row.pk for row in rows])
 
@@ -108,7 +108,7 @@ def _flush_to_disk(staging: Path, files: list[Path]) -> None:
         finally:
             os.close(fd)
     for path in files:
-        _fsync(path)
+        fsync_path(path)
 
 
 def _load_syncfs():
@@ -121,7 +121,8 @@ def _load_syncfs():
 _syncfs = _load_syncfs()
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's entry to disk (a folder's, so that a rename into it lasts)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
