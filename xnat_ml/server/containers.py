@@ -31,6 +31,7 @@ from xnat_ml.server.container_service import container_service
 from xnat_ml.server.db import get_db
 from xnat_ml.server.faults import fault_point
 from xnat_ml.server.models import Project
+from xnat_ml.xnat.uris import parse_path
 
 bp = Blueprint("containers", __name__)
 
@@ -104,9 +105,8 @@ def _check_archive_object(project: str, name: str, kind: str, value: str) -> Non
     the job would otherwise be accepted only to fail, run on the wrong object, or read another
     project's data under this one (the worker checks again when it resolves)."""
     uri = object_uri(name, kind, value)
-    owner_uri = uri.split("/resources/", 1)[0]  # a resource: check the object that holds it
-    try:
-        obj = resolve_object(owner_uri, access="read")
+    try:  # a resource: check the object that holds it
+        obj = resolve_object(parse_path(uri).owner(), access="read")
     except HTTPException:
         raise InputError(name, f"{value!r}: no such object you may read") from None
     if kind != "Resource":
