@@ -38,7 +38,7 @@ def rest_path(uri: str) -> str:
     return "/data" + uri
 
 
-def object_ids(path: ObjectPath) -> dict[str, str]:
+def _object_ids(path: ObjectPath) -> dict[str, str]:
     """The ids a parsed URI names, by role: project, subject, experiment, child (scans or
     assessors) and child_id, resource, file."""
     roles = {"projects": "project", "subjects": "subject", "experiments": "experiment"}
@@ -155,7 +155,7 @@ class ArchiveClient:
         }.get(kind)
         if loader is None:
             raise XnatMlError(f"{kind} {uri!r}: cannot load objects of this type")
-        return loader(object_ids(path), children)
+        return loader(_object_ids(path), children)
 
     def _project(self, ids: dict, children: bool) -> dict:
         pid = ids["project"]
