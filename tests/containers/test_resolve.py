@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from shared_data import XNAT_COMMANDS, require
 
-from xnat_ml.containers.archive import ArchiveClient, parse_uri
+from xnat_ml.containers.archive import ArchiveClient
 from xnat_ml.containers.command import load_command
 from xnat_ml.containers.resolve import (
     InputError,
@@ -22,6 +22,7 @@ from xnat_ml.containers.resolve import (
     resolve,
 )
 from xnat_ml.errors import XnatMlError
+from xnat_ml.xnat.uris import parse_path
 
 SHARED = XNAT_COMMANDS
 REPO = Path(__file__).resolve().parents[2]
@@ -88,7 +89,6 @@ class FakeArchive(ArchiveClient):
         # fmt: skip
 
     def load(self, kind: str, uri: str, children: bool = True) -> dict:
-        ids = parse_uri(uri) or {}
         if kind == "Project":
             return self.project
         if kind == "Subject":
@@ -98,7 +98,7 @@ class FakeArchive(ArchiveClient):
         if kind == "Session":
             return self.session
         if kind == "Scan":
-            return next(s for s in self.session["scans"] if s["id"] == ids["child_id"])
+            return next(s for s in self.session["scans"] if s["id"] == parse_path(uri).steps[-1][1])
         if kind == "Assessor":
             return self.session["assessors"][0]
         raise AssertionError(kind)

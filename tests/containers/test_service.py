@@ -45,7 +45,8 @@ class FakeBackend:
 def service(tmp_path: Path):
     revoked: list[int] = []
     app = Flask(__name__)
-    server_db.init_app(app, tmp_path)
+    app.config["DATA_DIR"] = tmp_path
+    server_db.database.init_app(app)
     runner = ContainerService(
         server_db.session_factory(app), tmp_path / "containers", lambda user, job: ("a", "s"),
         revoked.append,

@@ -11,8 +11,9 @@ from sqlalchemy import select
 
 from xnat_ml.server import db as server_db
 from xnat_ml.server.app import create_app
+from xnat_ml.server.container_service import container_service
 from xnat_ml.server.event_store import DELIVERED, PENDING, DeliveryRow, EventRow
-from xnat_ml.server.events import CLAIM_HEADER
+from xnat_ml.server.event_worker import CLAIM_HEADER, event_service
 from xnat_ml.server.models import Project, Subject
 
 ADMIN = {"Authorization": "Basic YWRtaW46YWRtaW4="}  # admin:admin
@@ -44,9 +45,9 @@ def app(tmp_path: Path):
     assert made.status_code == 201, made.text
     app.subscription = int(made.text.rsplit(":", 1)[1])
     app.submitted = []
-    app.extensions["xnat_ml.events"].submit = app.submitted.append  # deliver by hand
+    event_service.get(app).submit = app.submitted.append  # deliver by hand
     yield app
-    app.extensions["xnat_ml.containers"].shutdown()
+    container_service.get(app).shutdown()
 
 
 def outbox(app) -> list[EventRow]:
@@ -92,7 +93,7 @@ def test_a_launch_records_its_delivery_once(app):
     client = app.test_client()
     assert client.put("/data/projects/OUT/subjects/S1", headers=ADMIN).status_code == 201
     [event] = outbox(app)
-    worker = app.extensions["xnat_ml.events"]
+    worker = event_service.get(app)
     url = f"/xapi/projects/OUT/wrappers/{app.wrapper}/root/subject/launch"
     body = {"subject": event.payload["uri"]}
 

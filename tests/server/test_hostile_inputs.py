@@ -165,6 +165,23 @@ def test_file_paths_and_resource_labels_with_control_or_bidi_characters_are_400(
     assert _rows(http.get(base)) == []
 
 
+@pytest.mark.parametrize(
+    ("tail", "words"),
+    [
+        ("subjects/a%C2%85b", ("Subject label", "U+0085")),
+        ("subjects/S1/experiments/" + "x" * 300, ("Experiment label", "longer than 255")),
+        ("subjects/S1/experiments/E%1B/resources", ("Experiment label", "U+001B")),
+    ],
+)
+def test_paths_naming_what_no_object_can_be_are_400(xnat_server, project, tail, words):
+    """The archive-path grammar (xnat/uris.py) refuses the name for reads too, in one line;
+    a well-formed name that is absent stays a 404."""
+    http = xnat_server.session()
+    base = f"{xnat_server.url}/data/projects/{project}"
+    _one_line_400(http.get(f"{base}/{tail}"), *words)
+    assert http.get(f"{base}/subjects/absent").status_code == 404
+
+
 @pytest.mark.parametrize("char", ["\u202e", "\u2066", "\x85"])
 def test_object_labels_with_bidi_or_control_characters_are_400(xnat_server, session, char):
     http = xnat_server.session()

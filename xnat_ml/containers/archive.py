@@ -11,12 +11,11 @@ a launch makes a handful of calls and must not pay xnatpy's schema bootstrap eac
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import requests
 from defusedxml import DefusedXmlException
@@ -25,19 +24,9 @@ from defusedxml.ElementTree import parse as parse_xml
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.xnat.archives import extract_zip, zip_directory
-from xnat_ml.xnat.uris import path_in_resource
+from xnat_ml.xnat.uris import ObjectPath, UriError, parse_path, path_in_resource
 
 log = logging.getLogger(__name__)
-
-_URI = re.compile(
-    r"^/(?:data/|REST/)?(?:archive/)?"
-    r"(?:projects/(?P<project>[^/]+)(?:/subjects/(?P<psubject>[^/]+))?"
-    r"(?:/experiments/(?P<pexperiment>[^/]+))?|subjects/(?P<subject>[^/]+)"
-    r"|experiments/(?P<experiment>[^/]+))"
-    r"(?:/(?P<child>scans|assessors)/(?P<child_id>[^/]+))?"
-    r"(?:/resources/(?P<resource>[^/]+)(?:/files/(?P<file>.+))?)?/?$"
-)
-
 
 def rest_path(uri: str) -> str:
     """`/archive/x` or `/x` → `/data/x` (what XNAT's REST API answers)."""
@@ -49,17 +38,18 @@ def rest_path(uri: str) -> str:
     return "/data" + uri
 
 
-def parse_uri(uri: str) -> dict[str, str] | None:
-    """The ids named by an object URI (project, subject, experiment, child, resource, file)."""
-    m = _URI.match("/" + uri.strip().lstrip("/"))
-    if not m:
-        return None
-    g = {k: unquote(v) for k, v in m.groupdict().items() if v}
-    if "psubject" in g:
-        g["subject"] = g.pop("psubject")
-    if "pexperiment" in g:
-        g["experiment"] = g.pop("pexperiment")
-    return g
+def _object_ids(path: ObjectPath) -> dict[str, str]:
+    """The ids a parsed URI names, by role: project, subject, experiment, child (scans or
+    assessors) and child_id, resource, file."""
+    roles = {"projects": "project", "subjects": "subject", "experiments": "experiment"}
+    ids = {}
+    for collection, name in path.steps:
+        if collection in roles:
+            ids[roles[collection]] = name
+        else:
+            ids["child"], ids["child_id"] = collection, name
+    ids.update((k, v) for k, v in (("resource", path.resource), ("file", path.file)) if v)
+    return ids
 
 
 def _q(value: str) -> str:
@@ -148,9 +138,12 @@ class ArchiveClient:
 
     def load(self, kind: str, uri: str, children: bool = True) -> dict:
         """The object of `kind` (Project, Subject, Session, Scan, Assessor, ...) at `uri`."""
-        ids = parse_uri(uri)
-        if ids is None:
-            raise XnatMlError(f"{kind} {uri!r}: not an XNAT object URI")
+        try:
+            path = parse_path(uri.strip())
+        except UriError as exc:
+            raise XnatMlError(f"{kind} {uri!r}: not an XNAT object URI ({exc.problem})") from None
+        if kind == "Resource":
+            return self._resource(path, children)
         loader = {
             "Project": self._project,
             "Subject": self._subject,
@@ -159,11 +152,10 @@ class ArchiveClient:
             "ProjectAsset": self._session,  # an experiment too, attached to the project
             "Scan": self._scan,
             "Assessor": self._assessor,
-            "Resource": self._resource,
         }.get(kind)
         if loader is None:
             raise XnatMlError(f"{kind} {uri!r}: cannot load objects of this type")
-        return loader(ids, children)
+        return loader(_object_ids(path), children)
 
     def _project(self, ids: dict, children: bool) -> dict:
         pid = ids["project"]
@@ -260,9 +252,11 @@ class ArchiveClient:
             obj["resources"] = self.resources(uri)
         return obj
 
-    def _resource(self, ids: dict, children: bool) -> dict:
-        label = ids["resource"]
-        parent_uri = "/archive" + rest_path(_strip_resource(ids))[len("/data") :]
+    def _resource(self, path: ObjectPath, children: bool) -> dict:
+        label = path.resource
+        if label is None:
+            raise XnatMlError(f"{path.uri('/archive')}: names no resource")
+        parent_uri = path.owner().uri("/archive")
         for res in self.resources(parent_uri):
             if res["label"] == label or res["id"] == label:
                 if children:
@@ -411,22 +405,3 @@ class ArchiveClient:
 
     def delete(self, uri: str) -> None:
         self.request("DELETE", rest_path(uri), ok=(200, 204, 404), params={"removeFiles": "true"})
-
-
-def _strip_resource(ids: dict) -> str:
-    """The parent object's path of a resource URI's ids."""
-    if "experiment" in ids and "project" not in ids:
-        base = f"/experiments/{ids['experiment']}"
-    elif "experiment" in ids:
-        base = f"/projects/{ids['project']}/experiments/{ids['experiment']}"
-    elif "subject" in ids:
-        base = (
-            f"/projects/{ids['project']}/subjects/{ids['subject']}"
-            if "project" in ids
-            else f"/subjects/{ids['subject']}"
-        )
-    else:
-        base = f"/projects/{ids['project']}"
-    if "child" in ids:
-        base += f"/{ids['child']}/{ids['child_id']}"
-    return base

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from xnat_ml.containers.archive import ArchiveClient, parse_uri
+from xnat_ml.containers.archive import ArchiveClient
 from xnat_ml.containers.command import (
     Command,
     CommandInput,
@@ -35,6 +35,7 @@ from xnat_ml.containers.quoting import Literal, mask_line, raw, substitute_line
 from xnat_ml.containers.validate import FILE_TYPES, OBJECT_TYPES
 from xnat_ml.containers.xsitypes import object_kind
 from xnat_ml.errors import XnatMlError
+from xnat_ml.xnat.uris import UriError, parse_path
 
 MAX_VALUE_LENGTH = 10_000
 
@@ -357,7 +358,7 @@ class _Resolver:
             return obj.get("id")
         if "parent-uri" in obj and "project-id" not in obj:
             parent = obj["parent-uri"]
-            shape = _uri_shape(parent)
+            shape = parse_path(parent).kind
             kind = "Session" if shape == "Experiment" else shape
             return self.owning_project(self.client.load(kind, parent, children=False))
         return obj.get("project-id")
@@ -458,29 +459,13 @@ def object_uri(name: str, kind: str, value: str) -> str:
         if prefix is None or "/" in value:
             raise InputError(name, f"{value!r} is not the URI of {_a(kind)}")
         value = prefix + value
-    shape = _uri_shape(value)
-    if shape is None:
-        raise InputError(name, f"{value!r} is not an XNAT object URI")
+    try:
+        shape = parse_path(value).kind
+    except UriError as exc:
+        raise InputError(name, f"{value!r} is not an XNAT object URI ({exc.problem})") from None
     if shape != _URI_SHAPES[kind]:
         raise InputError(name, f"{value} is the URI of {_a(shape)}, not of {_a(kind)}")
     return value
-
-
-def _uri_shape(uri: str) -> str | None:
-    """Which kind of object a URI names: Project, Subject, Experiment, Scan, Assessor, Resource
-    or File; None if it is not an object URI."""
-    ids = parse_uri(uri)
-    if ids is None:
-        return None
-    if "file" in ids:
-        return "File"
-    if "resource" in ids:
-        return "Resource"
-    if "child" in ids:
-        return "Scan" if ids["child"] == "scans" else "Assessor"
-    if "experiment" in ids:
-        return "Experiment"
-    return "Subject" if "subject" in ids else "Project"
 
 
 def check_object_type(name: str, kind: str, xsi_type: str) -> None:

@@ -11,16 +11,21 @@ import importlib
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, Response, after_this_request, current_app, request
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from xnat_ml.server import auth, db, job_writes, journal, signals
+from xnat_ml.server import auth, config, job_writes, signals
 from xnat_ml.server.archive import ObjectPathConverter
-from xnat_ml.server.filestore import DiskFull, FileStore, is_disk_full
+from xnat_ml.server.container_service import container_service
+from xnat_ml.server.db import database, session_factory
+from xnat_ml.server.event_worker import event_service
+from xnat_ml.server.filestore import DiskFull, is_disk_full
+from xnat_ml.server.journal import archive_files
 from xnat_ml.server.models import User
-from xnat_ml.server.zipfiles import ExtractLimits
+from xnat_ml.server.resources import RawPathConverter
 
 log = logging.getLogger(__name__)
 
@@ -38,41 +43,33 @@ BLUEPRINT_MODULES = (
     "xnat_ml.server.containers",
 )
 
-DEFAULTS = {
-    "SITE_ID": "XNAT",  # prefix of accession IDs: XNAT_S00001, XNAT_E00001
-    "XNAT_VERSION": "1.8.10",
-    "SESSION_LIFETIME_S": 12 * 3600,  # idle time before a JSESSIONID expires (sliding)
-    "TOKEN_LIFETIME_S": 2 * 24 * 3600,  # XNAT's aliasTokenTimeout default: 2 days
-    "ADMIN_PASSWORD": None,  # None: env XNAT_ML_ADMIN_PASSWORD, else "admin" (as XNAT ships)
-    "MAX_CONTENT_LENGTH": None,
-    # What one uploaded archive may expand to when extracted (zip bombs); see zipfiles.py.
-    "EXTRACT_MAX_BYTES": ExtractLimits.max_bytes,
-    "EXTRACT_MAX_FILES": ExtractLimits.max_members,
-    # Space kept in DATA/reserve.bin and given up when a delete meets a full disk.
-    "DISK_RESERVE_BYTES": 4 * 2**20,
-}
 
+def create_app(data_dir: Path, **settings: Any) -> Flask:
+    """A ready app serving the archive in `data_dir` (created, with an admin user, when new).
 
-def create_app(data_dir: Path, **config) -> Flask:
-    """A ready app serving the archive in `data_dir` (created, with an admin user, when new)."""
+    `settings` are those of config.py by lower-case name; any not given come from the
+    environment (XNAT_ML_<NAME>) or their default. Start-up runs in this order: the database
+    and its migrations, the file store with journal recovery, the services (event worker,
+    container service), the blueprints; work left from before a restart resumes at
+    `server_ready`, once the server takes requests."""
     data_dir = Path(data_dir).resolve()
+    resolved = config.resolve(settings, os.environ)
     (data_dir / "archive").mkdir(parents=True, exist_ok=True)
     app = Flask("xnat_ml.server")
-    app.config.update(DEFAULTS)
-    app.config.update({key.upper(): value for key, value in config.items()})
-    app.config["DATA_DIR"] = data_dir
+    app.config.update(resolved, DATA_DIR=data_dir)
     app.url_map.strict_slashes = False
     app.json.sort_keys = False  # keep XNAT's column order in listings
-
-    db.init_app(app, data_dir)
-    store = FileStore(data_dir, app.config["DISK_RESERVE_BYTES"])
-    app.extensions["xnat_ml.files"] = store
-    journal.init_app(app)  # finishes or forgets writes a crash interrupted
-    job_writes.init_app(app)  # jobs' writes: logged; kept or undone if a crash stopped that
-    store.fill_reserve()
-    signals.watch_creations(app, db.session_factory(app))
-    # `<xnat:path>` in any blueprint's rules matches an archive object path (projects/P/...).
+    # `<xnat:path>` in any blueprint's rules matches an archive object path (projects/P/...);
+    # `<rawpath:path>` a file path inside a resource, taken whole.
     app.url_map.converters["xnat"] = ObjectPathConverter
+    app.url_map.converters["rawpath"] = RawPathConverter
+
+    database.init_app(app)
+    archive_files.init_app(app)  # finishes or forgets writes a crash interrupted
+    job_writes.init_app(app)  # jobs' writes: logged; kept or undone if a crash stopped that
+    signals.watch_creations(app, session_factory(app))
+    event_service.init_app(app)
+    container_service.init_app(app)
     # Authentication first: Flask runs the app's before_request hooks in the order registered,
     # and then the blueprints' own, so no other hook can act for an unauthenticated caller.
     app.before_request(auth.login_unless_public)
@@ -113,7 +110,7 @@ def _http_error(exc: HTTPException) -> Response:
 def _room_for_deletes() -> None:
     """A delete must work on a full disk: let the database have the reserve, refill it after."""
     if request.method == "DELETE":
-        store: FileStore = current_app.extensions["xnat_ml.files"]
+        store = archive_files.get()
         store.release_reserve()
 
         @after_this_request
@@ -123,7 +120,7 @@ def _room_for_deletes() -> None:
 
 
 def _disk_full(exc: Exception) -> Response:
-    store: FileStore = current_app.extensions["xnat_ml.files"]
+    store = archive_files.get()
     message = str(exc) if isinstance(exc, DiskFull) else (
         f"no space left on the server's disk while handling {request.path}; "
         f"{store.free()} bytes are free"
@@ -144,15 +141,13 @@ def _unexpected_error(exc: Exception) -> Response:
 
 
 def _ensure_admin(app: Flask) -> None:
-    """On a fresh archive, create the site admin `admin` (password from config, env, or 'admin')."""
+    """On a fresh archive, create the site admin `admin` with the ADMIN_PASSWORD setting."""
     from xnat_ml.server.auth import hash_password
 
-    with db.session_factory(app)() as session:
+    with session_factory(app)() as session:
         if session.scalar(select(User.pk).limit(1)) is not None:
             return
-        password = (
-            app.config["ADMIN_PASSWORD"] or os.environ.get("XNAT_ML_ADMIN_PASSWORD") or "admin"
-        )
+        password = app.config["ADMIN_PASSWORD"]
         session.add(
             User(
                 username="admin",

@@ -43,6 +43,7 @@ from xnat_ml.server.validation import (
     typed_fields,
 )
 from xnat_ml.server.xml_documents import MAX_XML_BYTES, read_object_xml
+from xnat_ml.xnat.uris import OBJECT_PATTERN, ObjectPath, UnsafeName, UriError, parse_path
 
 bp = Blueprint("archive", __name__)
 
@@ -55,19 +56,11 @@ _BASE_TYPE_OF = {
     "assessors": "xnat:imageAssessorData",
 }
 
-_SEG = r"[^/]+"
-_SESSION = rf"experiments/{_SEG}(?:/(?:scans|assessors)/{_SEG})?"
-#: an archive object path below /data/ (or /data/archive/)
-OBJECT_PATH = (
-    rf"(?:projects/{_SEG}(?:/subjects/{_SEG}(?:/{_SESSION})?|/{_SESSION})?"
-    rf"|subjects/{_SEG}(?:/{_SESSION})?|{_SESSION})"
-)
-
-
 class ObjectPathConverter(BaseConverter):
-    """URL converter `<xnat:name>` for an archive object path such as projects/P/subjects/S."""
+    """URL converter `<xnat:name>` for an archive object path such as projects/P/subjects/S
+    (the grammar of xnat/uris.py, which `split_path` then parses)."""
 
-    regex = OBJECT_PATH
+    regex = OBJECT_PATTERN
     part_isolating = False
 
 
@@ -131,26 +124,28 @@ def _describe(parent: ArchiveObject | None, collection: str, name: str) -> str:
 
 
 def split_path(path: str) -> list[tuple[str, str]]:
-    """'data/archive/projects/P/subjects/S' → [('projects', 'P'), ('subjects', 'S')]."""
-    parts = [p for p in path.strip("/").split("/") if p]
-    if parts[:1] == ["data"]:
-        parts = parts[1:]
-    if parts[:1] == ["archive"]:
-        parts = parts[1:]
-    if not parts or len(parts) % 2:
-        raise NotFound(f"'{path}' is not an archive object path.")
-    return list(zip(parts[::2], parts[1::2], strict=True))
+    """'data/archive/projects/P/subjects/S' → [('projects', 'P'), ('subjects', 'S')], for a
+    path as the router hands it (decoded); 404 if it is not an object path, 400 if a name in
+    it is one no object can have."""
+    try:
+        return list(parse_path(path, quoted=False).steps)
+    except UnsafeName as exc:
+        raise BadRequest(f"{exc.problem}.") from None
+    except UriError:
+        raise NotFound(f"{path[:200]!r} is not an archive object path.") from None
 
 
-def resolve_object(path: str, access: str | None = "read") -> ArchiveObject:
-    """The object at an archive path; 404 if missing, 401/403 unless the caller has `access`.
+def resolve_object(path: str | ObjectPath, access: str | None = "read") -> ArchiveObject:
+    """The object at an archive path (router text, or parsed); 404 if missing, 401/403 unless
+    the caller has `access`.
 
     `access` is read, edit or own (see auth.require_project_role); None skips the role check
     (login is still required). The role is checked as soon as the project is known, so callers
     outside a project learn nothing about its content.
     """
     auth.require_login()
-    return _walk(split_path(path), access)
+    steps = list(path.steps) if isinstance(path, ObjectPath) else split_path(path)
+    return _walk(steps, access)
 
 
 def _walk(pairs: list[tuple[str, str]], access: str | None) -> ArchiveObject:

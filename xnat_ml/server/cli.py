@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Serve an XNAT-compatible REST API (projects, subjects, sessions, scans, "
             "resources, ROI collections) from DIR: metadata in DIR/xnat-ml.sqlite, files under "
-            "DIR/archive. A fresh DIR gets the site administrator 'admin'."
+            "DIR/archive. A fresh DIR gets the site administrator 'admin'. Every setting "
+            "not given here comes from its environment variable XNAT_ML_<NAME>, else its "
+            "default (docs/server.md lists them)."
         ),
     )
     parser.add_argument(
@@ -45,7 +47,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--token-lifetime",
         type=int,
-        default=2 * 24 * 3600,
         metavar="SECONDS",
         help="how long alias tokens stay valid (default 172800 = 2 days, as in XNAT)",
     )
@@ -65,14 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--backend",
         choices=("local", "docker", "slurm"),
-        default="local",
         help="where launched commands run (default local: a process on this machine; "
         "see docs/backends.md)",
     )
     parser.add_argument(
         "--backend-option",
         action="append",
-        default=[],
         type=_backend_option,
         metavar="KEY=VALUE",
         help="a backend setting, repeatable, e.g. docker_url=unix:///run/docker.sock, "
@@ -82,7 +81,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--raw-input",
         action="append",
-        default=[],
         metavar="COMMAND:INPUT",
         help="splice this command input's value into the command line unquoted, as several "
         "shell words (repeatable; e.g. debug:command). Values are quoted by default, so that a "
@@ -101,6 +99,22 @@ def _backend_option(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _settings(args: argparse.Namespace) -> dict[str, object]:
+    """create_app's keyword arguments for the options given (None: not given, so that the
+    environment or the default decides; see config.py)."""
+    gb = args.extract_max_gb
+    options = args.backend_option
+    return {
+        "admin_password": args.admin_password,
+        "token_lifetime_s": args.token_lifetime,
+        "extract_max_bytes": None if gb is None else int(gb * 2**30),
+        "extract_max_files": args.extract_max_files,
+        "container_backend": args.backend,
+        "container_backend_options": None if options is None else dict(options),
+        "container_raw_inputs": args.raw_input,
+    }
+
+
 def serve(args: argparse.Namespace) -> int:
     import waitress
 
@@ -111,20 +125,7 @@ def serve(args: argparse.Namespace) -> int:
         args.data.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise XnatMlError(f"{args.data}: cannot create the data folder ({exc.strerror})") from exc
-    limits = {}
-    if args.extract_max_gb is not None:
-        limits["extract_max_bytes"] = int(args.extract_max_gb * 2**30)
-    if args.extract_max_files is not None:
-        limits["extract_max_files"] = args.extract_max_files
-    app = create_app(
-        args.data,
-        admin_password=args.admin_password,
-        token_lifetime_s=args.token_lifetime,
-        **limits,
-        container_backend=args.backend,
-        container_backend_options=dict(args.backend_option),
-        container_raw_inputs=args.raw_input,
-    )
+    app = create_app(args.data, **_settings(args))
     try:
         server = waitress.create_server(
             app,

@@ -1,107 +1,23 @@
 """`/xapi/commands`: install, list and remove Container Service commands; per-project enablement.
 
-Shapes follow XNAT's Container Service REST API. The job runner (`ContainerService`) starts with
-this blueprint, so the whole Container Service comes with one line in `app.BLUEPRINT_MODULES`.
+Shapes follow XNAT's Container Service REST API. The job runner behind the launches is the
+`container_service` extension (container_service.py), started by `create_app`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable
-
-from flask import Blueprint, Response, abort, current_app, jsonify, request
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from flask import Blueprint, Response, abort, jsonify, request
+from sqlalchemy import select
 from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from xnat_ml.containers import registry, xsitypes
 from xnat_ml.containers.command import parse_command
-from xnat_ml.containers.jobs import Job
-from xnat_ml.containers.registry import CommandRecord, WrapperSetting
-from xnat_ml.containers.service import ContainerService
+from xnat_ml.containers.registry import CommandRecord
 from xnat_ml.containers.validate import validate
-from xnat_ml.server import auth, job_writes, signals
-from xnat_ml.server.db import get_db, reader_factory, session_factory
-from xnat_ml.server.models import User
+from xnat_ml.server import auth
+from xnat_ml.server.db import get_db
 
 bp = Blueprint("commands", __name__)
-
-
-@bp.record_once
-def _start_service(state) -> None:
-    app = state.app
-    sessions = session_factory(app)
-
-    def token_for(username: str, job_id: int) -> tuple[str, str]:
-        with app.app_context():
-            user = get_db().scalar(select(User).where(User.username == username))
-            if user is None or not user.enabled:
-                raise auth.Forbidden(f"user {username!r} no longer exists or is disabled")
-            token, secret = auth.issue_token(user, job_id=job_id)
-            return token.alias, secret
-
-    def revoke_tokens(job_id: int) -> None:
-        with app.app_context():
-            auth.revoke_job_tokens(job_id)
-            get_db().commit()
-
-    service = ContainerService(
-        sessions,
-        app.config["DATA_DIR"] / "containers",
-        token_for,
-        revoke_tokens,
-        backend=_setting(app, "CONTAINER_BACKEND", "local"),
-        workers=int(_setting(app, "CONTAINER_WORKERS", "4")),
-        backend_options=json.loads(_setting(app, "CONTAINER_BACKEND_OPTIONS", "{}")),
-        readers=reader_factory(app),
-        raw_inputs=json.loads(_setting(app, "CONTAINER_RAW_INPUTS", "[]")),
-        keep_writes=lambda job_id: job_writes.keep(app, job_id),
-        undo_writes=lambda job_id: job_writes.undo(app, job_id),
-    )
-    app.extensions["xnat_ml.containers"] = service
-    signals.project_deleting.connect(_retire_project_jobs, sender=app)
-    # Jobs waiting from before a restart resolve against the server: start them once it listens.
-    signals.server_ready.connect(lambda _app: service.resume_pending(), sender=app, weak=False)
-    service.fail_orphans()
-
-
-def _retire_project_jobs(app, *, project, db: Session, **_extra) -> Callable[[], None]:
-    """`project_deleting`: the project's jobs (with their history) and wrapper switches go in
-    the deleting transaction; once it commits, running jobs are stopped and their files
-    (logs included) removed."""
-    retired = [
-        (row.id, row.backend, row.backend_job_id, row.work_dir)
-        for row in db.execute(
-            select(Job.id, Job.backend, Job.backend_job_id, Job.work_dir).where(
-                Job.project == project.id
-            )
-        )
-    ]
-    auth.revoke_project_job_tokens(project.id)  # before the job rows that name the tokens go
-    job_writes.forget(db, [job_id for job_id, *_rest in retired])  # their objects go too
-    db.execute(delete(Job).where(Job.project == project.id))
-    db.execute(delete(WrapperSetting).where(WrapperSetting.project == project.id))
-    service = app.extensions["xnat_ml.containers"]
-
-    def after_commit() -> None:
-        service.retire(retired)
-        for job_id, *_rest in retired:
-            job_writes.drop_kept(app, job_id)
-
-    return after_commit
-
-
-def _setting(app, key: str, default: str) -> str:
-    """App config (create_app keyword), else environment XNAT_ML_<KEY>, else the default."""
-    value = app.config.get(key)
-    if value is None:
-        value = os.environ.get(f"XNAT_ML_{key}", default)
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def service() -> ContainerService:
-    return current_app.extensions["xnat_ml.containers"]
 
 
 def _command_json(record: CommandRecord) -> dict:

@@ -8,7 +8,6 @@ Container Service's worker threads, so the answer comes at once, as XNAT's does.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -28,10 +27,11 @@ from xnat_ml.containers.resolve import (
 from xnat_ml.containers.validate import OBJECT_TYPES
 from xnat_ml.server import auth, signals
 from xnat_ml.server.archive import resolve_object
-from xnat_ml.server.commands import service
+from xnat_ml.server.container_service import container_service
 from xnat_ml.server.db import get_db
 from xnat_ml.server.faults import fault_point
 from xnat_ml.server.models import Project
+from xnat_ml.xnat.uris import parse_path
 
 bp = Blueprint("containers", __name__)
 
@@ -84,10 +84,8 @@ def _create_job(
         root_element=root,
         root_uri=str(params.get(root, "")),
         username=user.username,
-        host=current_app.config.get("SITE_URL")
-        or os.environ.get("XNAT_ML_SITE_URL")
-        or request.host_url,
-        backend=service().backend_name,
+        host=current_app.config["SITE_URL"] or request.host_url,
+        backend=container_service.get().backend_name,
         bulk_id=bulk_id,
         params=params,
         inputs={k: ("*****" if k in sensitive else v) for k, v in params.items()},
@@ -107,9 +105,8 @@ def _check_archive_object(project: str, name: str, kind: str, value: str) -> Non
     the job would otherwise be accepted only to fail, run on the wrong object, or read another
     project's data under this one (the worker checks again when it resolves)."""
     uri = object_uri(name, kind, value)
-    owner_uri = uri.split("/resources/", 1)[0]  # a resource: check the object that holds it
-    try:
-        obj = resolve_object(owner_uri, access="read")
+    try:  # a resource: check the object that holds it
+        obj = resolve_object(parse_path(uri).owner(), access="read")
     except HTTPException:
         raise InputError(name, f"{value!r}: no such object you may read") from None
     if kind != "Resource":
@@ -140,7 +137,7 @@ def launch(project: str, wrapper_id: str, root: str, _cid: int | None = None) ->
         job = _create_job(project, command, wrapper, root, values, None)
     except InputError as exc:
         return jsonify({"status": "failure", "params": values, "message": str(exc)}), 400
-    service().submit(job.id)
+    container_service.get().submit(job.id)
     return jsonify(_report(job))
 
 
@@ -167,7 +164,7 @@ def bulk_launch(project: str, wrapper_id: str, root: str) -> Response:
         except InputError as exc:
             failures.append({"status": "failure", "params": params, "message": str(exc)})
             continue
-        service().submit(job.id)
+        container_service.get().submit(job.id)
         successes.append(_report(job))
     return jsonify({"bulk-launch-id": bulk_id, "successes": successes, "failures": failures})
 
@@ -222,7 +219,7 @@ def get_container(job_id: int) -> Response:
 def kill_container(job_id: int) -> Response:
     _job(job_id, "edit")
     get_db().rollback()  # release this request's write lock: the service writes in its own session
-    status = service().kill(job_id)
+    status = container_service.get().kill(job_id)
     return Response(status, 200, mimetype="text/plain")
 
 
@@ -240,6 +237,6 @@ def container_logs(job_id: int, name: str = "stdout") -> Response:
         text = b""
     if not text and not job.finished and job.backend_job_id:
         # Docker and Slurm keep a running job's output themselves until it ends
-        stdout, stderr = service().backend(job.backend).logs(job.backend_job_id)
+        stdout, stderr = container_service.get().backend(job.backend).logs(job.backend_job_id)
         text = (stdout if name == "stdout" else stderr).encode()
     return Response(text, 200, mimetype="text/plain")

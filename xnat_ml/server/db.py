@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask, current_app, g, has_request_context, request
+from flask import Flask, g, has_request_context, request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from xnat_ml.server import schema
+from xnat_ml.server.extension import Extension
 
 DB_FILENAME = "xnat-ml.sqlite"
 READ_ONLY = "xnat_ml_read_only"  # execution option: begin a plain (deferred) read transaction
@@ -52,21 +53,29 @@ def make_engine(data_dir: Path, foreign_keys: bool = True) -> Engine:
     return engine
 
 
-def init_app(app: Flask, data_dir: Path) -> None:
-    """Bring the schema to the code's revision and attach a session factory to the app."""
-    migrating = make_engine(data_dir, foreign_keys=False)
-    try:
-        schema.upgrade(migrating)
-    finally:
-        migrating.dispose()
-    engine = make_engine(data_dir)
-    app.extensions["xnat_ml.db"] = sessionmaker(engine, expire_on_commit=False)
-    app.teardown_appcontext(_close_session)
+class Database(Extension[sessionmaker[Session]]):
+    """The app's SQLite store: the schema is brought to the code's revision before anything
+    reads it, then every session of the app comes from one factory on one engine."""
+
+    key = "xnat_ml.db"
+
+    def start(self, app: Flask) -> sessionmaker[Session]:
+        data_dir = app.config["DATA_DIR"]
+        migrating = make_engine(data_dir, foreign_keys=False)
+        try:
+            schema.upgrade(migrating)
+        finally:
+            migrating.dispose()
+        app.teardown_appcontext(_close_session)
+        return sessionmaker(make_engine(data_dir), expire_on_commit=False)
+
+
+database = Database()
 
 
 def session_factory(app: Flask | None = None) -> sessionmaker[Session]:
     """The app's session factory, for work outside a request (bootstrap, CLI, event handlers)."""
-    return (app or current_app).extensions["xnat_ml.db"]
+    return database.get(app)
 
 
 def reader_factory(app: Flask | None = None) -> sessionmaker[Session]:

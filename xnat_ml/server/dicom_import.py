@@ -34,11 +34,10 @@ from xnat_ml.server.dicom_headers import (
     read_folder,
 )
 from xnat_ml.server.filestore import FileStore, StoredFile
-from xnat_ml.server.journal import Publication
+from xnat_ml.server.journal import Publication, archive_files
 from xnat_ml.server.models import Experiment, Project, Scan, Subject
 from xnat_ml.server.resources import (
     create_resource,
-    file_store,
     find_resource,
     reload,
     staged_upload,
@@ -103,7 +102,7 @@ def import_dicom() -> Response:
     project = resolve_object(f"projects/{where.project}", "edit")
     db.commit()  # no write lock while the upload streams in and headers are read
 
-    store = file_store()
+    store = archive_files.get()
     staged = staged_upload(store)[0]
     unpacked = store.staging_dir()
     try:

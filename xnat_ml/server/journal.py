@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from xnat_ml.server import faults
 from xnat_ml.server.catalog import ResourceFile
 from xnat_ml.server.db import session_factory
+from xnat_ml.server.extension import Extension
 from xnat_ml.server.filestore import FileStore, UnsafePathError
 from xnat_ml.server.models import Assessor, Experiment, JournalEntry, Resource, Subject
 
@@ -145,13 +146,25 @@ def _mark_done(db: Session, pks: list[int]) -> None:
 # ----------------------------------------------------------------------- folders of new objects
 
 
-def init_app(app: Flask) -> None:
-    """Recover, then make every session check that a new object's folder is not taken."""
-    store = FileStore(app.config["DATA_DIR"])
-    recover(app, store)
-    note, claim = _claim_folders(store)
-    event.listen(session_factory(app), "after_flush", note)  # new objects are pending here,
-    event.listen(session_factory(app), "after_flush_postexec", claim)  # their owners load here
+class ArchiveFiles(Extension[FileStore]):
+    """The app's file store, made whole before anything reads it: `start` recovers (finishes or
+    forgets the writes a crash interrupted), makes every session check that a new object's
+    folder is not taken, and fills the disk reserve."""
+
+    key = "xnat_ml.files"
+
+    def start(self, app: Flask) -> FileStore:
+        store = FileStore(app.config["DATA_DIR"], app.config["DISK_RESERVE_BYTES"])
+        recover(app, store)
+        note, claim = _claim_folders(store)
+        sessions = session_factory(app)
+        event.listen(sessions, "after_flush", note)  # new objects are pending here,
+        event.listen(sessions, "after_flush_postexec", claim)  # their owners load here
+        store.fill_reserve()
+        return store
+
+
+archive_files = ArchiveFiles()
 
 
 def _claim_folders(store: FileStore):

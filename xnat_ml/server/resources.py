@@ -42,7 +42,7 @@ from xnat_ml.server.filestore import (
     UnsafePathError,
     safe_relpath,
 )
-from xnat_ml.server.journal import Publication
+from xnat_ml.server.journal import Publication, archive_files
 from xnat_ml.server.listing import result_set
 from xnat_ml.server.models import ArchiveObject, Assessor, Experiment, Project, Resource, Scan
 from xnat_ml.server.names import unsafe_character
@@ -75,25 +75,12 @@ _IN_CHUNK = 5000  # ids per IN (...) list, below SQLite's bound-variable limit
 
 
 class RawPathConverter(PathConverter):
+    """`<rawpath:...>`: a file path taken whole, empty segments included."""
+
     regex = ".+"
 
 
-@bp.record_once
-def _register_converter(state) -> None:
-    state.app.url_map.converters.setdefault("rawpath", RawPathConverter)
 _TRUE = ("true", "1", "yes")
-
-
-@bp.record_once
-def _create_catalog_table(state) -> None:
-    """The catalog table joins the schema even if the app created its tables before importing us."""
-    from xnat_ml.server.db import session_factory
-
-    catalog.ResourceFile.__table__.create(session_factory(state.app).kw["bind"], checkfirst=True)
-
-
-def file_store() -> FileStore:
-    return current_app.extensions["xnat_ml.files"]
 
 
 def unpack_upload(staged: Path, unpacked: Path, name: str, what: str) -> list[StoredFile]:
@@ -330,13 +317,13 @@ def put_resource(owner: str, label: str) -> Response:
 def delete_resource(owner: str, label: str) -> Response:
     db = get_db()
     resource = _resource_or_404(db, _one_owner(owner, "edit"), label)
-    _delete_committed(db, resource, file_store().resource_dir(resource.relative_dir))
+    _delete_committed(db, resource, archive_files.get().resource_dir(resource.relative_dir))
     return Response("", 200)
 
 
 def _delete_committed(db: Session, row, path: Path) -> None:
     """Delete a database row and, once that commit is durable, its file or folder."""
-    deletion = Publication(file_store(), "delete")
+    deletion = Publication(archive_files.get(), "delete")
     deletion.discard(path)
     db.delete(row)
     deletion.commit(db)
@@ -364,7 +351,7 @@ def _files_response(found: list[Resource]) -> Response:
     rows = catalog.files_of(db, found)
     by_pk = {resource.pk: resource for resource in found}
     if request.args.get("format", "").lower() == "zip":
-        store = file_store()
+        store = archive_files.get()
         entries = [
             (
                 f"{_zip_folder(by_pk[row.resource_pk])}/{row.path}",
@@ -429,7 +416,7 @@ def _catalogued_file(db, owner: str, label: str, fpath: str, access: str):
 def get_file(owner: str, label: str, fpath: str) -> Response:
     db = get_db()
     resource, rel, row = _catalogued_file(db, owner, label, fpath, "read")
-    path = file_store().resource_dir(resource.relative_dir).joinpath(*rel.parts)
+    path = archive_files.get().resource_dir(resource.relative_dir).joinpath(*rel.parts)
     db.rollback()
     if not path.is_file():
         raise NotFound(f"File '{rel}' is catalogued but missing from the archive folder.")
@@ -471,7 +458,7 @@ def _clashes(existing: set[str], new: list[StoredFile], overwrite: bool) -> str 
 def put_file(owner: str, label: str, fpath: str) -> Response:
     rel = _relpath(fpath)
     check_label(label)
-    store = file_store()
+    store = archive_files.get()
     db = get_db()
     parent = _one_owner(owner, "edit")
     db.commit()  # release the write lock while the body streams in
@@ -524,8 +511,8 @@ def _commit_files(
 def delete_file(owner: str, label: str, fpath: str) -> Response:
     db = get_db()
     resource, rel, row = _catalogued_file(db, owner, label, fpath, "edit")
-    folder = file_store().resource_dir(resource.relative_dir)
+    folder = archive_files.get().resource_dir(resource.relative_dir)
     target = folder.joinpath(*rel.parts)
     _delete_committed(db, row, target)
-    file_store().prune(target.parent, stop_at=folder)
+    archive_files.get().prune(target.parent, stop_at=folder)
     return Response("", 200)

@@ -24,11 +24,10 @@ from xnat_ml.server.archive import check_label, new_accession, resolve_object
 from xnat_ml.server.auth import require_login
 from xnat_ml.server.db import get_db
 from xnat_ml.server.filestore import StoredFile
-from xnat_ml.server.journal import Publication
+from xnat_ml.server.journal import Publication, archive_files
 from xnat_ml.server.models import Assessor, Experiment
 from xnat_ml.server.resources import (
     create_resource,
-    file_store,
     find_resource,
     get_file,
     reload,
@@ -89,7 +88,7 @@ def put_collection(project: str, session: str, label: str) -> Response:
     parent = _session(project, session, "edit")
     db.commit()  # no write lock while the body streams in
 
-    store = file_store()
+    store = archive_files.get()
     staged, size, md5 = staged_upload(store)
     suffix = file_suffix(staged, kind)
     named = staged.with_name(staged.name + suffix)
@@ -109,7 +108,7 @@ def put_collection(project: str, session: str, label: str) -> Response:
 def _store(db: Session, parent: Experiment, label: str, kind: str, content: RoiContent,
            named: Path, stored: StoredFile, overwrite: bool) -> Assessor:
     """Create (or with overwrite, replace) the assessor, its resource and file; one commit."""
-    store = file_store()
+    store = archive_files.get()
     reload(db, parent)
     assessor = db.scalar(select(Assessor).where(Assessor.project_pk == parent.project_pk,
                                                 Assessor.label == label))
