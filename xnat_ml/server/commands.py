@@ -23,6 +23,7 @@ from xnat_ml.containers.service import ContainerService
 from xnat_ml.containers.validate import validate
 from xnat_ml.server import auth, job_writes, signals
 from xnat_ml.server.db import get_db, reader_factory, session_factory
+from xnat_ml.server.faults import fault_point
 from xnat_ml.server.models import User
 
 bp = Blueprint("commands", __name__)
@@ -58,12 +59,14 @@ def _start_service(state) -> None:
         raw_inputs=json.loads(_setting(app, "CONTAINER_RAW_INPUTS", "[]")),
         keep_writes=lambda job_id: job_writes.keep(app, job_id),
         undo_writes=lambda job_id: job_writes.undo(app, job_id),
+        max_attempts=int(_setting(app, "CONTAINER_MAX_ATTEMPTS", "3")),
+        fault_point=fault_point,
     )
     app.extensions["xnat_ml.containers"] = service
     signals.project_deleting.connect(_retire_project_jobs, sender=app)
     # Jobs waiting from before a restart resolve against the server: start them once it listens.
     signals.server_ready.connect(lambda _app: service.resume_pending(), sender=app, weak=False)
-    service.fail_orphans()
+    service.recover()  # jobs the last process left: requeued, or left to re-attach
 
 
 def _retire_project_jobs(app, *, project, db: Session, **_extra) -> Callable[[], None]:
