@@ -211,21 +211,29 @@ class ContainerService:
             ).where(Job.status.in_(jobs.UNFINISHED))
             rows = list(db.execute(unfinished))
         for job_id, status, backend_name, backend_id, work_dir in rows:
-            backend = self._backend_or_none(backend_name)
-            if status == jobs.RUNNING and backend is not None and backend.can_reattach \
-                    and backend_id:  # fmt: skip
-                continue
-            if backend is not None and backend_id and status != jobs.CREATED:
-                self._stop_stale(backend, backend_id)
-            if work_dir and (Path(work_dir) / KILL_MARK).exists():
-                self._finish(job_id, jobs.KILLED, "killed on request before the server stopped")
-            elif status == jobs.CREATED:
-                self._clean_slate(job_id, work_dir)
-            elif backend is None:
-                message = f"server restarted while the job ran; no {backend_name} backend now"
-                self._finish(job_id, jobs.FAILED, message)
-            else:
-                self._requeue(job_id, work_dir)
+            try:
+                self._recover_one(job_id, status, backend_name, backend_id, work_dir)
+            except Exception:  # the server must start; the job is tried again at the next one
+                log.exception("container %s: could not be recovered after a restart", job_id)
+
+    def _recover_one(
+        self, job_id: int, status: str, backend_name: str, backend_id: str | None, work_dir: str
+    ) -> None:
+        backend = self._backend_or_none(backend_name)
+        still_runs = backend is not None and backend.can_reattach and bool(backend_id)
+        if status == jobs.RUNNING and still_runs:
+            return
+        if backend is not None and backend_id and status != jobs.CREATED:
+            self._stop_stale(backend, backend_id)
+        if work_dir and (Path(work_dir) / KILL_MARK).exists():
+            self._finish(job_id, jobs.KILLED, "killed on request before the server stopped")
+        elif status == jobs.CREATED:
+            self._clean_slate(job_id, work_dir)
+        elif backend is None:
+            message = f"server restarted while the job ran; no {backend_name} backend now"
+            self._finish(job_id, jobs.FAILED, message)
+        else:
+            self._requeue(job_id, work_dir)
 
     def _stop_stale(self, backend: Backend, backend_id: str) -> None:
         """Stop what an earlier server process started for a job, and release it."""
