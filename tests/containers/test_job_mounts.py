@@ -1,6 +1,6 @@
 """A job's mounts (staged inputs, output folders) go when it ends, however it ends: Complete,
-Failed, Killed, or failed by a restart of the server; its logs stay. Local backend, real
-server."""
+Failed, Killed, and when a restart of the server requeues it; its logs stay. Local backend,
+real server."""
 
 from __future__ import annotations
 
@@ -109,11 +109,23 @@ def test_mounts_go_when_a_job_is_killed(site: Site):
     site.assert_mounts_gone(job_id)
 
 
-def test_mounts_go_when_a_restart_fails_the_job(site: Site):
-    job_id = site.launch("sleep 60")
+def test_a_job_requeued_by_a_restart_starts_on_fresh_mounts(site: Site):
+    """Its first attempt's mounts go at the restart: the second finds only what it makes."""
+    job_id = site.launch('echo "$XNAT_USER" >> /output/tokens; sleep 60')  # one token an attempt
     site.wait(job_id, ("Running",))
-    assert (site.job_dir(job_id) / "mounts" / "out").is_dir()
+    tokens = site.job_dir(job_id) / "mounts" / "out" / "tokens"
+    deadline = time.monotonic() + 30
+    while not tokens.exists() or not tokens.read_text().endswith("\n"):
+        assert time.monotonic() < deadline, "the first attempt wrote no token"
+        time.sleep(0.1)
+    first = tokens.read_text()
     site.server.restart()
-    job = site.job(job_id)
-    assert job["status"] == "Failed" and "server restarted" in job["message"], job
+    job = site.wait(job_id, ("Running",))
+    assert "requeued after a server restart" in job["history"][2]["message"], job
+    while not tokens.exists() or tokens.read_text() in ("", first):
+        assert time.monotonic() < deadline + 30, "the second attempt wrote no token"
+        time.sleep(0.1)
+    assert len(tokens.read_text().split()) == 1, "the second attempt inherited the first's mount"
+    assert site.http.post(f"{site.url}/xapi/containers/{job_id}/kill").status_code == 200
+    assert site.wait(job_id, timeout=30)["status"] == "Killed"
     site.assert_mounts_gone(job_id)

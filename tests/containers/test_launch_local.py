@@ -134,7 +134,8 @@ def test_dicom_to_nifti_on_a_scan(site: Site):
     assert answer.status_code == 200, answer.text
     job = site.wait(answer.json()["id"])
     assert job["status"] == "Complete", job["message"]
-    assert [h["status"] for h in job["history"]] == ["Created", "Running", "Complete"]
+    assert [h["status"] for h in job["history"]] == [
+        "Created", "Running", "Finalizing", "Complete"]  # fmt: skip
     resources = site.resources(f"/data/experiments/{site.session_id}/scans/{scan}")
     assert "NIFTI" in resources
     assert site.files(f"/data/experiments/{site.session_id}/scans/{scan}/resources/NIFTI") == [
@@ -395,20 +396,36 @@ def test_available_and_enablement(site: Site):
     assert site.http.get(f"{base}/enabled").json() is True
 
 
-def test_restart_fails_running_local_jobs(site: Site):
+def test_restart_requeues_running_local_jobs(site: Site):
+    """A local job cannot outlive its server: at start the orphan is stopped and the same job
+    runs again from scratch, to its end."""
     data = _command(
-        "napper", "echo $XNAT_ML_LOCAL_JOB > /output/who; sleep 30; echo late > /output/x.txt",
+        "napper", "echo $XNAT_ML_LOCAL_JOB >> /output/who; sleep 8; echo late > /output/x.txt",
         [{"name": "o", "mount": "out", "required": True}],
         [_handler("h", "o", "NAPPED")],
     )  # fmt: skip
     job_id = site.launch_running(data)
     site.server.restart()
-    job = site.http.get(f"{site.url}/xapi/containers/{job_id}").json()
-    assert job["status"] == "Failed", job
-    assert "server restarted" in job["message"]
-    assert [h["status"] for h in job["history"]] == ["Created", "Running", "Failed"]
+    job = site.wait(job_id)
+    assert job["status"] == "Complete", job
+    assert [(h["status"], h["message"]) for h in job["history"]][:3] == [
+        ("Created", "launched by admin"), ("Running", "started on local"),
+        ("Created", "requeued after a server restart (attempt 2 of 3)")]  # fmt: skip
+    assert [h["status"] for h in job["history"]][3:] == ["Running", "Finalizing", "Complete"]
+    napped = f"/data/experiments/{site.session_id}/resources/NAPPED/files"
+    assert site.http.get(f"{site.url}{napped}/who").text == f"xnat-ml-{job_id}\n"  # a fresh mount
+
+
+def test_a_job_killed_on_request_is_not_requeued(site: Site):
+    data = _command("sleeper", "sleep 60", [], [])
+    job_id = site.launch_running(data)
+    assert site.http.post(f"{site.url}/xapi/containers/{job_id}/kill").text == "Killed"
+    before = site.wait(job_id)
+    assert before["status"] == "Killed", before
+    site.server.restart()
     time.sleep(1)
-    assert "NAPPED" not in site.resources(f"/data/experiments/{site.session_id}")
+    after = site.http.get(f"{site.url}/xapi/containers/{job_id}").json()
+    assert after["status"] == "Killed" and after["history"] == before["history"]
 
 
 def test_commands_run_by_hand(site: Site, tmp_path: Path, capsys):

@@ -1,5 +1,6 @@
-"""The job runner's database use: no request waits for the write lock only to read, and no
-transaction stays open across a backend call."""
+"""The job runner's database use (no request waits for the write lock only to read, and no
+transaction stays open across a backend call) and what it does at start with the jobs the last
+server process left unfinished."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ class FakeBackend:
         self.stopped.append(job_id)
         return True
 
+    def cleanup(self, job_id: str) -> None:
+        self.during()
+
     def state(self, job_id: str) -> BackendState:
         return BackendState(JobStatus.RUNNING)
 
@@ -58,11 +62,26 @@ def service(tmp_path: Path):
     runner.shutdown()
 
 
-def _job(service: ContainerService, status: str, backend_id: str | None = "fake-1") -> int:
+class ReattachingBackend(FakeBackend):
+    """Like Docker or Slurm: its jobs outlive the server."""
+
+    name = "again"
+    can_reattach = True
+    stop_orphan = None  # it has no orphans: a job is stopped with kill()
+
+
+def _job(service: ContainerService, status: str, backend_id: str | None = "fake-1",
+         backend: str = "fake", work_dir: str = "", requeues: int = 0) -> int:  # fmt: skip
     with service.sessions() as db:
         job = Job(command_id=1, wrapper_id=1, command_name="c", wrapper_name="w", project="P",
-                  username="u", backend="fake", backend_job_id=backend_id)  # fmt: skip
-        job.set_status(status)
+                  username="u", backend=backend, backend_job_id=backend_id,
+                  work_dir=work_dir)  # fmt: skip
+        job.set_status(jobs.CREATED)
+        for _ in range(requeues):
+            job.set_status(jobs.RUNNING)
+            job.set_status(jobs.CREATED, "requeued")
+        if status != jobs.CREATED:
+            job.set_status(status)
         db.add(job)
         db.commit()
         return job.id
@@ -110,10 +129,10 @@ def test_backend_calls_run_outside_any_transaction(service):
     orphan = _job(service, jobs.RUNNING, "fake-orphan")
     service.kill(running)
     assert backend.killed == ["fake-run"]
-    service.fail_orphans()
+    service.recover()
     assert "fake-orphan" in backend.stopped
-    assert _status(service, orphan) == jobs.FAILED
-    assert orphan in service.revoked  # a job failed by a restart loses its alias tokens
+    assert _status(service, orphan) == jobs.CREATED  # requeued
+    assert orphan in service.revoked  # a job requeued by a restart loses its alias tokens
 
 
 def test_kill_before_start_and_after_the_end(service):
@@ -142,3 +161,66 @@ def test_retired_jobs_are_stopped_forgotten_and_their_files_removed(service, tmp
     assert backend.killed == ["fake-7"] and backend.cleaned == ["fake-7"]
     assert 7 not in service._running and not work.exists()
     assert {7, 8} <= service._retired
+
+
+def _history(service: ContainerService, job_id: int) -> list[tuple[str, str]]:
+    with service.readers() as db:
+        return [(e.status, e.message) for e in db.get(Job, job_id).history]
+
+
+def test_restart_requeues_the_jobs_the_stop_ended(service, tmp_path):
+    """A local job left Running, or any job left Finalizing (outputs mid-upload), goes back to
+    Created, same record, stopped, without its mounts, tokens or backend id; a job still
+    running on a backend that re-attaches is left Running; a Created one stays Created."""
+    service._backends["fake"] = local = FakeBackend()
+    service._backends["again"] = ReattachingBackend()
+    work = tmp_path / "containers" / "1"
+    (work / "mounts" / "out").mkdir(parents=True)
+    (work / "logs").mkdir()
+    running = _job(service, jobs.RUNNING, "fake-run", work_dir=str(work))
+    uploading = _job(service, jobs.FINALIZING, "again-up", backend="again")
+    attached = _job(service, jobs.RUNNING, "again-run", backend="again")
+    created = _job(service, jobs.CREATED, None)
+    service.recover()
+    assert local.stopped == ["fake-run"]
+    assert not (work / "mounts").exists() and (work / "logs").exists()
+    for job_id in (running, uploading):
+        assert _history(service, job_id)[-1] == (
+            jobs.CREATED, "requeued after a server restart (attempt 2 of 3)")  # fmt: skip
+        with service.readers() as db:
+            assert db.get(Job, job_id).backend_job_id is None
+    assert service.backend("again").killed == ["again-up"]  # not the one it re-attaches
+    assert _status(service, attached) == jobs.RUNNING
+    assert _status(service, created) == jobs.CREATED
+    assert sorted(service.revoked) == sorted([running, uploading, created])
+
+
+def test_restart_gives_up_after_max_attempts(service):
+    service._backends["fake"] = FakeBackend()
+    worn = _job(service, jobs.RUNNING, "fake-worn", requeues=2)
+    service.recover()
+    assert _status(service, worn) == jobs.FAILED
+    assert _history(service, worn)[-1] == (
+        jobs.FAILED,
+        "the server stopped while the job ran, in each of its 3 attempts; not requeued",
+    )
+
+
+def test_a_kill_asked_before_the_stop_ends_the_job_killed(service, tmp_path):
+    """The kill request is on disk before the backend is told: a server that dies before the
+    monitor records Killed ends the job Killed at restart, never requeues it."""
+    service._backends["fake"] = FakeBackend()
+    job_id = _job(service, jobs.RUNNING, "fake-k", work_dir=str(tmp_path / "containers" / "9"))
+    assert service.kill(job_id) == jobs.KILLED
+    service._kill_requested.clear()  # what a new server process knows of it
+    service.recover()
+    assert _status(service, job_id) == jobs.KILLED
+    assert jobs.CREATED not in [status for status, _m in _history(service, job_id)[1:]]
+
+
+def test_max_attempts_must_be_positive(tmp_path):
+    app = Flask(__name__)
+    server_db.init_app(app, tmp_path)
+    with pytest.raises(Exception, match="max attempts 0 must be 1 or more"):
+        ContainerService(server_db.session_factory(app), tmp_path, lambda user, job: ("a", "s"),
+                         lambda job: None, max_attempts=0)  # fmt: skip

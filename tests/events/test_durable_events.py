@@ -3,9 +3,11 @@ the kill still gets its label map after the restart, with no other action, from 
 job, and its delivery is on record once.
 
 The server is killed at fault points (`XNAT_ML_FAULT`, see xnat_ml/server/faults.py): right
-after the ROI collection and its event commit (`event-stored`), and right after the job the
-event launched commits (`job-created`). The roi-to-mask subscription is installed as in
-test_roi_to_mask_e2e.py; jobs run on the local backend.
+after the ROI collection and its event commit (`event-stored`), right after the job the
+event launched commits (`job-created`), while that job runs (`job-started`) and while its
+outputs upload (`job-outputs.uploading`): the job is then requeued, keeping its id. A job that
+crashes the server every time is given up after three attempts. The roi-to-mask subscription
+is installed as in test_roi_to_mask_e2e.py; jobs run on the local backend.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import sys
 import time
 
 import pytest
+from archive_state import assert_consistent
 
-from xnat_ml.layout import LABELMAP_RESOURCE
+from xnat_ml.errors import XnatMlError
+from xnat_ml.layout import LABELMAP_RESOURCE, NIFTI_RESOURCE
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +36,8 @@ def xnat_ml(server, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
-def killed_at_fault(server, timeout: float = 120) -> None:
-    """Wait for the server to die at its fault point (SIGKILL), then forget the
+def killed_at_fault(server, timeout: float = 120, disarm: bool = True) -> None:
+    """Wait for the server to die at its fault point (SIGKILL), then (`disarm`) forget the
     fault, so that `server.start()` restarts it plain."""
     deadline = time.monotonic() + timeout
     while server.process.poll() is None:
@@ -41,7 +45,8 @@ def killed_at_fault(server, timeout: float = 120) -> None:
         time.sleep(0.1)
     assert server.process.returncode == -signal.SIGKILL, server.log_tail()
     server.process = None
-    server.env.pop("XNAT_ML_FAULT")
+    if disarm:
+        server.env.pop("XNAT_ML_FAULT")
 
 
 def rows(server, query: str) -> list[tuple]:
@@ -140,3 +145,80 @@ def test_job_created_just_before_a_kill_runs_once(start_xnat_server):
     finished_jobs(server, "DUR2", 2)
     assert_one_job_and_one_delivery_per_event(server, "DUR2")
     assert assert_every_collection_has_its_label_map(server, "DUR2") == 2
+
+
+def label_map_files(server) -> list[tuple]:
+    return rows(server, "SELECT f.path FROM resource_files f JOIN resources r "
+                        f"ON f.resource_pk = r.pk WHERE r.label = '{LABELMAP_RESOURCE}'")
+
+
+def results(server) -> list[tuple]:
+    """(label, count) of the resources roi-to-mask makes: the label map and the image NIfTI."""
+    return rows(server, "SELECT label, COUNT(*) FROM resources WHERE label IN "
+                        f"('{LABELMAP_RESOURCE}', '{NIFTI_RESOURCE}') GROUP BY label "
+                        "ORDER BY label")
+
+
+@pytest.mark.parametrize(("point", "project"), [("job-started", "REQRUN"),
+                                                ("job-outputs.uploading", "REQUP")])
+def test_roi_to_mask_job_ended_by_a_kill_is_requeued(start_xnat_server, point, project):
+    """kill -9 while the roi-to-mask job runs, or right after its LABELMAP upload committed
+    (its end not recorded): at restart the same job is requeued, its first attempt's writes
+    undone, and runs to Complete, with no other action."""
+    server = start_xnat_server(f"requeue-{point}", env={"XNAT_ML_FAULT": point})
+    install_subscription(server, project)
+
+    xnat_ml(server, "sample-data", "--project", project, "--subjects", "1")  # may see the kill
+    killed_at_fault(server)
+    [(job_id, status)] = rows(server, "SELECT id, status FROM cs_containers")
+    assert status == ("Running" if point == "job-started" else "Finalizing")
+    if point == "job-outputs.uploading":  # the upload is in, not yet kept: undone at restart
+        assert label_map_files(server)
+        assert rows(server, f"SELECT COUNT(*) FROM job_writes WHERE job_id = {job_id}")[0][0]
+
+    server.start()
+    assert_one_job_and_one_delivery_per_event(server, project)
+    assert assert_every_collection_has_its_label_map(server, project) == 1
+    job = server.session().get(f"{server.url}/xapi/containers/{job_id}").json()
+    assert job["status"] == "Complete", job
+    messages = [(h["status"], h["message"]) for h in job["history"]]
+    assert ("Created", "requeued after a server restart (attempt 2 of 3)") in messages, messages
+    assert [h["status"] for h in job["history"]][-3:] == ["Running", "Finalizing", "Complete"]
+    assert results(server) == [(LABELMAP_RESOURCE, 1), (NIFTI_RESOURCE, 1)]  # none twice
+    assert rows(server, "SELECT COUNT(*) FROM job_writes") == [(0,)]
+    server.stop()
+    assert_consistent(server.data_dir)
+
+
+def test_a_job_that_keeps_crashing_the_server_fails_after_three_attempts(start_xnat_server):
+    """The server dies each time the job starts: requeued twice, then Failed naming its
+    attempts; the collection is left without a label map and the archive whole."""
+    server = start_xnat_server("requeue-loop", env={"XNAT_ML_FAULT": "job-started"})
+    install_subscription(server, "LOOP")
+
+    xnat_ml(server, "sample-data", "--project", "LOOP", "--subjects", "1")
+    killed_at_fault(server, disarm=False)
+    for _attempt in (2, 3):
+        try:
+            server.start()
+        except XnatMlError:  # died at its fault point before it was seen answering
+            assert server.process is None and "Traceback" not in server.log_tail(5)
+            continue
+        killed_at_fault(server, disarm=False)
+    server.env.pop("XNAT_ML_FAULT")
+    server.start()
+
+    [job] = finished_jobs(server, "LOOP", 1)
+    assert job["status"] == "Failed", job
+    assert job["message"] == ("the server stopped while the job ran, in each of its 3 attempts; "
+                              "not requeued")  # fmt: skip
+    messages = [h["message"] for h in job["history"]]
+    assert [m for m in messages if m.startswith("requeued")] == [
+        "requeued after a server restart (attempt 2 of 3)",
+        "requeued after a server restart (attempt 3 of 3)",
+    ]
+    assert rows(server, "SELECT COUNT(*) FROM event_deliveries") == [(1,)]
+    assert label_map_files(server) == [] and results(server) == []
+    assert rows(server, "SELECT COUNT(*) FROM job_writes") == [(0,)]
+    server.stop()
+    assert_consistent(server.data_dir)

@@ -16,11 +16,13 @@ from xnat_ml.store import Base, utcnow
 
 CREATED = "Created"
 RUNNING = "Running"
+FINALIZING = "Finalizing"  # exited 0, its outputs being uploaded (XNAT's name for the step)
 COMPLETE = "Complete"
 FAILED = "Failed"
 FAILED_UPLOAD = "Failed (Upload)"
 KILLED = "Killed"
 FINAL_STATUSES = (COMPLETE, FAILED, FAILED_UPLOAD, KILLED)
+UNFINISHED = (CREATED, RUNNING, FINALIZING)
 
 
 class Job(Base):
@@ -59,6 +61,11 @@ class Job(Base):
     @property
     def finished(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    @property
+    def attempts(self) -> int:
+        """How often the job was queued: once at launch, once more per requeue after a restart."""
+        return sum(1 for event in self.history if event.status == CREATED)
 
     def set_status(self, status: str, message: str = "", exit_code: int | None = None) -> None:
         """Move to `status`, keeping the transition in the history."""

@@ -166,10 +166,11 @@ def _matched_files(root: Path, output: ResolvedOutput) -> list[Path]:
 
 def upload_outputs(
     resolution: Resolution, client: ArchiveClient, mounts: dict[str, Path],
-    undo_created: bool = True,
+    undo_created: bool = True, uploaded_one: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Upload every handler's files, all required outputs present first; on failure delete
-    the resources it created (`undo_created`; the server's job log undoes more)."""
+    the resources it created (`undo_created`; the server's job log undoes more).
+    `uploaded_one(uri)` is called after each handler's upload (the server's fault point)."""
     plan = []
     for out in resolution.outputs:
         root = mounts.get(out.mount)
@@ -199,6 +200,8 @@ def upload_outputs(
                 continue
             parents[out.handler.name] = uri
             uploaded.append(uri)
+            if uploaded_one is not None:
+                uploaded_one(uri)
     except XnatMlError:
         for uri in reversed(created) if undo_created else ():
             try:
@@ -281,6 +284,7 @@ def complete(
     job_dir: Path,
     state: BackendState,
     undo_created: bool = True,
+    uploaded_one: Callable[[str], None] | None = None,
 ) -> Outcome:
     """After the backend finished: keep the logs, release the job, upload if it succeeded."""
     outcome = outcome_of(state)
@@ -290,7 +294,7 @@ def complete(
         return outcome
     try:
         uploaded = upload_outputs(
-            resolution, client, mount_dirs(resolution, job_dir), undo_created
+            resolution, client, mount_dirs(resolution, job_dir), undo_created, uploaded_one
         )
     except XnatMlError as exc:
         return Outcome("Failed (Upload)", str(exc), outcome.exit_code)

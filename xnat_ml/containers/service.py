@@ -7,6 +7,9 @@ one monitor thread polls every running job, and when one ends a worker keeps its
 uploads its outputs. Workers are busy only while
 staging and uploading, so a Slurm or Docker backend can hold hundreds of jobs at once. Workers
 talk to the server over HTTP like any container would: nothing here imports the server.
+
+A job that the server's own stop ended (a local job, which cannot outlive it; any job whose
+outputs were being uploaded) is requeued at the next start, keeping its id (`recover`).
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from xnat_ml.containers import jobs
 from xnat_ml.containers.archive import ArchiveClient
-from xnat_ml.containers.backends import Backend, get_backend
+from xnat_ml.containers.backends import Backend, BackendState, get_backend
 from xnat_ml.containers.command import Command, Wrapper
 from xnat_ml.containers.jobs import Job
-from xnat_ml.containers.launch import complete, start
+from xnat_ml.containers.launch import complete, outcome_of, start
 from xnat_ml.containers.registry import CommandRecord, with_ids
 from xnat_ml.containers.resolve import Resolution, resolve
 from xnat_ml.errors import XnatMlError
@@ -37,7 +40,9 @@ log = logging.getLogger(__name__)
 TokenFactory = Callable[[str, int], tuple[str, str]]  # (username, job id) -> (alias, secret)
 TokenRevoker = Callable[[int], None]  # job id: revoke every token issued for the job
 JobWrites = Callable[[int], None]  # job id: keep, or undo, what the job wrote with its tokens
+FaultPoint = Callable[[str], None]  # the server's test hook (server/faults.py): die at a point
 POLL_S = 0.5
+KILL_MARK = "kill-requested"  # in a job's folder: a kill asked before the server stopped
 
 
 @dataclass
@@ -89,6 +94,8 @@ class ContainerService:
         raw_inputs: list[str] | tuple = (),
         keep_writes: JobWrites = lambda _job_id: None,
         undo_writes: JobWrites | None = None,
+        max_attempts: int = 3,
+        fault_point: FaultPoint = lambda _name: None,
     ) -> None:
         """`sessions` write (BEGIN IMMEDIATE: the write lock); `readers`, if given, only read
         (a plain BEGIN, which never waits for a writer). A read that queued behind busy writers
@@ -97,7 +104,11 @@ class ContainerService:
 
         A job's results are all or none: once it ends, `keep_writes(job id)` (Complete) or
         `undo_writes(job id)` (any other end) settles everything written with its tokens. With
-        no `undo_writes`, a failed upload deletes over REST the resources it created instead."""
+        no `undo_writes`, a failed upload deletes over REST the resources it created instead.
+        A job is queued at most `max_attempts` times in all: requeues after restarts included,
+        so that a job that crashes the server cannot loop."""
+        if max_attempts < 1:
+            raise XnatMlError(f"container service: max attempts {max_attempts} must be 1 or more")
         self.sessions = sessions
         self.readers = readers or sessions
         self.work_root = Path(work_root)
@@ -105,6 +116,8 @@ class ContainerService:
         self.revoke_tokens = revoke_tokens
         self.keep_writes = keep_writes
         self.undo_writes = undo_writes
+        self.max_attempts = max_attempts
+        self.fault_point = fault_point
         self.backend_name = backend
         self.backend_options = backend_options or {}
         self.raw_inputs = parse_raw_inputs(raw_inputs)
@@ -145,6 +158,7 @@ class ContainerService:
                 self._kill_requested.discard(job_id)
                 raise XnatMlError(f"container {job_id}: not found")
             status, backend_name, backend_id = job.status, job.backend, job.backend_job_id
+            work_dir = job.work_dir
         if status in jobs.FINAL_STATUSES:
             self._kill_requested.discard(job_id)
             return status
@@ -159,6 +173,9 @@ class ContainerService:
                 status, backend_id = job.status, job.backend_job_id
             if status in jobs.FINAL_STATUSES:
                 return status
+        if work_dir:  # durable without the write lock: a restart ends the job Killed
+            Path(work_dir).mkdir(parents=True, exist_ok=True)
+            (Path(work_dir) / KILL_MARK).touch()
         if backend_id:
             self.backend(backend_name).kill(backend_id)
         return jobs.KILLED
@@ -178,29 +195,82 @@ class ContainerService:
             if work_dir:
                 shutil.rmtree(work_dir, ignore_errors=True)
 
-    def fail_orphans(self) -> None:
-        """At start: jobs left Running on a backend that cannot re-attach (local) are Failed.
+    def recover(self) -> None:
+        """At start, before the server listens: settle the jobs the last server process left
+        unfinished, so that the server's own stop (a crash, a kill -9, a restart) never costs
+        a job its results.
 
-        Backends are reached (a Docker daemon, a process to stop) with no transaction open."""
+        A job still running on a backend that re-attaches (Docker, Slurm) is left to
+        `resume_pending`. Every other one that had started (a local job, which cannot outlive
+        the server; any job whose outputs were being uploaded) is stopped and runs again from
+        scratch: `_requeue`. A job whose kill was asked ends Killed; a `Created` one only loses
+        what an earlier attempt may have left. Backends are reached with no transaction open."""
         with self.readers() as db:
-            running = select(Job.id, Job.backend, Job.backend_job_id).where(
-                Job.status == jobs.RUNNING
-            )
-            rows = list(db.execute(running))
-        orphans = []
-        for job_id, backend_name, backend_job_id in rows:
-            backend = self._backend_or_none(backend_name)
-            if backend is None or not backend.can_reattach or not backend_job_id:
-                stop_orphan = getattr(backend, "stop_orphan", None)
-                if stop_orphan is not None and backend_job_id:
-                    stop_orphan(backend_job_id)
-                orphans.append((job_id, backend_name))
-        for job_id, backend_name in orphans:
-            self._finish(
-                job_id,
-                jobs.FAILED,
-                f"server restarted while the job ran; a {backend_name} job cannot be re-attached",
-            )
+            unfinished = select(
+                Job.id, Job.status, Job.backend, Job.backend_job_id, Job.work_dir
+            ).where(Job.status.in_(jobs.UNFINISHED))
+            rows = list(db.execute(unfinished))
+        for job_id, status, backend_name, backend_id, work_dir in rows:
+            try:
+                self._recover_one(job_id, status, backend_name, backend_id, work_dir)
+            except Exception:  # the server must start; the job is tried again at the next one
+                log.exception("container %s: could not be recovered after a restart", job_id)
+
+    def _recover_one(
+        self, job_id: int, status: str, backend_name: str, backend_id: str | None, work_dir: str
+    ) -> None:
+        backend = self._backend_or_none(backend_name)
+        still_runs = backend is not None and backend.can_reattach and bool(backend_id)
+        if status == jobs.RUNNING and still_runs:
+            return
+        if backend is not None and backend_id and status != jobs.CREATED:
+            self._stop_stale(backend, backend_id)
+        if work_dir and (Path(work_dir) / KILL_MARK).exists():
+            self._finish(job_id, jobs.KILLED, "killed on request before the server stopped")
+        elif status == jobs.CREATED:
+            self._clean_slate(job_id, work_dir)
+        elif backend is None:
+            message = f"server restarted while the job ran; no {backend_name} backend now"
+            self._finish(job_id, jobs.FAILED, message)
+        else:
+            self._requeue(job_id, work_dir)
+
+    def _stop_stale(self, backend: Backend, backend_id: str) -> None:
+        """Stop what an earlier server process started for a job, and release it."""
+        stop_orphan = getattr(backend, "stop_orphan", None)
+        if stop_orphan is not None:  # a local process: found by its marker, never by pid alone
+            stop_orphan(backend_id)
+        else:
+            backend.kill(backend_id)
+        backend.cleanup(backend_id)
+
+    def _clean_slate(self, job_id: int, work_dir: str) -> None:
+        """What a job's next attempt must not inherit: its mounts, its tokens (a process still
+        holding one can write no more), then its writes (undone)."""
+        if work_dir:
+            shutil.rmtree(Path(work_dir) / "mounts", ignore_errors=True)
+        self.revoke_tokens(job_id)
+        self._settle_writes(job_id, jobs.FAILED)
+
+    def _requeue(self, job_id: int, work_dir: str) -> None:
+        """The same record back to `Created` (its id, hence its Event Service delivery, kept),
+        started again by `resume_pending`; Failed instead once it used `max_attempts`."""
+        self._clean_slate(job_id, work_dir)
+        with self.sessions() as db:
+            job = db.get(Job, job_id)
+            if job is None or job.finished:
+                return
+            attempts = job.attempts
+            if attempts < self.max_attempts:
+                job.backend_job_id = None
+                job.exit_code = None
+                attempt = f"attempt {attempts + 1} of {self.max_attempts}"
+                job.set_status(jobs.CREATED, f"requeued after a server restart ({attempt})")
+                db.commit()
+                log.warning("container %s: requeued after a server restart", job_id)
+                return
+        message = f"the server stopped while the job ran, in each of its {attempts} attempts"
+        self._finish(job_id, jobs.FAILED, f"{message}; not requeued")
 
     def resume_pending(self) -> None:
         """Once, when the server answers requests: re-queue Created jobs, re-attach Running ones."""
@@ -320,6 +390,7 @@ class ContainerService:
             if not record.finished:  # a job killed while it was staged stays Killed
                 record.set_status(jobs.RUNNING, f"started on {backend.name}")
             db.commit()
+        self.fault_point("job-started")
         with self._lock:
             self._running[job_id] = _Running(job, resolution, backend, backend_id)
         if job_id in self._kill_requested:  # killed while it was being staged
@@ -362,21 +433,34 @@ class ContainerService:
                     self._guarded, lambda i, e=entry, s=state: self._done(e, s), job_id
                 )
 
-    def _done(self, entry: _Running, state) -> None:
+    def _done(self, entry: _Running, state: BackendState) -> None:
         job = entry.job
         if job.job_id in self._retired:
             return
+        if outcome_of(state).status == jobs.COMPLETE:
+            self._finalizing(job.job_id)
         client, _env = self._client(job)
         try:
             outcome = complete(
                 entry.resolution, client, entry.backend, entry.backend_id, job.job_dir, state,
                 undo_created=self.undo_writes is None,
+                uploaded_one=lambda _uri: self.fault_point("job-outputs.uploading"),
             )
         finally:
             client.close()
         self._finish(
             job.job_id, outcome.status, outcome.message, outcome.exit_code, outcome.uploaded
         )
+
+    def _finalizing(self, job_id: int) -> None:
+        """On record before the first upload: a restart then knows the outputs were going up
+        (the backend has let go of the job) and requeues it rather than re-attach it."""
+        with self.sessions() as db:
+            record = db.get(Job, job_id)
+            if record is not None and not record.finished:
+                record.set_status(jobs.FINALIZING, "uploading outputs")
+                db.commit()
+        self.fault_point("job-outputs.finalizing")
 
     def _finish(
         self,

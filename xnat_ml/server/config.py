@@ -170,6 +170,8 @@ SETTINGS = (
             "jobs staged, started and uploaded at once"),
     Setting("CONTAINER_BACKEND_OPTIONS", {}, _options,
             "JSON object of backend settings (docker_url, slurm_partition, ...)"),
+    Setting("CONTAINER_MAX_ATTEMPTS", 3, _positive,
+            "times a job is queued, requeues after server restarts included (1: never requeue)"),
     Setting("CONTAINER_RAW_INPUTS", [], _raw_inputs,
             "JSON list of COMMAND:INPUT whose values go into command lines unquoted"),
     Setting("EVENT_SERVICE_ENABLED", True, _flag,

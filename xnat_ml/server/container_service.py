@@ -2,9 +2,10 @@
 
 `container_service.init_app(app)` (from `create_app`) starts a `ContainerService` with the
 app's settings (CONTAINER_BACKEND, CONTAINER_WORKERS, CONTAINER_BACKEND_OPTIONS,
-CONTAINER_RAW_INPUTS; see config.py), marks jobs a crash left running as failed, and connects
-the receivers: a deleted project takes its jobs along, and jobs waiting from before a restart
-start once the server takes requests. Blueprints reach the runner as `container_service.get()`.
+CONTAINER_RAW_INPUTS, CONTAINER_MAX_ATTEMPTS; see config.py), requeues the jobs a crash ended,
+and connects the receivers: a deleted project takes its jobs along, and jobs waiting from
+before a restart start once the server takes requests. Blueprints reach the runner as
+`container_service.get()`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from xnat_ml.containers.service import ContainerService
 from xnat_ml.server import auth, job_writes, signals
 from xnat_ml.server.db import get_db, reader_factory, session_factory
 from xnat_ml.server.extension import Extension
+from xnat_ml.server.faults import fault_point
 from xnat_ml.server.models import User
 
 
@@ -53,12 +55,14 @@ class ContainerServiceExtension(Extension[ContainerService]):
             raw_inputs=app.config["CONTAINER_RAW_INPUTS"],
             keep_writes=lambda job_id: job_writes.keep(app, job_id),
             undo_writes=lambda job_id: job_writes.undo(app, job_id),
+            max_attempts=app.config["CONTAINER_MAX_ATTEMPTS"],
+            fault_point=fault_point,
         )
         signals.project_deleting.connect(_retire_project_jobs, sender=app)
         # Jobs waiting from before a restart resolve against the server: start them once it
         # listens.
         signals.server_ready.connect(lambda _app: service.resume_pending(), sender=app, weak=False)
-        service.fail_orphans()
+        service.recover()  # jobs the last process left: requeued, or left to re-attach
         return service
 
 
