@@ -220,7 +220,8 @@ def test_a_kill_asked_before_the_stop_ends_the_job_killed(service, tmp_path):
 
 def test_max_attempts_must_be_positive(tmp_path):
     app = Flask(__name__)
-    server_db.init_app(app, tmp_path)
+    app.config["DATA_DIR"] = tmp_path
+    server_db.database.init_app(app)
     with pytest.raises(Exception, match="max attempts 0 must be 1 or more"):
         ContainerService(server_db.session_factory(app), tmp_path, lambda user, job: ("a", "s"),
                          lambda job: None, max_attempts=0)  # fmt: skip

@@ -29,6 +29,7 @@ SAMPLES = {
     "DISK_RESERVE_BYTES": (0, "20", 20),
     "CONTAINER_BACKEND": ("docker", "slurm", "slurm"),
     "CONTAINER_WORKERS": (1, "2", 2),
+    "CONTAINER_MAX_ATTEMPTS": (1, "5", 5),
     "CONTAINER_BACKEND_OPTIONS": ({"a": 1}, '{"b": [2]}', {"b": [2]}),
     "CONTAINER_RAW_INPUTS": (["c:i"], '["d:j"]', ["d:j"]),
     "EVENT_SERVICE_ENABLED": (False, "false", False),
@@ -40,7 +41,8 @@ BAD = {
     "SESSION_LIFETIME_S": "0", "TOKEN_LIFETIME_S": "soon", "MAX_CONTENT_LENGTH": "-1",
     "EXTRACT_MAX_BYTES": "1e9", "EXTRACT_MAX_FILES": "many", "DISK_RESERVE_BYTES": "4 MB",
     "CONTAINER_BACKEND": "kubernetes", "CONTAINER_WORKERS": "0",
-    "CONTAINER_BACKEND_OPTIONS": "[1]", "CONTAINER_RAW_INPUTS": '["no-colon"]',
+    "CONTAINER_MAX_ATTEMPTS": "none", "CONTAINER_BACKEND_OPTIONS": "[1]",
+    "CONTAINER_RAW_INPUTS": '["no-colon"]',
     "EVENT_SERVICE_ENABLED": "maybe",
 }  # fmt: skip
 
