@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import e2e
 import pytest
 from daemons import DockerDaemon, SlurmCluster, Unavailable, start_dockerd, start_slurm
 
@@ -50,3 +51,9 @@ def slurm():
     print(f"\nslurm node idle {cluster.startup_s:.2f} s after start")
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def image(dockerd):
+    """container_images/xnat-ml, built once a session (minutes) for every test that runs it."""
+    return e2e.build_image(dockerd)

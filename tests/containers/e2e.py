@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from xnat_ml.layout import LABELMAP_RESOURCE, NIFTI_RESOURCE
 from xnat_ml.sample.project import build_sample_project
@@ -16,6 +19,52 @@ REPO = Path(__file__).resolve().parents[2]
 FINAL = ("Complete", "Failed", "Failed (Upload)", "Killed")
 # The image every shipped command names; the tests tag theirs with it.
 IMAGE = json.loads((REPO / "command_json/roi-to-mask.json").read_text())["image"]
+DOCKERFILE = "container_images/xnat-ml/Dockerfile"
+WHEELS = REPO / "container_images/xnat-ml/wheels"
+BASE = "xnat-ml-test:debian-python"
+
+
+def commands_label() -> str:
+    """What `make image` passes as XNAT_COMMANDS: the shipped commands as one JSON array."""
+    files = sorted(str(p) for p in (REPO / "command_json").glob("*.json"))
+    made = subprocess.run([sys.executable, "-m", "xnat_ml", "commands", "label", *files],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return made.stdout.strip()
+
+
+def build_image(dockerd):
+    """container_images/xnat-ml built offline (no network, wheels from `make wheelhouse`) on
+    Debian's python3, tagged as the commands name it; skipped (failed under CI) without wheels."""
+    if not any(WHEELS.glob("*.whl")):
+        message = f"NO WHEELHOUSE: {WHEELS} has no wheels; run `make wheelhouse`"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    dockerd.import_rootfs(BASE)
+    client = dockerd.client()
+    client.api.timeout = 1800  # a RUN step installing torch prints nothing for minutes
+    start = time.monotonic()
+    log: list[str] = []
+    buildargs = {"BASE_IMAGE": BASE, "XNAT_COMMANDS": commands_label()}
+    for chunk in client.api.build(
+        path=str(REPO), dockerfile=DOCKERFILE, tag=IMAGE, buildargs=buildargs,
+        network_mode="none", rm=True, forcerm=True, decode=True,
+    ):  # fmt: skip
+        log.append(chunk.get("stream", ""))
+        if "error" in chunk:
+            pytest.fail(f"{DOCKERFILE}: build failed: {chunk['error']}\n{''.join(log)[-4000:]}")
+    seconds = time.monotonic() - start
+    client.images.prune(filters={"dangling": True})  # the build stage: wheels, source, venv
+    built = client.images.get(IMAGE)
+    print(f"\n{IMAGE} built offline in {seconds:.0f} s: {built.attrs['Size'] / 2**20:.0f} MiB")
+    return built
+
+
+def tag_as_commands_image(dockerd, image) -> None:
+    """Tag `image` as the one the shipped commands name (another module may have tagged the
+    bare test image so)."""
+    repository, tag = IMAGE.rsplit(":", 1)
+    dockerd.client().images.get(image.id).tag(repository, tag)
 
 
 def start_backend_server(start_xnat_server, name: str, kind: str, options: dict, env: dict):

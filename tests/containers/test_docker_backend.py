@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -9,7 +10,7 @@ import time
 import docker.errors
 import pytest
 from docker.models.containers import ContainerCollection
-from jobs import make_spec, wait_done, wait_running
+from jobs import TRAIN, cpu_site_copy, make_spec, project_command_spec, wait_done, wait_running
 
 from xnat_ml.containers.backends import BackendState, JobStatus, get_backend
 from xnat_ml.containers.backends.docker import LABEL_JOB, DockerBackend, container_options
@@ -245,6 +246,23 @@ def test_container_options_translate_the_spec(tmp_path):
     own_network = make_spec(tmp_path, "true", image="img:1", network="xnat")
     assert container_options(own_network, network="host")["network_mode"] == "xnat"
     assert container_options(own_network)["entrypoint"] == ["/bin/sh", "-c"]
+
+
+def test_shipped_train_command_asks_docker_for_one_gpu(tmp_path):
+    """train.json's "generic-resources": {"gpu": "1"} reaches Docker as a request for one GPU;
+    the copy a site without GPUs installs asks for none."""
+    shipped = json.loads(TRAIN.read_text())
+    values = {"CONFIG": "tiny", "RUN_ID": "r1"}
+    options = container_options(project_command_spec(shipped, values, tmp_path / "gpu"))
+    [request] = options["device_requests"]
+    assert request["Count"] == 1 and request["Capabilities"] == [["gpu"]]
+    assert options["mem_limit"] == "32768m" and options["nano_cpus"] == 8 * 10**9
+    assert options["command"][-1] == (  # the empty DATASET leaves nothing, its flag included
+        "xnat-ml train --project P --config 'tiny'  --run-id r1"
+        " --work-dir /work --cache /work/cache"
+    )
+    cpu = container_options(project_command_spec(cpu_site_copy(shipped), values, tmp_path / "cpu"))
+    assert "device_requests" not in cpu
 
 
 def test_binds_given_as_one_string(tmp_path):

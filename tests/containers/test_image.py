@@ -9,10 +9,6 @@ bind mounts, so nothing of this checkout or its venv can stand in for what the i
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 
 import e2e
 import nibabel as nib
@@ -25,52 +21,13 @@ from xnat_ml.xnat import connect, download_resource
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-DOCKERFILE = "container_images/xnat-ml/Dockerfile"
-WHEELS = e2e.REPO / "container_images/xnat-ml/wheels"
-BASE = "xnat-ml-test:debian-python"
 PROJECT = "IMAGE_E2E"
 
 
-def commands_label() -> str:
-    """What `make image` passes as XNAT_COMMANDS: the shipped commands as one JSON array."""
-    files = sorted(str(p) for p in (e2e.REPO / "command_json").glob("*.json"))
-    made = subprocess.run([sys.executable, "-m", "xnat_ml", "commands", "label", *files],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    return made.stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def image(dockerd):
-    """The image, built offline from the Dockerfile and tagged as the commands name it."""
-    if not any(WHEELS.glob("*.whl")):
-        message = f"NO WHEELHOUSE: {WHEELS} has no wheels; run `make wheelhouse`"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    dockerd.import_rootfs(BASE)
-    client = dockerd.client()
-    client.api.timeout = 1800  # a RUN step installing torch prints nothing for minutes
-    start = time.monotonic()
-    log: list[str] = []
-    buildargs = {"BASE_IMAGE": BASE, "XNAT_COMMANDS": commands_label()}
-    for chunk in client.api.build(
-        path=str(e2e.REPO), dockerfile=DOCKERFILE, tag=e2e.IMAGE, buildargs=buildargs,
-        network_mode="none", rm=True, forcerm=True, decode=True,
-    ):  # fmt: skip
-        log.append(chunk.get("stream", ""))
-        if "error" in chunk:
-            pytest.fail(f"{DOCKERFILE}: build failed: {chunk['error']}\n{''.join(log)[-4000:]}")
-    seconds = time.monotonic() - start
-    client.images.prune(filters={"dangling": True})  # the build stage: wheels, source, venv
-    built = client.images.get(e2e.IMAGE)
-    print(f"\n{e2e.IMAGE} built offline in {seconds:.0f} s: {built.attrs['Size'] / 2**20:.0f} MiB")
-    return built
-
-
-def run_in_image(dockerd, script: str) -> str:
+def run_in_image(image, dockerd, script: str) -> str:
     """Run `script` with /bin/sh in a network-less container of the image; its output."""
     output = dockerd.client().containers.run(
-        e2e.IMAGE, ["/bin/sh", "-c", script], network_mode="none", remove=True, stderr=True
+        image.id, ["/bin/sh", "-c", script], network_mode="none", remove=True, stderr=True
     )
     return output.decode()
 
@@ -85,6 +42,7 @@ def test_image_carries_its_commands_for_xnat(image):
 
 def test_image_holds_xnat_ml_its_commands_and_cpu_torch(image, dockerd):
     lines = run_in_image(
+        image,
         dockerd,
         "command -v xnat-ml; xnat-ml --version;"
         " python3 -c 'import torch; print(torch.__version__)';"
@@ -101,9 +59,28 @@ def test_image_holds_xnat_ml_its_commands_and_cpu_torch(image, dockerd):
     assert all("No such file" in line for line in lines[-2:]), lines
 
 
+def test_image_holds_the_training_stack_and_templates(image, dockerd):
+    """`train` needs MONAI, ignite, TensorBoard and matplotlib (curves) in the image, and `xnat-ml
+    config templates` the shipped training configs (share/xnat-ml/training_configs)."""
+    lines = run_in_image(
+        image,
+        dockerd,
+        "python3 -c 'import monai, ignite, tensorboard, matplotlib;"
+        " print(monai.__version__, ignite.__version__, tensorboard.__version__)';"
+        " xnat-ml config templates",
+    ).splitlines()  # fmt: skip
+    for wheel, version in zip(("monai", "pytorch_ignite", "tensorboard"), lines[0].split(),
+                              strict=True):  # fmt: skip
+        assert list(e2e.WHEELS.glob(f"{wheel}-{version}-*.whl")), (wheel, version, lines)
+    share = "/opt/xnat-ml/share/xnat-ml/training_configs"
+    assert f"sample-tissues-cpu: config {share}/sample-tissues-cpu.json, model {share}/" \
+        "sample-tissues-cpu" in lines, lines  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def server(image, dockerd, start_xnat_server):
     """A server whose Docker backend runs jobs in the built image, with no bind mounts."""
+    e2e.tag_as_commands_image(dockerd, image)
     options = {"docker_url": dockerd.url, "docker_network": "host"}
     return e2e.start_backend_server(start_xnat_server, "xnat-image", "docker", options, {})
 

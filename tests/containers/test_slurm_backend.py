@@ -3,12 +3,13 @@ secrets kept out of scripts and logs; the sbatch script and Slurm's answers as t
 
 from __future__ import annotations
 
+import json
 import stat
 import sys
 import time
 
 import pytest
-from jobs import make_spec, wait_done, wait_running
+from jobs import TRAIN, cpu_site_copy, make_spec, project_command_spec, wait_done, wait_running
 
 from xnat_ml.containers.backends import BackendState, JobStatus, get_backend
 from xnat_ml.containers.backends.slurm import (
@@ -234,6 +235,21 @@ def test_generic_resources_become_gres(tmp_path, resources, gpus, directive):
     spec = make_spec(tmp_path, "true", generic_resources=resources, gpus=gpus)
     gres = [line for line in sbatch_script(spec, tmp_path).splitlines() if "--gres" in line]
     assert gres == ([f"#SBATCH {directive}"] if directive else [])
+
+
+def test_shipped_train_command_asks_slurm_for_one_gpu(tmp_path):
+    """train.json's "generic-resources": {"gpu": "1"} becomes --gres=gpu:1 (and --nv under
+    Apptainer); the copy a site without GPUs installs asks for no GRES."""
+    shipped = json.loads(TRAIN.read_text())
+    spec = project_command_spec(shipped, {"CONFIG": "tiny"}, tmp_path / "gpu")
+    lines = sbatch_script(spec, tmp_path / "gpu").splitlines()
+    for directive in ("--gres=gpu:1", "--cpus-per-task=8", "--mem=32768M"):
+        assert f"#SBATCH {directive}" in lines
+    work = tmp_path / "gpu" / "mounts" / "work"
+    assert f"--work-dir {work} --cache {work}/cache" in lines[-4]
+    assert "apptainer exec --nv --bind" in sbatch_script(spec, tmp_path, runtime="apptainer")
+    cpu = project_command_spec(cpu_site_copy(shipped), {"CONFIG": "tiny"}, tmp_path / "cpu")
+    assert "--gres" not in sbatch_script(cpu, tmp_path / "cpu")
 
 
 def test_script_in_an_apptainer_image(tmp_path):

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from conftest import TISSUES
 from synthetic import TINY_NET
 
+from xnat_ml.assets import shipped_dir
 from xnat_ml.datasets.project_build import build_in_project
 from xnat_ml.sample.synthetic import SynthRoi, SynthScan, add_session, nifti_bytes
 from xnat_ml.training.project_configs import push_config
@@ -79,7 +79,9 @@ def set_up(session, project: str, work: Path, cases: int = 6) -> None:
         add_session(session, project, f"S{i}", f"S{i}_MR", [SynthScan("1", "T1w", uid, image)],
                     [SynthRoi(f"R{i}", uid, label)])  # fmt: skip
     build_in_project(session, project, json.dumps(DEFINITION), "blobs")
-    install_model(session, project, TISSUES, "tissues")
+    # The template as shipped (not conftest's path: other test folders import this module too)
+    install_model(session, project, shipped_dir("training_configs") / "sample-tissues-cpu",
+                  "tissues")  # fmt: skip
     config = work / "tiny.json"
     config.write_text(json.dumps(tiny_config()))
     push_config(session, project, config)

@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--cache",
             type=Path,
             metavar="DIR",
-            help="dataset file cache (default ~/.cache/xnat-ml/files)",
+            help="dataset cache root, as for `dataset fetch` (default ~/.cache/xnat-ml)",
         )
         parser.set_defaults(func=_train)
 

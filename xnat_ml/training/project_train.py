@@ -20,7 +20,7 @@ from typing import Any
 
 from xnat.session import XNATSession
 
-from xnat_ml.datasets.fetch import DEFAULT_CACHE, fetch_dataset
+from xnat_ml.datasets.fetch import fetch_dataset
 from xnat_ml.datasets.versions import DATALIST_FILE, find_version, read_json
 from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import MODELS_RESOURCE, RUNS_RESOURCE
@@ -65,7 +65,7 @@ class TrainRequest:
     from_model: str | None = None  # NAME[:N]: a fine-tune from that model version
     dataset: str | None = None  # NAME[:N]: instead of the config's dataset
     work_dir: Path = DEFAULT_WORK
-    cache: Path = DEFAULT_CACHE
+    cache: Path | None = None  # the dataset cache root (files/ in it); None: the user's
 
 
 def train_in_project(session: XNATSession, request: TrainRequest) -> dict[str, Any]:

@@ -1,0 +1,88 @@
+"""`train` launched through the Container Service's launch API on Docker, in the image that
+container_images/xnat-ml builds (its own xnat-ml, MONAI and torch: no bind mounts), and on a
+one-node Slurm running this checkout's venv; each a two-epoch run on tiny synthetic sessions
+that ends Complete with its run in ML_RUNS.
+
+Neither test daemon has a GPU, so each server gets the copy of train.json a site without GPUs
+installs (no `generic-resources`, limits a small node can give; docs/training.md); what the
+shipped request becomes is checked in test_docker_backend.py and test_slurm_backend.py.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+import pytest
+from e2e import install_enabled, job_logs, start_backend_server, tag_as_commands_image, wait_job
+from jobs import TRAIN, cpu_site_copy
+
+from xnat_ml.training.project_files import read_text
+from xnat_ml.training.project_runs import run_paths, run_status
+from xnat_ml.xnat import connect
+
+# The training tests' project set-up (tests/training is no package, as no test folder is).
+sys.path.append(str(Path(__file__).resolve().parents[1] / "training"))
+from xnat_project import set_up  # noqa: E402
+
+RUN = "launched"
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param("docker", marks=[pytest.mark.docker, pytest.mark.slow]),
+        pytest.param("slurm", marks=[pytest.mark.slurm, pytest.mark.slow]),
+    ],
+)
+def server(request, start_xnat_server):
+    """A server whose jobs run on the backend named by the parameter; `.python` is the Python
+    version its jobs run (the image's on Docker, this venv's on Slurm)."""
+    if request.param == "docker":
+        dockerd, image = request.getfixturevalue("dockerd"), request.getfixturevalue("image")
+        tag_as_commands_image(dockerd, image)
+        options = {"docker_url": dockerd.url, "docker_network": "host"}
+        server = start_backend_server(start_xnat_server, "xnat-train-docker", "docker", options, {})
+        python = ["python3", "-c", "import platform; print(platform.python_version())"]
+        run = dockerd.client().containers.run(image.id, python, network_mode="none", remove=True)
+        server.python = run.decode().strip()
+    else:
+        cluster = request.getfixturevalue("slurm")
+        server = start_backend_server(start_xnat_server, "xnat-train-slurm", "slurm", {},
+                                      cluster.env)  # fmt: skip
+        server.python = platform.python_version()
+    return server
+
+
+@pytest.fixture(scope="module")
+def project(server, tmp_path_factory) -> str:
+    """Six 16³ labelled sessions, dataset blobs v1, model tissues v1, config `tiny` (2 epochs)."""
+    project = f"TRAIN_{server.backend.upper()}"
+    server.session().put(f"{server.url}/data/projects/{project}").raise_for_status()
+    with connect(server.url, server.user, server.password) as session:
+        set_up(session, project, tmp_path_factory.mktemp(project))
+    return project
+
+
+def test_train_launched_on_the_backend_completes_with_its_run(server, project):
+    command = cpu_site_copy(json.loads(TRAIN.read_text()))
+    wrapper = install_enabled(server, project, command)["train-project"]
+    launched = server.session().post(
+        f"{server.url}/xapi/projects/{project}/wrappers/{wrapper}/root/project/launch",
+        json={"project": f"/data/projects/{project}", "CONFIG": "tiny", "RUN_ID": RUN},
+    )
+    assert launched.status_code == 200, launched.text
+    job_id = int(launched.json()["id"])
+    job = wait_job(server, job_id, timeout=540)
+    assert job["status"] == "Complete", (job["status"], job["message"], job_logs(server, job_id))
+    with connect(server.url, server.user, server.password) as xnat:
+        files = {path.removeprefix(f"{RUN}/") for path in run_paths(xnat, project, RUN)}
+        status = run_status(xnat, project, RUN)
+        record = json.loads(read_text(xnat, project, "ML_RUNS", f"{RUN}/run.json"))
+    assert {"status.json", "run.json", "metrics.csv", "model.pt", "latest.pt"} <= files, files
+    assert (status["state"], status["epoch"]) == ("completed", 2), status
+    assert (record["model"]["name"], record["dataset"]["name"]) == ("tissues", "blobs")
+    # Docker ran the image's Python (Debian's), not this venv's.
+    assert record["versions"]["python"] == server.python
