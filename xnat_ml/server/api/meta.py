@@ -9,8 +9,8 @@ from werkzeug.exceptions import NotFound
 
 from xnat_ml import __version__
 from xnat_ml.server import auth
-from xnat_ml.server.datatypes import BASE_TYPE
-from xnat_ml.server.listing import result_set
+from xnat_ml.server.formats.datatypes import BASE_TYPE
+from xnat_ml.server.formats.listing import result_set
 
 bp = Blueprint("meta", __name__)
 

@@ -91,7 +91,7 @@ def scan_type_for(modality: str) -> str:
 @cache
 def _declared_field_types() -> dict[str, dict[str, str]]:
     """datatype → {field: xs type} as its own complexType in schemas/*.xsd declares them."""
-    folder = resources.files("xnat_ml.server") / "schemas"
+    folder = resources.files("xnat_ml.server.formats") / "schemas"
     declared: dict[str, dict[str, str]] = {}
     for prefix, name in _SCHEMA_FILES.items():
         root = fromstring((folder / name).read_bytes())
