@@ -25,7 +25,7 @@ demo: $(STAMP)
 # After changing a model: write the next schema revision from the difference (docs/server.md).
 migration: $(STAMP)
 	test -n "$(MSG)" || { echo 'usage: make migration MSG="what changes"'; exit 2; }
-	$(PY) -m xnat_ml.server.schema revision -m "$(MSG)"
+	$(PY) -m xnat_ml.server.store.schema revision -m "$(MSG)"
 
 # The image test builds container_images/xnat-ml offline, from these wheels (fetched now, while
 # package indexes are reachable; pip's cache makes a second run quick).

@@ -8,9 +8,9 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from xnat_ml.server.catalog import ResourceFile
-from xnat_ml.server.db import make_engine
-from xnat_ml.server.models import JournalEntry, Resource
+from xnat_ml.server.store.catalog import ResourceFile
+from xnat_ml.server.store.db import make_engine
+from xnat_ml.server.store.models import JournalEntry, Resource
 
 
 def catalogued(data_dir: Path) -> dict[Path, tuple[int, str]]:

@@ -143,6 +143,47 @@ def test_nothing_but_the_cli_and_demo_imports_the_server():
     assert importers <= {"xnat_ml.cli", "xnat_ml.demo"}
 
 
+# Inside the server (docs/server.md): api/ holds the blueprints, store/ the archive store,
+# formats/ file formats and value checks; services and the app sit at server/ top level.
+API = "xnat_ml.server.api"
+
+
+def _layer_violations(path: Path) -> list[str]:
+    """A blueprint imports services, store and formats, never another blueprint; store/ and
+    formats/ import no blueprint (app.py loads the blueprints by name, so nothing else does)."""
+    module = _module_name(path)
+    where = f"{path.relative_to(ROOT.parent)}:"
+    problems = []
+    for line, target in _imports(path):
+        if not target.startswith(API + ".") or target == module:
+            continue
+        if module.startswith(API + "."):
+            problems.append(f"{where}{line} imports {target}: a blueprint imports no other")
+        elif module.startswith(("xnat_ml.server.store", "xnat_ml.server.formats")):
+            problems.append(f"{where}{line} imports {target}: store/ and formats/ import no api/")
+    return problems
+
+
+SERVER_SOURCES = [path for path in SOURCES if _part(_module_name(path)) == "server"]
+
+
+@pytest.mark.parametrize("path", SERVER_SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_blueprints_import_services_not_blueprints(path):
+    assert _layer_violations(path) == []
+
+
+def test_the_layer_checker_sees_a_blueprint_import(tmp_path, monkeypatch):
+    fake = tmp_path / "xnat_ml"
+    for folder in ("api", "store"):
+        (fake / "server" / folder).mkdir(parents=True)
+    (fake / "server" / "api" / "other.py").write_text("")
+    (fake / "server" / "api" / "one.py").write_text("from xnat_ml.server.api import other\n")
+    (fake / "server" / "store" / "rows.py").write_text("from ..api.other import x\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", fake)
+    assert len(_layer_violations(fake / "server" / "api" / "one.py")) == 1
+    assert len(_layer_violations(fake / "server" / "store" / "rows.py")) == 1
+
+
 def test_the_checker_sees_a_broken_arrow(tmp_path, monkeypatch):
     """A module of imaging that imports the server and requests is reported twice over."""
     fake = tmp_path / "xnat_ml"

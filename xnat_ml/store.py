@@ -1,9 +1,9 @@
 """The one declarative base of the embedded server's SQLite store.
 
 Every table (archive, users, catalog, Container Service, Event Service) hangs off this one
-metadata, so a single Alembic history (xnat_ml/server/migrations) versions them all. It lives at
-the top of the package, with nothing but SQLAlchemy below it, so that `containers/` can declare
-its tables without importing `server/`.
+metadata, so a single Alembic history (xnat_ml/server/store/migrations) versions them all. It
+lives at the top of the package, with nothing but SQLAlchemy below it, so that `containers/` can
+declare its tables without importing `server/`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from xnat_ml.containers import jobs
 from xnat_ml.containers.backends import BackendState, JobStatus
 from xnat_ml.containers.jobs import Job
 from xnat_ml.containers.service import ContainerService
-from xnat_ml.server import db as server_db
+from xnat_ml.server.store import db as server_db
 
 
 class FakeBackend:

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from xnat_ml.server import db as server_db
 from xnat_ml.server.app import create_app
 from xnat_ml.server.container_service import container_service
-from xnat_ml.server.event_store import DELIVERED, PENDING, DeliveryRow, EventRow
 from xnat_ml.server.event_worker import CLAIM_HEADER, event_service
-from xnat_ml.server.models import Project, Subject
+from xnat_ml.server.store import db as server_db
+from xnat_ml.server.store.event_store import DELIVERED, PENDING, DeliveryRow, EventRow
+from xnat_ml.server.store.models import Project, Subject
 
 ADMIN = {"Authorization": "Basic YWRtaW46YWRtaW4="}  # admin:admin
 PROBE = {

@@ -31,9 +31,14 @@ def test_wheel_carries_every_command_and_subscription(tmp_path):
             shipped_as = f"/data/share/xnat-ml/{path.relative_to(REPO).as_posix()}"
             assert any(n.endswith(shipped_as) for n in names), shipped_as
     # The schema's migrations run from the installed package (no alembic.ini, no checkout).
-    migrations = REPO / "xnat_ml" / "server" / "migrations"
+    migrations = REPO / "xnat_ml" / "server" / "store" / "migrations"
     for path in [*migrations.glob("*.py"), migrations / "script.py.mako",
                  *migrations.glob("versions/*.py")]:  # fmt: skip
+        assert path.relative_to(REPO).as_posix() in names, path.name
+    # The XSDs the server serves and types fields by (formats/datatypes.py reads them).
+    xsds = list((REPO / "xnat_ml" / "server" / "formats" / "schemas").glob("*.xsd"))
+    assert xsds
+    for path in xsds:
         assert path.relative_to(REPO).as_posix() in names, path.name
 
 

@@ -7,8 +7,8 @@ from importlib import resources
 
 import pytest
 
-from xnat_ml.server import datatypes
-from xnat_ml.server.listing import filter_rows, page, select_columns
+from xnat_ml.server.formats import datatypes
+from xnat_ml.server.formats.listing import filter_rows, page, select_columns
 
 XS = "{http://www.w3.org/2001/XMLSchema}"
 

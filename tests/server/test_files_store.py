@@ -12,14 +12,14 @@ from pathlib import Path, PurePosixPath
 import pytest
 from bombs import declared_tgz
 
-from xnat_ml.server.filestore import FileStore, UnsafePathError, safe_relpath
-from xnat_ml.server.zipfiles import (
+from xnat_ml.server.formats.zipfiles import (
     ArchiveError,
     ArchiveTooLarge,
     ExtractLimits,
     extract_archive,
     stream_zip,
 )
+from xnat_ml.server.store.filestore import FileStore, UnsafePathError, safe_relpath
 
 
 @pytest.mark.parametrize(

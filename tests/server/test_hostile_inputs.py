@@ -271,14 +271,14 @@ def test_xml_documents_are_held_to_the_same_types(xnat_server, session, element,
 
 
 def test_dicom_dates_that_are_no_dates_are_not_stored(tmp_path: Path):
-    from xnat_ml.server.dicom_headers import _date
+    from xnat_ml.server.formats.dicom_headers import _date
 
     assert _date("20240229") == "2024-02-29"
     assert _date("20241345") == ""
 
 
 def test_field_types_come_from_the_served_xsd():
-    from xnat_ml.server.datatypes import field_type
+    from xnat_ml.server.formats.datatypes import field_type
 
     assert field_type("xnat:mrSessionData", "date") == "xs:date"  # inherited from experimentData
     assert field_type("icr:roiCollectionData", "TIME") == "xs:time"
@@ -305,7 +305,7 @@ def test_field_types_come_from_the_served_xsd():
 def test_value_checks_by_xsd_type(xs_type, good, bad):
     from werkzeug.exceptions import BadRequest
 
-    from xnat_ml.server.validation import check_value
+    from xnat_ml.server.formats.validation import check_value
 
     for value, stored in good.items():
         assert check_value(xs_type, "f", value) == stored

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from dicom_samples import write_rtstruct, write_seg_header, write_series
 
-from xnat_ml.server.dicom_headers import label_from, read_folder
-from xnat_ml.server.roi_content import RoiFileError, file_suffix, read_collection
+from xnat_ml.server.formats.dicom_headers import label_from, read_folder
+from xnat_ml.server.formats.roi_content import RoiFileError, file_suffix, read_collection
 
 
 def test_groups_by_study_and_series_and_skips_junk(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
-from xnat_ml.server import db, schema
 from xnat_ml.server.process import ServerProcess, free_port
+from xnat_ml.server.store import db, schema
 
 V0 = Path(__file__).resolve().parents[1] / "fixtures" / "datadir-v0"
 SESSION = "/data/projects/V0PROJ/subjects/SUBJ01/experiments/SESS01"

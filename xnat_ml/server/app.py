@@ -17,30 +17,30 @@ from flask import Flask, Response, after_this_request, current_app, request
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from xnat_ml.server import auth, config, job_writes, signals
-from xnat_ml.server.archive import ObjectPathConverter
+from xnat_ml.server import auth, config
 from xnat_ml.server.container_service import container_service
-from xnat_ml.server.db import database, session_factory
 from xnat_ml.server.event_worker import event_service
-from xnat_ml.server.filestore import DiskFull, is_disk_full
-from xnat_ml.server.journal import archive_files
-from xnat_ml.server.models import User
-from xnat_ml.server.resources import RawPathConverter
+from xnat_ml.server.routing import ObjectPathConverter, RawPathConverter
+from xnat_ml.server.store import job_writes, signals
+from xnat_ml.server.store.db import database, session_factory
+from xnat_ml.server.store.filestore import DiskFull, is_disk_full
+from xnat_ml.server.store.journal import archive_files
+from xnat_ml.server.store.models import User
 
 log = logging.getLogger(__name__)
 
 # Each module exposes `bp` (a flask.Blueprint); add a family by adding its module here.
 BLUEPRINT_MODULES = (
-    "xnat_ml.server.meta",
-    "xnat_ml.server.login",
-    "xnat_ml.server.users",
-    "xnat_ml.server.archive",
-    "xnat_ml.server.resources",
-    "xnat_ml.server.dicom_import",
-    "xnat_ml.server.roi",
-    "xnat_ml.server.events",
-    "xnat_ml.server.commands",
-    "xnat_ml.server.containers",
+    "xnat_ml.server.api.meta",
+    "xnat_ml.server.api.login",
+    "xnat_ml.server.api.users",
+    "xnat_ml.server.api.archive",
+    "xnat_ml.server.api.resources",
+    "xnat_ml.server.api.dicom_import",
+    "xnat_ml.server.api.roi",
+    "xnat_ml.server.api.events",
+    "xnat_ml.server.api.commands",
+    "xnat_ml.server.api.containers",
 )
 
 

@@ -21,8 +21,16 @@ from werkzeug.exceptions import Forbidden, NotFound, Unauthorized
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from xnat_ml.containers.jobs import Job
-from xnat_ml.server.db import get_db, session_factory
-from xnat_ml.server.models import ROLES, AliasToken, Project, ProjectRole, User, WebSession, utcnow
+from xnat_ml.server.store.db import get_db, session_factory
+from xnat_ml.server.store.models import (
+    ROLES,
+    AliasToken,
+    Project,
+    ProjectRole,
+    User,
+    WebSession,
+    utcnow,
+)
 
 # What each access level needs, as the weakest sufficient role.
 ACCESS_LEVELS = {"read": "Collaborator", "edit": "Member", "own": "Owner"}

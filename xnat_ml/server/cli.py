@@ -119,7 +119,7 @@ def serve(args: argparse.Namespace) -> int:
     import waitress
 
     from xnat_ml.server.app import create_app
-    from xnat_ml.server.signals import announce_ready
+    from xnat_ml.server.store.signals import announce_ready
 
     try:
         args.data.mkdir(parents=True, exist_ok=True)

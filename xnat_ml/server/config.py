@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xnat_ml.errors import XnatMlError
-from xnat_ml.server.zipfiles import ExtractLimits
+from xnat_ml.server.formats.zipfiles import ExtractLimits
 
 ENV_PREFIX = "XNAT_ML_"
 

@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session
 from xnat_ml.containers.jobs import Job
 from xnat_ml.containers.registry import WrapperSetting
 from xnat_ml.containers.service import ContainerService
-from xnat_ml.server import auth, job_writes, signals
-from xnat_ml.server.db import get_db, reader_factory, session_factory
+from xnat_ml.server import auth
 from xnat_ml.server.extension import Extension
 from xnat_ml.server.faults import fault_point
-from xnat_ml.server.models import User
+from xnat_ml.server.store import job_writes, signals
+from xnat_ml.server.store.db import get_db, reader_factory, session_factory
+from xnat_ml.server.store.models import User
 
 
 class ContainerServiceExtension(Extension[ContainerService]):

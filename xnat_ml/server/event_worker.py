@@ -36,13 +36,20 @@ from xnat_ml.containers import registry
 from xnat_ml.errors import XnatMlError
 from xnat_ml.events import Event, Match, Subscription, event_type_for
 from xnat_ml.events.dispatch import Delivery, Postponed, deliver, plan
-from xnat_ml.server import auth, signals
-from xnat_ml.server.archive import resolve_object
-from xnat_ml.server.db import get_db, reader_factory, session_factory
-from xnat_ml.server.event_store import DELIVERED, PENDING, DeliveryRow, EventRow, SubscriptionRow
+from xnat_ml.server import auth
 from xnat_ml.server.extension import Extension
 from xnat_ml.server.faults import fault_point
-from xnat_ml.server.models import Project, User, utcnow
+from xnat_ml.server.store import signals
+from xnat_ml.server.store.db import get_db, reader_factory, session_factory
+from xnat_ml.server.store.event_store import (
+    DELIVERED,
+    PENDING,
+    DeliveryRow,
+    EventRow,
+    SubscriptionRow,
+)
+from xnat_ml.server.store.models import Project, User, utcnow
+from xnat_ml.server.store.objects import resolve_object
 
 log = logging.getLogger(__name__)
 

@@ -2,28 +2,38 @@
 
 Every object is reachable by XNAT's URL forms (`/data/projects/P/subjects/S/experiments/E/scans/1`,
 `/data/experiments/E/...`, `/data/subjects/S`, each also under `/data/archive/...`). The
-`xnat` URL converter matches such an object path and `resolve_object` maps it to the ORM object,
-checking the caller's project role on the way: other blueprints (resources, files, ROI) build
-their routes with `archive_route` and the same two pieces.
+`xnat` URL converter and `archive_route` (routing.py) match such an object path and
+store/objects.py's `resolve_object` maps it to the ORM object, checking the caller's project
+role on the way; other blueprints (resources, files, ROI) use the same two pieces.
 """
 
 from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 from werkzeug.exceptions import BadRequest, Conflict, NotFound
-from werkzeug.routing import BaseConverter
 
-from xnat_ml.server import auth, datatypes, serializers
-from xnat_ml.server.db import get_db
-from xnat_ml.server.listing import result_set
-from xnat_ml.server.models import (
-    Accession,
+from xnat_ml.server import auth
+from xnat_ml.server.formats import datatypes
+from xnat_ml.server.formats.listing import result_set
+from xnat_ml.server.formats.validation import (
+    SCAN_ID_RE,
+    check_label,
+    check_type,
+    query_fields,
+    take,
+    typed_fields,
+)
+from xnat_ml.server.formats.xml_documents import MAX_XML_BYTES, read_object_xml
+from xnat_ml.server.routing import archive_route
+from xnat_ml.server.store import serializers
+from xnat_ml.server.store.db import get_db
+from xnat_ml.server.store.models import (
     ArchiveObject,
     Assessor,
     Experiment,
@@ -33,17 +43,15 @@ from xnat_ml.server.models import (
     Subject,
     User,
 )
-from xnat_ml.server.signals import retire_project, run_after_commit
-from xnat_ml.server.validation import (
-    SCAN_ID_RE,
-    check_label,
-    check_type,
-    query_fields,
-    take,
-    typed_fields,
+from xnat_ml.server.store.objects import (
+    describe_missing,
+    lookup,
+    new_accession,
+    resolve_object,
+    split_path,
+    walk,
 )
-from xnat_ml.server.xml_documents import MAX_XML_BYTES, read_object_xml
-from xnat_ml.xnat.uris import OBJECT_PATTERN, ObjectPath, UnsafeName, UriError, parse_path
+from xnat_ml.server.store.signals import retire_project, run_after_commit
 
 bp = Blueprint("archive", __name__)
 
@@ -55,111 +63,6 @@ _BASE_TYPE_OF = {
     "scans": "xnat:imageScanData",
     "assessors": "xnat:imageAssessorData",
 }
-
-class ObjectPathConverter(BaseConverter):
-    """URL converter `<xnat:name>` for an archive object path such as projects/P/subjects/S
-    (the grammar of xnat/uris.py, which `split_path` then parses)."""
-
-    regex = OBJECT_PATTERN
-    part_isolating = False
-
-
-def archive_route(blueprint: Blueprint, rule: str, **options) -> Callable:
-    """Register a view under both /data{rule} and /data/archive{rule}, as XNAT serves both."""
-
-    def decorator(view: Callable) -> Callable:
-        blueprint.add_url_rule(f"/data{rule}", view_func=view, **options)
-        blueprint.add_url_rule(
-            f"/data/archive{rule}", endpoint=f"archive_{view.__name__}", view_func=view, **options
-        )
-        return view
-
-    return decorator
-
-
-# ----------------------------------------------------------------------------- resolving
-
-
-def _named(model, name: str):
-    """Label or accession ID, as XNAT accepts either below a parent."""
-    return or_(model.label == name, model.id == name)
-
-
-def _lookup(parent: ArchiveObject | None, collection: str, name: str) -> ArchiveObject | None:
-    db = get_db()
-    if parent is None:
-        model = {"projects": Project, "subjects": Subject, "experiments": Experiment}.get(
-            collection
-        )
-        found = db.scalar(select(model).where(model.id == name)) if model else None
-        if found is None and model is Experiment:  # assessors are experiments to XNAT
-            found = db.scalar(select(Assessor).where(Assessor.id == name))
-        return found
-    if isinstance(parent, Project) and collection == "subjects":
-        return db.scalar(
-            select(Subject).where(Subject.project_pk == parent.pk, _named(Subject, name))
-        )
-    if isinstance(parent, Project | Subject) and collection == "experiments":
-        owner = Experiment.project_pk if isinstance(parent, Project) else Experiment.subject_pk
-        return db.scalar(select(Experiment).where(owner == parent.pk, _named(Experiment, name)))
-    if isinstance(parent, Experiment) and collection == "scans":
-        return db.scalar(select(Scan).where(Scan.experiment_pk == parent.pk, Scan.id == name))
-    if isinstance(parent, Experiment) and collection == "assessors":
-        return db.scalar(
-            select(Assessor).where(Assessor.experiment_pk == parent.pk, _named(Assessor, name))
-        )
-    return None
-
-
-def _describe(parent: ArchiveObject | None, collection: str, name: str) -> str:
-    kind = {
-        "projects": "Project",
-        "subjects": "Subject",
-        "experiments": "Experiment",
-        "scans": "Scan",
-        "assessors": "Assessor",
-    }.get(collection, collection)
-    where = f" in {parent.kind} '{parent.label}'" if parent is not None else ""
-    return f"{kind} {name!r} does not exist{where}."  # repr: odd characters stay visible
-
-
-def split_path(path: str) -> list[tuple[str, str]]:
-    """'data/archive/projects/P/subjects/S' → [('projects', 'P'), ('subjects', 'S')], for a
-    path as the router hands it (decoded); 404 if it is not an object path, 400 if a name in
-    it is one no object can have."""
-    try:
-        return list(parse_path(path, quoted=False).steps)
-    except UnsafeName as exc:
-        raise BadRequest(f"{exc.problem}.") from None
-    except UriError:
-        raise NotFound(f"{path[:200]!r} is not an archive object path.") from None
-
-
-def resolve_object(path: str | ObjectPath, access: str | None = "read") -> ArchiveObject:
-    """The object at an archive path (router text, or parsed); 404 if missing, 401/403 unless
-    the caller has `access`.
-
-    `access` is read, edit or own (see auth.require_project_role); None skips the role check
-    (login is still required). The role is checked as soon as the project is known, so callers
-    outside a project learn nothing about its content.
-    """
-    auth.require_login()
-    steps = list(path.steps) if isinstance(path, ObjectPath) else split_path(path)
-    return _walk(steps, access)
-
-
-def _walk(pairs: list[tuple[str, str]], access: str | None) -> ArchiveObject:
-    obj: ArchiveObject | None = None
-    for collection, name in pairs:
-        found = _lookup(obj, collection, name)
-        if found is None:
-            raise NotFound(_describe(obj, collection, name))
-        if obj is None and access is not None:
-            auth.require_project_role(found.project_obj, access)
-        obj = found
-    assert obj is not None
-    return obj
-
 
 # ----------------------------------------------------------------------------- listings
 
@@ -197,7 +100,7 @@ def _scope(model, parent: ArchiveObject | None, user: User, args: Mapping[str, s
     the caller may read."""
     if parent is None:
         if project_id := args.get("project"):
-            project = _walk([("projects", project_id)], "read")
+            project = walk([("projects", project_id)], "read")
             return [model.project_pk == project.pk]
         if (readable := auth.readable_project_pks(user)) is not None:
             return [model.project_pk.in_(readable)]
@@ -228,7 +131,7 @@ def _list_assessors(parent: ArchiveObject | None, user: User, args: Mapping[str,
 def _readable(model, user: User, args: Mapping[str, str]):
     statement = select(model).order_by(model.pk)
     if project_id := args.get("project"):
-        project = _walk([("projects", project_id)], "read")
+        project = walk([("projects", project_id)], "read")
         return statement.where(model.project_pk == project.pk)
     readable = auth.readable_project_pks(user)
     if readable is not None:
@@ -309,7 +212,7 @@ def put_object(path: str) -> Response:
     auth.require_login()
     pairs = split_path(path)
     *parent_pairs, (collection, name) = pairs
-    parent = _walk(parent_pairs, "edit") if parent_pairs else None
+    parent = walk(parent_pairs, "edit") if parent_pairs else None
     fields = query_fields(request.args)
     xsi_type = request.args.get("xsiType")
     if request.args.get("inbody", "").lower() == "true":  # an XML document of the object
@@ -319,10 +222,10 @@ def put_object(path: str) -> Response:
     given_id = take(fields, "ID")  # server-assigned, except a scan's (xnatpy PUTs scans/{type})
     if collection == "scans" and given_id:
         name = given_id
-    existing = _lookup(parent, collection, name)
+    existing = lookup(parent, collection, name)
     if parent is None and collection != "projects":
         if existing is None:
-            raise NotFound(_describe(None, collection, name))
+            raise NotFound(describe_missing(None, collection, name))
         auth.require_project_role(existing.project_obj, "edit")
     typed_as = existing.xsi_type if existing is not None else (
         datatypes.canonical(xsi_type or "") or _BASE_TYPE_OF[collection]
@@ -380,15 +283,6 @@ def delete_object(path: str) -> Response:
 
 
 # ----------------------------------------------------------------------------- create / update
-
-
-def new_accession(kind_letter: str) -> str:
-    """The next accession ID, e.g. XNAT_E00042 (never reused, also after deletions)."""
-    db = get_db()
-    accession = Accession(prefix=kind_letter)
-    db.add(accession)
-    db.flush()
-    return f"{current_app.config['SITE_ID']}_{kind_letter}{accession.pk:05d}"
 
 
 def _unique_label(model, project: Project, label: str, kind: str) -> None:
@@ -463,9 +357,9 @@ def _create_experiment(parent, name: str, fields: dict, xsi_type: str | None) ->
                 "A new experiment needs its subject: PUT it under "
                 ".../subjects/{subject}/experiments/{label} or pass subject_ID."
             )
-        subject = _lookup(parent, "subjects", subject_ref)
+        subject = lookup(parent, "subjects", subject_ref)
         if subject is None:
-            raise NotFound(_describe(parent, "subjects", subject_ref))
+            raise NotFound(describe_missing(parent, "subjects", subject_ref))
     elif isinstance(parent, Subject):
         subject = parent
     else:

@@ -15,9 +15,9 @@ from datetime import date, datetime
 
 from werkzeug.exceptions import BadRequest
 
-from xnat_ml.server import datatypes
-from xnat_ml.server.listing import RESERVED_PARAMS
-from xnat_ml.server.names import unsafe_character
+from xnat_ml.server.formats import datatypes
+from xnat_ml.server.formats.listing import RESERVED_PARAMS
+from xnat_ml.server.formats.names import unsafe_character
 
 # Used with fullmatch: `$` alone would let a trailing newline through.
 _LABEL_RE = re.compile(r"[A-Za-z0-9_-]+")
@@ -31,6 +31,7 @@ _INTEGER_RE = re.compile(r"[+-]?\d+", re.ASCII)
 _DECIMAL_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)", re.ASCII)
 _FLOAT_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|[+-]?INF|NaN", re.ASCII)
 MAX_LABEL = 64
+MAX_RESOURCE_LABEL = 255
 MAX_VALUE = 4096
 
 
@@ -48,6 +49,16 @@ def check_label(kind: str, label: str, pattern: re.Pattern = _LABEL_RE) -> str:
             + (" (and '.' after the first character)" if pattern is SCAN_ID_RE else "")
             + "."
         )
+    return label
+
+
+def check_resource_label(label: str) -> str:
+    """A resource label as XNAT accepts it: non-empty, one path segment, printable."""
+    if problem := unsafe_character(label):
+        raise BadRequest(f"Resource label {label[:60]!r}: contains a {problem}.")
+    one_segment = "/" not in label and "\\" not in label and label not in (".", "..")
+    if not label.strip() or len(label) > MAX_RESOURCE_LABEL or not one_segment:
+        raise BadRequest(f"Resource label {label[:60]!r}: empty, too long, or has a slash.")
     return label
 
 

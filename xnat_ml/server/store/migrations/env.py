@@ -1,4 +1,4 @@
-"""Alembic's environment: migrate the connection `xnat_ml.server.schema` hands over.
+"""Alembic's environment: migrate the connection `xnat_ml.server.store.schema` hands over.
 
 The caller owns the connection and its transaction (one write transaction for the whole upgrade,
 with SQLite's foreign keys off so that batch-mode table rebuilds never cascade deletes).
@@ -6,7 +6,7 @@ with SQLite's foreign keys off so that batch-mode table rebuilds never cascade d
 
 from alembic import context
 
-from xnat_ml.server.schema import metadata
+from xnat_ml.server.store.schema import metadata
 
 context.configure(
     connection=context.config.attributes["connection"],

@@ -15,8 +15,8 @@ from urllib.parse import quote
 from sqlalchemy import ForeignKey, String, UniqueConstraint, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from xnat_ml.server.filestore import StoredFile
-from xnat_ml.server.models import Base, Resource, utcnow
+from xnat_ml.server.store.filestore import StoredFile
+from xnat_ml.server.store.models import Base, Resource, utcnow
 
 
 class ResourceFile(Base):

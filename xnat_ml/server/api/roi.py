@@ -19,27 +19,28 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from xnat_ml.layout import ROI_COLLECTION_XSI
-from xnat_ml.server import catalog
-from xnat_ml.server.archive import check_label, new_accession, resolve_object
 from xnat_ml.server.auth import require_login
-from xnat_ml.server.db import get_db
-from xnat_ml.server.filestore import StoredFile
-from xnat_ml.server.journal import Publication, archive_files
-from xnat_ml.server.models import Assessor, Experiment
-from xnat_ml.server.resources import (
-    create_resource,
-    find_resource,
-    get_file,
-    reload,
-    staged_upload,
-)
-from xnat_ml.server.roi_content import (
+from xnat_ml.server.formats.roi_content import (
     COLLECTION_TYPES,
     RoiContent,
     RoiFileError,
     file_suffix,
     read_collection,
 )
+from xnat_ml.server.formats.validation import check_label
+from xnat_ml.server.store import catalog
+from xnat_ml.server.store.db import get_db
+from xnat_ml.server.store.filestore import StoredFile
+from xnat_ml.server.store.journal import Publication, archive_files
+from xnat_ml.server.store.models import Assessor, Experiment
+from xnat_ml.server.store.objects import new_accession, resolve_object
+from xnat_ml.server.store.resource_files import (
+    create_resource,
+    find_resource,
+    reload,
+    send_catalogued,
+)
+from xnat_ml.server.store.uploads import staged_upload
 
 bp = Blueprint("roi", __name__)
 
@@ -152,7 +153,8 @@ def get_collection(project: str, session: str, label: str) -> Response:
     if assessor is None or assessor.xsi_type != ROI_COLLECTION_XSI:
         raise NotFound(f"No ROI collection '{label}' on session '{session}'.")
     kind = assessor.fields.get("collectionType", "")
-    rows = catalog.files_of(get_db(), [r for r in assessor.resources if r.label == kind])
+    resources = [r for r in assessor.resources if r.label == kind]
+    rows = catalog.files_of(get_db(), resources)
     if not rows:
         raise NotFound(f"ROI collection '{label}' has no {kind} file.")
-    return get_file(f"experiments/{parent.id}/assessors/{assessor.id}", kind, rows[0].path)
+    return send_catalogued(get_db(), resources[0], PurePosixPath(rows[0].path), rows[0].md5)

@@ -25,12 +25,13 @@ from xnat_ml.containers.resolve import (
     object_uri,
 )
 from xnat_ml.containers.validate import OBJECT_TYPES
-from xnat_ml.server import auth, signals
-from xnat_ml.server.archive import resolve_object
+from xnat_ml.server import auth
 from xnat_ml.server.container_service import container_service
-from xnat_ml.server.db import get_db
 from xnat_ml.server.faults import fault_point
-from xnat_ml.server.models import Project
+from xnat_ml.server.store import signals
+from xnat_ml.server.store.db import get_db
+from xnat_ml.server.store.models import Project
+from xnat_ml.server.store.objects import resolve_object
 from xnat_ml.xnat.uris import parse_path
 
 bp = Blueprint("containers", __name__)

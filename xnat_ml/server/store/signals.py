@@ -56,7 +56,7 @@ project_deleting = _signals.signal("project-deleting")
 
 def event_payload(obj) -> dict:
     """The properties the Container Service exposes for an archive object or resource."""
-    from xnat_ml.server.models import Assessor, Experiment, Project, Resource, Scan, Subject
+    from xnat_ml.server.store.models import Assessor, Experiment, Project, Resource, Scan, Subject
 
     payload = {
         "id": str(obj.pk if isinstance(obj, Resource) else obj.id),
@@ -100,7 +100,7 @@ def event_payload(obj) -> dict:
 def watch_creations(app: Flask, sessions: sessionmaker[Session]) -> None:
     """Send `object_created` from every session of `sessions` for the archive objects its
     transaction inserted, before it commits; run the `after_commit` steps once it has."""
-    from xnat_ml.server.models import Assessor, Experiment, Project, Resource, Scan, Subject
+    from xnat_ml.server.store.models import Assessor, Experiment, Project, Resource, Scan, Subject
 
     archive_types = (Project, Subject, Experiment, Scan, Assessor, Resource)
 

@@ -15,7 +15,7 @@ from xnat_ml.containers.command import parse_command
 from xnat_ml.containers.registry import CommandRecord
 from xnat_ml.containers.validate import validate
 from xnat_ml.server import auth
-from xnat_ml.server.db import get_db
+from xnat_ml.server.store.db import get_db
 
 bp = Blueprint("commands", __name__)
 

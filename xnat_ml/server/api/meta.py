@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from importlib import resources
-
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import NotFound
 
 from xnat_ml import __version__
 from xnat_ml.server import auth
-from xnat_ml.server.datatypes import BASE_TYPE
-from xnat_ml.server.listing import result_set
+from xnat_ml.server.formats.datatypes import BASE_TYPE, SCHEMAS
+from xnat_ml.server.formats.listing import result_set
 
 bp = Blueprint("meta", __name__)
 
-_SCHEMAS = resources.files("xnat_ml.server") / "schemas"
 
 # Search fields per datatype family, as /data/search/elements/{type} lists them.
 _SEARCH_FIELDS = {
@@ -80,7 +77,7 @@ def site_id() -> Response:
 def schema_list() -> Response:
     auth.require_login()
     names = sorted(
-        p.name.removesuffix(".xsd") for p in _SCHEMAS.iterdir() if p.name.endswith(".xsd")
+        p.name.removesuffix(".xsd") for p in SCHEMAS.iterdir() if p.name.endswith(".xsd")
     )
     return jsonify(names)
 
@@ -88,7 +85,7 @@ def schema_list() -> Response:
 @bp.route("/xapi/schemas/<name>", methods=["GET"])
 def schema(name: str) -> Response:
     auth.require_login()
-    candidates = {p.name: p for p in _SCHEMAS.iterdir() if p.name.endswith(".xsd")}
+    candidates = {p.name: p for p in SCHEMAS.iterdir() if p.name.endswith(".xsd")}
     found = candidates.get(f"{name}.xsd")
     if found is None:
         raise NotFound(

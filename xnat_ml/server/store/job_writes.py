@@ -40,11 +40,11 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from xnat_ml.containers import jobs
 from xnat_ml.containers.jobs import Job
 from xnat_ml.server import auth
-from xnat_ml.server.catalog import ResourceFile
-from xnat_ml.server.db import session_factory
-from xnat_ml.server.filestore import FileStore
-from xnat_ml.server.journal import Publication, fsync_path
-from xnat_ml.server.models import (
+from xnat_ml.server.store.catalog import ResourceFile
+from xnat_ml.server.store.db import session_factory
+from xnat_ml.server.store.filestore import FileStore
+from xnat_ml.server.store.journal import Publication, fsync_path
+from xnat_ml.server.store.models import (
     Assessor,
     Base,
     Experiment,

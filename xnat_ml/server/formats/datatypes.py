@@ -13,6 +13,7 @@ from importlib import resources
 from defusedxml.ElementTree import fromstring
 
 _XS = "{http://www.w3.org/2001/XMLSchema}"
+SCHEMAS = resources.files(__package__) / "schemas"  # the XSDs we serve (GET /xapi/schemas)
 _SCHEMA_FILES = {"xnat": "xnat.xsd", "icr": "icr.xsd"}  # prefix → file in schemas/
 
 # datatype → its base datatype (None for roots); mirrors the extension chain in schemas/*.xsd.
@@ -91,10 +92,9 @@ def scan_type_for(modality: str) -> str:
 @cache
 def _declared_field_types() -> dict[str, dict[str, str]]:
     """datatype → {field: xs type} as its own complexType in schemas/*.xsd declares them."""
-    folder = resources.files("xnat_ml.server") / "schemas"
     declared: dict[str, dict[str, str]] = {}
     for prefix, name in _SCHEMA_FILES.items():
-        root = fromstring((folder / name).read_bytes())
+        root = fromstring((SCHEMAS / name).read_bytes())
         for complex_type in root.iter(f"{_XS}complexType"):
             if complex_type.get("name") is None:
                 continue  # an anonymous wrapper (resources, references): no typed leaves

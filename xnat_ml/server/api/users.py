@@ -14,11 +14,12 @@ from sqlalchemy import select
 from werkzeug.exceptions import BadRequest, Conflict, Forbidden, NotFound
 
 from xnat_ml.server import auth
-from xnat_ml.server.archive import archive_route, resolve_object
-from xnat_ml.server.db import get_db
-from xnat_ml.server.listing import result_set
-from xnat_ml.server.models import ROLES, ProjectRole, User
-from xnat_ml.server.names import unsafe_character
+from xnat_ml.server.formats.listing import result_set
+from xnat_ml.server.formats.names import unsafe_character
+from xnat_ml.server.routing import archive_route
+from xnat_ml.server.store.db import get_db
+from xnat_ml.server.store.models import ROLES, ProjectRole, User
+from xnat_ml.server.store.objects import resolve_object
 
 bp = Blueprint("users", __name__)
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from xnat_ml.events import Event, EventFilter, Subscription, event_type
 from xnat_ml.events.subscription import TIME_FORMAT
-from xnat_ml.server.models import Base, utcnow
+from xnat_ml.server.store.models import Base, utcnow
 
 
 class SubscriptionRow(Base):

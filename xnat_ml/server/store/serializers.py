@@ -12,8 +12,8 @@ from datetime import datetime
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from xnat_ml.server.datatypes import subtypes
-from xnat_ml.server.models import Assessor, Experiment, Project, Scan, Subject
+from xnat_ml.server.formats.datatypes import subtypes
+from xnat_ml.server.store.models import Assessor, Experiment, Project, Scan, Subject
 
 # Columns a listing shows when the client names none (XNAT's defaults, trimmed). Like XNAT,
 # project and subject rows carry no xsiType: pyxnat learns types from rows that have one.

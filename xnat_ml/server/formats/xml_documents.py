@@ -12,7 +12,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 from werkzeug.exceptions import BadRequest
 
-from xnat_ml.server.validation import query_fields
+from xnat_ml.server.formats.validation import query_fields
 
 MAX_XML_BYTES = 1 << 20
 # Namespace → prefix of the schemas this server serves (schemas/*.xsd).

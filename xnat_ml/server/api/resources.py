@@ -1,7 +1,7 @@
 """Resources and their files at every archive level, in XNAT's URL forms and JSON shapes.
 
 `{object}/resources[/{label}[/files[/{path}]]]` where {object} is any project, subject, session,
-scan or assessor path that archive.resolve_object understands (`/data/projects/...`,
+scan or assessor path that store/objects.py's resolve_object understands (`/data/projects/...`,
 `/data/archive/...`, `/data/experiments/{id}/...`); `{object}/files` lists or zips all resources
 of an object, and `scans/ALL` or `scans/1,2` (likewise `assessors/ALL`, `assessors/A1,A2`,
 `resources/A,B` and, as XNAT, `experiments/E1,E2/...`) select several at once;
@@ -15,46 +15,43 @@ for conflicts and commits the catalog rows, after which the files are renamed in
 
 from __future__ import annotations
 
-import mimetypes
 import re
 from pathlib import Path, PurePosixPath
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
-from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session, selectinload
 from werkzeug.exceptions import (
     BadRequest,
     Conflict,
     HTTPException,
     NotFound,
-    RequestEntityTooLarge,
 )
-from werkzeug.routing import PathConverter
 
-from xnat_ml.server import catalog
-from xnat_ml.server.archive import archive_route, resolve_object
-from xnat_ml.server.db import get_db
-from xnat_ml.server.filestore import (
-    DiskFull,
-    FileStore,
+from xnat_ml.server.formats.listing import result_set
+from xnat_ml.server.formats.validation import check_resource_label
+from xnat_ml.server.formats.zipfiles import (
+    is_archive_name,
+    stream_zip,
+)
+from xnat_ml.server.routing import archive_route
+from xnat_ml.server.store import catalog
+from xnat_ml.server.store.db import get_db
+from xnat_ml.server.store.filestore import (
     StoredFile,
     UnsafePathError,
     safe_relpath,
 )
-from xnat_ml.server.journal import Publication, archive_files
-from xnat_ml.server.listing import result_set
-from xnat_ml.server.models import ArchiveObject, Assessor, Experiment, Project, Resource, Scan
-from xnat_ml.server.names import unsafe_character
-from xnat_ml.server.zipfiles import (
-    ArchiveError,
-    ArchiveNoRoom,
-    ArchiveTooLarge,
-    ExtractLimits,
-    extract_archive,
-    is_archive_name,
-    stream_zip,
+from xnat_ml.server.store.journal import Publication, archive_files
+from xnat_ml.server.store.models import ArchiveObject, Assessor, Experiment, Project, Resource, Scan
+from xnat_ml.server.store.objects import resolve_object
+from xnat_ml.server.store.resource_files import (
+    create_resource,
+    find_resource,
+    reload,
+    send_catalogued,
 )
+from xnat_ml.server.store.uploads import staged_upload, unpack_upload
 
 bp = Blueprint("resources", __name__)
 
@@ -62,7 +59,6 @@ RESOURCE_COLUMNS = (
     "xnat_abstractresource_id", "label", "element_name", "category", "cat_id", "cat_desc",
     "format", "content", "tags", "file_count", "file_size",
 )
-MAX_LABEL = 255
 # A file path is taken as sent (even `//etc/x`, with merge_slashes=False) so that safe_relpath
 # refuses it with a 400, rather than the router redirecting or answering 405.
 FILE_RULE = "/<xnat:owner>/resources/<label>/files/<rawpath:fpath>"
@@ -74,30 +70,7 @@ _SEVERAL = re.compile(
 _IN_CHUNK = 5000  # ids per IN (...) list, below SQLite's bound-variable limit
 
 
-class RawPathConverter(PathConverter):
-    """`<rawpath:...>`: a file path taken whole, empty segments included."""
-
-    regex = ".+"
-
-
 _TRUE = ("true", "1", "yes")
-
-
-def unpack_upload(staged: Path, unpacked: Path, name: str, what: str) -> list[StoredFile]:
-    """Extract an uploaded archive under the server's limits: 400 when it is corrupt or unsafe,
-    413 when it expands too far (EXTRACT_MAX_BYTES, EXTRACT_MAX_FILES), 507 past the free disk."""
-    limits = ExtractLimits(
-        max_bytes=current_app.config["EXTRACT_MAX_BYTES"],
-        max_members=current_app.config["EXTRACT_MAX_FILES"],
-    )
-    try:
-        return extract_archive(staged, unpacked, name, limits)
-    except ArchiveNoRoom as exc:
-        raise DiskFull(f"{what}: {exc}") from exc
-    except ArchiveTooLarge as exc:
-        raise RequestEntityTooLarge(f"{what}: {exc}") from exc
-    except ArchiveError as exc:
-        raise BadRequest(f"{what}: {exc}") from exc
 
 
 def _flag(name: str) -> bool:
@@ -105,16 +78,6 @@ def _flag(name: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- lookups
-
-
-def check_label(label: str) -> str:
-    """A resource label as XNAT accepts it: non-empty, one path segment, printable."""
-    if problem := unsafe_character(label):
-        raise BadRequest(f"Resource label {label[:60]!r}: contains a {problem}.")
-    one_segment = "/" not in label and "\\" not in label and label not in (".", "..")
-    if not label.strip() or len(label) > MAX_LABEL or not one_segment:
-        raise BadRequest(f"Resource label {label[:60]!r}: empty, too long, or has a slash.")
-    return label
 
 
 def owners(path: str, access: str) -> list[ArchiveObject]:
@@ -177,15 +140,6 @@ def _scan_order(scan: Scan) -> tuple:
     return (0, int(scan.id), "") if scan.id.isdigit() else (1, 0, scan.id)
 
 
-def find_resource(db: Session, owner: ArchiveObject, label: str) -> Resource | None:
-    """The owner's resource by label, or by its numeric id (xnat_abstractresource_id)."""
-    query = select(Resource).filter_by(**Resource.owner_key(owner))
-    found = db.scalar(query.where(Resource.label == label))
-    if found is None and label.isdigit():
-        found = db.scalar(query.where(Resource.pk == int(label)))
-    return found
-
-
 def resources_of(db: Session, owner_list: list[ArchiveObject], labels: str | None = None):
     """All resources of the owners, or those named by a comma-separated label/id list."""
     if labels is None:
@@ -212,35 +166,11 @@ def _all_resources_of(db: Session, owner_list: list[ArchiveObject]) -> list[Reso
     return [r for owner in owner_list for r in by_owner.get((owner.kind, owner.pk), [])]
 
 
-def create_resource(
-    db: Session, owner: ArchiveObject, label: str, format: str = "", content: str = "",
-    tags: str = "",
-) -> Resource:
-    """A new resource of owner (flushed, not committed); Conflict when the label is taken."""
-    check_label(label)
-    if find_resource(db, owner, label) is not None:
-        raise Conflict(f"Resource '{label}' already exists on {owner.uri}.")
-    resource = Resource(label=label, format=format, content=content, tags=tags,
-                        **Resource.owner_key(owner))
-    db.add(resource)
-    db.flush()
-    db.refresh(resource)
-    return resource
-
-
 def _one_owner(path: str, access: str) -> ArchiveObject:
     found = owners(path, access)
     if len(found) != 1:
         raise NotFound(f"No single object at {path}.")
     return found[0]
-
-
-def reload(db: Session, obj: ArchiveObject) -> None:
-    """Re-read an object after the body arrived; 404 if it was deleted in the meantime."""
-    try:
-        db.refresh(obj)
-    except InvalidRequestError as exc:
-        raise NotFound(f"{obj.kind.title()} {obj.uri} was deleted during the upload.") from exc
 
 
 def _resource_or_404(db: Session, owner: ArchiveObject, label: str) -> Resource:
@@ -416,28 +346,8 @@ def _catalogued_file(db, owner: str, label: str, fpath: str, access: str):
 def get_file(owner: str, label: str, fpath: str) -> Response:
     db = get_db()
     resource, rel, row = _catalogued_file(db, owner, label, fpath, "read")
-    path = archive_files.get().resource_dir(resource.relative_dir).joinpath(*rel.parts)
-    db.rollback()
-    if not path.is_file():
-        raise NotFound(f"File '{rel}' is catalogued but missing from the archive folder.")
-    mimetype = mimetypes.guess_type(rel.name)[0] or "application/octet-stream"
-    response = send_file(path, mimetype=mimetype, download_name=rel.name, etag=row.md5,
-                         conditional=True)
-    return response
+    return send_catalogued(db, resource, rel, row.md5)
 
-
-def staged_upload(store: FileStore) -> tuple[Path, int, str]:
-    """The request's file, staged: the raw body, or the first file of a multipart form."""
-    try:
-        if request.mimetype == "multipart/form-data":
-            store.check_room(request.content_length or 0, "the upload")
-            upload = next(iter(request.files.values()), None)
-            if upload is None:
-                raise BadRequest("Multipart upload carries no file part.")
-            return store.stage_stream(upload.stream)
-        return store.stage_stream(request.stream, request.content_length)
-    except OSError as exc:
-        raise BadRequest(f"Upload interrupted: {exc}.") from exc
 
 
 def _clashes(existing: set[str], new: list[StoredFile], overwrite: bool) -> str | None:
@@ -457,7 +367,7 @@ def _clashes(existing: set[str], new: list[StoredFile], overwrite: bool) -> str 
 @archive_route(bp, FILE_RULE, methods=["PUT", "POST"], merge_slashes=False)
 def put_file(owner: str, label: str, fpath: str) -> Response:
     rel = _relpath(fpath)
-    check_label(label)
+    check_resource_label(label)
     store = archive_files.get()
     db = get_db()
     parent = _one_owner(owner, "edit")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from xnat_ml.server.names import unsafe_character
+from xnat_ml.server.formats.names import unsafe_character
 
 CHUNK = 1 << 20
 MAX_SEGMENT_BYTES = 255

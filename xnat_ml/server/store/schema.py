@@ -1,10 +1,11 @@
 """Versions of the store's schema: on start, bring the data directory's database to the code's head.
 
-Alembic keeps the history (xnat_ml/server/migrations/versions, revision 0001 is the schema that
-data directories had before versions existed). `upgrade` runs in one write transaction: a new
+Alembic keeps the history (xnat_ml/server/store/migrations/versions, revision 0001 is the schema
+that data directories had before versions existed). `upgrade` runs in one write transaction: a new
 database is built by running every revision, an unversioned one is checked against 0001, stamped
 and upgraded, and one stamped by a newer xnat-ml is refused (its schema is unknown here).
-`python -m xnat_ml.server.schema revision -m MESSAGE` writes the next revision (docs/server.md).
+`python -m xnat_ml.server.store.schema revision -m MESSAGE` writes the next revision
+(docs/server.md).
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 BASELINE = "0001"  # what `create_all` made before the schema had versions
 # Every module that declares tables on `xnat_ml.store.Base`: importing them completes the metadata.
 TABLE_MODULES = (
-    "xnat_ml.server.models",
-    "xnat_ml.server.catalog",
-    "xnat_ml.server.event_store",
-    "xnat_ml.server.job_writes",
+    "xnat_ml.server.store.models",
+    "xnat_ml.server.store.catalog",
+    "xnat_ml.server.store.event_store",
+    "xnat_ml.server.store.job_writes",
     "xnat_ml.containers.jobs",
     "xnat_ml.containers.registry",
 )
@@ -164,7 +165,7 @@ def _revision(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m xnat_ml.server.schema", description="Developer tools for the schema."
+        prog="python -m xnat_ml.server.store.schema", description="Developer tools for the schema."
     )
     verbs = parser.add_subparsers(dest="verb", required=True)
     revision = verbs.add_parser("revision", help="write the next revision from the models")

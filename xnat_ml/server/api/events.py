@@ -35,10 +35,10 @@ from xnat_ml.events import (
 )
 from xnat_ml.events.filters import FilterError, compile_predicate, normalise_predicate
 from xnat_ml.server import auth
-from xnat_ml.server.db import get_db
-from xnat_ml.server.event_store import DeliveryRow, SubscriptionRow
 from xnat_ml.server.event_worker import event_service
-from xnat_ml.server.models import Project
+from xnat_ml.server.store.db import get_db
+from xnat_ml.server.store.event_store import DeliveryRow, SubscriptionRow
+from xnat_ml.server.store.models import Project
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from xnat_ml.server.filestore import CHUNK, StoredFile, UnsafePathError, safe_relpath
-from xnat_ml.server.names import unsafe_character
+from xnat_ml.server.formats.names import unsafe_character
+from xnat_ml.server.store.filestore import CHUNK, StoredFile, UnsafePathError, safe_relpath
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 

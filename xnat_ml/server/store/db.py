@@ -13,8 +13,8 @@ from flask import Flask, g, has_request_context, request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from xnat_ml.server import schema
 from xnat_ml.server.extension import Extension
+from xnat_ml.server.store import schema
 
 DB_FILENAME = "xnat-ml.sqlite"
 READ_ONLY = "xnat_ml_read_only"  # execution option: begin a plain (deferred) read transaction

@@ -7,8 +7,8 @@ from sqlalchemy import select
 from werkzeug.exceptions import Forbidden, NotFound
 
 from xnat_ml.server import auth
-from xnat_ml.server.db import get_db
-from xnat_ml.server.models import AliasToken, User
+from xnat_ml.server.store.db import get_db
+from xnat_ml.server.store.models import AliasToken, User
 
 bp = Blueprint("login", __name__)
 

@@ -22,27 +22,24 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, Conflict
 
 from xnat_ml.layout import DICOM_RESOURCE
-from xnat_ml.server import catalog, datatypes
-from xnat_ml.server.archive import check_label, new_accession, resolve_object
 from xnat_ml.server.auth import require_login
-from xnat_ml.server.db import get_db
-from xnat_ml.server.dicom_headers import (
+from xnat_ml.server.formats import datatypes
+from xnat_ml.server.formats.dicom_headers import (
     ImportContent,
     SeriesHeaders,
     StudyHeaders,
     label_from,
     read_folder,
 )
-from xnat_ml.server.filestore import FileStore, StoredFile
-from xnat_ml.server.journal import Publication, archive_files
-from xnat_ml.server.models import Experiment, Project, Scan, Subject
-from xnat_ml.server.resources import (
-    create_resource,
-    find_resource,
-    reload,
-    staged_upload,
-    unpack_upload,
-)
+from xnat_ml.server.formats.validation import check_label
+from xnat_ml.server.store import catalog
+from xnat_ml.server.store.db import get_db
+from xnat_ml.server.store.filestore import FileStore, StoredFile
+from xnat_ml.server.store.journal import Publication, archive_files
+from xnat_ml.server.store.models import Experiment, Project, Scan, Subject
+from xnat_ml.server.store.objects import new_accession, resolve_object
+from xnat_ml.server.store.resource_files import create_resource, find_resource, reload
+from xnat_ml.server.store.uploads import staged_upload, unpack_upload
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session
 
 from xnat_ml.server import faults
-from xnat_ml.server.catalog import ResourceFile
-from xnat_ml.server.db import session_factory
 from xnat_ml.server.extension import Extension
-from xnat_ml.server.filestore import FileStore, UnsafePathError
-from xnat_ml.server.models import Assessor, Experiment, JournalEntry, Resource, Subject
+from xnat_ml.server.store.catalog import ResourceFile
+from xnat_ml.server.store.db import session_factory
+from xnat_ml.server.store.filestore import FileStore, UnsafePathError
+from xnat_ml.server.store.models import Assessor, Experiment, JournalEntry, Resource, Subject
 
 log = logging.getLogger(__name__)
 
