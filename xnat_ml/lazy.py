@@ -17,6 +17,11 @@ def lazy_face(
 ) -> tuple[Callable[[str], Any], list[str]]:
     """`(__getattr__, __all__)` for `package`: {module (relative): [names]} imported when asked."""
     where = {name: module for module, names in exports.items() for name in names}
+    # A submodule, once imported, is an attribute of its package and would hide a name exported
+    # under its own name (a function `promote` in module `promote`): refuse such a face.
+    clashes = sorted(set(where) & set(exports))
+    if clashes:
+        raise ValueError(f"{package}: {clashes} name both a module and an export")
 
     def __getattr__(name: str) -> Any:
         if name not in where:

@@ -14,7 +14,7 @@ from synthetic import TINY_NET, tiny_config, write_dataset
 from xnat_ml.errors import XnatMlError
 from xnat_ml.training.bundle import bundle_digests
 from xnat_ml.training.model import validate_model
-from xnat_ml.training.promote import promote
+from xnat_ml.training.promotion import promote
 from xnat_ml.training.runner import execute_run, prepare_run
 
 

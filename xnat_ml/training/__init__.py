@@ -10,7 +10,7 @@ __getattr__, __all__ = lazy_face(__name__, {
     "bundle": ["bundle_digests", "validate_bundle"],
     "config": ["TrainingConfig", "load_config", "parse_config"],
     "model": ["ModelCard", "Ref", "read_card", "validate_model", "write_card"],
-    "promote": ["promote"],
+    "promotion": ["promote"],
     "run_folder": ["RunFolder", "RunSync"],
     "runner": ["execute_run", "prepare_run"],
 })  # fmt: skip

@@ -41,7 +41,7 @@ from xnat_ml.training.project_models import (
     store_version,
 )
 from xnat_ml.training.project_runs import RunUploader, pull_run, run_status
-from xnat_ml.training.promote import promote
+from xnat_ml.training.promotion import promote
 from xnat_ml.training.run_folder import (
     BEST_FILE,
     BUNDLE_DIR,
