@@ -163,7 +163,7 @@ def save_plot(points: list[dict], path: Path, title: str) -> None:
     for level in MILESTONES:
         ax.axhline(level, color="grey", linewidth=0.5, linestyle="--")
     ax.set(xlabel="minutes since launch", ylabel="validation mean Dice (GM, WM)", title=title,
-           ylim=(0.5, 1.0))  # fmt: skip
+           ylim=(0.0, 1.0))  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
