@@ -88,9 +88,12 @@ def train(work: Path, config_path: Path, datalist: Path, budget: float, threads:
     started = time.monotonic()
     first_running = None
     env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-    process = subprocess.Popen([sys.executable, "-m", "xnat_ml.training.runner", str(run.path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env=env)  # fmt: skip
+    output = work / "runner.out"  # a file, not a pipe: a full pipe would stall the run
+    with open(output, "w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "xnat_ml.training.runner", str(run.path)],
+            stdout=sink, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
     stopped = False
     while process.poll() is None:
         now = time.monotonic() - started
@@ -104,9 +107,8 @@ def train(work: Path, config_path: Path, datalist: Path, budget: float, threads:
         loads.append(os.getloadavg()[0])
         time.sleep(1.0)
     wall = time.monotonic() - started
-    stderr = process.stderr.read() if process.stderr else ""
     if not stopped and process.returncode != 0:
-        raise SystemExit(f"training run {run.path} failed:\n{stderr[-2000:]}")
+        raise SystemExit(f"training run {run.path} failed:\n{output.read_text()[-2000:]}")
     return {"run": run.path, "wall_s": wall, "startup_s": first_running or 0.0,
             "stopped_at_budget": stopped, "mean_load": sum(loads) / max(len(loads), 1)}  # fmt: skip
 
@@ -119,7 +121,7 @@ def curve(run_dir: Path, startup_s: float) -> list[dict]:
              "iteration": int(r["iteration"]), "dice": float(r[METRIC])} for r in rows]  # fmt: skip
 
 
-def test_dice(run_dir: Path, datalist: Path) -> tuple[float, list[float]]:
+def testing_dice(run_dir: Path, datalist: Path) -> tuple[float, list[float]]:
     """Mean and per-class Dice of the run's best checkpoint on the testing split, through the
     bundle's own network, validation transforms and inferer."""
     import torch
@@ -191,7 +193,6 @@ def main() -> int:
     print(f"training {args.config.name} for at most {args.budget:.0f} s ({load()})")
     facts = train(work, args.config, datalist, args.budget, args.threads)
     points = curve(facts["run"], facts["startup_s"])
-    mean, per_class = test_dice(facts["run"], datalist)
     status = json.loads((facts["run"] / "status.json").read_text())
     png = work / "dice-curve.png"
     save_plot(points, png, f"{args.config.stem}, {args.subjects} subjects")
@@ -208,11 +209,16 @@ def main() -> int:
         hit = next((p for p in points if p["dice"] >= level), None)
         print(
             f"time to validation Dice {level:.2f}: "
-            + (f"{hit['t']:.0f} s (epoch {hit['epoch']})" if hit else "not reached")
+            + (f"{hit['t']:.0f} s (epoch {hit['epoch']}, iteration {hit['iteration']})"
+               if hit else "not reached")  # fmt: skip
         )
     ended = "stopped at the budget" if facts["stopped_at_budget"] else status["state"]
+    if status.get("best_metric") is None:
+        print(f"run {ended} after {facts['wall_s']:.0f} s before its first validation")
+        return 1
     print(f"run {ended} after {facts['wall_s']:.0f} s, epoch {status['epoch']}, best validation "
           f"Dice {status['best_metric']:.4f} (epoch {status['best_epoch']})")  # fmt: skip
+    mean, per_class = testing_dice(facts["run"], datalist)
     ok = mean >= args.target
     print(f"testing split Dice of the best checkpoint: {mean:.4f} (grey {per_class[0]:.4f}, "
           f"white {per_class[1]:.4f}); target >= {args.target}: {'PASS' if ok else 'FAIL'} "

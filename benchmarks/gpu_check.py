@@ -153,7 +153,7 @@ def main() -> int:
 
     cuda = torch.cuda.is_available()
     if cuda:
-        device, amp, size, volumes, epochs, count = "cuda", True, 96, 26, 60, 60
+        device, amp, size, volumes, epochs, count = "cuda", True, 96, 26, 40, 40
     else:
         log("gpu_check: CUDA is not available: running the same steps on the CPU, small; "
             "the GPU targets are not judged")  # fmt: skip
