@@ -108,6 +108,21 @@ def run_xnat_ml(config, datalist: Path, folder: Path) -> dict[str, float]:
             "iterations": status["iteration"], "best_dice": status["best_metric"]}  # fmt: skip
 
 
+def step_fn(network, loss_fn, optimizer, scaler, device, amp: bool):
+    """One training step (forward under autocast, scaled backward, optimiser step)."""
+    import torch
+
+    def step(image, label) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, enabled=amp):
+            loss = loss_fn(network(image), label)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return step
+
+
 def run_bare(config, datalist: Path, folder: Path) -> dict[str, float]:
     """The hand-written loop over the bundle's own components."""
     import torch
@@ -132,17 +147,12 @@ def run_bare(config, datalist: Path, folder: Path) -> dict[str, float]:
     dice = DiceMetric(include_background=False, reduction="mean")
     best, iterations = -1.0, 0
     folder.mkdir(parents=True, exist_ok=True)
+    step = step_fn(network, loss_fn, optimizer, scaler, device, amp)
     loop_started = time.perf_counter()
     for epoch in range(1, epochs + 1):
         network.train()
         for batch in train_loader:
-            image, label = batch["image"].to(device), batch["label"].to(device)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, enabled=amp):
-                loss = loss_fn(network(image), label)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            step(batch["image"].to(device), batch["label"].to(device))
             iterations += 1
         if epoch % interval:
             continue

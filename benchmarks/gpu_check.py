@@ -40,6 +40,7 @@ from bench_train_overhead import (  # noqa: E402 - the benchmark's folder is not
     compare,
     make_config,
     make_volumes,
+    step_fn,
 )
 
 TARGET_FEED = 0.90
@@ -56,20 +57,6 @@ FEEDS: dict[str, dict[str, Any]] = {
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def step_fn(network, loss_fn, optimizer, scaler, device, amp: bool):
-    import torch
-
-    def step(image, label) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, enabled=amp):
-            loss = loss_fn(network(image), label)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-    return step
 
 
 def iterations_per_s(step, batches, count: int, warmup: int, device) -> float:
