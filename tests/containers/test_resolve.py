@@ -136,6 +136,12 @@ def test_every_wrapper_resolves(command, wrapper):
         values[root.name] = "/archive/experiments/E1/scans/3"
     if command.name == "debug":
         values["command"] = "echo hi"
+    # what a user types at launch: required command inputs that no wrapper input feeds
+    fed = {inp.provides_value_for_command_input
+           for inp in [*wrapper.external_inputs, *wrapper.derived_inputs]}  # fmt: skip
+    for inp in command.inputs:
+        if inp.required and inp.default_value is None and inp.name not in fed:
+            values.setdefault(inp.name, "r1")
     resolution = resolve(command, wrapper, values, FakeArchive())
     assert "#" not in resolution.command_line.replace("#!", "")
     for out in resolution.outputs:

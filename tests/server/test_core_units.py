@@ -28,7 +28,7 @@ def test_supertypes_match_their_subtypes_case_insensitively():
 def _declared_types() -> dict[str, str | None]:
     """complexType name → base, over every XSD the server serves, with namespace prefixes."""
     found: dict[str, str | None] = {}
-    for schema in (resources.files("xnat_ml.server") / "schemas").iterdir():
+    for schema in (resources.files("xnat_ml.server.formats") / "schemas").iterdir():
         text = schema.read_text()
         root = ET.fromstring(text)
         prefix = "icr" if "icr.ac.uk" in root.get("targetNamespace", "") else "xnat"
