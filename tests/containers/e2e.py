@@ -147,7 +147,13 @@ def assert_roi_collection_became_masks(server, project: str, built, timeout: flo
         ]
         assert time.monotonic() < deadline, f"no label map after {timeout} s; jobs: {jobs}"
         time.sleep(0.5)
-    [job] = http.get(f"{server.url}/xapi/containers", params={"project": project}).json()
+    # The label map lands while the job is Finalizing (its outputs being uploaded); it shows
+    # Complete once all of them are there and kept.
+    while True:
+        [job] = http.get(f"{server.url}/xapi/containers", params={"project": project}).json()
+        if job["status"] in FINAL or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert job["status"] == "Complete" and job["wrapper-name"] == "roi-to-mask-roi-collection"
     scans = http.get(f"{server.url}{session_uri}/scans", params={"format": "json"}).json()
     assert any(
