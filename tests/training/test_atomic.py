@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from xnat_ml.training.atomic import write_atomic, write_json_atomic
+from xnat_ml.atomic import write_atomic, write_json_atomic
 
 
 def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:

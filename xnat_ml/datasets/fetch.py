@@ -21,6 +21,7 @@ from pathlib import Path
 
 from xnat.session import XNATSession
 
+from xnat_ml.atomic import write_bytes_atomic
 from xnat_ml.datasets.cache import FILES, default_root
 from xnat_ml.datasets.datalist import dumps, local_path, localize, uris
 from xnat_ml.datasets.resolver import file_catalogue
@@ -75,7 +76,7 @@ def fetch_dataset(
         _place(_cached(cache, catalogue[uri][1]), dest / local_path(uri, LOCAL_PREFIX))
     dest.mkdir(parents=True, exist_ok=True)
     datalist = dest / "dataset_0.json"
-    _write_atomic(datalist, dumps(localize(doc, LOCAL_PREFIX)))
+    write_bytes_atomic(datalist, dumps(localize(doc, LOCAL_PREFIX)).encode())
     return Fetched(datalist, len(wanted), len(todo), bar.bytes)
 
 
@@ -125,12 +126,6 @@ def _place(source: Path, target: Path) -> None:
     except OSError:
         shutil.copyfile(source, tmp)
     os.replace(tmp, target)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class _Progress:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xnat_ml.atomic import write_bytes_atomic
 from xnat_ml.errors import XnatMlError
-from xnat_ml.training.atomic import write_bytes_atomic
 
 if TYPE_CHECKING:
     import torch

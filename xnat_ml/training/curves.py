@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xnat_ml.training.atomic import write_bytes_atomic
+from xnat_ml.atomic import write_bytes_atomic
 
 
 def _series(rows: Sequence[dict[str, Any]], column: str) -> tuple[list[float], list[float]]:

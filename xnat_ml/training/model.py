@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from xnat_ml.atomic import write_json_atomic
 from xnat_ml.errors import XnatMlError
 from xnat_ml.imaging.labelmap import LabelMap, load_labelmap
 from xnat_ml.layout import LABELMAP_FILE
-from xnat_ml.training.atomic import write_json_atomic
 from xnat_ml.training.bundle import WEIGHTS, read_json_file, validate_bundle
 from xnat_ml.training.fields import Fields
 

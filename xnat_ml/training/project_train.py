@@ -20,11 +20,11 @@ from typing import Any
 
 from xnat.session import XNATSession
 
+from xnat_ml.atomic import write_json_atomic
 from xnat_ml.datasets.fetch import fetch_dataset
 from xnat_ml.datasets.versions import DATALIST_FILE, find_version, read_json
 from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import MODELS_RESOURCE, RUNS_RESOURCE
-from xnat_ml.training.atomic import write_json_atomic
 from xnat_ml.training.bundle import WEIGHTS
 from xnat_ml.training.config import check_against_bundle
 from xnat_ml.training.model import ModelCard, Ref, validate_model, weights_path

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xnat_ml.training.atomic import write_bytes_atomic, write_json_atomic
+from xnat_ml.atomic import write_bytes_atomic, write_json_atomic
 from xnat_ml.training.bundle import read_json_file
 
 RUN_FILE = "run.json"

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from xnat_ml import __version__
+from xnat_ml.atomic import write_json_atomic
 from xnat_ml.errors import XnatMlError
-from xnat_ml.training.atomic import write_json_atomic
 from xnat_ml.training.bundle import WEIGHTS, bundle_digests, has_id, open_train_workflow
 from xnat_ml.training.checkpoint import (
     Trainables,

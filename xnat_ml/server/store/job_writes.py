@@ -37,13 +37,14 @@ from flask import Flask, has_request_context
 from sqlalchemy import JSON, DateTime, String, delete, event, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from xnat_ml.atomic import fsync_path
 from xnat_ml.containers import jobs
 from xnat_ml.containers.jobs import Job
 from xnat_ml.server import auth
 from xnat_ml.server.store.catalog import ResourceFile
 from xnat_ml.server.store.db import session_factory
 from xnat_ml.server.store.filestore import FileStore
-from xnat_ml.server.store.journal import Publication, fsync_path
+from xnat_ml.server.store.journal import Publication
 from xnat_ml.server.store.models import (
     Assessor,
     Base,

@@ -23,6 +23,7 @@ from flask import Flask
 from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session
 
+from xnat_ml.atomic import fsync_path
 from xnat_ml.server import faults
 from xnat_ml.server.extension import Extension
 from xnat_ml.server.store.catalog import ResourceFile
@@ -120,15 +121,6 @@ def _load_syncfs():
 
 
 _syncfs = _load_syncfs()
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file's or a folder's entry to disk (a folder's, so that a rename into it lasts)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _mark_done(db: Session, pks: list[int]) -> None:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or an upload) never sees a checkpoint or status half-written.
+"""Atomic file writes: a reader (or an upload) never sees a file half-written (checkpoints,
+run status, fetched data lists).
 
 Write to a temporary name in the same folder, fsync it, rename over the target, fsync the folder:
 a process killed at any point leaves either the old file or the new one.
@@ -28,12 +29,17 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_path(path.parent)
     return path
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's entry to disk (a folder's, so that a rename into it lasts)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
