@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest
 from shared_data import SHARED_DATA, require
-
-REPO = Path(__file__).resolve().parents[2]
-TEMPLATES = REPO / "training_configs"
-TISSUES = TEMPLATES / "sample-tissues-cpu"
+from template_paths import TISSUES
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATES
+from template_paths import TEMPLATES
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.training.bundle import TRAIN_CONFIG, bundle_digests, validate_bundle

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import REPO, TISSUES
 from shared_data import SHARED_DATA, require
+from template_paths import REPO, TISSUES
 from xnat_project import TrainingProject, set_up, tiny_config
 
 from xnat_ml.errors import XnatMlError

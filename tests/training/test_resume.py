@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import REPO, TISSUES
 from synthetic import tiny_config, write_dataset
+from template_paths import REPO, TISSUES
 
 from xnat_ml.training.runner import execute_run, prepare_run
 

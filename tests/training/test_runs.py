@@ -26,7 +26,7 @@ def blobs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory, blobs: Path) -> dict[str, Any]:
     """One completed 2-epoch run of the sample-tissues-cpu template, with its sync calls."""
-    from conftest import TISSUES
+    from template_paths import TISSUES
 
     root = tmp_path_factory.mktemp("finished")
     calls: list[list[str]] = []
@@ -69,7 +69,7 @@ def test_sync_is_called_at_each_validation_and_at_the_end(finished: dict[str, An
 
 
 def test_nan_loss_stops_the_run(tmp_path: Path) -> None:
-    from conftest import TISSUES
+    from template_paths import TISSUES
 
     data = write_dataset(tmp_path / "nan", n_train=2, n_val=1, nan_image=True)
     run = prepare_run(tmp_path / "run", tiny_config(epochs=3), TISSUES, data)
@@ -111,7 +111,7 @@ def test_spleen_bundle_trains_unedited(tmp_path: Path, spleen_bundle: Path) -> N
 )  # fmt: skip
 def test_templates_train(tmp_path: Path, name: str, data: dict, overrides: dict) -> None:
     """The GPU templates run end to end on a CPU for one tiny epoch (4 channels for BraTS)."""
-    from conftest import TEMPLATES
+    from template_paths import TEMPLATES
 
     datalist = write_dataset(tmp_path / "data", n_train=2, n_val=1, **data)
     config = tiny_config(epochs=1, model=name, overrides=overrides, batch_size=1)
@@ -121,7 +121,7 @@ def test_templates_train(tmp_path: Path, name: str, data: dict, overrides: dict)
 
 
 def test_bound_ids_cannot_be_overridden(tmp_path: Path, blobs: Path) -> None:
-    from conftest import TISSUES
+    from template_paths import TISSUES
 
     config = tiny_config(overrides={"train#dataset#data": []})
     with pytest.raises(XnatMlError, match=r"overrides.train#dataset#data: xnat-ml sets this id"):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TEMPLATES
+from template_paths import TEMPLATES
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.training.config import check_against_bundle, load_config, parse_config
