@@ -1,7 +1,8 @@
 """`train` launched through the Container Service's launch API on Docker, in the image that
 container_images/xnat-ml builds (its own xnat-ml, MONAI and torch: no bind mounts), and on a
 one-node Slurm running this checkout's venv; each a two-epoch run on tiny synthetic sessions
-that ends Complete with its run in ML_RUNS.
+that ends Complete with its run in ML_RUNS, and the same on two data-parallel CPU processes
+(torchrun inside the job, as several GPUs would run under `--gres`).
 
 Neither test daemon has a GPU, so each server gets the copy of train.json a site without GPUs
 installs (no `generic-resources`, limits a small node can give; docs/training.md); what the
@@ -19,15 +20,16 @@ import pytest
 from e2e import install_enabled, job_logs, start_backend_server, tag_as_commands_image, wait_job
 from jobs import TRAIN, cpu_site_copy
 
+from xnat_ml.training.project_configs import push_config
 from xnat_ml.training.project_files import read_text
 from xnat_ml.training.project_runs import run_paths, run_status
 from xnat_ml.xnat import connect
 
 # The training tests' project set-up (tests/training is no package, as no test folder is).
 sys.path.append(str(Path(__file__).resolve().parents[1] / "training"))
-from xnat_project import set_up  # noqa: E402
+from xnat_project import set_up, tiny_config  # noqa: E402
 
-RUN = "launched"
+RUN, PARALLEL_RUN = "launched", "launched-ddp"
 
 
 @pytest.fixture(
@@ -62,27 +64,45 @@ def project(server, tmp_path_factory) -> str:
     project = f"TRAIN_{server.backend.upper()}"
     server.session().put(f"{server.url}/data/projects/{project}").raise_for_status()
     with connect(server.url, server.user, server.password) as session:
-        set_up(session, project, tmp_path_factory.mktemp(project))
+        work = tmp_path_factory.mktemp(project)
+        set_up(session, project, work)
+        parallel = work / "tiny-ddp.json"
+        parallel.write_text(json.dumps(tiny_config(resources={"processes": 2})))
+        push_config(session, project, parallel)
     return project
 
 
-def test_train_launched_on_the_backend_completes_with_its_run(server, project):
+def _launch_train(server, project: str, config: str, run_id: str) -> dict:
     command = cpu_site_copy(json.loads(TRAIN.read_text()))
     wrapper = install_enabled(server, project, command)["train-project"]
     launched = server.session().post(
         f"{server.url}/xapi/projects/{project}/wrappers/{wrapper}/root/project/launch",
-        json={"project": f"/data/projects/{project}", "CONFIG": "tiny", "RUN_ID": RUN},
+        json={"project": f"/data/projects/{project}", "CONFIG": config, "RUN_ID": run_id},
     )
     assert launched.status_code == 200, launched.text
     job_id = int(launched.json()["id"])
     job = wait_job(server, job_id, timeout=540)
     assert job["status"] == "Complete", (job["status"], job["message"], job_logs(server, job_id))
     with connect(server.url, server.user, server.password) as xnat:
-        files = {path.removeprefix(f"{RUN}/") for path in run_paths(xnat, project, RUN)}
-        status = run_status(xnat, project, RUN)
-        record = json.loads(read_text(xnat, project, "ML_RUNS", f"{RUN}/run.json"))
+        files = {path.removeprefix(f"{run_id}/") for path in run_paths(xnat, project, run_id)}
+        status = run_status(xnat, project, run_id)
+        record = json.loads(read_text(xnat, project, "ML_RUNS", f"{run_id}/run.json"))
     assert {"status.json", "run.json", "metrics.csv", "model.pt", "latest.pt"} <= files, files
-    assert (status["state"], status["epoch"]) == ("completed", 2), status
+    return {"status": status, "record": record}
+
+
+def test_train_launched_on_the_backend_completes_with_its_run(server, project):
+    run = _launch_train(server, project, "tiny", RUN)
+    status, record = run["status"], run["record"]
+    assert (status["state"], status["epoch"], status["iteration"]) == ("completed", 2, 4), status
     assert (record["model"]["name"], record["dataset"]["name"]) == ("tissues", "blobs")
     # Docker ran the image's Python (Debian's), not this venv's.
     assert record["versions"]["python"] == server.python
+
+
+def test_parallel_train_launched_on_the_backend_completes(server, project):
+    """Two processes share each epoch: 4 training cases, batch 2, one iteration an epoch."""
+    run = _launch_train(server, project, "tiny-ddp", PARALLEL_RUN)
+    status, record = run["status"], run["record"]
+    assert (status["state"], status["epoch"], status["iteration"]) == ("completed", 2, 2), status
+    assert record["processes"] == 2

@@ -57,6 +57,7 @@ def tiny_config(
     epochs: int = 2,
     model: str = "sample-tissues-cpu",
     overrides: dict[str, Any] | None = None,
+    resources: dict[str, Any] | None = None,
     **training: Any,
 ) -> TrainingConfig:
     """A few quick epochs on 16^3 volumes with a small network, deterministic."""
@@ -65,6 +66,7 @@ def tiny_config(
     return parse_config(
         {"model": {"name": model, "version": "0.1.0"},
          "dataset": {"name": "blobs", "version": "3"},
-         "training": settings, "overrides": TINY_NET if overrides is None else overrides},
+         "training": settings, "overrides": TINY_NET if overrides is None else overrides,
+         "resources": resources or {}},
         "test config",
     )  # fmt: skip

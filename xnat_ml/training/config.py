@@ -36,7 +36,7 @@ SETTING_IDS: dict[str, tuple[str, ...]] = {
     "device": ("device",),
 }  # fmt: skip
 TOP_FIELDS = ("description", "model", "dataset", "training", "overrides", "resources")
-RESOURCE_FIELDS = ("gpus", "cpus", "memory_gb")
+RESOURCE_FIELDS = ("gpus", "cpus", "memory_gb", "processes")
 
 
 @dataclass
@@ -60,6 +60,7 @@ class Resources:
     gpus: int = 0
     cpus: int = 1
     memory_gb: float | None = None
+    processes: int = 1  # data-parallel training processes (DDP): one per GPU, or gloo on CPUs
 
 
 @dataclass
@@ -131,18 +132,29 @@ def _settings(fields: Fields | None) -> TrainingSettings:
     )
 
 
-def _resources(fields: Fields | None) -> Resources:
+def _resources(fields: Fields | None, device: str | None) -> Resources:
+    """``processes`` defaults to one per GPU; several processes on GPUs take one GPU each."""
     if fields is None:
         return Resources()
     fields.only(RESOURCE_FIELDS)
     memory = fields.get("memory_gb", float)
     if memory is not None and memory <= 0:
         raise XnatMlError(f"{fields.field('memory_gb')}: must be positive")
-    return Resources(
-        gpus=_positive(fields, "gpus", int, 0) or 0,
-        cpus=_positive(fields, "cpus", int) or 1,
-        memory_gb=memory,
-    )
+    gpus = _positive(fields, "gpus", int, 0) or 0
+    processes = _positive(fields, "processes", int) or max(gpus, 1)
+    if processes > 1:
+        if gpus and processes != gpus:
+            raise XnatMlError(
+                f"{fields.field('processes')}: {processes} processes on {gpus} GPUs; "
+                "data-parallel training runs one process per GPU"
+            )
+        if device is not None and (device.startswith("cuda:") or (device == "cuda") != bool(gpus)):
+            raise XnatMlError(
+                f"{fields.source}: training.device: '{device}' does not fit {processes} processes "
+                f"on {gpus} GPUs (use 'cuda' with one GPU per process, or 'cpu' without GPUs)"
+            )
+    return Resources(gpus=gpus, cpus=_positive(fields, "cpus", int) or 1, memory_gb=memory,
+                     processes=processes)  # fmt: skip
 
 
 def parse_config(value: Any, source: str) -> TrainingConfig:
@@ -156,9 +168,9 @@ def parse_config(value: Any, source: str) -> TrainingConfig:
     return TrainingConfig(
         model=Ref.read(fields.sub("model", required=True)),
         dataset=Ref.read(fields.sub("dataset", required=True)),
-        training=_settings(fields.sub("training")),
+        training=(training := _settings(fields.sub("training"))),
         overrides=overrides,
-        resources=_resources(fields.sub("resources")),
+        resources=_resources(fields.sub("resources"), training.device),
         description=fields.get("description", str, default=""),
     )
 

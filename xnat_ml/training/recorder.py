@@ -14,6 +14,7 @@ from typing import Any
 
 from xnat_ml.training.checkpoint import Trainables, save_latest, save_weights
 from xnat_ml.training.curves import plot_curves
+from xnat_ml.training.distributed import SINGLE, Placement, all_agree
 from xnat_ml.training.run_folder import (
     BEST_FILE,
     CURVES_FILE,
@@ -23,6 +24,7 @@ from xnat_ml.training.run_folder import (
     TENSORBOARD_DIR,
     RunFolder,
     RunSync,
+    sync_run,
 )
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,10 @@ STATUS_EVERY_S = 2.0  # status.json between epochs: often enough to watch, cheap
 
 
 class RunRecorder:
-    """Status, metrics, TensorBoard, curves, checkpoints and NaN stop for one run."""
+    """Status, metrics, TensorBoard, curves, checkpoints and NaN stop for one run.
+
+    Under data-parallel training every rank has one: all take part in the NaN stop, only rank 0
+    writes the run folder."""
 
     def __init__(
         self,
@@ -39,9 +44,10 @@ class RunRecorder:
         evaluator: Any,
         trainables: Trainables,
         on_sync: RunSync | None = None,
+        place: Placement = SINGLE,
     ) -> None:
         self.run, self.trainer, self.evaluator = run, trainer, evaluator
-        self.trainables, self.on_sync = trainables, on_sync
+        self.trainables, self.on_sync, self.place = trainables, on_sync, place
         self.rows: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"metric": None, "epoch": None}
         self.stopped: str | None = None  # NAN when a loss went non-finite
@@ -61,6 +67,8 @@ class RunRecorder:
         self.trainer.state.epoch, self.trainer.state.iteration = epoch, iteration
         self.best = dict(saved["best"])
         self.latest_epoch = epoch
+        if not self.place.primary:
+            return
         self.rows = [row for row in self.run.metrics() if int(row["epoch"]) <= epoch]
         self.run.write_metrics(self.rows)
         log.info("resuming run %s at epoch %d, iteration %d", self.run.run_id, epoch, iteration)
@@ -70,11 +78,13 @@ class RunRecorder:
         from ignite.engine import Events
         from torch.utils.tensorboard import SummaryWriter
 
+        self.trainer.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        if not self.place.primary:
+            return
         # purge_step drops events a dead run wrote after its last checkpoint.
         self._writer = SummaryWriter(
             str(self.run.file(TENSORBOARD_DIR)), purge_step=self.trainer.state.epoch + 1
         )
-        self.trainer.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
         self.trainer.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
         self.evaluator.add_event_handler(Events.COMPLETED, self._validated)
 
@@ -91,12 +101,15 @@ class RunRecorder:
         self._last_loss = loss
         if self._first_iteration is None:
             self._first_iteration = engine.state.iteration - 1
-        if not math.isfinite(loss):
+        if not all_agree(math.isfinite(loss), self.place):
             self.stopped = NAN
+            what = loss if not math.isfinite(loss) else "non-finite in another process"
             log.error("loss is %s at epoch %d, iteration %d: stopping",
-                      loss, engine.state.epoch, engine.state.iteration)  # fmt: skip
-            self.write_status(NAN, message=f"loss became {loss}")
+                      what, engine.state.epoch, engine.state.iteration)  # fmt: skip
+            self.write_status(NAN, message=f"loss became {what}")
             engine.terminate()
+            return
+        if not self.place.primary:
             return
         self._losses.append(loss)
         if time.monotonic() - self._last_status >= STATUS_EVERY_S:
@@ -166,7 +179,9 @@ class RunRecorder:
         return round((time.monotonic() - self._started) / done * max(total - state.iteration, 0))
 
     def write_status(self, state: str, **extra: Any) -> None:
-        """status.json now; ``loss`` is the last iteration's."""
+        """status.json now; ``loss`` is the last iteration's (rank 0's)."""
+        if not self.place.primary:
+            return
         engine = self.trainer.state
         last = next((r for r in reversed(self.rows) if self.key_metric in r), {})
         self.run.write_status(
@@ -187,10 +202,5 @@ class RunRecorder:
         self._last_status = time.monotonic()
 
     def sync(self) -> None:
-        """Hand the changed files to ``on_sync``; an upload failure must not kill training."""
-        if self.on_sync is None:
-            return
-        try:
-            self.on_sync(self.run, self.run.changed_files())
-        except Exception:  # noqa: BLE001 - the run matters more than one upload
-            log.exception("run %s: syncing files failed; training goes on", self.run.run_id)
+        if self.place.primary:
+            sync_run(self.run, self.on_sync)

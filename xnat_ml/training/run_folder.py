@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,8 @@ from typing import Any
 
 from xnat_ml.atomic import write_bytes_atomic, write_json_atomic
 from xnat_ml.training.bundle import read_json_file
+
+log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
@@ -115,3 +118,13 @@ class RunFolder:
                 self._synced[rel] = key
                 changed.append(rel)
         return changed
+
+
+def sync_run(run: RunFolder, on_sync: RunSync | None) -> None:
+    """Hand the changed files to ``on_sync``; an upload failure must not kill training."""
+    if on_sync is None:
+        return
+    try:
+        on_sync(run, run.changed_files())
+    except Exception:  # noqa: BLE001 - the run matters more than one upload
+        log.exception("run %s: syncing files failed; training goes on", run.run_id)

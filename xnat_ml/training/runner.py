@@ -6,7 +6,9 @@ relaunch after a crash or a Slurm time limit is ``python -m xnat_ml.training.run
 it continues from ``latest.pt``.
 
 The training loop is the bundle's own (``ConfigWorkflow``); xnat-ml binds data, folders, length
-and device through the bundle's ids and attaches its recorder to the bundle's trainer.
+and device through the bundle's ids and attaches its recorder to the bundle's trainer. A run on
+several processes is handed to torchrun (``distributed.py``), which runs this module once per
+process.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,14 @@ from typing import Any
 from xnat_ml import __version__
 from xnat_ml.atomic import write_json_atomic
 from xnat_ml.errors import XnatMlError
-from xnat_ml.training.bundle import WEIGHTS, bundle_digests, has_id, open_train_workflow
+from xnat_ml.training.bundle import (
+    TRAIN_CONFIG,
+    WEIGHTS,
+    bundle_digests,
+    has_id,
+    open_train_workflow,
+    read_json_file,
+)
 from xnat_ml.training.checkpoint import (
     Trainables,
     load_latest,
@@ -33,6 +43,15 @@ from xnat_ml.training.checkpoint import (
     random_transforms,
 )
 from xnat_ml.training.config import TrainingConfig, check_against_bundle, config_to_json
+from xnat_ml.training.distributed import (
+    SINGLE,
+    Placement,
+    check_gpus,
+    overlay,
+    process_group,
+    run_workers,
+    worker_placement,
+)
 from xnat_ml.training.model import CARD_FILE, copy_bundle, read_card, weights_path
 from xnat_ml.training.recorder import RunRecorder
 from xnat_ml.training.run_folder import (
@@ -42,6 +61,7 @@ from xnat_ml.training.run_folder import (
     CONFIG_FILE,
     CURVES_FILE,
     FAILED,
+    FINAL_STATES,
     LATEST_FILE,
     LOG_FILE,
     NAN,
@@ -49,6 +69,7 @@ from xnat_ml.training.run_folder import (
     RUNNING,
     RunFolder,
     RunSync,
+    sync_run,
 )
 
 log = logging.getLogger(__name__)
@@ -103,6 +124,7 @@ def prepare_run(
             raise XnatMlError(f"training config overrides.{config_id}: xnat-ml sets this id")
     overrides = check_against_bundle(config, model_dir)
     read_datalist(datalist)
+    check_gpus(target.name, config.resources.processes, config.resources.gpus)
     parent = read_card(model_dir) if (model_dir / CARD_FILE).exists() else None
     weights = weights_path(model_dir) if finetune else None
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +147,8 @@ def prepare_run(
             "dataset": {"name": config.dataset.name, "version": config.dataset.version,
                         "datalist": str(datalist)},
             "seed": config.training.seed,
+            "processes": config.resources.processes,
+            "gpus": config.resources.gpus,
             "bundle_overrides": overrides,
             "bundle_digests": bundle_digests(run.file(BUNDLE_DIR)),
             "versions": versions(),
@@ -188,10 +212,22 @@ def execute_run(run_dir: str | Path, on_sync: RunSync | None = None) -> dict[str
     Raises XnatMlError when the run fails; a non-finite loss ends it with state "nan"."""
     run = RunFolder(Path(run_dir))
     record = run.record()
-    with _LogFile(run.file(LOG_FILE)):
+    processes, gpus = int(record.get("processes") or 1), int(record.get("gpus") or 0)
+    place = worker_placement(gpus)
+    if place is None and processes > 1:
+        return _execute_parallel(run, processes, gpus, on_sync)
+    place = place or SINGLE
+    with ExitStack() as stack:
+        scratch = None
+        if place.primary:
+            stack.enter_context(_LogFile(run.file(LOG_FILE)))
+        else:  # the bundle's own handlers write here; only rank 0 writes the run folder
+            logging.getLogger().setLevel(logging.WARNING)
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rank-")))
+        stack.enter_context(process_group(place))
         recorder: RunRecorder | None = None
         try:
-            workflow, recorder = _start(run, record, on_sync)
+            workflow, recorder = _start(run, record, on_sync, place, scratch)
             if recorder.trainer.state.epoch < recorder.trainer.state.max_epochs:
                 recorder.write_status(RUNNING)
                 workflow.run()
@@ -205,7 +241,7 @@ def execute_run(run_dir: str | Path, on_sync: RunSync | None = None) -> dict[str
             log.exception("run %s failed", run.run_id)
             if recorder is not None:
                 recorder.write_status(FAILED, message=message)
-            else:
+            elif place.primary:
                 run.write_status(state=FAILED, message=message)
             raise XnatMlError(f"run {run.path}: failed: {message}") from exc
         finally:
@@ -216,6 +252,23 @@ def execute_run(run_dir: str | Path, on_sync: RunSync | None = None) -> dict[str
 
                     plot_curves(recorder.rows, [recorder.key_metric], run.file(CURVES_FILE))
                 recorder.sync()
+    # Ranks above 0 may finish before rank 0 has written the final status.
+    return run.status() if place.primary else {"run": run.run_id, "state": state}
+
+
+def _execute_parallel(
+    run: RunFolder, processes: int, gpus: int, on_sync: RunSync | None
+) -> dict[str, Any]:
+    """The run on ``processes`` torchrun workers; rank 0 writes the status they end with."""
+    check_gpus(run.run_id, processes, gpus)
+    code = run_workers(run, processes, on_sync)
+    status = run.status()
+    if status.get("state") not in FINAL_STATES:  # a worker died before rank 0 could say so
+        status.update(state=FAILED, message=f"a training process exited with code {code}")
+        run.write_status(**{k: v for k, v in status.items() if k not in ("run", "updated")})
+        sync_run(run, on_sync)
+    if status["state"] == FAILED:
+        raise XnatMlError(f"run {run.path}: failed: {status.get('message')}")
     return run.status()
 
 
@@ -228,13 +281,23 @@ def _root_message(exc: BaseException) -> str:
 
 
 def _start(
-    run: RunFolder, record: dict[str, Any], on_sync: RunSync | None
+    run: RunFolder,
+    record: dict[str, Any],
+    on_sync: RunSync | None,
+    place: Placement,
+    scratch: Path | None,
 ) -> tuple[Any, RunRecorder]:
     """Open the bundle's workflow with the run's bindings, restore state, attach the recorder."""
     from monai.utils import set_determinism
+    from torch.nn.parallel import DistributedDataParallel
 
     bindings = _bindings(run, Path(record["dataset"]["datalist"]))
     overrides = {**record["bundle_overrides"], **bindings}
+    if place.world > 1:
+        bundle = run.file(BUNDLE_DIR)
+        train = read_json_file(bundle / TRAIN_CONFIG, f"bundle {bundle}")
+        overrides.update(overlay(train, bundle, place, len(bindings["validate#dataset#data"]),
+                                 scratch))  # fmt: skip
     workflow = open_train_workflow(run.file(BUNDLE_DIR), overrides)
     workflow.initialize()
     if record["seed"] is not None:
@@ -243,14 +306,20 @@ def _start(
     trainer = parser.get_parsed_content("train#trainer")
     evaluator = parser.get_parsed_content("validate#evaluator")
     dataset = getattr(trainer.data_loader, "dataset", None)
+    network = trainer.network
+    if isinstance(network, DistributedDataParallel):  # checkpoints hold the plain network's keys
+        network = network.module
     trainables = Trainables(
-        network=trainer.network,
+        network=network,
         optimizer=trainer.optimizer,
         lr_scheduler=_lr_scheduler(parser),
         scaler=getattr(trainer, "scaler_", None),
         randomizables=random_transforms(getattr(dataset, "transform", None)),
     )
-    recorder = RunRecorder(run, trainer, evaluator, trainables, on_sync)
+    if not place.primary:  # the bundle's StatsHandlers log through the engines' loggers
+        for engine in (trainer, evaluator):
+            engine.logger.setLevel(logging.WARNING)
+    recorder = RunRecorder(run, trainer, evaluator, trainables, on_sync, place)
     if run.file(LATEST_FILE).exists():
         recorder.restore(load_latest(run.file(LATEST_FILE), trainables))
     elif record["finetune"]:
