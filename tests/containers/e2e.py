@@ -32,31 +32,48 @@ def commands_label() -> str:
     return made.stdout.strip()
 
 
-def build_image(dockerd):
+def build_image(dockerd, base: str = BASE, tag: str = IMAGE):
     """container_images/xnat-ml built offline (no network, wheels from `make wheelhouse`) on
-    Debian's python3, tagged as the commands name it; skipped (failed under CI) without wheels."""
+    ``base`` (Debian's python3), tagged as the commands name it; skipped (failed under CI)
+    without wheels. ``.build_log`` holds what the build printed."""
     if not any(WHEELS.glob("*.whl")):
         message = f"NO WHEELHOUSE: {WHEELS} has no wheels; run `make wheelhouse`"
         if os.environ.get("CI"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     dockerd.import_rootfs(BASE)
+    buildargs = {"BASE_IMAGE": base, "XNAT_COMMANDS": commands_label()}
+    return _build(dockerd, REPO, DOCKERFILE, tag, buildargs)
+
+
+def build_torch_base(dockerd, tag: str) -> str:
+    """Debian's python3 with CPU torch installed into its system site-packages from the
+    wheelhouse: what a CUDA base image (pytorch/pytorch) is to the Dockerfile, without CUDA."""
+    if not any(WHEELS.glob("torch-*.whl")):
+        pytest.skip(f"NO WHEELHOUSE: {WHEELS} has no torch wheel; run `make wheelhouse`")
+    dockerd.import_rootfs(BASE)
+    _build(dockerd, WHEELS, str(REPO / "tests/containers/torch-base.Dockerfile"), tag,
+           {"BASE_IMAGE": BASE})  # fmt: skip
+    return tag
+
+
+def _build(dockerd, context: Path, dockerfile: str, tag: str, buildargs: dict):
     client = dockerd.client()
     client.api.timeout = 1800  # a RUN step installing torch prints nothing for minutes
     start = time.monotonic()
     log: list[str] = []
-    buildargs = {"BASE_IMAGE": BASE, "XNAT_COMMANDS": commands_label()}
     for chunk in client.api.build(
-        path=str(REPO), dockerfile=DOCKERFILE, tag=IMAGE, buildargs=buildargs,
+        path=str(context), dockerfile=dockerfile, tag=tag, buildargs=buildargs,
         network_mode="none", rm=True, forcerm=True, decode=True,
     ):  # fmt: skip
         log.append(chunk.get("stream", ""))
         if "error" in chunk:
-            pytest.fail(f"{DOCKERFILE}: build failed: {chunk['error']}\n{''.join(log)[-4000:]}")
+            pytest.fail(f"{dockerfile}: build failed: {chunk['error']}\n{''.join(log)[-4000:]}")
     seconds = time.monotonic() - start
     client.images.prune(filters={"dangling": True})  # the build stage: wheels, source, venv
-    built = client.images.get(IMAGE)
-    print(f"\n{IMAGE} built offline in {seconds:.0f} s: {built.attrs['Size'] / 2**20:.0f} MiB")
+    built = client.images.get(tag)
+    print(f"\n{tag} built offline in {seconds:.0f} s: {built.attrs['Size'] / 2**20:.0f} MiB")
+    built.build_log = "".join(log)
     return built
 
 

@@ -77,6 +77,27 @@ def test_image_holds_the_training_stack_and_templates(image, dockerd):
         "sample-tissues-cpu" in lines, lines  # fmt: skip
 
 
+def test_a_base_image_with_its_own_torch_keeps_it(dockerd):
+    """The GPU build: `--build-arg BASE_IMAGE=<an image whose python3 has a CUDA torch>`. The
+    same Dockerfile on a stand-in base (CPU torch in Debian python's site-packages) installs no
+    torch of its own, and the image's xnat-ml trains with the base's."""
+    client = dockerd.client()
+    base = e2e.build_torch_base(dockerd, "xnat-ml-test:torch-base")
+    try:
+        built = e2e.build_image(dockerd, base=base, tag="xnat-ml-test:on-torch-base")
+        assert "torch 2.13.0+cpu from the base image" in built.build_log
+        lines = run_in_image(
+            built, dockerd,
+            "python3 -c 'import torch, monai, ignite; print(torch.__file__)';"
+            " ls /opt/xnat-ml/lib/python3*/site-packages | grep -ci '^torch' || true",
+        ).splitlines()  # fmt: skip
+        assert lines[0].startswith("/usr/local/lib/python3") and "/opt/xnat-ml" not in lines[0]
+        assert lines[-1] == "0", lines  # no second torch in the venv
+    finally:
+        for tag in ("xnat-ml-test:on-torch-base", "xnat-ml-test:torch-base"):
+            client.images.remove(tag, force=True)
+
+
 @pytest.fixture(scope="module")
 def server(image, dockerd, start_xnat_server):
     """A server whose Docker backend runs jobs in the built image, with no bind mounts."""
