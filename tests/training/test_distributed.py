@@ -4,17 +4,14 @@ several GPUs with NCCL, which this machine does not have."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from runner_process import kill_after_checkpoint, launch
 from synthetic import tiny_config, write_dataset
-from template_paths import REPO, TISSUES
+from template_paths import TISSUES
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.training.bundle import TRAIN_CONFIG
@@ -59,21 +56,6 @@ def test_two_processes_train_one_run(tmp_path: Path) -> None:
     assert "resuming run" not in log and f"run {run.run_id} completed" in log
 
 
-def _launch(run_dir: Path, out: Path) -> subprocess.Popen:
-    with out.open("ab") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "xnat_ml.training.runner", str(run_dir)], cwd=REPO,
-            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-
-
-def _latest_epoch(run_dir: Path) -> int:
-    try:
-        return json.loads((run_dir / "status.json").read_text()).get("latest_epoch") or 0
-    except (OSError, ValueError):
-        return 0
-
-
 def _processes_on(run_dir: Path) -> list[int]:
     """Live processes whose command line names ``run_dir``."""
     found = []
@@ -94,15 +76,9 @@ def test_killed_parallel_run_resumes_like_an_unkilled_one(tmp_path: Path) -> Non
     data = write_dataset(tmp_path / "data", n_train=4, n_val=2)
     config = tiny_config(epochs=EPOCHS, resources=TWO_CPUS)
     killed = prepare_run(tmp_path / "killed", config, TISSUES, data)
-    process = _launch(killed.path, tmp_path / "killed.out")
-    deadline = time.monotonic() + 300
-    while _latest_epoch(killed.path) < 2 and process.poll() is None:
-        assert time.monotonic() < deadline, "no checkpoint of epoch 2 within 5 minutes"
-        time.sleep(0.02)
-    assert process.poll() is None, (tmp_path / "killed.out").read_text()[-3000:]
-    os.killpg(process.pid, signal.SIGKILL)  # the launcher and torchrun; workers have sessions
-    process.wait()
-    died_after = _latest_epoch(killed.path)
+    process = launch(killed.path, tmp_path / "killed.out")
+    # The launcher and torchrun; the workers run in sessions of their own.
+    died_after = kill_after_checkpoint(process, killed.path, tmp_path / "killed.out", 2, group=True)
     assert 2 <= died_after < EPOCHS
     deadline = time.monotonic() + 30
     while _processes_on(killed.path):  # the workers follow their torchrun (PR_SET_PDEATHSIG)
@@ -111,7 +87,7 @@ def test_killed_parallel_run_resumes_like_an_unkilled_one(tmp_path: Path) -> Non
         )
         time.sleep(0.1)
 
-    relaunch = _launch(killed.path, tmp_path / "relaunch.out")
+    relaunch = launch(killed.path, tmp_path / "relaunch.out")
     assert relaunch.wait(timeout=300) == 0, (tmp_path / "relaunch.out").read_text()[-3000:]
     assert killed.status()["state"] == "completed"
     assert f"resuming run killed at epoch {died_after}" in killed.file("train.log").read_text()
