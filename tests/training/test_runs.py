@@ -83,13 +83,17 @@ def test_nan_loss_stops_the_run(tmp_path: Path) -> None:
         promote(run.path, tmp_path / "model", "m", "1")
 
 
-def test_spleen_bundle_trains_unedited(tmp_path: Path, spleen_bundle: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_spleen_bundle_trains_unedited(tmp_path: Path, spleen_bundle: Path, processes: int) -> None:
+    """As published, on one process and on two (data-parallel through the bundle's ids; its own
+    multi_gpu_train.json, NCCL-only, is not used)."""
     data = write_dataset(tmp_path / "ct", n_train=2, n_val=1, values=(1,))
     before = bundle_digests(spleen_bundle)
     config = tiny_config(
         epochs=1, model="spleen_ct_segmentation",
         overrides={"network_def#channels": [4, 8, 16, 32, 64],
                    "train#random_transforms#0#num_samples": 2},
+        resources={"processes": processes},
     )  # fmt: skip
     run = prepare_run(tmp_path / "run", config, spleen_bundle, data)
     status = execute_run(run.path)
