@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import torch
 from shared_data import SHARED_DATA, require
 from template_paths import REPO, TISSUES
 from xnat_project import TrainingProject, set_up, tiny_config
@@ -242,6 +243,10 @@ def test_refusals_leave_nothing_in_runs_or_models(trainx, xnat, tmp_path):
                      "dataset blobs v1: 1 image channel(s) per case, model twochannel v1 takes 2"),
         "brokencfg": (tiny_config(**model("brokencfg")), "configs/train.json is not valid JSON"),
     }  # fmt: skip
+    if torch.cuda.device_count() < 2:  # checked before the dataset is fetched
+        gpus = tiny_config(resources={"gpus": 2})
+        gpus["training"]["device"] = "cuda"
+        configs["gpus"] = (gpus, "run refused-gpus: asks for 2 GPUs and this machine sees")
     for name, (config, _) in configs.items():
         _push(xnat, tmp_path, name, config)
     models_before = list_paths(xnat, PROJECT, "ML_MODELS")

@@ -27,6 +27,7 @@ from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import MODELS_RESOURCE, RUNS_RESOURCE
 from xnat_ml.training.bundle import WEIGHTS
 from xnat_ml.training.config import check_against_bundle
+from xnat_ml.training.distributed import check_gpus
 from xnat_ml.training.model import ModelCard, Ref, validate_model, weights_path
 from xnat_ml.training.project_configs import read_config
 from xnat_ml.training.project_files import download
@@ -101,6 +102,7 @@ def _prepare(session: XNATSession, request: TrainRequest, local: Path) -> None:
     """Resolve and check everything, fetch the data, lay out the local run folder."""
     project = request.project
     config = read_config(session, project, request.config)
+    check_gpus(local.name, config.resources.processes, config.resources.gpus)  # before the fetch
     if request.from_model:
         model_name, model_number = split_ref("model", request.from_model)
     else:
