@@ -3,8 +3,8 @@
 `XNAT_ML_FAULT=NAME[,NAME...]` in the server's environment makes it SIGKILL itself when it reaches
 a named point, as a power cut or an OOM kill would stop it (no clean-up, nothing flushed), and the
 test restarts it to check that nothing committed before the point is lost. Unset, a fault point
-costs one lookup. For tests only (test_journal_faults, test_durable_events, test_job_writes,
-test_requeue).
+costs one lookup. For tests only (test_journal_faults, test_delete_faults, test_durable_events,
+test_job_writes, test_requeue).
 
 Points:
 - `<operation>.<stage>` of the archive's write protocol (journal.py): operation upload, extract,
@@ -12,6 +12,8 @@ Points:
   nothing committed), `committed` (catalogue and journal committed, nothing published),
   `publishing` (first file renamed into the archive), `published` (all renamed, journal entries
   not yet marked done).
+- `delete.hidden`, `delete.committed`: a whole-object DELETE with its folders moved into trash/,
+  before and after the catalogue commit (store/trash.py).
 - `event-stored`: an archive change and its Event Service outbox row committed, nothing dispatched.
 - `job-created`: a launch's `Created` job committed, no worker started.
 - `job-started`: a job's process launched on its backend and its `Running` status committed.

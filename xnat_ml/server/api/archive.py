@@ -9,8 +9,6 @@ role on the way; other blueprints (resources, files, ROI) use the same two piece
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from collections.abc import Mapping
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -19,6 +17,7 @@ from sqlalchemy.orm import selectinload
 from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from xnat_ml.server import auth
+from xnat_ml.server.faults import fault_point
 from xnat_ml.server.formats import datatypes
 from xnat_ml.server.formats.listing import result_set
 from xnat_ml.server.formats.validation import (
@@ -52,6 +51,7 @@ from xnat_ml.server.store.objects import (
     walk,
 )
 from xnat_ml.server.store.signals import retire_project, run_after_commit
+from xnat_ml.server.store.trash import Hidden
 
 bp = Blueprint("archive", __name__)
 
@@ -256,17 +256,11 @@ def delete_object(path: str) -> Response:
     other services keep on it (jobs, subscriptions, ...: see signals.project_deleting)."""
     pairs = split_path(path)
     obj = resolve_object(path, "own" if pairs[-1][0] == "projects" else "edit")
-    data_dir = current_app.config["DATA_DIR"]
     folders = [obj.relative_dir]
     if isinstance(obj, Subject):  # sessions live beside subjects, not inside them
         folders += [experiment.relative_dir for experiment in obj.experiments]
-    trash = data_dir / "trash" / uuid.uuid4().hex
-    moved = []
-    for n, folder in enumerate(data_dir / f for f in folders):
-        if folder.exists():  # out of sight first, so a failed commit can put it back untouched
-            trash.mkdir(parents=True, exist_ok=True)
-            folder.rename(trash / str(n))
-            moved.append((folder, trash / str(n)))
+    hidden = Hidden(current_app.config["DATA_DIR"], folders)  # crash-safe: see store/trash.py
+    fault_point("delete.hidden")
     db = get_db()
     try:
         after = retire_project(obj, db) if isinstance(obj, Project) else []
@@ -274,10 +268,10 @@ def delete_object(path: str) -> Response:
         db.commit()
     except Exception:
         db.rollback()
-        for folder, hidden in moved:
-            hidden.rename(folder)
+        hidden.put_back()
         raise
-    shutil.rmtree(trash, ignore_errors=True)
+    fault_point("delete.committed")
+    hidden.discard()
     run_after_commit(after)
     return Response("", 200)
 

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from xnat_ml.atomic import fsync_path
 from xnat_ml.server import faults
 from xnat_ml.server.extension import Extension
+from xnat_ml.server.store import trash
 from xnat_ml.server.store.catalog import ResourceFile
 from xnat_ml.server.store.db import session_factory
 from xnat_ml.server.store.filestore import FileStore, UnsafePathError
@@ -194,7 +195,10 @@ def recover(app: Flask, store: FileStore) -> None:
         swept = store.sweep_staging()
         if swept:
             log.warning("journal: removed %d leftover(s) of interrupted writes from staging", swept)
-        _reconcile(db, store)
+        expected = _catalogued(db, store)
+        trash.restore(store.data_dir, expected, store.quarantine)
+        _reconcile(store, expected)
+        db.rollback()
 
 
 def _replay(store: FileStore, row: JournalEntry) -> None:
@@ -207,16 +211,20 @@ def _replay(store: FileStore, row: JournalEntry) -> None:
         os.replace(source, target)
 
 
-def _reconcile(db: Session, store: FileStore) -> None:
-    """Quarantine archive files that no catalogue row names; report catalogued files missing."""
+def _catalogued(db: Session, store: FileStore) -> dict[Path, int]:
+    """Every file the catalogue names: its path on disk and its size."""
     folders = {r.pk: store.data_dir.joinpath(*r.relative_dir.parts)
                for r in db.scalars(select(Resource))}  # fmt: skip
-    expected = {
+    return {
         folders[pk].joinpath(path): size
         for pk, path, size in db.execute(
             select(ResourceFile.resource_pk, ResourceFile.path, ResourceFile.size)
         )
     }
+
+
+def _reconcile(store: FileStore, expected: dict[Path, int]) -> None:
+    """Quarantine archive files that no catalogue row names; report catalogued files missing."""
     orphans = 0
     for root, _dirs, files in os.walk(store.archive):
         for name in files:
@@ -238,7 +246,6 @@ def _reconcile(db: Session, store: FileStore) -> None:
     if orphans or missing:
         log.warning("archive check: %d orphan(s) quarantined, %d catalogued file(s) missing",
                     orphans, len(missing))
-    db.rollback()
 
 
 
