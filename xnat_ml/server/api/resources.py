@@ -131,8 +131,9 @@ def owners(path: str, access: str) -> list[ArchiveObject]:
 def _sessions(base: str, ids: str, access: str, kind: str) -> list[Experiment]:
     """The sessions of `experiments/E1,E2`, their scans or assessors (`kind`) loaded with them;
     with several, as XNAT does for a GET, those the caller may not read or that do not exist
-    are left out rather than failing the request. Several are found with one query (a zip of
-    100 sessions would otherwise cost hundreds), the project role checked once per project."""
+    are left out rather than failing the request. Several are found together (one query per
+    2,500 names, where resolving each would cost a zip of 100 sessions hundreds of queries),
+    the project role checked once per project."""
     names = list(dict.fromkeys(filter(None, ids.split(","))))
     if "," not in ids:
         session = resolve_object(f"{base}/{ids}", access)
@@ -145,19 +146,21 @@ def _sessions(base: str, ids: str, access: str, kind: str) -> list[Experiment]:
         parent = walk(above, access) if above else None
     except HTTPException:
         return []
-    if parent is None:  # top level: accession IDs only
-        where = Experiment.id.in_(names)
-    elif isinstance(parent, Project | Subject):  # below a parent: label or accession ID
-        column = Experiment.project_pk if isinstance(parent, Project) else Experiment.subject_pk
-        where = (column == parent.pk) & (Experiment.label.in_(names) | Experiment.id.in_(names))
-    else:
+    if parent is not None and not isinstance(parent, Project | Subject):
         return []
     children = Experiment.scans if kind == "scans" else Experiment.assessors
-    statement = select(Experiment).where(where).options(selectinload(children))
     by_name: dict[str, Experiment] = {}
-    for session in get_db().scalars(statement.order_by(Experiment.pk)):
-        for name in (session.id,) if parent is None else (session.id, session.label):
-            by_name.setdefault(name, session)
+    for start in range(0, len(names), _IN_CHUNK // 2):
+        chunk = names[start : start + _IN_CHUNK // 2]
+        if parent is None:  # top level: accession IDs only
+            where = Experiment.id.in_(chunk)
+        else:  # below a project or subject: label or accession ID
+            column = Experiment.project_pk if isinstance(parent, Project) else Experiment.subject_pk
+            where = (column == parent.pk) & (Experiment.label.in_(chunk) | Experiment.id.in_(chunk))
+        statement = select(Experiment).where(where).options(selectinload(children))
+        for session in get_db().scalars(statement.order_by(Experiment.pk)):
+            for name in (session.id,) if parent is None else (session.id, session.label):
+                by_name.setdefault(name, session)
     allowed: dict[int, bool] = {}
     found = []
     for name in names:
