@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.exceptions import (
     BadRequest,
     Conflict,
@@ -28,6 +29,7 @@ from werkzeug.exceptions import (
     NotFound,
 )
 
+from xnat_ml.server import auth
 from xnat_ml.server.formats.listing import result_set
 from xnat_ml.server.formats.validation import check_resource_label
 from xnat_ml.server.formats.zipfiles import (
@@ -43,8 +45,16 @@ from xnat_ml.server.store.filestore import (
     safe_relpath,
 )
 from xnat_ml.server.store.journal import Publication, archive_files
-from xnat_ml.server.store.models import ArchiveObject, Assessor, Experiment, Project, Resource, Scan
-from xnat_ml.server.store.objects import resolve_object
+from xnat_ml.server.store.models import (
+    ArchiveObject,
+    Assessor,
+    Experiment,
+    Project,
+    Resource,
+    Scan,
+    Subject,
+)
+from xnat_ml.server.store.objects import resolve_object, split_path, walk
 from xnat_ml.server.store.resource_files import (
     create_resource,
     find_resource,
@@ -104,36 +114,72 @@ def owners(path: str, access: str) -> list[ArchiveObject]:
     match = _SEVERAL.fullmatch(path)
     if match and ("," in match["sessions"] or "," in match["which"] or match["which"] == "ALL"):
         found: list[ArchiveObject] = []
-        for session in _sessions(match["base"], match["sessions"], access):
+        for session in _sessions(match["base"], match["sessions"], access, match["kind"]):
             if match["kind"] == "scans":
                 children = sorted(session.scans, key=_scan_order)
             else:
                 children = sorted(session.assessors, key=lambda a: a.pk)
             wanted = match["which"].split(",")
-            found += [c for c in children if match["which"] == "ALL"
-                      or c.id in wanted or getattr(c, "label", None) in wanted]  # fmt: skip
+            for child in children:
+                if match["which"] == "ALL" or child.id in wanted or child.label in wanted:
+                    set_committed_value(child, "experiment", session)  # not loaded again
+                    found.append(child)
         return found
     return [resolve_object(path, access)]
 
 
-def _sessions(base: str, ids: str, access: str) -> list[Experiment]:
-    """The sessions of `experiments/E1,E2`; with several, as XNAT does for a GET, those the
-    caller may not read or that do not exist are left out rather than failing the request."""
-    several = "," in ids
-    found = []
-    for one in dict.fromkeys(filter(None, ids.split(","))):
-        try:
-            session = resolve_object(f"{base}/{one}", access)
-        except HTTPException:
-            if several:
-                continue
-            raise
+def _sessions(base: str, ids: str, access: str, kind: str) -> list[Experiment]:
+    """The sessions of `experiments/E1,E2`, their scans or assessors (`kind`) loaded with them;
+    with several, as XNAT does for a GET, those the caller may not read or that do not exist
+    are left out rather than failing the request. Several are found together (one query per
+    2,500 names, where resolving each would cost a zip of 100 sessions hundreds of queries),
+    the project role checked once per project."""
+    names = list(dict.fromkeys(filter(None, ids.split(","))))
+    if "," not in ids:
+        session = resolve_object(f"{base}/{ids}", access)
         if not isinstance(session, Experiment):
-            if several:
-                continue
-            raise NotFound(f"No session at {base}/{one}.")
+            raise NotFound(f"No session at {base}/{ids}.")
+        return [session]
+    auth.require_login()
+    try:  # the object above the sessions (none for /data/experiments), its role checked
+        above = split_path(f"{base}/ALL")[:-1]
+        parent = walk(above, access) if above else None
+    except HTTPException:
+        return []
+    if parent is not None and not isinstance(parent, Project | Subject):
+        return []
+    children = Experiment.scans if kind == "scans" else Experiment.assessors
+    by_name: dict[str, Experiment] = {}
+    for start in range(0, len(names), _IN_CHUNK // 2):
+        chunk = names[start : start + _IN_CHUNK // 2]
+        if parent is None:  # top level: accession IDs only
+            where = Experiment.id.in_(chunk)
+        else:  # below a project or subject: label or accession ID
+            column = Experiment.project_pk if isinstance(parent, Project) else Experiment.subject_pk
+            where = (column == parent.pk) & (Experiment.label.in_(chunk) | Experiment.id.in_(chunk))
+        statement = select(Experiment).where(where).options(selectinload(children))
+        for session in get_db().scalars(statement.order_by(Experiment.pk)):
+            for name in (session.id,) if parent is None else (session.id, session.label):
+                by_name.setdefault(name, session)
+    allowed: dict[int, bool] = {}
+    found = []
+    for name in names:
+        session = by_name.get(name)
+        if session is None or (parent is None and not _may(session, access, allowed)):
+            continue
         found.append(session)
     return found
+
+
+def _may(session: Experiment, access: str, allowed: dict[int, bool]) -> bool:
+    """Whether the caller has `access` to the session's project (remembered per project)."""
+    if session.project_pk not in allowed:
+        try:
+            auth.require_project_role(session.project_obj, access)
+            allowed[session.project_pk] = True
+        except HTTPException:
+            allowed[session.project_pk] = False
+    return allowed[session.project_pk]
 
 
 def _scan_order(scan: Scan) -> tuple:
@@ -141,29 +187,42 @@ def _scan_order(scan: Scan) -> tuple:
 
 
 def resources_of(db: Session, owner_list: list[ArchiveObject], labels: str | None = None):
-    """All resources of the owners, or those named by a comma-separated label/id list."""
-    if labels is None:
-        return _all_resources_of(db, owner_list)
+    """All resources of the owners, or those named by a comma-separated label/id list (per
+    owner and name: the resource of that label, else the one of that id), in owner order."""
+    by_owner = _resources_by_owner(db, owner_list)
     found: list[Resource] = []
     for owner in owner_list:
+        mine = by_owner.get((owner.kind, owner.pk), [])
+        if labels is None:
+            found += mine
+            continue
         for label in labels.split(","):
-            resource = find_resource(db, owner, label)
+            resource = next((r for r in mine if r.label == label), None)
+            if resource is None and label.isdigit():
+                resource = next((r for r in mine if r.pk == int(label)), None)
             if resource is not None:
                 found.append(resource)
     return found
 
 
-def _all_resources_of(db: Session, owner_list: list[ArchiveObject]) -> list[Resource]:
-    """Every resource of the owners, in owner order: one query per kind of owner."""
+def _resources_by_owner(
+    db: Session, owner_list: list[ArchiveObject]
+) -> dict[tuple[str, int], list[Resource]]:
+    """Every resource of the owners by (kind, pk), oldest first: one query per kind of owner.
+    Each resource gets its owner attached, so that listing a project's thousands of files does
+    not load every owner again, one query each (`Resource.owner`)."""
     by_owner: dict[tuple[str, int], list[Resource]] = {}
+    owner_of = {(owner.kind, owner.pk): owner for owner in owner_list}
     for kind in {owner.kind for owner in owner_list}:
         column = getattr(Resource, f"{kind}_pk")
         pks = [owner.pk for owner in owner_list if owner.kind == kind]
         for start in range(0, len(pks), _IN_CHUNK):
             query = select(Resource).where(column.in_(pks[start : start + _IN_CHUNK]))
             for resource in db.scalars(query.order_by(Resource.pk)):
-                by_owner.setdefault((kind, getattr(resource, f"{kind}_pk")), []).append(resource)
-    return [r for owner in owner_list for r in by_owner.get((owner.kind, owner.pk), [])]
+                key = (kind, getattr(resource, f"{kind}_pk"))
+                set_committed_value(resource, kind, owner_of[key])
+                by_owner.setdefault(key, []).append(resource)
+    return by_owner
 
 
 def _one_owner(path: str, access: str) -> ArchiveObject:
