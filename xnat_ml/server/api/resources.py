@@ -58,6 +58,7 @@ from xnat_ml.server.store.objects import resolve_object, split_path, walk
 from xnat_ml.server.store.resource_files import (
     create_resource,
     find_resource,
+    pick_resource,
     reload,
     send_catalogued,
 )
@@ -197,9 +198,7 @@ def resources_of(db: Session, owner_list: list[ArchiveObject], labels: str | Non
             found += mine
             continue
         for label in labels.split(","):
-            resource = next((r for r in mine if r.label == label), None)
-            if resource is None and label.isdigit():
-                resource = next((r for r in mine if r.pk == int(label)), None)
+            resource = pick_resource(mine, label)
             if resource is not None:
                 found.append(resource)
     return found

@@ -4,6 +4,7 @@ by label or id, create one, re-read an object after a long upload, send a catalo
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Iterable
 from pathlib import PurePosixPath
 
 from flask import Response, send_file
@@ -19,10 +20,16 @@ from xnat_ml.server.store.models import ArchiveObject, Resource
 
 def find_resource(db: Session, owner: ArchiveObject, label: str) -> Resource | None:
     """The owner's resource by label, or by its numeric id (xnat_abstractresource_id)."""
-    query = select(Resource).filter_by(**Resource.owner_key(owner))
-    found = db.scalar(query.where(Resource.label == label))
+    return pick_resource(db.scalars(select(Resource).filter_by(**Resource.owner_key(owner))), label)
+
+
+def pick_resource(resources: Iterable[Resource], label: str) -> Resource | None:
+    """Of one owner's resources, the one with this label, else the one with this numeric id:
+    how XNAT resolves a resource name in a URL."""
+    resources = list(resources)
+    found = next((r for r in resources if r.label == label), None)
     if found is None and label.isdigit():
-        found = db.scalar(query.where(Resource.pk == int(label)))
+        found = next((r for r in resources if r.pk == int(label)), None)
     return found
 
 
