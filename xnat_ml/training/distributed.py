@@ -17,7 +17,6 @@ on resume, so a resumed run repeats what the dead one would have done, as with o
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -32,7 +31,7 @@ from typing import Any
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.training.bundle import TRAIN_CONFIG, has_id
-from xnat_ml.training.run_folder import STATUS_FILE, RunFolder, RunSync, sync_run
+from xnat_ml.training.run_folder import RunFolder, RunSync, sync_run
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0  # how often the launching process looks for a new checkpoint to mirror
@@ -162,8 +161,8 @@ def all_agree(flag: bool, place: Placement) -> bool:
 
 def _latest_epoch(run: RunFolder) -> Any:
     try:
-        return json.loads(run.file(STATUS_FILE).read_text()).get("latest_epoch")
-    except (OSError, ValueError, AttributeError):
+        return run.status().get("latest_epoch")
+    except XnatMlError:
         return None
 
 

@@ -202,5 +202,6 @@ class RunRecorder:
         self._last_status = time.monotonic()
 
     def sync(self) -> None:
-        if self.place.primary:
-            sync_run(self.run, self.on_sync)
+        """Hand what changed to ``on_sync`` (workers of a parallel run have none: their
+        launcher mirrors the run folder)."""
+        sync_run(self.run, self.on_sync)

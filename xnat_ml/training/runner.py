@@ -265,7 +265,7 @@ def _execute_parallel(
     status = run.status()
     if status.get("state") not in FINAL_STATES:  # a worker died before rank 0 could say so
         status.update(state=FAILED, message=f"a training process exited with code {code}")
-        run.write_status(**{k: v for k, v in status.items() if k not in ("run", "updated")})
+        run.write_status(**status)
         sync_run(run, on_sync)
     if status["state"] == FAILED:
         raise XnatMlError(f"run {run.path}: failed: {status.get('message')}")

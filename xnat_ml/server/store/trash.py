@@ -58,11 +58,12 @@ def restore(data_dir: Path, catalogued: Iterable[Path], quarantine) -> int:
     them) and empty the rest of trash/; how many folders came back. A trash entry without its
     ``moves.json`` (older than this protocol) is handed to ``quarantine``, not deleted."""
     root = data_dir / "trash"
-    if not root.is_dir():
+    entries = sorted(root.iterdir()) if root.is_dir() else []
+    if not entries:
         return 0
     named = list(catalogued)
     restored = 0
-    for entry in sorted(root.iterdir()):
+    for entry in entries:
         try:
             moves = json.loads((entry / MOVES).read_text())
         except (OSError, ValueError):
