@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and finally upload the image NIfTI as the scan's NIFTI resource (image.nii.gz). "
             "Nothing is uploaded when any step fails. A SEG whose segments are all AUTOMATIC "
             "(a model's output) is skipped: one line, nothing written or uploaded. In a "
-            "Container Service job the server options come from $XNAT_HOST, $XNAT_USER and $XNAT_PASS (an alias token)."
+            "Container Service job the server options come from $XNAT_HOST, $XNAT_USER and "
+            "$XNAT_PASS (an alias token)."
         ),
     )
     parser.add_argument(
