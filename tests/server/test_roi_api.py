@@ -269,3 +269,37 @@ def test_taken_labels_as_the_plugin_answers(xnat_server, imported, tmp_path):
     (row,) = _assessors(xnat_server, imported)
     assert row["ID"] == first.text.strip()
     assert http.get(_roi_url(xnat_server, imported, "taken", "SEG")).content == seg
+
+
+def test_session_built_over_rest_is_checked_from_its_files(xnat_server, project, tmp_path):
+    """No import: the session has no study UID and its DICOM files other names, so the study
+    and the instances come from the files' headers."""
+    http, base = xnat_server.session(), f"{xnat_server.url}/data/projects/{project}"
+    series = write_series(tmp_path / "mr", slices=2)
+    session = f"{base}/subjects/S9/experiments/S9_MR"
+    for url, params in ((f"{base}/subjects/S9", {}),
+                        (session, {"xsiType": "xnat:mrSessionData"}),
+                        (f"{session}/scans/7", {"xsiType": "xnat:mrScanData",
+                                                "UID": series["series_uid"]})):  # fmt: skip
+        http.put(url, params=params).raise_for_status()
+    for n, path in enumerate(series["paths"]):
+        http.put(f"{session}/scans/7/resources/DICOM/files/image{n}.dcm",
+                 data=path.read_bytes()).raise_for_status()  # fmt: skip
+    (session_id,) = _session_ids(xnat_server, project)
+    built = {**series, "session_id": session_id, "project": project, "folder": tmp_path / "mr"}
+    seg = _seg(built, tmp_path / "seg.dcm")
+    ok = http.put(_roi_url(xnat_server, built, "rest_seg", "SEG"), data=seg.read_bytes())
+    assert ok.status_code == 200, ok.text
+
+    ds = pydicom.dcmread(seg)
+    _other_instance(ds)
+    ds.save_as(tmp_path / "other_instance.dcm")
+    ds = pydicom.dcmread(seg)
+    _other_study(ds)
+    ds.save_as(tmp_path / "other_study.dcm")
+    for name, problem in (("other_instance", "Missing dependencies: instance 1.2.3.4"),
+                          ("other_study", "not session S9_MR's study " + series["study_uid"])):
+        reply = http.put(_roi_url(xnat_server, built, name.replace("_", "-"), "SEG"),
+                         data=(tmp_path / f"{name}.dcm").read_bytes())  # fmt: skip
+        assert reply.status_code == 422 and problem in reply.text, reply.text
+    assert [r["label"] for r in _assessors(xnat_server, built)] == ["rest_seg"]
