@@ -24,6 +24,7 @@ from dicom_factory import write_series
 from pydicom.uid import ExplicitVRLittleEndian
 
 from xnat_ml.cli import main
+from xnat_ml.errors import XnatMlError
 from xnat_ml.imaging.ai_collections import (
     MAX_LABEL,
     ai_collection_label,
@@ -167,6 +168,14 @@ def test_manual_seg_is_human(tmp_path):
     ds.SegmentSequence[0].SegmentAlgorithmType = "SEMIAUTOMATIC"
     ds.save_as(tmp_path / "semi.dcm")
     assert collection_origin(tmp_path / "semi.dcm", "SEG") == "human"
+    ds.SegmentSequence.append(pydicom.Dataset())
+    ds.SegmentSequence[1].SegmentAlgorithmType = "AUTOMATIC"
+    ds.save_as(tmp_path / "mixed.dcm")
+    assert collection_origin(tmp_path / "mixed.dcm", "SEG") == "mixed"
+    assert collection_origin(tmp_path / "any.dcm", "RTSTRUCT") == "human"  # never opened
+    (tmp_path / "junk.dcm").write_bytes(b"not dicom")
+    with pytest.raises(XnatMlError, match="junk.dcm: not a DICOM file"):
+        collection_origin(tmp_path / "junk.dcm", "SEG")
 
 
 def test_ai_collection_labels_are_xnat_labels():

@@ -54,7 +54,7 @@ def collection_origin(path: str | Path, collection_type: str) -> Origin:
     if collection_type != "SEG":
         raise XnatMlError(f"ROI collection {path}: type {collection_type!r} is not SEG or RTSTRUCT")
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SegmentSequence"])
     except InvalidDicomError:
         raise XnatMlError(f"SEG {path}: not a DICOM file") from None
     except Exception as exc:  # truncated or corrupt files: pydicom raises assorted types
