@@ -17,6 +17,7 @@ import pydicom
 import pytest
 
 from xnat_ml.cli import main
+from xnat_ml.imaging.ai_collections import algorithm_name
 from xnat_ml.imaging.seg_write import write_seg
 from xnat_ml.imaging.series import load_series
 from xnat_ml.sample.project import build_sample_project
@@ -139,7 +140,7 @@ def test_seg_annotating_the_second_scan(site, run, tmp_path):
     labels[i - 5 : i + 5, j - 5 : j + 5, k - 1 : k + 2] = 1
     seg_dir = tmp_path / "seg"
     seg_dir.mkdir()
-    write_seg(labels, {1: ("Lesion", (255, 0, 0))}, series, seg_dir / "lesion.dcm")
+    write_seg(labels, {1: ("Lesion", (255, 0, 0))}, series, seg_dir / "lesion.dcm", manual=True)
     code, out, err = run(seg_dir, "SEG", tmp_path / "labels")  # no --labelmap: masks only
     assert code == 0, err
     assert f"of scan {t2}" in out
@@ -147,6 +148,24 @@ def test_seg_annotating_the_second_scan(site, run, tmp_path):
     assert int(np.asarray(mask.dataobj).sum()) == labels.sum()
     image = site.image(t2)
     assert image.shape == mask.shape and np.allclose(image.affine, mask.affine)
+
+
+def test_ai_seg_is_skipped_with_one_line(site, run, tmp_path):
+    """A model's SEG (every segment AUTOMATIC) is no annotation: nothing written or uploaded."""
+    t2 = site.scan_of("T2w")
+    series = load_series(site.dicom[t2])
+    labels = np.zeros(series.shape, np.uint8)
+    labels[10:20, 10:20, 2:4] = 1
+    seg = write_seg(labels, {1: ("Lesion", (255, 0, 0))}, series, tmp_path / "ai.dcm",
+                    algorithm_name=algorithm_name("lesion-net", 1))  # fmt: skip
+    before = site.nifti_files()
+    code, out, err = run(seg, "SEG", tmp_path / "labels", "--labelmap",
+                         "maps/region2MaskValueMap.txt")  # fmt: skip
+    assert (code, err) == (0, "")
+    assert out == f"{seg}: every segment of this SEG is AUTOMATIC (model output, not an " \
+                  "annotation); skipped, nothing stored\n"
+    assert not (tmp_path / "labels").exists()
+    assert site.nifti_files() == before
 
 
 def _rtstruct_referencing(site: Site, uid: str, where: Path) -> Path:

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from xnat_ml.imaging.ai_collections import ai_collection_label, algorithm_name
 from xnat_ml.imaging.seg_write import write_seg
 from xnat_ml.imaging.series import load_series
 from xnat_ml.layout import LABELMAP_RESOURCE, NIFTI_RESOURCE
@@ -117,10 +118,17 @@ def test_a_seg_on_the_second_scan_converts_that_scan(xnat_server, project, cli, 
         series = load_series(tmp_path / "t2w")
         lesion = np.zeros(series.shape, np.uint8)
         lesion[20:40, 20:40, 5:8] = 1
-        seg = write_seg(lesion, {1: ("Lesion", (255, 0, 0))}, series, tmp_path / "seg.dcm")
+        seg = write_seg(lesion, {1: ("Lesion", (255, 0, 0))}, series, tmp_path / "seg.dcm",
+                        manual=True)  # fmt: skip  (as OHIF saves an annotator's work)
         upload_roi_collection(session, project, sample.session_id, "lesion_seg", seg, "SEG")
+        # a model's SEG of the same scan: its job completes and stores nothing
+        ai_label = ai_collection_label("lesion-net", 1, sample.session_label)
+        ai_seg = write_seg(lesion, {1: ("Lesion", (255, 0, 0))}, series, tmp_path / "ai.dcm",
+                           algorithm_name=algorithm_name("lesion-net", 1),
+                           series_description=ai_label)  # fmt: skip
+        upload_roi_collection(session, project, sample.session_id, ai_label, ai_seg, "SEG")
 
-    jobs = wait_for_jobs(http, url, project, "roi-to-mask-roi-collection", count=2)
+    jobs = wait_for_jobs(http, url, project, "roi-to-mask-roi-collection", count=3)
     for job in jobs:
         logs = http.get(f"{url}/xapi/containers/{job['id']}/logs/stderr").text
         assert job["status"] == "Complete", f"{job['status']}: {job.get('message')}\n{logs}"
@@ -131,6 +139,8 @@ def test_a_seg_on_the_second_scan_converts_that_scan(xnat_server, project, cli, 
     masks = http.get(f"{session_uri}/assessors/{seg_roi['ID']}/resources/{LABELMAP_RESOURCE}"
                      "/files", params={"format": "json"}).json()["ResultSet"]["Result"]  # fmt: skip
     assert {"Lesion.nii.gz", "masks.json"} <= {row["Name"] for row in masks}
+    [ai_roi] = [a for a in assessors["ResultSet"]["Result"] if a["label"] == ai_label]
+    assert LABELMAP_RESOURCE not in labels(http, f"{session_uri}/assessors/{ai_roi['ID']}")
     with_image = {
         scan: [row["Name"] for row in http.get(
             f"{session_uri}/scans/{scan}/resources/{NIFTI_RESOURCE}/files",

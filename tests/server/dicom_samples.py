@@ -70,6 +70,7 @@ def write_series(
         ds.ImagePositionPatient = [0.0, 0.0, float(k)]
         ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
         ds.PixelSpacing = [1.0, 1.0]
+        ds.SliceThickness = 1.0
         ds.Rows = ds.Columns = 4
         ds.BitsAllocated = ds.BitsStored = 16
         ds.HighBit = 15
@@ -115,6 +116,7 @@ def write_seg_header(path: Path, series: dict, description: str = "AI liver") ->
     """A SEG's header (no pixel data: the server reads headers only)."""
     ds = _dataset(SegmentationStorage, generate_uid())
     ds.Modality = "SEG"
+    ds.StudyInstanceUID = series["study_uid"]
     ds.SeriesDescription = description
     ds.SeriesInstanceUID = generate_uid()
     ref = Dataset()

@@ -21,8 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "label map (one file of ML_MODELS; without it only per-ROI masks are made), write "
             "per-ROI masks, masks.json and with a label map labels.nii.gz/labels.json into OUT, "
             "and finally upload the image NIfTI as the scan's NIFTI resource (image.nii.gz). "
-            "Nothing is uploaded when any step fails. In a Container Service job the server "
-            "options come from $XNAT_HOST, $XNAT_USER and $XNAT_PASS (an alias token)."
+            "Nothing is uploaded when any step fails. A SEG whose segments are all AUTOMATIC "
+            "(a model's output) is skipped: one line, nothing written or uploaded. In a "
+            "Container Service job the server options come from $XNAT_HOST, $XNAT_USER and "
+            "$XNAT_PASS (an alias token)."
         ),
     )
     parser.add_argument(
@@ -57,6 +59,10 @@ def _roi_to_mask(args: argparse.Namespace) -> int:
             session, args.roi, args.roi_type, args.session, args.project, args.out,
             args.labelmap or None,
         )  # fmt: skip
+    if done is None:
+        print(f"{args.roi}: every segment of this SEG is AUTOMATIC (model output, not an "
+              "annotation); skipped, nothing stored")
+        return 0
     labels = "with label map" if done.labelmap else "no label map"
     print(f"{args.out}: {len(done.index['files'])} masks ({labels}) of scan {done.scan_id}")
     print(f"{done.image_resource}/files/image.nii.gz: image of series {done.series_uid}")

@@ -5,6 +5,7 @@ the file (its referenced SeriesInstanceUID), and a real XNAT's Container Service
 property of the assessor, so a command cannot mount that scan. This step reads the file, finds
 the scan by UID over REST with the job's token, and fetches just what it needs: the scan's DICOM
 and the one label-map file (never the project's whole ML_MODELS resource, which holds models).
+A SEG whose segments are all AUTOMATIC is a model's output, not an annotation: it is skipped.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from xnat import exceptions as xnat_exceptions
 from xnat.session import XNATSession
 
 from xnat_ml.errors import XnatMlError
+from xnat_ml.imaging.ai_collections import collection_origin
 from xnat_ml.imaging.mask_folder import write_mask_folder
 from xnat_ml.imaging.rtstruct import read_rtstruct, rtstruct_to_masks
 from xnat_ml.imaging.seg import read_seg
@@ -181,14 +183,17 @@ def roi_to_mask(
     project: str,
     out_dir: Path,
     labelmap: str | None = None,
-) -> Converted:
+) -> Converted | None:
     """Convert one ROI collection; upload the image NIfTI to its scan as the very last step.
 
     Masks (and labels.nii.gz with a label map) go to `out_dir`, for the command's output
     handler. Any failure happens before the upload, so a failed run leaves the archive as it was.
+    None, and nothing written, for an AI SEG (all segments AUTOMATIC).
     """
     path = roi_file(roi)
     uids = referenced_series(path, roi_type)
+    if roi_type == "SEG" and collection_origin(path, roi_type) == "ai":
+        return None
     scan_id, uid = find_scan(session, session_id, uids)
     scan = scan_uri(session_id, scan_id)
     with tempfile.TemporaryDirectory(prefix="xnat-ml-roi-to-mask-") as tmp:

@@ -1,9 +1,13 @@
 """Label array in a series grid → DICOM SEG (BINARY) referencing that series, via highdicom.
 
-Model output goes back to XNAT as a SEG so OHIF shows it over the source images. Segments are
-numbered 1..n in ascending label value (SEG requires contiguous numbers; label maps such as
-``Liver=10, Spleen=20`` are not), named by SegmentLabel, coloured by the label map, and marked
-AUTOMATIC with an AI algorithm identification unless written as MANUAL annotations.
+Model output goes back to XNAT as a SEG so the XNAT OHIF viewer shows it over the source images.
+Its loader reads BINARY (not LABELMAP), uncompressed SEGs of the source series' study, places
+frames by their per-frame source-image references and segment identification, and misplaces
+segments when frames are missing; so every frame is written, empty or not, and the segments are
+exclusive by construction (one label value per voxel). Segments are numbered 1..n in ascending
+label value (SEG requires contiguous numbers; label maps such as ``Liver=10, Spleen=20`` are
+not), named by SegmentLabel, coloured by the label map, and marked AUTOMATIC with an AI
+algorithm identification unless written as MANUAL annotations (saves of corrected labels).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from xnat_ml import __version__
 from xnat_ml.errors import XnatMlError
@@ -24,6 +28,10 @@ from xnat_ml.imaging.series import Series
 # Generic codes: the label name carries the meaning; a label map may later carry SNOMED codes.
 PROPERTY_CATEGORY = codes.SCT.Tissue
 PROPERTY_TYPE = codes.SCT.Tissue
+# Type 2 patient/study attributes the SEG copies from its source: de-identified series often
+# lack them, and highdicom needs each present (empty is valid DICOM).
+COPIED_TYPE2 = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
+                "StudyID", "StudyDate", "StudyTime")
 
 
 def write_seg(
@@ -41,7 +49,9 @@ def write_seg(
 
     ``segments`` maps each label value to ``(name, (r, g, b))``; every non-zero value present in
     ``labels`` must have one. Values without voxels still get a segment (an empty one), so a
-    model's output always lists the same segments.
+    model's output always lists the same segments. For a model version, pass
+    ``algorithm_name=ai_collections.algorithm_name(model, N)`` and the collection's label as
+    ``series_description`` (the viewer lists collections by it).
     """
     labels = np.asarray(labels)
     if labels.shape != series.shape:
@@ -86,6 +96,9 @@ def write_seg(
     numbering[values] = np.arange(1, len(values) + 1)
     numbered = numbering[labels].transpose(2, 1, 0)
     sources = [source_header(path) for path in series.files]
+    for keyword in COPIED_TYPE2:
+        if keyword not in sources[0]:
+            setattr(sources[0], keyword, "")
     try:
         seg = hd.seg.Segmentation(
             source_images=sources,
@@ -103,7 +116,8 @@ def write_seg(
             series_description=series_description[:64],
             content_label="SEGMENTATION",
             content_description=series_description[:64],
-            omit_empty_frames=bool(present),  # a SEG needs at least one frame
+            transfer_syntax_uid=ExplicitVRLittleEndian,  # uncompressed, as the viewer loads it
+            omit_empty_frames=False,  # gaps misplace segments in the viewer
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise XnatMlError(f"SEG {out_path}: highdicom refused the segmentation ({exc})") from exc

@@ -3,9 +3,12 @@
 `PUT /xapi/roi/projects/{p}/sessions/{session}/collections/{label}?type=RTSTRUCT|SEG|AIM|MEAS|NIFTI`
 with the file as the body creates an `icr:roiCollectionData` assessor of the session, with
 `collectionType`, `name` and `references/seriesUID` read from the file, and a resource labelled
-with the type holding the file. The file is validated before anything is created; the assessor,
-its resource and its catalog row are committed together, then the file moves in (journal.py).
-The answer is the assessor ID.
+with the type holding the file. The file is validated before anything is created; an RTSTRUCT or
+SEG must belong to the session as the XNAT roi plugin requires (its study, series and SOP
+instances, else 422), so a collection accepted here is one a real XNAT accepts. A label taken on
+another session is a 409; on this session, a 422 unless `overwrite=true`. The assessor, its
+resource and its catalog row are committed together, then the file moves in (journal.py). The
+answer is the assessor ID.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from flask import Blueprint, Response, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from werkzeug.exceptions import BadRequest, Conflict, NotFound
+from werkzeug.exceptions import BadRequest, Conflict, NotFound, UnprocessableEntity
 
 from xnat_ml.layout import ROI_COLLECTION_XSI
 from xnat_ml.server.auth import require_login
@@ -40,6 +43,7 @@ from xnat_ml.server.store.resource_files import (
     reload,
     send_catalogued,
 )
+from xnat_ml.server.store.scan_instances import instance_uids, study_uid
 from xnat_ml.server.store.uploads import staged_upload
 
 bp = Blueprint("roi", __name__)
@@ -47,6 +51,8 @@ bp = Blueprint("roi", __name__)
 RESOURCE_FORMAT = {"RTSTRUCT": "DICOM", "SEG": "DICOM", "AIM": "XML", "MEAS": "JSON",
                    "NIFTI": "NIFTI"}
 COLLECTION_RULE = "/xapi/roi/projects/<project>/sessions/<session>/collections/<label>"
+DICOM_TYPES = ("RTSTRUCT", "SEG")  # whose references to the session's images are checked
+SHOWN = 5  # missing dependencies named in a refusal
 
 
 def _collection_type() -> str:
@@ -99,11 +105,43 @@ def put_collection(project: str, session: str, label: str) -> Response:
             content = read_collection(named, kind)
         except RoiFileError as exc:
             raise BadRequest(f"ROI collection {label}: {exc}.") from exc
+        if kind in DICOM_TYPES:
+            _check_references(db, parent, label, content)
         stored = StoredFile(PurePosixPath(f"{label}{suffix}"), size, md5)
         assessor = _store(db, parent, label, kind, content, named, stored, overwrite)
     finally:
         store.discard(named)
     return Response(assessor.id, 200, mimetype="text/plain")
+
+
+def _check_references(db: Session, parent: Experiment, label: str, content: RoiContent) -> None:
+    """One study, the session's; every series a scan of the session (by UID) and every
+    instance in those scans' DICOM: else 422 naming what is missing, as the roi plugin does."""
+    where = f"ROI collection {label}"
+    if len(content.study_uids) != 1:
+        raise UnprocessableEntity(
+            f"{where}: references {len(content.study_uids)} studies "
+            f"({', '.join(content.study_uids) or 'none'}); expected one, session "
+            f"{parent.label}'s.")  # fmt: skip
+    if not content.series_uids:
+        raise UnprocessableEntity(f"{where}: references no series.")
+    scans = {scan.uid: scan for scan in parent.scans if scan.uid}
+    referenced = [scans[uid] for uid in content.series_uids if uid in scans]
+    session_study = str(parent.fields.get("UID") or "") or next(
+        (uid for scan in referenced if (uid := study_uid(db, scan))), "")  # fmt: skip
+    if content.study_uids[0] != session_study:
+        raise UnprocessableEntity(
+            f"{where}: references study {content.study_uids[0]}, not session {parent.label}'s "
+            f"study {session_study or '(unknown)'}.")  # fmt: skip
+    missing = [f"series {uid}" for uid in content.series_uids if uid not in scans]
+    if not missing:
+        held = set().union(*(instance_uids(db, scan) for scan in referenced))
+        missing = [f"instance {uid}" for uid in content.instance_uids if uid not in held]
+    if missing:
+        more = f" and {len(missing) - SHOWN} more" if len(missing) > SHOWN else ""
+        raise UnprocessableEntity(
+            f"{where}: Missing dependencies: {', '.join(missing[:SHOWN])}{more} not in the "
+            f"scans of session {parent.label}.")  # fmt: skip
 
 
 def _store(db: Session, parent: Experiment, label: str, kind: str, content: RoiContent,
@@ -115,12 +153,12 @@ def _store(db: Session, parent: Experiment, label: str, kind: str, content: RoiC
                                                 Assessor.label == label))
     publication = Publication(store, "roi")
     if assessor is not None:
-        if not overwrite:
-            raise Conflict(f"ROI collection '{label}' already exists in project "
-                           f"'{parent.project.id}'; add overwrite=true to replace it.")
         if assessor.xsi_type != ROI_COLLECTION_XSI or assessor.experiment_pk != parent.pk:
             raise Conflict(f"Label '{label}' is taken by {assessor.xsi_type} {assessor.id} "
-                           "elsewhere; pick another label.")
+                           f"of session {assessor.experiment.label}; pick another label.")
+        if not overwrite:
+            raise UnprocessableEntity(f"ROI collection '{label}' already exists on session "
+                                      f"'{parent.label}'; add overwrite=true to replace it.")
         for old in list(assessor.resources):  # their files go once the replacement commits
             publication.discard(store.resource_dir(old.relative_dir))
             db.delete(old)

@@ -2,12 +2,14 @@
 
 The OHIF-XNAT plugin reads these from the file rather than trusting the client, and refuses a
 file that is not of the announced type; so do we. DICOM types must carry the right SOP class;
-AIM XML is parsed with defusedxml and may hold no DTD.
+AIM XML is parsed with defusedxml and may hold no DTD. For RTSTRUCT and SEG the studies and SOP
+instances the file references are read too: the server checks them against the session.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,8 @@ class RoiContent:
     series_uids: list[str]
     roi_names: list[str] = field(default_factory=list)
     uid: str = ""
+    study_uids: list[str] = field(default_factory=list)  # RTSTRUCT, SEG: its own and referenced
+    instance_uids: list[str] = field(default_factory=list)  # RTSTRUCT, SEG: referenced images
 
 
 def file_suffix(path: Path, collection_type: str) -> str:
@@ -74,31 +78,61 @@ def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(v for v in values if v))
 
 
+def _sop_references(items: Iterable[pydicom.Dataset]) -> list[str]:
+    return [str(item.ReferencedSOPInstanceUID) for item in items
+            if "ReferencedSOPInstanceUID" in item]  # fmt: skip
+
+
 def _rtstruct(path: Path) -> RoiContent:
     ds = _dicom(path, RTStructureSetStorage, "RTSTRUCT")
-    series = [
-        str(s.SeriesInstanceUID)
+    studies = [
+        study
         for frame in ds.get("ReferencedFrameOfReferenceSequence", [])
         for study in frame.get("RTReferencedStudySequence", [])
-        for s in study.get("RTReferencedSeriesSequence", [])
-        if "SeriesInstanceUID" in s
+    ]
+    series = [s for study in studies for s in study.get("RTReferencedSeriesSequence", [])]
+    contour_images = [
+        image
+        for roi in ds.get("ROIContourSequence", [])
+        for contour in roi.get("ContourSequence", [])
+        for image in contour.get("ContourImageSequence", [])
     ]
     return RoiContent(
         name=str(ds.get("StructureSetLabel", "") or ds.get("SeriesDescription", "")),
-        series_uids=_unique(series),
+        series_uids=_unique([str(s.SeriesInstanceUID) for s in series
+                             if "SeriesInstanceUID" in s]),  # fmt: skip
         roi_names=[str(r.get("ROIName", "")) for r in ds.get("StructureSetROISequence", [])],
         uid=str(ds.get("SOPInstanceUID", "")),
+        study_uids=_unique([str(ds.get("StudyInstanceUID", "")), *_sop_references(studies)]),
+        instance_uids=_unique([
+            *_sop_references(i for s in series for i in s.get("ContourImageSequence", [])),
+            *_sop_references(contour_images),
+        ]),
     )
 
 
 def _seg(path: Path) -> RoiContent:
     ds = _dicom(path, SegmentationStorage, "SEG")
-    series = [str(s.SeriesInstanceUID) for s in ds.get("ReferencedSeriesSequence", [])]
+    series = list(ds.get("ReferencedSeriesSequence", []))
+    groups = [*ds.get("SharedFunctionalGroupsSequence", []),
+              *ds.get("PerFrameFunctionalGroupsSequence", [])]  # fmt: skip
+    sources = [
+        source
+        for group in groups
+        for derivation in group.get("DerivationImageSequence", [])
+        for source in derivation.get("SourceImageSequence", [])
+    ]
     return RoiContent(
         name=str(ds.get("SeriesDescription", "") or ds.get("ContentLabel", "")),
-        series_uids=_unique(series),
+        series_uids=_unique([str(s.SeriesInstanceUID) for s in series
+                             if "SeriesInstanceUID" in s]),  # fmt: skip
         roi_names=[str(s.get("SegmentLabel", "")) for s in ds.get("SegmentSequence", [])],
         uid=str(ds.get("SOPInstanceUID", "")),
+        study_uids=_unique([str(ds.get("StudyInstanceUID", ""))]),
+        instance_uids=_unique([
+            *_sop_references(i for s in series for i in s.get("ReferencedInstanceSequence", [])),
+            *_sop_references(sources),
+        ]),
     )
 
 
