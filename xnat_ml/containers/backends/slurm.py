@@ -260,7 +260,10 @@ class SlurmBackend:
     def reaches_loopback(self) -> bool:
         """Only when every node of the cluster is this host (`scontrol show nodes`: each
         NodeAddr a loopback address or this host's name), as on a one-machine cluster."""
-        done = self._run("scontrol", "show", "nodes", "-o")
+        try:
+            done = self._run("scontrol", "show", "nodes", "-o")
+        except XnatMlError:  # no Slurm client here: nothing says the nodes are this host
+            return False
         addresses = re.findall(r"\bNodeAddr=(\S+)", done.stdout) if done.returncode == 0 else []
         return bool(addresses) and all(_is_this_host(a) for a in addresses)
 
