@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from xnat_ml.errors import XnatMlError
+from xnat_ml.events.dispatch import Postponed
+from xnat_ml.server import event_worker
 from xnat_ml.server.app import create_app
 from xnat_ml.server.container_service import container_service
 from xnat_ml.server.event_worker import event_service, launch_wrapper
@@ -114,3 +117,18 @@ def test_a_launch_records_its_delivery_once(app):
     assert [e.state for e in outbox(app)] == [DELIVERED]
     assert len(deliveries(app)) == 1
     assert len(client.get("/xapi/containers", headers=ADMIN).get_json()) == 1
+
+
+def test_a_launch_that_finds_the_store_busy_leaves_the_event_pending(app, monkeypatch):
+    client = app.test_client()
+    assert client.put("/data/projects/OUT/subjects/S1", headers=ADMIN).status_code == 201
+    [event] = outbox(app)
+
+    def busy(*_args, **_kwargs):
+        raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(event_worker, "launch_on", busy)
+    with app.app_context(), pytest.raises(Postponed, match="database is locked"):
+        event_service.get(app).process(event.id)
+    assert [e.state for e in outbox(app)] == [PENDING] and deliveries(app) == []
+    assert client.get("/xapi/containers", headers=ADMIN).get_json() == []

@@ -55,7 +55,7 @@ from xnat_ml.server.store.objects import resolve_object
 
 log = logging.getLogger(__name__)
 
-RETRY_MAX_S = 30.0  # longest pause between attempts at an event the server could not take
+RETRY_MAX_S = 30.0  # longest pause between attempts at an event whose launch was postponed
 
 
 class EventService(Extension["EventWorker"]):
