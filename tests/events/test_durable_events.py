@@ -141,6 +141,35 @@ def test_event_stored_before_a_crash_is_delivered_on_another_port(start_xnat_ser
     assert rows(server, "SELECT host FROM cs_containers") == [(server.url,)]
 
 
+def test_event_stored_with_an_address_before_the_upgrade_is_delivered(start_xnat_server):
+    """An event an older xnat-ml stored with an address (schema 0004's event_outbox.site_url,
+    here a dead one) is delivered in process after the upgrade that drops the column."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from xnat_ml.server.store.schema import alembic_config
+
+    server = start_xnat_server("event-addressed", env={"XNAT_ML_FAULT": "event-stored"})
+    install_subscription(server, "DUR4")
+    xnat_ml(server, "sample-data", "--project", "DUR4", "--subjects", "1")  # sees the kill
+    killed_at_fault(server)
+    engine = create_engine(f"sqlite:///{server.data_dir / 'xnat-ml.sqlite'}")
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0004")
+        conn.exec_driver_sql("UPDATE event_outbox SET site_url = 'http://127.0.0.1:9/'")
+    engine.dispose()
+    assert rows(server, "SELECT state, site_url FROM event_outbox") == [
+        ("pending", "http://127.0.0.1:9/")
+    ]
+
+    server.start()
+    assert_one_job_and_one_delivery_per_event(server, "DUR4")
+    assert assert_every_collection_has_its_label_map(server, "DUR4") == 1
+    with sqlite3.connect(server.data_dir / "xnat-ml.sqlite") as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(event_outbox)")]
+    assert "site_url" not in columns
+
+
 def test_job_created_just_before_a_kill_runs_once(start_xnat_server):
     server = start_xnat_server("job-created", env={"XNAT_ML_FAULT": "job-created"})
     install_subscription(server, "DUR2")
