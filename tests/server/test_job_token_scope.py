@@ -10,10 +10,30 @@ still works. A Member's job in P cannot write into Q, where the Member is also a
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 import requests
 from test_identity import install_probe, job_token, launch, wait_final
+
+# A job that tries, with its own environment, to create a user and to write in its project.
+SCRIPT = (
+    "import os, sys, requests; h = os.environ['XNAT_HOST']; "
+    "a = (os.environ['XNAT_USER'], os.environ['XNAT_PASS']); print('host', h); "
+    "print('users', requests.post(h + '/xapi/users', auth=a, "
+    "json={'username': 'made_in_job', 'password': 'made-in-job-pw'}).status_code); "
+    "print('own', requests.put(h + '/data/projects/' + sys.argv[1] + '/subjects/in_job', "
+    "auth=a).status_code)"
+)
+TRY = {
+    "name": "scope-try", "description": "Tries its token", "version": "1",
+    "schema-version": "1.0", "type": "docker", "image": "busybox:latest",
+    "command-line": f'python -c "{SCRIPT}" #PROJECT#',
+    "inputs": [{"name": "PROJECT", "type": "string", "required": True}],
+    "xnat": [{"name": "scope-try", "contexts": ["xnat:projectData"],
+              "external-inputs": [{"name": "project", "type": "Project", "required": True}],
+              "output-handlers": []}],
+}  # fmt: skip
 
 _numbers = itertools.count(1)
 
@@ -120,3 +140,26 @@ def test_a_members_job_in_p_cannot_write_into_q(xnat_server, project, other_proj
     wait_final(xnat_server, job_id)
     admin = xnat_server.session()
     assert admin.get(f"{url}/data/projects/{other_project}/subjects/by_job").status_code == 404
+
+
+def test_a_job_run_by_an_admin_uses_its_token_as_scoped(xnat_server, project):
+    """End to end: the job's own script, with its XNAT_HOST/USER/PASS, cannot create a user but
+    writes in its project, at the address the server listens on."""
+    url, admin = xnat_server.url, xnat_server.session()
+    if TRY["name"] not in [c["name"] for c in admin.get(f"{url}/xapi/commands").json()]:
+        admin.post(f"{url}/xapi/commands", json=TRY).raise_for_status()
+    [command] = [c for c in admin.get(f"{url}/xapi/commands").json() if c["name"] == TRY["name"]]
+    wrapper = command["xnat"][0]["id"]
+    admin.put(f"{url}/xapi/wrappers/{wrapper}/enabled").raise_for_status()
+    admin.put(f"{url}/xapi/projects/{project}/wrappers/{wrapper}/enabled").raise_for_status()
+    launched = admin.post(f"{url}/xapi/projects/{project}/wrappers/{wrapper}/root/project/launch",
+                          json={"project": f"/data/projects/{project}", "PROJECT": project})
+    assert launched.status_code == 200, launched.text
+    job = wait_final(xnat_server, launched.json()["id"], timeout=60)
+    out = admin.get(f"{url}/xapi/containers/{job['id']}/logs/stdout").text
+    assert job["status"] == "Complete", (job, out)
+    assert dict(re.findall(r"^(host|users|own) (\S+)$", out, re.M)) == {
+        "host": url, "users": "403", "own": "201"
+    }, out
+    assert admin.get(f"{url}/xapi/users/made_in_job").status_code == 404
+    assert admin.get(f"{url}/data/projects/{project}/subjects/in_job").status_code == 200
