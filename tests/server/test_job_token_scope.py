@@ -102,6 +102,8 @@ def test_an_admins_job_is_no_admin_outside_its_project(xnat_server, project, oth
             assert made.status_code in (200, 201), (kind, made.text)
             listed = http.get(f"{url}/data/projects", params={"format": "json"}).json()
             assert [row["ID"] for row in listed["ResultSet"]["Result"]] == [p], kind
+            access = http.get(f"{url}/xapi/access/projects").json()
+            assert [row["ID"] for row in access] == [p], kind
     finally:
         admin.post(f"{url}/xapi/containers/{job_id}/kill")
     wait_final(xnat_server, job_id)

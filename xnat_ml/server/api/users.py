@@ -307,5 +307,6 @@ def my_project_access() -> Response:
                 "role": role.role.lower(),
             }
             for role in sorted(user.roles, key=lambda r: r.project.id)
+            if auth.job_project() in (None, role.project.id)  # a job sees its project only
         ]
     )
