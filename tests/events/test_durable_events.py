@@ -3,7 +3,8 @@ the kill still gets its label map after the restart, with no other action, from 
 job, and its delivery is on record once.
 
 The server is killed at fault points (`XNAT_ML_FAULT`, see xnat_ml/server/faults.py): right
-after the ROI collection and its event commit (`event-stored`), right after the job the
+after the ROI collection and its event commit (`event-stored`; the restart may be on another
+port: stored events name no address), right after the job the
 event launched commits (`job-created`), while that job runs (`job-started`) and while its
 outputs upload (`job-outputs.uploading`): the job is then requeued, keeping its id. A job that
 crashes the server every time is given up after three attempts. The roi-to-mask subscription
@@ -23,6 +24,7 @@ from archive_state import assert_consistent
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import LABELMAP_RESOURCE, NIFTI_RESOURCE
+from xnat_ml.server.process import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -119,6 +121,53 @@ def test_roi_saved_just_before_a_kill_gets_its_label_map(start_xnat_server):
     server.start()
     assert_one_job_and_one_delivery_per_event(server, "DUR1")
     assert assert_every_collection_has_its_label_map(server, "DUR1") == 1
+
+
+def test_event_stored_before_a_crash_is_delivered_on_another_port(start_xnat_server):
+    """Stored events name no address: the restarted server, on a new port, delivers the event
+    in process and its job calls the server where it listens now."""
+    server = start_xnat_server("event-moved", env={"XNAT_ML_FAULT": "event-stored"})
+    install_subscription(server, "DUR3")
+
+    xnat_ml(server, "sample-data", "--project", "DUR3", "--subjects", "1")  # sees the kill
+    killed_at_fault(server)
+    assert rows(server, "SELECT state FROM event_outbox") == [("pending",)]
+
+    old_port, server.port = server.port, free_port()
+    server.start()
+    assert server.port != old_port
+    assert_one_job_and_one_delivery_per_event(server, "DUR3")
+    assert assert_every_collection_has_its_label_map(server, "DUR3") == 1
+    assert rows(server, "SELECT host FROM cs_containers") == [(server.url,)]
+
+
+def test_event_stored_with_an_address_before_the_upgrade_is_delivered(start_xnat_server):
+    """An event an older xnat-ml stored with an address (schema 0004's event_outbox.site_url,
+    here a dead one) is delivered in process after the upgrade that drops the column."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from xnat_ml.server.store.schema import alembic_config
+
+    server = start_xnat_server("event-addressed", env={"XNAT_ML_FAULT": "event-stored"})
+    install_subscription(server, "DUR4")
+    xnat_ml(server, "sample-data", "--project", "DUR4", "--subjects", "1")  # sees the kill
+    killed_at_fault(server)
+    engine = create_engine(f"sqlite:///{server.data_dir / 'xnat-ml.sqlite'}")
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0004")
+        conn.exec_driver_sql("UPDATE event_outbox SET site_url = 'http://127.0.0.1:9/'")
+    engine.dispose()
+    assert rows(server, "SELECT state, site_url FROM event_outbox") == [
+        ("pending", "http://127.0.0.1:9/")
+    ]
+
+    server.start()
+    assert_one_job_and_one_delivery_per_event(server, "DUR4")
+    assert assert_every_collection_has_its_label_map(server, "DUR4") == 1
+    with sqlite3.connect(server.data_dir / "xnat-ml.sqlite") as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(event_outbox)")]
+    assert "site_url" not in columns
 
 
 def test_job_created_just_before_a_kill_runs_once(start_xnat_server):

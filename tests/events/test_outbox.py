@@ -1,6 +1,6 @@
 """The Event Service's outbox and delivery records, in process (Flask test client): an event is
 stored exactly when the change that raised it commits, and a launch records its delivery in the
-job's transaction, once per (event, subscription), for the Event Service alone."""
+job's transaction, once per (event, subscription); launches happen in process."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
+from xnat_ml.errors import XnatMlError
+from xnat_ml.events.dispatch import Postponed
+from xnat_ml.server import event_worker
 from xnat_ml.server.app import create_app
 from xnat_ml.server.container_service import container_service
-from xnat_ml.server.event_worker import CLAIM_HEADER, event_service
+from xnat_ml.server.event_worker import event_service, launch_wrapper
 from xnat_ml.server.store import db as server_db
 from xnat_ml.server.store.event_store import DELIVERED, PENDING, DeliveryRow, EventRow
 from xnat_ml.server.store.models import Project, Subject
@@ -86,7 +90,6 @@ def test_a_request_that_fails_stores_no_event(app):
     assert made.status_code == 201
     [event] = outbox(app)
     assert event.payload["label"] == "S1" and event.user == "admin"
-    assert event.site_url == "http://localhost/"
 
 
 def test_a_launch_records_its_delivery_once(app):
@@ -94,29 +97,38 @@ def test_a_launch_records_its_delivery_once(app):
     assert client.put("/data/projects/OUT/subjects/S1", headers=ADMIN).status_code == 201
     [event] = outbox(app)
     worker = event_service.get(app)
-    url = f"/xapi/projects/OUT/wrappers/{app.wrapper}/root/subject/launch"
-    body = {"subject": event.payload["uri"]}
 
-    forged = f"{event.id}:{app.subscription}:{'0' * 64}"
-    answer = client.post(url, json=body, headers={**ADMIN, CLAIM_HEADER: forged})
-    assert answer.status_code == 403 and deliveries(app) == []
-
-    claim = worker.claim(event.id, app.subscription)
-    first = client.post(url, json=body, headers={**ADMIN, CLAIM_HEADER: claim})
-    assert first.status_code == 200, first.text
+    with app.app_context():
+        [done] = worker.process(event.id)  # in process, as the subscription's owner
+    jobs = client.get("/xapi/containers", headers=ADMIN).get_json()
     [delivery] = deliveries(app)
     assert (delivery.event_id, delivery.subscription_id) == (event.id, app.subscription)
-    assert delivery.container_id == str(first.get_json()["id"])
+    assert delivery.container_id == done.container_id == str(jobs[0]["id"])
     assert delivery.statuses[-1]["status"] == "ACTION_CALLED"
+    assert jobs[0]["user-id"] == "admin" and jobs[0]["project"] == "OUT"
 
-    second = client.post(url, json=body, headers={**ADMIN, CLAIM_HEADER: claim})
-    assert second.status_code == 409, second.text
-    jobs = client.get("/xapi/containers", headers=ADMIN).get_json()
-    assert [j["id"] for j in jobs] == [first.get_json()["id"]]
-
+    # A second launch for the same event and subscription is refused with nothing created.
+    with app.app_context(), pytest.raises(XnatMlError, match="already been delivered"):
+        launch_wrapper("OUT", app.wrapper, event.payload["uri"], {}, "admin",
+                       event_id=event.id, subscription_id=app.subscription)  # fmt: skip
     # The event delivered again (as after a restart) launches nothing more.
     with app.app_context():
         assert worker.process(event.id) == []
     assert [e.state for e in outbox(app)] == [DELIVERED]
     assert len(deliveries(app)) == 1
     assert len(client.get("/xapi/containers", headers=ADMIN).get_json()) == 1
+
+
+def test_a_launch_that_finds_the_store_busy_leaves_the_event_pending(app, monkeypatch):
+    client = app.test_client()
+    assert client.put("/data/projects/OUT/subjects/S1", headers=ADMIN).status_code == 201
+    [event] = outbox(app)
+
+    def busy(*_args, **_kwargs):
+        raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(event_worker, "launch_on", busy)
+    with app.app_context(), pytest.raises(Postponed, match="database is locked"):
+        event_service.get(app).process(event.id)
+    assert [e.state for e in outbox(app)] == [PENDING] and deliveries(app) == []
+    assert client.get("/xapi/containers", headers=ADMIN).get_json() == []

@@ -39,7 +39,7 @@ class Job(Base):
     root_element: Mapped[str] = mapped_column(String(64), default="")
     root_uri: Mapped[str] = mapped_column(default="")
     username: Mapped[str] = mapped_column(String(255))
-    host: Mapped[str] = mapped_column(default="")  # XNAT URL the job talks to
+    host: Mapped[str] = mapped_column(default="")  # XNAT URL the job was started with
     backend: Mapped[str] = mapped_column(String(32), default="local")
     backend_job_id: Mapped[str | None] = mapped_column(String(255))
     bulk_id: Mapped[str | None] = mapped_column(String(64), index=True)

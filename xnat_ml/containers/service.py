@@ -41,6 +41,7 @@ TokenFactory = Callable[[str, int], tuple[str, str]]  # (username, job id) -> (a
 TokenRevoker = Callable[[int], None]  # job id: revoke every token issued for the job
 JobWrites = Callable[[int], None]  # job id: keep, or undo, what the job wrote with its tokens
 FaultPoint = Callable[[str], None]  # the server's test hook (server/faults.py): die at a point
+JobUrl = Callable[[str], str]  # backend name -> the server's URL for its jobs (XnatMlError: none)
 POLL_S = 0.5
 KILL_MARK = "kill-requested"  # in a job's folder: a kill asked before the server stopped
 
@@ -96,6 +97,7 @@ class ContainerService:
         undo_writes: JobWrites | None = None,
         max_attempts: int = 3,
         fault_point: FaultPoint = lambda _name: None,
+        job_url: JobUrl = lambda _backend: "",
     ) -> None:
         """`sessions` write (BEGIN IMMEDIATE: the write lock); `readers`, if given, only read
         (a plain BEGIN, which never waits for a writer). A read that queued behind busy writers
@@ -106,7 +108,9 @@ class ContainerService:
         `undo_writes(job id)` (any other end) settles everything written with its tokens. With
         no `undo_writes`, a failed upload deletes over REST the resources it created instead.
         A job is queued at most `max_attempts` times in all: requeues after restarts included,
-        so that a job that crashes the server cannot loop."""
+        so that a job that crashes the server cannot loop. `job_url(backend name)` is the URL
+        the job and its staging call the server at, asked when the job is staged (a server
+        restarted on another port gives its new one), never taken from the launch request."""
         if max_attempts < 1:
             raise XnatMlError(f"container service: max attempts {max_attempts} must be 1 or more")
         self.sessions = sessions
@@ -118,6 +122,7 @@ class ContainerService:
         self.undo_writes = undo_writes
         self.max_attempts = max_attempts
         self.fault_point = fault_point
+        self.job_url = job_url
         self.backend_name = backend
         self.backend_options = backend_options or {}
         self.raw_inputs = parse_raw_inputs(raw_inputs)
@@ -322,22 +327,31 @@ class ContainerService:
             if job is None or job.finished:
                 return None
             record = db.get(CommandRecord, job.command_id)
-            if record is not None:
+            if record is None:
+                loaded = None
+            else:
                 command = with_ids(db, record)
-                return _Loaded(
+                loaded = _Loaded(
                     job_id=job.id,
                     command=command,
                     wrapper=command.wrapper(job.wrapper_id),
                     project=job.project,
                     username=job.username,
-                    host=job.host,
+                    host="",
                     params=dict(job.params or {}),
                     backend=job.backend,
                     backend_job_id=job.backend_job_id,
                     job_dir=Path(job.work_dir),
                 )
-        self._finish(job_id, jobs.FAILED, "its command was deleted before it ran")
-        return None
+        if loaded is None:
+            self._finish(job_id, jobs.FAILED, "its command was deleted before it ran")
+            return None
+        try:
+            loaded.host = self.job_url(loaded.backend)
+        except XnatMlError as exc:
+            self._finish(job_id, jobs.FAILED, str(exc))
+            return None
+        return loaded
 
     def _client(self, job: _Loaded) -> tuple[ArchiveClient, dict[str, str]]:
         """A REST client and the container's XNAT_* variables, on a fresh alias token."""
@@ -382,6 +396,7 @@ class ContainerService:
                 shutil.rmtree(job.job_dir, ignore_errors=True)
                 return
             record.backend_job_id = backend_id
+            record.host = job.host
             record.resolved = {
                 "command-line": resolution.shown_command_line,
                 "mounts": {m.name: m.container_path for m in resolution.mounts},

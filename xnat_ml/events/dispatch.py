@@ -22,13 +22,13 @@ log = logging.getLogger(__name__)
 
 #: launch(project, wrapper_id, object_uri, attributes, username) -> container id.
 #: Raises XnatMlError (or anything else) when the launch is refused, Postponed when it could
-#: not be asked.
+#: not be made now (nothing done: it is asked again later).
 Launcher = Callable[[str | None, int, str, dict[str, str], str], str]
 
 
 class Postponed(Exception):
-    """The launch could not reach the server (not started yet, restarting): the event stays
-    pending and is delivered again later, rather than recorded as a failed action."""
+    """The launch could not be made now (the server's store busy): the event stays pending
+    and is delivered again later, rather than recorded as a failed action."""
 
 
 @dataclass

@@ -5,6 +5,14 @@ token/secret) wins over the JSESSIONID cookie; a header with wrong credentials i
 a valid cookie is present. Access follows XNAT's project roles: Collaborators read, Members also
 create and edit data, Owners also manage membership and delete the project; site admins pass
 everything. Missing objects are 404 (the caller resolves the object before checking its role).
+
+A job's token (bound to a job: `AliasToken.job_id`), the tokens minted with it and the sessions
+they open act only inside the job's project, with the launcher's role there (a site admin's
+job as the project's Owner): outside it they see and change nothing, and they are never a site
+admin, so users, passwords, settings, commands and other users' tokens are out of reach;
+`refuse_job` guards what an Owner could otherwise do from a job (memberships, wrapper switches,
+new projects). Code a job runs is the data's to choose (a config, a bundle, a Member's
+script): it must not carry its launcher's whole account.
 """
 
 from __future__ import annotations
@@ -13,9 +21,11 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from flask import Response, current_app, g, request
+from flask import Response, current_app, g, has_request_context, request
 from sqlalchemy import delete, select, update
 from werkzeug.exceptions import Forbidden, NotFound, Unauthorized
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -148,9 +158,51 @@ def login_unless_public() -> None:
 
 def require_admin() -> User:
     user = require_login()
-    if not user.is_admin:
-        raise Forbidden(f"User '{user.username}' is not a site administrator.")
+    if not is_admin(user):
+        raise Forbidden(f"User '{user.username}' is not a site administrator"
+                        f"{' (not with a job token)' if user.is_admin else ''}.")  # fmt: skip
     return user
+
+
+def is_admin(user: User) -> bool:
+    """Whether the caller acts as a site admin now: an admin, not through a job's token."""
+    return user.is_admin and job_project() is None
+
+
+def job_project() -> str | None:
+    """The ID of the project of the job this request's credentials are bound to (its token, a
+    token minted with it, a session either opened), else None. "" when the job is gone."""
+    if "job_project" not in g:
+        if has_request_context():
+            current_user()  # the credentials decide: check them first
+        token = current_token()
+        job_id = token.job_id if token is not None else None
+        g.job_project = None if job_id is None else (
+            get_db().scalar(select(Job.project).where(Job.id == job_id)) or ""
+        )  # fmt: skip
+    return g.job_project
+
+
+def refuse_job(action: str) -> None:
+    """403 when the request comes with a job's token: `action` is for people, not jobs."""
+    if job_project() is not None:
+        raise Forbidden(f"A job's token may not {action}.")
+
+
+@contextmanager
+def acting_as(user: User) -> Iterator[User]:
+    """Server work outside a request (the Event Service's launches) done as `user`, with their
+    own rights (no token), under the same checks as their requests."""
+    keys = ("user", "auth_failed", "auth_token", "job_project")
+    saved = {key: g.pop(key) for key in keys if key in g}
+    g.user, g.auth_failed = user, False
+    try:
+        yield user
+    finally:
+        for key in keys:
+            g.pop(key, None)
+        for key, value in saved.items():
+            setattr(g, key, value)
 
 
 def role_in(user: User, project: Project) -> str | None:
@@ -163,7 +215,11 @@ def role_in(user: User, project: Project) -> str | None:
 
 
 def may(user: User, project: Project, access: str) -> bool:
-    """Whether the user has `access` (read, edit, own) on the project."""
+    """Whether the user has `access` (read, edit, own) on the project (a job's token: only
+    on the job's project)."""
+    scope = job_project()
+    if scope is not None and project.id != scope:
+        return False
     if user.is_admin:
         return True
     if access == "read" and project.accessibility == "public":
@@ -189,13 +245,19 @@ def require_project_role(project: Project | str, access: str = "read") -> User:
 
 
 def readable_project_pks(user: User) -> list[int] | None:
-    """Primary keys of the projects the user may read; None means all (site admin)."""
-    if user.is_admin:
-        return None
+    """Primary keys of the projects the user may read; None means all (site admin). A job's
+    token reads its own project at most."""
     db = get_db()
-    own = db.scalars(select(ProjectRole.project_pk).where(ProjectRole.user_pk == user.pk))
-    public = db.scalars(select(Project.pk).where(Project.accessibility == "public"))
-    return sorted(set(own) | set(public))
+    readable = None
+    if not user.is_admin:
+        own = db.scalars(select(ProjectRole.project_pk).where(ProjectRole.user_pk == user.pk))
+        public = db.scalars(select(Project.pk).where(Project.accessibility == "public"))
+        readable = sorted(set(own) | set(public))
+    scope = job_project()
+    if scope is None:
+        return readable
+    in_scope = db.scalars(select(Project.pk).where(Project.id == scope))
+    return [pk for pk in in_scope if readable is None or pk in readable]
 
 
 # ----------------------------------------------------------------------------- sessions, tokens

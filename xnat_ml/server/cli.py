@@ -118,7 +118,9 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
 def serve(args: argparse.Namespace) -> int:
     import waitress
 
+    from xnat_ml.server import site
     from xnat_ml.server.app import create_app
+    from xnat_ml.server.container_service import container_service
     from xnat_ml.server.store.signals import announce_ready
 
     try:
@@ -140,7 +142,16 @@ def serve(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         raise XnatMlError(f"{args.host}:{args.port}: cannot listen ({exc.strerror})") from exc
-    log.info("Serving XNAT API from %s on http://%s:%d", args.data, args.host, args.port)
+    listening = getattr(server, "effective_listen", None) or [
+        (server.effective_host, server.effective_port)
+    ]
+    try:  # where jobs call back: SITE_URL, else an address bound that their backend reaches
+        site.bind(app, listening, container_service.get(app).backend)
+    except XnatMlError:
+        server.close()
+        raise
+    log.info("Serving XNAT API from %s on %s", args.data,
+             ", ".join(f"http://{host}:{port}" for host, port in listening))
     # The socket listens: events and jobs left from before a restart may call the API now
     # (their requests wait in the backlog until the loop below serves them).
     announce_ready(app)

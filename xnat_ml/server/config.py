@@ -149,7 +149,7 @@ SETTINGS = (
     Setting("XNAT_VERSION", "1.8.10", _text,
             "the XNAT version the server reports"),
     Setting("SITE_URL", None, _url,
-            "URL jobs and event launches call the server at (XNAT_HOST); unset: the request's URL"),
+            "URL jobs call the server at (XNAT_HOST); unset: the address it listens on"),
     Setting("ADMIN_PASSWORD", "admin", _text,
             "password of the site administrator `admin`, set when the data folder is new"),
     Setting("SESSION_LIFETIME_S", 12 * 3600, _positive,

@@ -2,7 +2,8 @@
 
 `container_service.init_app(app)` (from `create_app`) starts a `ContainerService` with the
 app's settings (CONTAINER_BACKEND, CONTAINER_WORKERS, CONTAINER_BACKEND_OPTIONS,
-CONTAINER_RAW_INPUTS, CONTAINER_MAX_ATTEMPTS; see config.py), requeues the jobs a crash ended,
+CONTAINER_RAW_INPUTS, CONTAINER_MAX_ATTEMPTS; see config.py; jobs call the server at
+`site.job_url`), requeues the jobs a crash ended,
 and connects the receivers: a deleted project takes its jobs along, and jobs waiting from
 before a restart start once the server takes requests. Blueprints reach the runner as
 `container_service.get()`.
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from xnat_ml.containers.jobs import Job
 from xnat_ml.containers.registry import WrapperSetting
 from xnat_ml.containers.service import ContainerService
-from xnat_ml.server import auth
+from xnat_ml.server import auth, site
 from xnat_ml.server.extension import Extension
 from xnat_ml.server.faults import fault_point
 from xnat_ml.server.store import job_writes, signals
@@ -58,6 +59,7 @@ class ContainerServiceExtension(Extension[ContainerService]):
             undo_writes=lambda job_id: job_writes.undo(app, job_id),
             max_attempts=app.config["CONTAINER_MAX_ATTEMPTS"],
             fault_point=fault_point,
+            job_url=lambda backend: site.job_url(app, lambda: service.backend(backend)),
         )
         signals.project_deleting.connect(_retire_project_jobs, sender=app)
         # Jobs waiting from before a restart resolve against the server: start them once it

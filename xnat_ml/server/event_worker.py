@@ -9,36 +9,38 @@ once and launches at most once: events still pending when the server stops are d
 the restart (`server_ready`), and each launch records its delivery in the job's own transaction
 under a unique (event, subscription), so a redelivered event skips what it already launched.
 
+Launches happen in process (launches.py), as the subscription's owner, with the checks a
+request of theirs gets: no credential leaves the server, and a stored event names no address
+(the request's `Host` is the client's to choose; a restart may move the server to another
+port), so an event stored before a restart is delivered whatever the new address.
+
 `event_service` is the Flask extension: `create_app` starts the worker and connects the
 receivers; the REST API (events.py) reaches the worker as `event_service.get()`.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import queue
-import secrets
 import threading
 import time
 from contextlib import nullcontext
 from functools import partial
 from typing import Any
-from urllib.parse import quote
 
-import requests
-from flask import Flask, has_request_context, request
+from flask import Flask, has_request_context
 from sqlalchemy import delete, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
-from werkzeug.exceptions import Conflict, Forbidden, HTTPException
+from werkzeug.exceptions import Conflict, HTTPException
 
-from xnat_ml.containers import registry
 from xnat_ml.errors import XnatMlError
 from xnat_ml.events import Event, Match, Subscription, event_type_for
 from xnat_ml.events.dispatch import Delivery, Postponed, deliver, plan
 from xnat_ml.server import auth
 from xnat_ml.server.extension import Extension
 from xnat_ml.server.faults import fault_point
+from xnat_ml.server.launches import launch_on
 from xnat_ml.server.store import signals
 from xnat_ml.server.store.db import get_db, reader_factory, session_factory
 from xnat_ml.server.store.event_store import (
@@ -53,21 +55,19 @@ from xnat_ml.server.store.objects import resolve_object
 
 log = logging.getLogger(__name__)
 
-CLAIM_HEADER = "X-XNAT-ML-Delivery"  # event:subscription:signature on the worker's launches
-RETRY_MAX_S = 30.0  # longest pause between attempts at an event the server could not take
+RETRY_MAX_S = 30.0  # longest pause between attempts at an event whose launch was postponed
 
 
 class EventService(Extension["EventWorker"]):
     """The app's event worker, with the receivers that feed it: creations go to the outbox,
-    launches it asks for record their delivery, a deleted project takes its events along, and
-    events left from before a restart are delivered once the server takes requests."""
+    a deleted project takes its events along, and events left from before a restart are
+    delivered once the server takes requests."""
 
     key = "xnat_ml.events"
 
     def start(self, app: Flask) -> EventWorker:
         worker = EventWorker(app)
         signals.object_created.connect(_on_object_created, sender=app)
-        signals.job_creating.connect(_record_launch, sender=app)
         signals.project_deleting.connect(_retire_project_events, sender=app)
         signals.server_ready.connect(worker.resume, sender=app, weak=False)
         return worker
@@ -80,8 +80,8 @@ class EventWorker:
     """One daemon thread per app that delivers stored events (outbox ids), in order.
 
     Active subscriptions are cached between changes (the REST handlers call `invalidate`), so
-    the many events nobody subscribed to cost no database access. An event whose launch cannot
-    reach the server is tried again, with growing pauses, until it can.
+    the many events nobody subscribed to cost no database access. An event whose launch found
+    the store busy is tried again, with growing pauses, until it goes through.
     """
 
     def __init__(self, app: Flask) -> None:
@@ -91,7 +91,6 @@ class EventWorker:
         self._lock = threading.Lock()
         self._active: list[Subscription] | None = None
         self._generation = 0
-        self._key = secrets.token_bytes(32)  # signs launches this worker asks for
 
     def invalidate(self) -> None:
         with self._lock:
@@ -138,19 +137,6 @@ class EventWorker:
                 self._thread.start()
         self.queue.put(event_id)
 
-    def claim(self, event_id: int, subscription_id: int) -> str:
-        """The header value that lets a launch record this delivery (`_record_launch`)."""
-        ids = f"{event_id}:{subscription_id}"
-        return f"{ids}:{hmac.new(self._key, ids.encode(), 'sha256').hexdigest()}"
-
-    def verify(self, claim: str) -> tuple[int, int] | None:
-        ids, _sep, mac = claim.rpartition(":")
-        expected = hmac.new(self._key, ids.encode(), "sha256").hexdigest()
-        event_id, _sep, sub_id = ids.partition(":")
-        if not hmac.compare_digest(mac, expected) or not (event_id + sub_id).isdigit():
-            return None
-        return int(event_id), int(sub_id)
-
     def _run(self) -> None:
         while True:
             event_id = self.queue.get()
@@ -181,11 +167,11 @@ class EventWorker:
             row = db.get(EventRow, event_id)
             if row is None or row.state != PENDING:  # done, or gone with its project
                 return []
-            event, site_url = row.to_event(), row.site_url
+            event = row.to_event()
             recorded = _recorded(db, event_id)
         done = [
-            deliver(d, event, partial(launch_wrapper, site_url,
-                                      claim=self.claim(event_id, d.subscription.id)))
+            deliver(d, event, partial(launch_wrapper, event_id=event_id,
+                                      subscription_id=d.subscription.id))
             for d in plan(self.active(), event)
             if d.subscription.id not in recorded
         ]  # fmt: skip
@@ -246,8 +232,7 @@ def _on_object_created(
     worker = event_service.get(app)
     if kind_of_event is None or not worker.wants(kind_of_event.id, db):
         return
-    in_request = has_request_context()
-    user = auth.current_user() if in_request else None
+    user = auth.current_user() if has_request_context() else None
     if kind != "resource" and user is not None:
         payload = dict(payload, resources=_resources_of(uri))
     row = EventRow(
@@ -256,7 +241,6 @@ def _on_object_created(
         project=project,
         payload=xnat_payload(payload, uri),
         user=user.username if user is not None else None,
-        site_url=app.config["SITE_URL"] or (request.host_url if in_request else ""),
     )
     db.add(row)
 
@@ -267,29 +251,28 @@ def _on_object_created(
     signals.after_commit(db, stored)
 
 
-def _record_launch(app: Flask, *, job, db: Session, **_extra: Any) -> None:
-    """signals.job_creating receiver: a launch the Event Service asked for (its claim header)
-    records its delivery in the job's transaction; a second launch for the same event and
-    subscription is refused (409), so an event redelivered after a restart launches nothing
-    twice."""
-    claim = request.headers.get(CLAIM_HEADER) if has_request_context() else None
-    if claim is None:
-        return
-    worker = event_service.get(app)
-    ids = worker.verify(claim)
-    if ids is None:
-        raise Forbidden(f"{CLAIM_HEADER}: not a delivery this server's Event Service asked for.")
-    event_id, sub_id = ids
-    if sub_id in _recorded(db, event_id):
-        raise Conflict(f"Event {event_id}: subscription {sub_id} has already been delivered.")
-    row, sub = db.get(EventRow, event_id), db.get(SubscriptionRow, sub_id)
-    if row is None or sub is None:
-        raise Conflict(f"Event {event_id}: it or subscription {sub_id} no longer exists.")
-    subscription = sub.to_subscription()
-    delivery = Delivery(subscription=subscription, match=Match.MATCHED, user=job.username,
-                        project=job.project, inputs=dict(subscription.attributes),
-                        container_id=str(job.id))  # fmt: skip
-    db.add(_delivery_row(delivery, row.to_event(), event_id))
+def _recorder(event_id: int, subscription_id: int):
+    """What a launch for this delivery adds to the job's transaction: its delivery record,
+    unique per (event, subscription), so an event redelivered after a restart launches nothing
+    twice (a second launch is refused, 409)."""
+
+    def record(job, db: Session) -> None:
+        if subscription_id in _recorded(db, event_id):
+            raise Conflict(
+                f"Event {event_id}: subscription {subscription_id} has already been delivered."
+            )
+        row, sub = db.get(EventRow, event_id), db.get(SubscriptionRow, subscription_id)
+        if row is None or sub is None:
+            raise Conflict(
+                f"Event {event_id}: it or subscription {subscription_id} no longer exists."
+            )
+        subscription = sub.to_subscription()
+        delivery = Delivery(subscription=subscription, match=Match.MATCHED, user=job.username,
+                            project=job.project, inputs=dict(subscription.attributes),
+                            container_id=str(job.id))  # fmt: skip
+        db.add(_delivery_row(delivery, row.to_event(), event_id))
+
+    return record
 
 
 def _resources_of(uri: str) -> list[dict]:
@@ -330,24 +313,19 @@ def xnat_payload(payload: dict, uri: str) -> dict:
 
 
 def launch_wrapper(
-    site_url: str,
     project: str | None,
     wrapper_id: int,
     uri: str,
     attributes: dict[str, str],
     username: str,
     *,
-    claim: str,
+    event_id: int,
+    subscription_id: int,
 ) -> str:
-    """Launch wrapper `wrapper_id` on `uri` as `username` through the server's own launch API.
-
-    Going through `POST /xapi/projects/{p}/wrappers/{id}/root/{input}/launch` (with an alias
-    token of the user) applies exactly the checks a user's launch gets: edit rights, wrapper
-    enabled in the project, inputs. The root input is the wrapper's first external input, as in
-    XNAT's CommandActionProvider. `claim` (`EventWorker.claim`) makes the launch record its
-    delivery with the job. Returns the container id; raises Postponed when the server could not
-    be asked (nor answered: the claim makes asking again safe).
-    """
+    """Launch wrapper `wrapper_id` on `uri` as `username`, in process, with the checks the
+    launch API gives a request of theirs (launches.py), recording the delivery with the job.
+    Returns the container id; XnatMlError when refused; Postponed when the store was busy
+    (nothing committed: asking again is safe)."""
     db = get_db()
     try:
         user = db.scalar(select(User).where(User.username == username))
@@ -355,45 +333,17 @@ def launch_wrapper(
             raise XnatMlError(f"user {username}: does not exist or is disabled")
         if not project:
             raise XnatMlError(f"event on {uri}: no project to launch in")
-        found = registry.find_wrapper(db, wrapper_id)
-        if found is None:
-            raise XnatMlError(f"wrapper {wrapper_id}: not installed on this server")
-        _command, wrapper = found
-        if not wrapper.external_inputs:
-            raise XnatMlError(f"wrapper {wrapper.name}: has no external input to launch on")
-        root = wrapper.external_inputs[0].name
+        with auth.acting_as(user):
+            job = launch_on(project, wrapper_id, uri, attributes,
+                            _recorder(event_id, subscription_id))  # fmt: skip
+        return str(job.id)
+    except HTTPException as exc:
+        message = f"wrapper {wrapper_id} on {uri}: launch refused ({exc.description})"
+        raise XnatMlError(message) from None
+    except OperationalError as exc:
+        raise Postponed(f"the store was busy ({exc.orig})") from None
     finally:
-        # Outside a request every transaction of the store begins IMMEDIATE (a write lock):
-        # end it before the launch request below needs the lock.
-        db.rollback()
-    token, secret = auth.issue_token(user)  # only for this request: revoked below
-    url = (
-        f"{site_url.rstrip('/')}/xapi/projects/{quote(project, safe='')}/wrappers/{wrapper_id}"
-        f"/root/{quote(root, safe='')}/launch"
-    )
-    try:
-        response = requests.post(
-            url, json={**attributes, root: uri}, auth=(token.alias, secret),
-            headers={CLAIM_HEADER: claim}, timeout=120,
-        )  # fmt: skip
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise Postponed(f"{url} did not answer ({type(exc).__name__})") from None
-    except requests.RequestException as exc:
-        raise XnatMlError(f"wrapper {wrapper.name}: launch request failed ({exc})") from None
-    finally:
-        auth.revoke_token(token.alias)
-        db.commit()
-    try:
-        report = response.json()
-    except ValueError:
-        report = {"message": response.text.strip()[:300]}
-    if response.status_code != 200 or report.get("status") != "success":
-        message = report.get("message") if isinstance(report, dict) else None
-        raise XnatMlError(
-            f"wrapper {wrapper.name} on {uri}: launch refused "
-            f"(HTTP {response.status_code}: {message or response.text.strip()[:300]})"
-        )
-    return str(report.get("id"))
+        db.rollback()  # whatever was left open: end it, a worker thread holds no lock
 
 
 def _delivery_row(delivery: Delivery, event: Event, event_id: int) -> DeliveryRow:

@@ -172,3 +172,8 @@ class Backend(Protocol):
     def cleanup(self, job_id: str) -> None:
         """Release what the backend holds for a finished job (container, script); idempotent."""
         ...
+
+    def reaches_loopback(self) -> bool:
+        """Whether its jobs share this host's network, so that a server listening on the
+        loopback address is reachable from them (server/site.py)."""
+        ...

@@ -111,6 +111,11 @@ class DockerBackend:
         self._lock = threading.Lock()
         self._snapshot: tuple[float, dict[str, str]] = (-LIST_TTL_S, {})
 
+    def reaches_loopback(self) -> bool:
+        """Only on the host's network, with a daemon on this host (a local socket)."""
+        local = self.url is None or self.url.startswith(("unix://", "npipe://"))
+        return self.network == "host" and local
+
     def _docker(self) -> docker.DockerClient:
         if self._client is None:
             try:

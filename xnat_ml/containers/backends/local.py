@@ -32,6 +32,9 @@ class LocalBackend:
         self._specs: dict[str, LaunchSpec] = {}
         self._lock = threading.Lock()
 
+    def reaches_loopback(self) -> bool:
+        return True  # a process on this host
+
     def launch(self, spec: LaunchSpec) -> str:
         spec.log_dir.mkdir(parents=True, exist_ok=True)
         cwd = spec.host_working_dir()

@@ -16,12 +16,14 @@ container paths.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -255,6 +257,16 @@ class SlurmBackend:
         except subprocess.TimeoutExpired as exc:
             raise XnatMlError(f"slurm backend: {argv[0]} did not answer in 60 s") from exc
 
+    def reaches_loopback(self) -> bool:
+        """Only when every node of the cluster is this host (`scontrol show nodes`: each
+        NodeAddr a loopback address or this host's name), as on a one-machine cluster."""
+        try:
+            done = self._run("scontrol", "show", "nodes", "-o")
+        except XnatMlError:  # no Slurm client here: nothing says the nodes are this host
+            return False
+        addresses = re.findall(r"\bNodeAddr=(\S+)", done.stdout) if done.returncode == 0 else []
+        return bool(addresses) and all(_is_this_host(a) for a in addresses)
+
     def launch(self, spec: LaunchSpec) -> str:
         bad = [key for key in spec.env if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key)]
         if bad:  # the env file is shell: a name like "A;rm -rf ~" would be a command
@@ -378,6 +390,13 @@ class SlurmBackend:
             return
         shutil.rmtree(record["dir"], ignore_errors=True)
         self._record_path(job_id).unlink(missing_ok=True)
+
+
+def _is_this_host(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address in ("localhost", socket.gethostname(), socket.getfqdn())
 
 
 def _read_exit_code(path: Path) -> int | None:

@@ -291,6 +291,7 @@ def _unique_label(model, project: Project, label: str, kind: str) -> None:
 
 def _create_project(_parent, name: str, fields: dict, xsi_type: str | None) -> Project:
     user = auth.require_login()
+    auth.refuse_job("create projects")
     check_type(xsi_type, "xnat:projectData", "Project")
     project_id = check_label("Project", name)
     if get_db().scalar(select(Project).where(func.lower(Project.id) == project_id.lower())):

@@ -146,6 +146,7 @@ def set_enabled(project: str, wrapper_id: int, state: str) -> Response:
     if state not in ("enabled", "disabled"):
         abort(404)
     auth.require_project_role(project, "own")
+    auth.refuse_job("switch wrappers")
     db = get_db()
     registry.set_enabled(db, project, _wrapper_id(wrapper_id), state == "enabled")
     db.commit()

@@ -82,7 +82,7 @@ def issue_token(username: str | None = None) -> Response:
     caller = auth.require_login()
     user = caller
     if username is not None and username != caller.username:
-        if not caller.is_admin:
+        if not auth.is_admin(caller):
             raise Forbidden("Only site administrators may issue alias tokens for other users.")
         found = get_db().scalar(select(User).where(User.username == username))
         if found is None:
@@ -107,7 +107,7 @@ def invalidate_token(alias: str) -> Response:
     token = db.get(AliasToken, alias)
     if token is None:
         raise NotFound(f"Alias token '{alias}' does not exist.")
-    if token.user_pk != caller.pk and not caller.is_admin:
+    if token.user_pk != caller.pk and not auth.is_admin(caller):
         raise Forbidden("Non-admin users can only invalidate their own alias tokens.")
     auth.revoke_token(alias)
     db.commit()

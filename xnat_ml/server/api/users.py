@@ -113,8 +113,9 @@ def update_user(username: str) -> Response:
     password, the latter only with `currentPassword` (as XNAT's self-service update asks).
     Answers the updated profile, or 304 when nothing changed."""
     caller = auth.require_login()
+    auth.refuse_job("change users or passwords")
     user = _find_user(username)
-    if not caller.is_admin and caller.pk != user.pk:
+    if not auth.is_admin(caller) and caller.pk != user.pk:
         raise Forbidden(f"User '{caller.username}' may not change user '{username}'.")
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -131,14 +132,14 @@ def update_user(username: str) -> Response:
             raise BadRequest(f"User '{username}': {key!r} must be a {wanted.__name__}.")
     changes = {k: v for k, v in changes.items() if v != _user_json(user)[k]}
     refused = sorted(_ADMIN_ONLY & set(changes))
-    if refused and not caller.is_admin:
+    if refused and not auth.is_admin(caller):
         raise Forbidden(
             f"User '{caller.username}' may not change {refused[0]!r} (site admins only)."
         )
     password = body.get("password")
     if password is not None and (not isinstance(password, str) or not password):
         raise BadRequest(f"User '{username}': 'password' must be a non-empty string.")
-    if password and not caller.is_admin:
+    if password and not auth.is_admin(caller):
         current = body.get("currentPassword")
         if not isinstance(current, str) or not auth.password_matches(user, current):
             raise BadRequest(f"User '{username}': current password needed to update password.")
@@ -249,6 +250,7 @@ def _group(name: str) -> str:
 def add_member(project_id: str, group: str, username: str) -> Response:
     """Give the user this role in the project (replacing any other role there)."""
     project = resolve_object(f"projects/{project_id}", "own")
+    auth.refuse_job("change project memberships")
     role = _group(group)
     user = _find_user(username)
     db = get_db()
@@ -270,6 +272,7 @@ def add_member(project_id: str, group: str, username: str) -> Response:
 @archive_route(bp, "/projects/<project_id>/users/<group>/<username>", methods=["DELETE"])
 def remove_member(project_id: str, group: str, username: str) -> Response:
     project = resolve_object(f"projects/{project_id}", "own")
+    auth.refuse_job("change project memberships")
     role = _group(group)
     user = _find_user(username)
     db = get_db()
@@ -304,5 +307,6 @@ def my_project_access() -> Response:
                 "role": role.role.lower(),
             }
             for role in sorted(user.roles, key=lambda r: r.project.id)
+            if auth.job_project() in (None, role.project.id)  # a job sees its project only
         ]
     )

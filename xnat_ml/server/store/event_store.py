@@ -84,7 +84,6 @@ class EventRow(Base):
     project: Mapped[str | None] = mapped_column(String(64), index=True)
     user: Mapped[str | None] = mapped_column(String(255))  # who caused it
     payload: Mapped[dict] = mapped_column(JSON)
-    site_url: Mapped[str] = mapped_column(default="")  # where its launches go
     state: Mapped[str] = mapped_column(String(16), default=PENDING)
     created: Mapped[datetime] = mapped_column(default=utcnow)
     delivered: Mapped[datetime | None]

@@ -34,11 +34,6 @@ _signals = Namespace()
 #: before the transaction that inserted the object commits.
 object_created = _signals.signal("object-created")
 
-#: sent as job_creating.send(app, job=Job, db=Session) once a launch's job row is flushed, before
-#: it commits: a receiver may add rows that must exist exactly when the job does (raising an
-#: HTTPException refuses the launch).
-job_creating = _signals.signal("job-creating")
-
 #: sent once per app as server_ready.send(app) when the server takes requests (`xnat-ml serve`
 #: has bound its socket, or the first request arrived): work left from before a restart resumes.
 server_ready = _signals.signal("server-ready")
