@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 
 import pytest
+from archive_state import assert_consistent
+from test_delete_faults import _crash
 from test_identity import install_probe, launch, wait_final
 
 from xnat_ml.cli import main
@@ -264,3 +267,24 @@ def test_model_delete_removes_one_whole_version(xnat_server, project, people, fi
     assert people["owner"].get(files("ML_MODELS", "tissues/v1/model.json")).status_code == 404
     assert main(["model", "delete", "tissues", *login]) == 1
     assert "name the version to delete" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("point", "kept"), [("delete.staged", True), ("delete.committed", False)])
+def test_a_version_delete_killed_midway_leaves_all_of_it_or_none(start_xnat_server, point, kept):
+    """The server dies before the commit of a whole-version delete (every file still there,
+    whole) or after it (none left, on disk either); the archive check is clean after both."""
+    server = start_xnat_server("ml-version-delete")
+    http = server.session()
+    http.put(f"{server.url}/data/projects/MLDEL").raise_for_status()
+    base = f"{server.url}/data/projects/MLDEL/resources/ML_MODELS/files/tissues"
+    bodies = {f"{base}/v1/{name}": os.urandom(20_000) for name in ("model.pt", "configs/a.json")}
+    for url, body in bodies.items():
+        http.put(url, data=body).raise_for_status()
+    _crash(server, point, f"{base}/v1")
+    http = server.session()
+    for url, body in bodies.items():
+        got = http.get(url)
+        assert (got.status_code, got.content) == ((200, body) if kept else (404, got.content))
+    assert_consistent(server.data_dir)
+    stored = list((server.data_dir / "archive").rglob("model.pt"))
+    assert bool(stored) == kept
