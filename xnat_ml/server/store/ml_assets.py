@@ -103,31 +103,34 @@ def admit_writes(
     ):
         _require_owner(user, project, label)
     existing = {row.path: row for row in catalog.files_of(db, [resource])}
-    runs = _claim_runs(db, resource, folder, user, files) if label == RUNS_RESOURCE else {}
+    sealed = _claim_runs(db, resource, folder, user, files) if label == RUNS_RESOURCE else set()
     admitted = []
     for new in files:
-        path = str(new.path)
-        old = existing.get(path)
-        protected = _version_of(label, new.path) or runs.get(new.path.parts[0])
-        if protected and old is not None and _same_bytes(folder, old, new, sources[new.path]):
+        path, old = str(new.path), existing.get(str(new.path))
+        completed = new.path.parts[0] in sealed
+        if not (completed or _version_of(label, new.path)):
+            admitted.append(new)
+            continue
+        if old is not None and _same_bytes(folder, old, new, sources[new.path]):
             continue  # a retried upload of what is already there
-        if protected and old is not None and label in VERSIONED:
+        if completed:
+            run = new.path.parts[0]
+            raise Conflict(f"{label}/{path}: run {run} is completed; it cannot change.")
+        if old is not None:
             raise Conflict(f"{label}/{path}: {VERSIONED[label]} versions are write-once.")
-        if protected and label == RUNS_RESOURCE:
-            raise Conflict(f"{label}/{path}: run {protected} is completed; it cannot change.")
         admitted.append(new)
     return admitted
 
 
 def _claim_runs(
     db: Session, resource: Resource, folder: Path, user: User, files: list[StoredFile]
-) -> dict[str, str]:
+) -> set[str]:
     """Check (and on first write record) the owner of each run the files go into; returns the
-    completed ones among them (run → run)."""
+    completed ones among them."""
     runs = sorted({f.path.parts[0] for f in files if len(f.path.parts) > 1})
     if any(len(f.path.parts) < 2 for f in files):
         raise BadRequest(f"{RUNS_RESOURCE}: files belong in a run folder ({RUNS_RESOURCE}/<run>/).")
-    completed = {}
+    completed = set()
     for run in runs:
         owner = db.get(RunOwner, (resource.pk, run))
         if owner is None:
@@ -138,7 +141,7 @@ def _claim_runs(
                 "only its owner writes here."
             )
         if _completed(db, resource, folder, run):
-            completed[run] = run
+            completed.add(run)
     db.flush()
     return completed
 
