@@ -230,6 +230,9 @@ def test_the_verbs_read_the_callers_role(xnat_server, project, people):
         with pytest.raises(XnatMlError) as refused:
             require_role(session, project, "Owner", "promote")
     assert str(refused.value) == f"project {project}: promote needs the Owner role (you are Member)"
+    roles = f"{xnat_server.url}/xapi/users/{xnat_server.user}/roles"
+    assert people["member"].get(roles).status_code == 403  # site roles: to the user and admins
+    assert xnat_server.session().get(roles).json() == ["Administrator"]
 
 
 @pytest.mark.parametrize(
