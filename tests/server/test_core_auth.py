@@ -189,7 +189,7 @@ def test_collaborator_reads_but_cannot_write(xnat_server, project, roles):
     assert _status(collaborator, "PUT", f"{base}/users/Members/{collaborator.username}") == 403
 
 
-def test_member_edits_data_but_not_membership_or_project(xnat_server, project, roles):
+def test_member_edits_data_but_deletes_nothing_nor_manages_membership(xnat_server, project, roles):
     base = f"{xnat_server.url}/data/projects/{project}"
     member = roles["Member"]
     assert _status(member, "PUT", f"{base}/subjects/BY_MEMBER") == 201
@@ -202,7 +202,8 @@ def test_member_edits_data_but_not_membership_or_project(xnat_server, project, r
         )
         == 201
     )
-    assert _status(member, "DELETE", f"{base}/subjects/BY_MEMBER") == 200
+    assert _status(member, "DELETE", f"{base}/subjects/BY_MEMBER") == 403  # as in XNAT
+    assert _status(roles["Owner"], "DELETE", f"{base}/subjects/BY_MEMBER") == 200
     assert _status(member, "PUT", f"{base}/users/Owners/{member.username}") == 403
     assert _status(member, "DELETE", base) == 403
 

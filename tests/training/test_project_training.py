@@ -25,8 +25,13 @@ from xnat_project import TrainingProject, set_up, tiny_config
 from xnat_ml.errors import XnatMlError
 from xnat_ml.training.bundle import bundle_digests
 from xnat_ml.training.project_configs import push_config
-from xnat_ml.training.project_files import list_paths, read_text
-from xnat_ml.training.project_models import install_model, list_models, read_model_card
+from xnat_ml.training.project_files import list_paths, read_text, upload_tree
+from xnat_ml.training.project_models import (
+    install_model,
+    list_models,
+    pull_model,
+    read_model_card,
+)
 from xnat_ml.training.project_runs import list_runs, run_paths, run_status
 from xnat_ml.training.project_train import TrainRequest, promote_in_project, train_in_project
 from xnat_ml.xnat import connect
@@ -228,9 +233,13 @@ def test_refusals_leave_nothing_in_runs_or_models(trainx, xnat, tmp_path):
     (tmp_path / "map.txt").write_text("Tumour=1\nWhite Matter=2\n")
     install_model(xnat, PROJECT, TISSUES, "tumour", tmp_path / "map.txt")
     install_model(xnat, PROJECT, TISSUES, "brokencfg")
-    xnat.put(f"/data/projects/{PROJECT}/resources/ML_MODELS/files/brokencfg/v1/configs/train.json",
-             data=b'{"oops": ', query={"overwrite": "true"},
-             headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+    # versions are write-once: remake brokencfg v1 whole, with a config that does not parse
+    broken = pull_model(xnat, PROJECT, "brokencfg", 1, tmp_path / "brokencfg")
+    (broken / "configs" / "train.json").write_bytes(b'{"oops": ')
+    xnat.delete(f"/data/projects/{PROJECT}/resources/ML_MODELS/files/brokencfg/v1")
+    upload_tree(xnat, PROJECT, "ML_MODELS", {f"brokencfg/v1/{p.relative_to(broken).as_posix()}": p
+                                             for p in broken.rglob("*") if p.is_file()},
+                content="ML_MODEL")  # fmt: skip
     model = lambda name, version="": {"model": {"name": name, "version": version}}  # noqa: E731
     dataset = {"dataset": {"name": "blobs", "version": "7"}}
     configs = {

@@ -77,12 +77,15 @@ def _project(parser: argparse.ArgumentParser) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     from xnat_ml.datasets.project_build import BuildRefused, build_in_project
+    from xnat_ml.xnat.roles import require_role
 
     try:
         text = args.definition.read_bytes()
     except OSError as exc:
         raise XnatMlError(f"dataset definition {args.definition}: {exc.strerror}") from None
     with connect_from_args(args) as session:
+        if not args.dry_run:  # a dry run stores nothing: readers may try a definition
+            require_role(session, args.project, "Member", "dataset build")
         try:
             done = build_in_project(session, args.project, text, args.name,
                                     source=str(args.definition), dry_run=args.dry_run,

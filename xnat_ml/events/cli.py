@@ -68,9 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _install(args: argparse.Namespace) -> int:
     from xnat_ml.events.install import handler_files, install_handler, read_handler
+    from xnat_ml.xnat.roles import require_role
 
     handlers = [read_handler(path) for path in (args.files or handler_files())]
     with connect_from_args(args) as session:
+        require_role(session, args.project, "Owner", "events install")
         for handler in handlers:
             outcome = install_handler(session, args.project, handler)
             print(f"{handler.path.name}: {outcome} in project {args.project}")

@@ -119,6 +119,15 @@ def _register_model(subparsers: argparse._SubParsersAction) -> None:
                       help="destination (must not exist)")  # fmt: skip
     pull.set_defaults(func=_model_pull)
 
+    remove = verbs.add_parser(
+        "delete", help="delete one model version (Owners)",
+        description="Deletes ML_MODELS/NAME/vN/ as a whole (versions are write-once: no file "
+        "of a version is replaced or removed alone). Runs and datasets are kept.",
+    )  # fmt: skip
+    remove.add_argument("ref", metavar="NAME:N", help="model name and version, e.g. tissues:2")
+    _project(remove)
+    remove.set_defaults(func=_model_delete)
+
 
 def _register_config(subparsers: argparse._SubParsersAction) -> None:
     verbs = add_verb_group(
@@ -190,8 +199,10 @@ def _register_runs(subparsers: argparse._SubParsersAction) -> None:
 
 def _model_install(args: argparse.Namespace) -> int:
     from xnat_ml.training.project_models import install_model
+    from xnat_ml.xnat.roles import require_role
 
     with connect_from_args(args) as session:
+        require_role(session, args.project, "Owner", "model install")
         number, card = install_model(session, args.project, args.source, args.name,
                                      args.labelmap)  # fmt: skip
     labels = ", ".join(f"{v} {n}" for v, n in sorted(card.labels.items()) if v)
@@ -233,6 +244,20 @@ def _model_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_delete(args: argparse.Namespace) -> int:
+    from xnat_ml.training.project_models import delete_model, find_model, split_ref
+    from xnat_ml.xnat.roles import require_role
+
+    name, number = split_ref("model", args.ref)
+    if number is None:
+        raise XnatMlError(f"model {name}: name the version to delete ({name}:N)")
+    with connect_from_args(args) as session:
+        require_role(session, args.project, "Owner", "model delete")
+        delete_model(session, args.project, name, find_model(session, args.project, name, number))
+    print(f"project {args.project} ML_MODELS/{name}/v{number}: deleted")
+    return 0
+
+
 def _config_validate(args: argparse.Namespace) -> int:
     from xnat_ml.training.config import load_config
 
@@ -243,8 +268,10 @@ def _config_validate(args: argparse.Namespace) -> int:
 
 def _config_push(args: argparse.Namespace) -> int:
     from xnat_ml.training.project_configs import push_config
+    from xnat_ml.xnat.roles import require_role
 
     with connect_from_args(args) as session:
+        require_role(session, args.project, "Owner", "config push")
         name = push_config(session, args.project, args.file, args.name)
     print(f"project {args.project} ML_CONFIGS/{name}.json: stored")
     return 0
@@ -273,6 +300,7 @@ def _config_templates(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from xnat_ml.training.project_train import DEFAULT_WORK, TrainRequest, train_in_project
+    from xnat_ml.xnat.roles import require_role
 
     request = TrainRequest(
         project=args.project, config=args.config, run_id=args.run_id,
@@ -281,7 +309,9 @@ def _train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.cache:
         request.cache = args.cache
+    verb = "finetune" if request.from_model else "train"
     with connect_from_args(args) as session:
+        require_role(session, args.project, "Member", verb)
         status = train_in_project(session, request)
     print(_status_line(status))
     return 0 if status.get("state") == "completed" else 1
@@ -289,8 +319,10 @@ def _train(args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     from xnat_ml.training.project_train import promote_in_project
+    from xnat_ml.xnat.roles import require_role
 
     with connect_from_args(args) as session:
+        require_role(session, args.project, "Owner", "promote")
         number, card = promote_in_project(session, args.project, args.run, args.name, args.task)
     parent = f"{card.parent.name} v{card.parent.version}" if card.parent else "none"
     print(f"project {args.project} ML_MODELS/{args.name}/v{number}: promoted from run "

@@ -30,8 +30,15 @@ from xnat_ml.training.model import (
     validate_model,
     write_card,
 )
-from xnat_ml.training.project_files import download, list_paths, read_text, upload_tree
+from xnat_ml.training.project_files import (
+    download,
+    file_uri,
+    list_paths,
+    read_text,
+    upload_tree,
+)
 from xnat_ml.xnat.archives import extract_zip
+from xnat_ml.xnat.responses import reported_as
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _VERSION_RE = re.compile(r"v?([1-9][0-9]*)")
@@ -202,3 +209,17 @@ def store_version(session: XNATSession, project: str, model: Path, name: str, nu
     files = {f"{name}/v{number}/{p.relative_to(model).as_posix()}": p
              for p in sorted(model.rglob("*")) if p.is_file()}  # fmt: skip
     upload_tree(session, project, MODELS_RESOURCE, files, content="ML_MODEL")
+
+
+def delete_model(session: XNATSession, project: str, name: str, number: int) -> None:
+    """Delete ``<name>/v<number>/`` as a whole: one folder DELETE (the embedded server removes
+    it in one commit); an XNAT that deletes files only gets them one by one, card first, so
+    that the version stops counting before its other files go."""
+    folder = file_uri(project, MODELS_RESOURCE, f"{name}/v{number}")
+    with reported_as(f"model {name} v{number}"):
+        if session.delete(folder, accepted_status=[200, 204, 404]).status_code != 404:
+            return
+        prefix = f"{name}/v{number}/"
+        paths = [p for p in list_paths(session, project, MODELS_RESOURCE) if p.startswith(prefix)]
+        for path in sorted(paths, key=lambda p: p != prefix + CARD_FILE):
+            session.delete(file_uri(project, MODELS_RESOURCE, path))

@@ -254,8 +254,7 @@ def put_object(path: str) -> Response:
 def delete_object(path: str) -> Response:
     """Delete the object, everything below it, and its files; a project also takes everything
     other services keep on it (jobs, subscriptions, ...: see signals.project_deleting)."""
-    pairs = split_path(path)
-    obj = resolve_object(path, "own" if pairs[-1][0] == "projects" else "edit")
+    obj = resolve_object(path, "own")  # Members create and edit, never delete (as in XNAT)
     folders = [obj.relative_dir]
     if isinstance(obj, Subject):  # sessions live beside subjects, not inside them
         folders += [experiment.relative_dir for experiment in obj.experiments]

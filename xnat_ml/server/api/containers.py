@@ -141,7 +141,13 @@ def get_container(job_id: int) -> Response:
 
 @bp.route("/xapi/containers/<int:job_id>/kill", methods=["POST", "PUT"])
 def kill_container(job_id: int) -> Response:
-    _job(job_id, "edit")
+    """Members kill the jobs they launched; Owners any job of the project, admins any job."""
+    job = _job(job_id, "edit")
+    if job.username != auth.require_login().username and not _visible(job, "own"):
+        raise Forbidden(
+            f"Container {job_id}: launched by {job.username}; "
+            "only its launcher or a project Owner may kill it."
+        )
     get_db().rollback()  # release this request's write lock: the service writes in its own session
     status = container_service.get().kill(job_id)
     return Response(status, 200, mimetype="text/plain")

@@ -37,7 +37,7 @@ from xnat_ml.server.formats.zipfiles import (
     stream_zip,
 )
 from xnat_ml.server.routing import archive_route
-from xnat_ml.server.store import catalog
+from xnat_ml.server.store import catalog, ml_assets
 from xnat_ml.server.store.db import get_db
 from xnat_ml.server.store.filestore import (
     StoredFile,
@@ -304,16 +304,17 @@ def put_resource(owner: str, label: str) -> Response:
 @archive_route(bp, "/<xnat:owner>/resources/<label>", methods=["DELETE"])
 def delete_resource(owner: str, label: str) -> Response:
     db = get_db()
-    resource = _resource_or_404(db, _one_owner(owner, "edit"), label)
-    _delete_committed(db, resource, archive_files.get().resource_dir(resource.relative_dir))
+    resource = _resource_or_404(db, _one_owner(owner, "own"), label)
+    _delete_committed(db, [resource], archive_files.get().resource_dir(resource.relative_dir))
     return Response("", 200)
 
 
-def _delete_committed(db: Session, row, path: Path) -> None:
-    """Delete a database row and, once that commit is durable, its file or folder."""
+def _delete_committed(db: Session, rows: list, path: Path) -> None:
+    """Delete database rows and, once that commit is durable, their file or folder."""
     deletion = Publication(archive_files.get(), "delete")
     deletion.discard(path)
-    db.delete(row)
+    for row in rows:
+        db.delete(row)
     deletion.commit(db)
 
 
@@ -463,12 +464,17 @@ def _commit_files(
     resource = find_resource(db, parent, label)
     if resource is None:
         resource = create_resource(db, parent, label, fmt, content, tags)
+    folder = publication.store.resource_dir(resource.relative_dir)
+    try:
+        files = ml_assets.admit_writes(db, resource, folder, files, sources)
+    except HTTPException:
+        db.rollback()
+        raise
     existing = {row.path for row in catalog.files_of(db, [resource])}
     problem = _clashes(existing, files, _flag("overwrite"))
     if problem:
         db.rollback()
         raise Conflict(problem)
-    folder = publication.store.resource_dir(resource.relative_dir)
     for stored in files:
         publication.add(sources[stored.path], folder.joinpath(*stored.path.parts))
         catalog.record(db, resource, stored, fmt, content, tags)
@@ -477,10 +483,16 @@ def _commit_files(
 
 @archive_route(bp, FILE_RULE, methods=["DELETE"], merge_slashes=False)
 def delete_file(owner: str, label: str, fpath: str) -> Response:
+    """One file; in ML_MODELS and ML_DATASETS also a whole version folder (`<name>/v<N>`), in
+    ML_RUNS a whole run folder (store/ml_assets.py), removed in one commit."""
     db = get_db()
-    resource, rel, row = _catalogued_file(db, owner, label, fpath, "edit")
+    rel = _relpath(fpath)
+    resource = _resource_or_404(db, _one_owner(owner, "own"), label)
+    gone = ml_assets.deletion(db, resource, rel, catalog.find(db, resource, rel))
+    if gone is None:
+        raise NotFound(f"File '{rel}' does not exist in resource '{resource.label}'.")
     folder = archive_files.get().resource_dir(resource.relative_dir)
-    target = folder.joinpath(*rel.parts)
-    _delete_committed(db, row, target)
+    target = folder.joinpath(*(gone.folder or rel).parts)
+    _delete_committed(db, gone.rows, target)
     archive_files.get().prune(target.parent, stop_at=folder)
     return Response("", 200)

@@ -99,6 +99,15 @@ def get_user(username: str) -> Response:
     return jsonify(_user_json(_find_user(username)))
 
 
+@bp.route("/xapi/users/<username>/roles", methods=["GET"])
+def get_site_roles(username: str) -> Response:
+    """The user's site roles, as XNAT lists them (`Administrator`); to the user and admins."""
+    caller = auth.require_login()
+    if caller.username != username and not caller.is_admin:
+        raise Forbidden(f"User '{caller.username}' may not read the roles of '{username}'.")
+    return jsonify(["Administrator"] if _find_user(username).is_admin else [])
+
+
 # What PUT /xapi/users/{username} accepts: the profile fields GET returns (so a fetched profile
 # can be sent back), the new password and, for one's own change, the current one.
 _PROFILE_FIELDS = {"email": "email", "firstName": "first_name", "lastName": "last_name"}
