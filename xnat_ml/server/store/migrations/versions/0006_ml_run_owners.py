@@ -3,16 +3,16 @@
 - ml_run_owners: one row per run folder of an ML_RUNS resource (server/store/ml_assets.py),
   deleted with the run folder or the resource.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-04 22:40:00.000000
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
