@@ -1,0 +1,96 @@
+"""A bundle's inference on NIfTI files: the result is one integer label volume on the source
+grid whatever the model's orientation and spacing; region outputs painted by the card's rule."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from inference_models import flipped, region_model, save, tissues_model
+
+from xnat_ml.errors import XnatMlError
+from xnat_ml.inference import infer, load_model
+
+
+def brain(shape=(30, 26, 20)) -> np.ndarray:
+    """An off-centre bright blob with a darker rim in noise (asymmetric, so a flip shows)."""
+    rng = np.random.default_rng(1)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    distance = np.linalg.norm((grid - (11, 14, 9)) / (8, 6, 5), axis=-1)
+    return (np.where(distance < 1, 2.0, 0.0) + np.where(distance < 0.6, 1.0, 0.0)
+            + rng.normal(0, 0.1, shape)).astype(np.float32)  # fmt: skip
+
+
+def nested_regions(shape=(20, 24, 16)) -> np.ndarray:
+    """Values 1, 2, 3 from the outside in, off centre: the region model's WT, TC and ET."""
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    distance = np.linalg.norm(grid - (8, 13, 7), axis=-1)
+    return sum((distance < r).astype(np.float32) for r in (6.5, 4.5, 2.5))
+
+
+def test_template_result_is_on_the_source_grid_in_any_orientation(tmp_path: Path) -> None:
+    model = tissues_model(tmp_path / "tissues")
+    spacing = (1.5, 1.2, 2.5)  # the model works at 2 mm, RAS
+    data = brain()
+    ras = save(tmp_path / "ras.nii.gz", data, np.diag([*spacing, 1.0]))
+    lps = save(tmp_path / "lps.nii.gz", *flipped(data, spacing))
+    result = infer(model, [lps])
+    source = nib.load(lps)
+    assert result.shape == source.shape and np.allclose(result.affine, source.affine)
+    labels = np.asarray(result.dataobj)
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
+    assert len(np.unique(labels)) > 1  # random weights, but not a constant answer
+    # The same image stored RAS gives the same labels voxel for voxel, in its own voxel order.
+    same = np.asarray(infer(model, [ras]).dataobj)
+    assert np.array_equal(same, labels[::-1, ::-1])
+
+
+def test_parsed_model_is_cached_per_folder_and_device(tmp_path: Path) -> None:
+    model = tissues_model(tmp_path / "tissues")
+    assert load_model(model) is load_model(str(model)) is load_model(model, "cpu")
+    assert load_model(model).network is not load_model(region_model(tmp_path / "r")).network
+
+
+def test_region_model_is_painted_exclusive_and_resampled_back(tmp_path: Path, caplog) -> None:
+    model = region_model(tmp_path / "regions")
+    data = nested_regions()
+    # stored with its axes permuted and two of them reversed, 1 mm: the model works in RAS
+    affine = np.array([[0, -1, 0, 30], [0, 0, -1, 20], [1, 0, 0, -8], [0, 0, 0, 1]], float)
+    image = save(tmp_path / "t1ce.nii.gz", data, affine)
+    with caplog.at_level(logging.INFO, logger="xnat_ml.inference.grid"):
+        result = infer(model, [image])
+    assert [r.message for r in caplog.records if "resampled" in r.message] != []
+    assert result.shape == data.shape and np.allclose(result.affine, affine)
+    labels = np.asarray(result.dataobj)
+    # WT (values >= 1) → 2, then TC (>= 2) → 1, then ET (3) → 4: later pairs win
+    expected = np.choose(data.astype(int), [0, 2, 1, 4])
+    assert np.array_equal(labels, expected)
+    assert not (model / "eval").exists()  # the bundle's SaveImaged never ran
+
+
+def test_region_model_without_paint_rule_is_refused(tmp_path: Path) -> None:
+    model = region_model(tmp_path / "regions", output={"kind": "regions"})
+    image = save(tmp_path / "t1ce.nii.gz", nested_regions(), np.eye(4))
+    with pytest.raises(XnatMlError) as err:
+        infer(model, [image])
+    message = str(err.value)
+    assert "output.paint: a 'regions' output needs its paint rule" in message
+    assert len(message.splitlines()) == 1
+
+
+def test_label_model_with_several_output_channels_is_refused(tmp_path: Path) -> None:
+    model = region_model(tmp_path / "regions", output={"kind": "labels"})
+    image = save(tmp_path / "t1ce.nii.gz", nested_regions(), np.eye(4))
+    with pytest.raises(XnatMlError, match="output kind 'labels'.* gives 3 channels"):
+        infer(model, [image])
+
+
+def test_missing_input_channel_is_named(tmp_path: Path) -> None:
+    model = tissues_model(tmp_path / "tissues")
+    with pytest.raises(XnatMlError, match=r"^input channel T1w: .*gone.nii.gz: no such file$"):
+        infer(model, [tmp_path / "gone.nii.gz"])
+    with pytest.raises(XnatMlError, match=r"needs 1 input channels \(T1w\), got 2"):
+        infer(model, [tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"])
