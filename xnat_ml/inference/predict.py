@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -100,24 +101,20 @@ def _load(folder: Path, device_name: str) -> LoadedModel:
                        Compose(kept))  # fmt: skip
 
 
-class _bundle_scripts:  # noqa: N801 - used as a context manager, like contextlib's
+@contextmanager
+def _bundle_scripts(folder: Path) -> Iterator[None]:
     """The bundle folder first on ``sys.path`` while it is parsed, so ``scripts.x`` is its own
     (a ``scripts`` package of another bundle imported earlier is forgotten first)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = str(folder)
-
-    def __enter__(self) -> None:
-        if not (Path(self.folder) / "scripts").is_dir():
-            self.folder = ""
-            return
-        for name in [n for n in sys.modules if n == "scripts" or n.startswith("scripts.")]:
-            del sys.modules[name]
-        sys.path.insert(0, self.folder)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.folder and self.folder in sys.path:
-            sys.path.remove(self.folder)
+    if not (folder / "scripts").is_dir():
+        yield
+        return
+    for name in [n for n in sys.modules if n == "scripts" or n.startswith("scripts.")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(folder))
 
 
 def infer(
