@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from inference_models import flipped, region_model, save, tissues_model
+from inference_models import SMALL_TISSUES, flipped, region_model, save, tissues_model
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.inference import infer, load_model
@@ -94,3 +94,25 @@ def test_missing_input_channel_is_named(tmp_path: Path) -> None:
         infer(model, [tmp_path / "gone.nii.gz"])
     with pytest.raises(XnatMlError, match=r"needs 1 input channels \(T1w\), got 2"):
         infer(model, [tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"])
+
+
+def test_result_equals_the_bundle_run_bare(tmp_path: Path) -> None:
+    """The in-memory path gives what the bundle's own evaluator writes with its SaveImaged."""
+    from monai.bundle import ConfigWorkflow
+
+    model = tissues_model(tmp_path / "tissues")
+    (tmp_path / "data" / "imagesTs").mkdir(parents=True)
+    image = save(tmp_path / "data" / "imagesTs" / "case.nii.gz",
+                 *flipped(brain(), (1.5, 1.2, 2.5)))  # fmt: skip
+    bare = ConfigWorkflow(config_file=str(model / "configs" / "inference.json"),
+                          meta_file=str(model / "configs" / "metadata.json"),
+                          logging_file=False, workflow_type="infer",
+                          bundle_root=str(model), dataset_dir=str(tmp_path / "data"),
+                          output_dir=str(tmp_path / "bare"), device="$torch.device('cpu')",
+                          **SMALL_TISSUES)  # fmt: skip
+    bare.initialize()
+    bare.run()
+    written = nib.load(next((tmp_path / "bare").rglob("*.nii.gz")))
+    ours = infer(model, [image])
+    assert np.allclose(written.affine, ours.affine)
+    assert np.array_equal(np.asarray(written.dataobj).squeeze(), np.asarray(ours.dataobj))
