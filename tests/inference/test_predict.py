@@ -3,6 +3,7 @@ grid whatever the model's orientation and spacing; region outputs painted by the
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -116,3 +117,21 @@ def test_result_equals_the_bundle_run_bare(tmp_path: Path) -> None:
     ours = infer(model, [image])
     assert np.allclose(written.affine, ours.affine)
     assert np.array_equal(np.asarray(written.dataobj).squeeze(), np.asarray(ours.dataobj))
+
+
+def test_weights_that_do_not_fit_and_a_broken_bundle_are_one_line(tmp_path: Path) -> None:
+    model = tissues_model(tmp_path / "tissues")
+    card = json.loads((model / "model.json").read_text())
+    image = save(tmp_path / "t1.nii.gz", brain(), np.eye(4))
+    (model / "model.json").write_text(json.dumps(card | {"overrides": {}}))  # full-size network
+    with pytest.raises(XnatMlError) as err:
+        infer(model, [image])
+    assert "models/model.pt does not fit its network (RuntimeError: Error(s) in loading" in \
+        str(err.value) and len(str(err.value).splitlines()) == 1  # fmt: skip
+    config = json.loads((model / "configs" / "inference.json").read_text())
+    config["inferer"]["_target_"] = "NoSuchInferer"
+    (model / "configs" / "inference.json").write_text(json.dumps(config))
+    with pytest.raises(XnatMlError) as err:
+        infer(model, [image], device="cpu:0")  # another cache key: parsed afresh
+    assert "configs/inference.json does not build (" in str(err.value)
+    assert len(str(err.value).splitlines()) == 1

@@ -11,7 +11,6 @@ version whose digests were verified first (``ML_MODELS/<name>/v<N>/digests.json`
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -29,8 +28,6 @@ from xnat_ml.inference.grid import onto_source
 from xnat_ml.inference.labels import to_labels
 from xnat_ml.training.bundle import INFERENCE_CONFIG, METADATA, WEIGHTS
 from xnat_ml.training.model import ModelCard, read_card, weights_path
-
-log = logging.getLogger(__name__)
 
 _PIECES = ("preprocessing", "inferer", "postprocessing")
 _SAVE_TRANSFORMS = ("SaveImage", "SaveImaged")
@@ -80,25 +77,33 @@ def _load(folder: Path, device_name: str) -> LoadedModel:
     for piece in ("network_def", *_PIECES):
         if piece not in parser:
             raise XnatMlError(f"model {folder}: {INFERENCE_CONFIG} has no '{piece}'")
-    with _parse_lock, _bundle_scripts(folder):
-        network = parser.get_parsed_content("network_def").to(device)
-        pieces = {piece: parser.get_parsed_content(piece) for piece in _PIECES}
+    try:
+        with _parse_lock, _bundle_scripts(folder):
+            network = parser.get_parsed_content("network_def").to(device)
+            pieces = {piece: parser.get_parsed_content(piece) for piece in (*_PIECES, "image_key")
+                      if piece in parser}  # fmt: skip
+    except Exception as exc:  # a bundle's expressions and targets fail in any way
+        raise XnatMlError(f"model {folder}: {INFERENCE_CONFIG} does not build "
+                          f"({_first_line(exc)})") from exc  # fmt: skip
     state = torch.load(weights_path(folder), map_location=device, weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a CheckpointLoader-style {"model": state_dict}
     try:
         network.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise XnatMlError(f"model {folder}: {WEIGHTS} does not fit its network ({first})") from exc
+        raise XnatMlError(f"model {folder}: {WEIGHTS} does not fit its network "
+                          f"({_first_line(exc)})") from exc  # fmt: skip
     network.eval()
     post = pieces["postprocessing"]
     kept = [t for t in getattr(post, "transforms", [post])
             if type(t).__name__ not in _SAVE_TRANSFORMS]  # fmt: skip
-    image_key = parser.get("image_key", "image")
-    return LoadedModel(folder, card, network, device, image_key if isinstance(image_key, str)
-                       else "image", pieces["preprocessing"], pieces["inferer"],
-                       Compose(kept))  # fmt: skip
+    return LoadedModel(folder, card, network, device, str(pieces.get("image_key", "image")),
+                       pieces["preprocessing"], pieces["inferer"], Compose(kept))  # fmt: skip
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 @contextmanager
