@@ -95,6 +95,24 @@ def test_missing_input_channel_is_named(tmp_path: Path) -> None:
         infer(model, [tmp_path / "gone.nii.gz"])
     with pytest.raises(XnatMlError, match=r"needs 1 input channels \(T1w\), got 2"):
         infer(model, [tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"])
+    (tmp_path / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(XnatMlError, match=r"^input channel T1w: .*broken.nii.gz: not a readable"):
+        infer(model, [tmp_path / "broken.nii.gz"])
+
+
+def test_channels_on_different_grids_are_refused(tmp_path: Path) -> None:
+    model = region_model(tmp_path / "regions")
+    card = json.loads((model / "model.json").read_text())
+    (model / "model.json").write_text(json.dumps(card | {"input_channels": ["T1ce", "FLAIR"]}))
+    t1ce = save(tmp_path / "t1ce.nii.gz", nested_regions(), np.eye(4))
+    flair = save(tmp_path / "flair.nii.gz", nested_regions(), np.diag([2.0, 1.0, 1.0, 1.0]))
+    with pytest.raises(XnatMlError, match=r"^input channel FLAIR: .*flair.nii.gz: not on the grid "
+                       r"of T1ce"):  # fmt: skip
+        infer(model, [t1ce, flair])
+    # on one grid, the two files go in as the network's two channels, in the card's order
+    flair = save(tmp_path / "flair.nii.gz", np.zeros((20, 24, 16), np.float32), np.eye(4))
+    labels = np.asarray(infer(model, [t1ce, flair]).dataobj)
+    assert np.array_equal(labels, np.choose(nested_regions().astype(int), [0, 2, 1, 4]))
 
 
 def test_result_equals_the_bundle_run_bare(tmp_path: Path) -> None:

@@ -137,10 +137,7 @@ def infer(
     if len(images) != len(channels):
         raise XnatMlError(f"model {model.card.name}: needs {len(channels)} input channels "
                           f"({', '.join(channels)}), got {len(images)}")  # fmt: skip
-    for channel, path in zip(channels, images, strict=True):
-        if not Path(path).is_file():
-            raise XnatMlError(f"input channel {channel}: {path}: no such file")
-    source = nib.load(str(images[0]))
+    source = _check_channels(channels, images)
     key = model.image_key
     data = model.preprocessing({key: str(images[0]) if len(images) == 1 else
                                 [str(p) for p in images]})  # fmt: skip
@@ -152,6 +149,26 @@ def infer(
     affine = _affine_of(pred, data[key])
     array = pred.detach().cpu().numpy() if hasattr(pred, "detach") else np.asarray(pred)
     return onto_source(to_labels(array, model.card.output, model.card.name), affine, source)
+
+
+def _check_channels(channels: Sequence[str], images: Sequence[str | Path]) -> nib.Nifti1Image:
+    """The first channel's image, once every channel is a readable NIfTI on its grid."""
+    loaded = []
+    for channel, path in zip(channels, images, strict=True):
+        if not Path(path).is_file():
+            raise XnatMlError(f"input channel {channel}: {path}: no such file")
+        try:
+            loaded.append(nib.load(str(path)))
+        except Exception as exc:  # nibabel's own and the decompressor's errors
+            raise XnatMlError(f"input channel {channel}: {path}: not a readable NIfTI "
+                              f"({_first_line(exc)})") from exc  # fmt: skip
+        first, image = loaded[0], loaded[-1]
+        if image.shape[:3] != first.shape[:3] or not np.allclose(image.affine, first.affine,
+                                                                 atol=1e-3):  # fmt: skip
+            raise XnatMlError(f"input channel {channel}: {path}: not on the grid of "
+                              f"{channels[0]} (shape {image.shape[:3]} vs {first.shape[:3]}, "
+                              "or another affine); register the channels first")  # fmt: skip
+    return loaded[0]
 
 
 def _affine_of(pred: Any, image: Any) -> np.ndarray:
