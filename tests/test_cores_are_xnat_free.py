@@ -11,6 +11,7 @@ import sys
 import pytest
 
 import xnat_ml.datasets
+import xnat_ml.inference
 import xnat_ml.training
 
 XNAT_SIDE = ("xnat", "flask", "xnat_ml.server", "xnat_ml.xnat.connection", "xnat_ml.xnat.queries",
@@ -24,7 +25,8 @@ def _face_modules(package) -> list[str]:
                    if hasattr(getattr(package, name), "__module__")})  # fmt: skip
 
 
-@pytest.mark.parametrize("package", [xnat_ml.datasets, xnat_ml.training], ids=lambda p: p.__name__)
+@pytest.mark.parametrize("package", [xnat_ml.datasets, xnat_ml.training, xnat_ml.inference],
+                         ids=lambda p: p.__name__)
 def test_core_imports_no_xnat_client_or_server(package) -> None:
     modules = _face_modules(package)
     assert len(modules) >= 5, modules  # the face really names the core

@@ -99,6 +99,12 @@ def _register_model(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="label map (Name=value lines or JSON); default: the bundle's",
     )
+    install.add_argument(
+        "--paint",
+        metavar="CHANNEL=VALUE,...",
+        help="a region model's rule: its binary output channels painted as label values, in "
+        "order, later pairs winning (BraTS TC/WT/ET: 1=2,0=1,2=4)",
+    )
     install.set_defaults(func=_model_install)
 
     listing = verbs.add_parser("list", help="list the models and their versions")
@@ -198,13 +204,15 @@ def _register_runs(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _model_install(args: argparse.Namespace) -> int:
+    from xnat_ml.training.model import parse_paint
     from xnat_ml.training.project_models import install_model
     from xnat_ml.xnat.roles import require_role
 
+    output = parse_paint(args.paint) if args.paint else None
     with connect_from_args(args) as session:
         require_role(session, args.project, "Owner", "model install")
         number, card = install_model(session, args.project, args.source, args.name,
-                                     args.labelmap)  # fmt: skip
+                                     args.labelmap, output)  # fmt: skip
     labels = ", ".join(f"{v} {n}" for v, n in sorted(card.labels.items()) if v)
     print(f"project {args.project} ML_MODELS/{args.name}/v{number}: installed ({labels})")
     return 0

@@ -7,6 +7,7 @@ traced back to the data and the run that made it.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,51 @@ from xnat_ml.training.fields import Fields
 
 CARD_FILE = "model.json"
 CARD_FORMAT = "xnat-ml-model-card"
+LABELS, REGIONS = "labels", "regions"
+
+
+@dataclass(frozen=True)
+class Output:
+    """What the bundle's post-processed prediction is: ``labels`` (one channel of label values,
+    0 background) or ``regions`` (one binary channel each, which may overlap, e.g. BraTS TC/WT/ET).
+    Regions become one exclusive label volume by ``paint``: ``(channel, value)`` pairs painted in
+    order, so a later pair wins where regions overlap."""
+
+    kind: str = LABELS
+    paint: tuple[tuple[int, int], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        if self.kind == LABELS:
+            return {"kind": LABELS}
+        return {"kind": self.kind, "paint": [list(pair) for pair in self.paint]}
+
+    @classmethod
+    def read(cls, fields: Fields | None) -> Output:
+        """The card's ``output`` (absent in older cards: labels); a region kind needs its rule."""
+        if fields is None:
+            return cls()
+        fields.only(("kind", "paint"))
+        kind = fields.get("kind", str, required=True)
+        if kind not in (LABELS, REGIONS):
+            raise XnatMlError(f"{fields.field('kind')}: expected '{LABELS}' or '{REGIONS}'")
+        paint = fields.get("paint", list, default=[])
+        if kind == LABELS:
+            if paint:
+                raise XnatMlError(f"{fields.field('paint')}: only a '{REGIONS}' output is painted")
+            return cls()
+        if not paint:
+            raise XnatMlError(
+                f"{fields.field('paint')}: a '{REGIONS}' output needs its paint rule, "
+                "[[channel, value], ...] painted in order (BraTS: [[1, 2], [0, 1], [2, 4]])"
+            )
+        pairs = []
+        for pair in paint:
+            if not (isinstance(pair, list) and len(pair) == 2
+                    and all(type(n) is int and n >= 0 for n in pair) and pair[1] > 0):
+                raise XnatMlError(f"{fields.field('paint')}: {pair!r:.40} is not a "
+                                  "[channel, value] pair (channel >= 0, value > 0)")  # fmt: skip
+            pairs.append((pair[0], pair[1]))
+        return cls(REGIONS, tuple(pairs))
 
 
 @dataclass(frozen=True)
@@ -55,11 +101,13 @@ class ModelCard:
     dataset: Ref | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
+    output: Output = field(default_factory=Output)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["labels"] = {str(value): name for value, name in sorted(self.labels.items())}
+        data["output"] = self.output.to_json()
         return {"format": CARD_FORMAT, **data}
 
 
@@ -85,6 +133,11 @@ def parse_card(value: Any, source: str) -> ModelCard:
     metrics = fields.get("metrics", dict, default={})
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in metrics.values()):
         raise XnatMlError(f"{fields.field('metrics')}: values must be numbers")
+    output = Output.read(fields.sub("output"))
+    unnamed = sorted({value for _, value in output.paint} - set(labels))
+    if unnamed:
+        raise XnatMlError(f"{fields.field('output')}: paints values {unnamed} that labels "
+                          "does not name")  # fmt: skip
     return ModelCard(
         name=fields.get("name", str, required=True),
         version=fields.get("version", str, required=True),
@@ -97,6 +150,7 @@ def parse_card(value: Any, source: str) -> ModelCard:
         dataset=Ref.read(fields.sub("dataset")),
         metrics={k: float(v) for k, v in metrics.items()},
         overrides=fields.get("overrides", dict, default={}),
+        output=output,
         created=fields.get("created", str, default=""),
     )
 
@@ -129,6 +183,33 @@ def channel_names(meta: dict[str, Any], side: str, key: str) -> dict[int, str]:
     """A bundle's ``metadata.json`` channel names, e.g. ``("outputs", "pred")`` -> its labels."""
     fmt = meta.get("network_data_format", {}).get(side, {}).get(key, {})
     return {int(k): str(v) for k, v in fmt.get("channel_def", {}).items() if str(k).isdigit()}
+
+
+def output_labels(meta: dict[str, Any], output: Output) -> dict[int, str]:
+    """The labels a bundle's ``metadata.json`` implies for its output kind: a label model's
+    output ``channel_def`` read as label values; a region model's painted values, each named
+    after its channel (BraTS: 2 "WT", 1 "TC", 4 "ET"), never the channel indices."""
+    names = channel_names(meta, "outputs", "pred")
+    if output.kind == LABELS:
+        return names
+    return {0: "background"} | {value: names.get(channel, f"channel {channel}")
+                                for channel, value in output.paint}  # fmt: skip
+
+
+def parse_paint(text: str) -> Output:
+    """A region output from ``CHANNEL=VALUE,...`` (``--paint 1=2,0=1,2=4``), painted in order."""
+    pairs = [item.split("=", 1) for item in text.split(",")]
+    if not all(len(p) == 2 and p[0].strip().isdigit() and p[1].strip().isdigit() for p in pairs):
+        raise XnatMlError(f"--paint {text}: expected CHANNEL=VALUE,... (e.g. 1=2,0=1,2=4)")
+    paint = [[int(c), int(v)] for c, v in pairs]
+    return Output.read(Fields({"kind": REGIONS, "paint": paint}, f"--paint {text}"))
+
+
+def sigmoid_outputs(inference: Any) -> bool:
+    """Whether a bundle's ``inference.json`` post-processing applies a sigmoid (and no argmax):
+    its output channels are regions, which need a paint rule before they can be labels."""
+    text = json.dumps(inference.get("postprocessing", {}) if isinstance(inference, dict) else {})
+    return '"sigmoid": true' in text and '"argmax": true' not in text
 
 
 def weights_path(model_dir: str | Path) -> Path:

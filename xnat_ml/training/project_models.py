@@ -20,13 +20,22 @@ from xnat.session import XNATSession
 from xnat_ml.errors import XnatMlError
 from xnat_ml.imaging.labelmap import load_labelmap
 from xnat_ml.layout import LABELMAP_FILE, MODELS_RESOURCE
-from xnat_ml.training.bundle import CONFIGS, METADATA, validate_bundle
+from xnat_ml.training.bundle import (
+    CONFIGS,
+    INFERENCE_CONFIG,
+    METADATA,
+    read_json_file,
+    validate_bundle,
+)
 from xnat_ml.training.model import (
     CARD_FILE,
     ModelCard,
+    Output,
     channel_names,
+    output_labels,
     parse_card,
     read_card,
+    sigmoid_outputs,
     validate_model,
     write_card,
 )
@@ -132,11 +141,25 @@ def _labels_in(labelmap: Path) -> dict[int, str]:
     return {0: "background"} | {lab.value: lab.name for lab in load_labelmap(labelmap).labels}
 
 
-def _install_card(model: Path, name: str, number: int, labelmap: Path | None) -> ModelCard:
+def _install_card(
+    model: Path, name: str, number: int, labelmap: Path | None, output: Output | None,
+    source: Path,
+) -> ModelCard:
     """The card of a new version: the bundle's own card if it has one, else one made from its
-    metadata; labels from ``labelmap`` when given (which also becomes the model's label map)."""
+    metadata; labels from ``labelmap`` when given (which also becomes the model's label map).
+    ``output`` (a region model's paint rule) replaces the card's; a card-less bundle whose
+    post-processing ends in a sigmoid is a region model and is refused without one."""
     meta = validate_bundle(model)
     card = read_card(model) if (model / CARD_FILE).exists() else None
+    if output is None and card is None and sigmoid_outputs(
+        read_json_file(model / INFERENCE_CONFIG, f"bundle {source}")
+    ):
+        regions = ", ".join(channel_names(meta, "outputs", "pred").values()) or "its channels"
+        raise XnatMlError(
+            f"bundle {source}: its output is sigmoid regions ({regions}), not labels; pass "
+            "--paint CHANNEL=VALUE,... painted in order (BraTS TC/WT/ET: 1=2,0=1,2=4)"
+        )
+    output = output or (card.output if card else Output())
     if labelmap is not None:
         labels = _labels_in(labelmap)
         shutil.copyfile(labelmap, model / LABELMAP_FILE)
@@ -145,7 +168,7 @@ def _install_card(model: Path, name: str, number: int, labelmap: Path | None) ->
     elif (model / LABELMAP_FILE).exists():
         labels = _labels_in(model / LABELMAP_FILE)
     else:
-        labels = channel_names(meta, "outputs", "pred")
+        labels = output_labels(meta, output)
         if len(labels) < 2:
             raise XnatMlError(
                 f"bundle {model}: {METADATA} names no output labels; pass --labelmap FILE"
@@ -160,7 +183,7 @@ def _install_card(model: Path, name: str, number: int, labelmap: Path | None) ->
         task = str(meta.get("task") or meta.get("name") or name)
         card = ModelCard(name, str(number), task, labels, channels)
     return dataclasses.replace(card, name=name, version=str(number), labels=labels,
-                               created=created)  # fmt: skip
+                               output=output, created=created)  # fmt: skip
 
 
 def install_model(
@@ -169,8 +192,10 @@ def install_model(
     source: Path,
     name: str,
     labelmap: Path | None = None,
+    output: Output | None = None,
 ) -> tuple[int, ModelCard]:
-    """Validate the bundle in ``source`` (a folder or a zip) and store it as the next version.
+    """Validate the bundle in ``source`` (a folder or a zip) and store it as the next version
+    (``output``: the kind of its post-processed output, see ``_install_card``).
 
     Nothing is uploaded unless the whole model folder validates; the bundle's files go up as
     they are, with ``model.json`` and the label map added."""
@@ -188,7 +213,7 @@ def install_model(
         number = next_version(session, project, name)
         model = Path(tmp) / "model"
         shutil.copytree(bundle, model, ignore=shutil.ignore_patterns("__pycache__", ".*"))
-        card = _install_card(model, name, number, labelmap)
+        card = _install_card(model, name, number, labelmap, output, source)
         write_card(model, card)
         store_version(session, project, model, name, number)
     return number, card

@@ -18,6 +18,7 @@ from xnat_ml.training.bundle import INFERENCE_CONFIG, METADATA, WEIGHTS, has_id,
 from xnat_ml.training.model import (
     CARD_FILE,
     ModelCard,
+    Output,
     Ref,
     channel_names,
     copy_bundle,
@@ -74,6 +75,7 @@ def promote(
         dataset=Ref(record["dataset"]["name"], record["dataset"]["version"]),
         metrics=metrics,
         overrides=overrides,
+        output=parent.output if parent else Output(),
     )  # fmt: skip
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
