@@ -214,11 +214,12 @@ def test_broken_commands(roi_to_mask, change, expected):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("{", "not valid JSON"),
-        ("", "not valid JSON"),
+        ("{", "invalid JSON at line 1"),
+        ("", "invalid JSON at line 1"),
         ("[1, 2]", "expected a JSON object"),
         ("null", "expected a JSON object"),
         ("[" * 100_000, "nested too deeply"),
+        ('{"name": "x", "xnat": ' + "[" * 65 + "]" * 65 + "}", "nested too deeply (over 64"),
         ('{"name": "x", "pad": "' + "a" * 1_100_000 + '"}', "larger than"),
         ('{"name": 5, "inputs": [7, "x"], "xnat": [null]}', "inputs[0]: expected a JSON object"),
         (

@@ -28,6 +28,7 @@ from xnat_ml.containers.validate import OBJECT_TYPES
 from xnat_ml.server import auth
 from xnat_ml.server.container_service import container_service
 from xnat_ml.server.faults import fault_point
+from xnat_ml.server.formats.json_body import json_body
 from xnat_ml.server.store import signals
 from xnat_ml.server.store.db import get_db
 from xnat_ml.server.store.models import Project
@@ -38,13 +39,10 @@ bp = Blueprint("containers", __name__)
 
 
 def _launch_values() -> dict:
-    if request.is_json or request.data:
-        try:
-            values = json.loads(request.get_data(cache=True) or b"{}")
-        except ValueError:
-            raise BadRequest("Launch body is not valid JSON.") from None
-    else:
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         values = request.form.to_dict()
+    else:
+        values = json_body("Launch body", empty={})
     if not isinstance(values, dict):
         raise BadRequest("Launch body must be a JSON object of input name: value.")
     return values
