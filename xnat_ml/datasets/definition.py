@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from xnat_ml.bounded_json import load_json
 from xnat_ml.datasets.patterns import Pattern, compile_pattern
 from xnat_ml.errors import XnatMlError
 from xnat_ml.imaging.labelmap import LabelMap, parse_json_labelmap
@@ -181,19 +182,7 @@ def parse_split(spec: Any, where: str) -> SplitSpec:
 
 
 def _decode(data: str | bytes, where: str) -> Any:
-    if len(data) > MAX_DEFINITION_BYTES:
-        raise DefinitionError(f"{where}: larger than {MAX_DEFINITION_BYTES} bytes")
-    try:
-        text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
-        return json.loads(text)
-    except UnicodeDecodeError as exc:
-        raise DefinitionError(f"{where}: not UTF-8 text ({exc.reason})") from None
-    except json.JSONDecodeError as exc:
-        raise DefinitionError(
-            f"{where}: invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})"
-        ) from None
-    except RecursionError:
-        raise DefinitionError(f"{where}: JSON nested too deeply") from None
+    return load_json(data, where, error=DefinitionError, max_bytes=MAX_DEFINITION_BYTES)
 
 
 def _criteria(criteria: Any, where: str) -> list[TagCriteria]:
