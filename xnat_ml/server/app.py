@@ -110,8 +110,11 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _room_for_deletes() -> None:
-    """A delete must work on a full disk: let the database have the reserve, refill it after."""
-    if request.method == "DELETE":
+    """A delete of archive files must work on a full disk: let the database have the reserve,
+    refill it after (from the space the delete frees). Views say so with
+    routing.frees_disk_space; a logout, also a DELETE, leaves the reserve alone."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    if request.method == "DELETE" and getattr(view, "frees_disk_space", False):
         store = archive_files.get()
         store.release_reserve()
 
