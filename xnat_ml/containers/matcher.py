@@ -17,7 +17,7 @@ from typing import Any
 
 from jsonpath_ng.jsonpath import Child, Descendants, Fields, Index, Root, Wildcard
 
-from xnat_ml.linear_regex import RegexError, compile_linear
+from xnat_ml.linear_regex import LinearRegex, RegexError, compile_linear
 
 MAX_MATCHER_LENGTH = 4096
 MAX_MATCHER_DEPTH = 32  # nested `(`, `[` and `!`: the parser recurses once per level
@@ -60,7 +60,7 @@ class _Path:
 class _Regex:
     """A `/.../` operand, the right-hand side of `=~`."""
 
-    program: Any  # compiled by RE2
+    program: LinearRegex
 
 
 def compile_path(text: str, pos: int) -> _Path:

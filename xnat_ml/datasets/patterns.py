@@ -12,10 +12,9 @@ length all the same.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from xnat_ml.errors import XnatMlError
-from xnat_ml.linear_regex import RegexError, compile_linear, escape
+from xnat_ml.linear_regex import LinearRegex, RegexError, compile_linear, escape
 
 MAX_PATTERN_CHARS = 256
 MAX_TEXT_CHARS = 256  # DICOM descriptions hold 64; longer values are compared truncated
@@ -30,15 +29,17 @@ class Pattern:
     """One compiled definition value; ``text`` is the value as written."""
 
     text: str
-    regex: Any  # a compiled RE2 program (``search`` / ``fullmatch`` as in ``re``)
-    search: bool  # regex values search anywhere (PostgreSQL's ~); the others match whole
+    regex: LinearRegex | None  # None: a literal, compared as a string
+    search: bool = False  # regex values search anywhere (PostgreSQL's ~); the others match whole
+    literal: str = ""
 
     def matches(self, value: str | None) -> bool:
         if value is None:
             return False
         value = value[:MAX_TEXT_CHARS]
-        found = self.regex.search(value) if self.search else self.regex.fullmatch(value)
-        return found is not None
+        if self.regex is None:
+            return value == self.literal
+        return self.regex.search(value) if self.search else self.regex.fullmatch(value)
 
 
 def compile_pattern(text: str, where: str) -> Pattern:
@@ -50,8 +51,8 @@ def compile_pattern(text: str, where: str) -> Pattern:
         body = text[1:-2] if insensitive else text[1:-1]
         return Pattern(text, _compile_regex(body, insensitive, text, where), search=True)
     if "%" in text.replace("%%", ""):
-        return Pattern(text, compile_linear(_like_to_regex(text), dot_all=True), search=False)
-    return Pattern(text, compile_linear(escape(text.replace("%%", "%"))), search=False)
+        return Pattern(text, compile_linear(_like_to_regex(text), dot_all=True))
+    return Pattern(text, None, literal=text.replace("%%", "%"))
 
 
 def _like_to_regex(text: str) -> str:
@@ -68,7 +69,7 @@ def _like_to_regex(text: str) -> str:
     return "".join(out)
 
 
-def _compile_regex(body: str, insensitive: bool, text: str, where: str) -> Any:
+def _compile_regex(body: str, insensitive: bool, text: str, where: str) -> LinearRegex:
     if not body:
         raise PatternError(f"{where}: empty regex {text!r}")
     try:

@@ -23,7 +23,7 @@ from nibabel.orientations import io_orientation, ornt_transform
 from xnat_ml.bounded_json import load_json
 from xnat_ml.errors import XnatMlError
 from xnat_ml.imaging.series import Series, as_nifti, save_nifti
-from xnat_ml.linear_regex import RegexError, compile_linear
+from xnat_ml.linear_regex import LinearRegex, RegexError, compile_linear
 
 MAX_FILE_BYTES = 1 << 20  # a label map is a few lines; anything bigger is not one
 MAX_NAME_CHARS = 256
@@ -59,7 +59,7 @@ class Label:
     name: str
     value: int
     aliases: tuple[str, ...] = ()
-    patterns: tuple[Any, ...] = ()  # RE2 programs (xnat_ml/linear_regex.py)
+    patterns: tuple[LinearRegex, ...] = ()
     color: tuple[int, int, int] | None = None
     priority: int = 0
     order: int = 0  # position in the file; breaks priority ties
@@ -378,11 +378,11 @@ def _check_priority(priority: Any, where: str) -> int:
     return priority
 
 
-def _check_aliases(aliases: Any, where: str) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+def _check_aliases(aliases: Any, where: str) -> tuple[tuple[str, ...], tuple[LinearRegex, ...]]:
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
         raise XnatMlError(f'{where}: "aliases" must be a list of strings')
     names: list[str] = []
-    patterns: list[Any] = []
+    patterns: list[LinearRegex] = []
     for alias in aliases:
         form = _REGEX_FORM.match(alias.strip())
         if not form:
@@ -418,8 +418,8 @@ def _finish(labels: list[Label], source: str) -> LabelMap:
     return LabelMap(tuple(labels), source)
 
 
-def _pattern_text(pattern: Any) -> str:
-    return f"/{pattern.pattern}/" + ("" if pattern.options.case_sensitive else "i")
+def _pattern_text(pattern: LinearRegex) -> str:
+    return f"/{pattern.pattern}/" + ("i" if pattern.ignore_case else "")
 
 
 def write_labels(
