@@ -7,13 +7,13 @@ Container Service's worker threads, so the answer comes at once, as XNAT's does.
 
 from __future__ import annotations
 
-import json
 import uuid
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound
 
+from xnat_ml.bounded_json import load_json
 from xnat_ml.containers import jobs, registry
 from xnat_ml.containers.command import Command, Wrapper
 from xnat_ml.containers.jobs import Job
@@ -149,7 +149,7 @@ def bulk_launch(project: str, wrapper_id: str, root: str) -> Response:
     targets = values.get(root)
     if isinstance(targets, str):
         try:
-            targets = json.loads(targets) if targets.strip().startswith("[") else [targets]
+            targets = load_json(targets, root) if targets.strip().startswith("[") else [targets]
         except ValueError:
             targets = None
     if not isinstance(targets, list) or not targets:
