@@ -210,6 +210,11 @@ def _with(path: str, value: object) -> dict:
         (_with("description", ["x"]), "description: expected a string"),
         (_with("criteria.0.payload.Images.SeriesDescription", ["x"] * 101), "more than 100 values"),
         (_with("criteria.0.payload", {f"t{i}": {} for i in range(40)}), "more than 32 tags"),
+        (
+            _with("criteria.0.payload", {f"t{i}": {"SeriesDescription": ["x"] * 100}
+                                         for i in range(3)}),  # fmt: skip
+            "303 patterns, more than 256 in all",
+        ),
     ],
 )
 def test_bad_definitions_name_field_and_value(doc: object, message: str) -> None:

@@ -33,7 +33,8 @@ DEFAULT_SPLIT = {"training": 70, "validation": 20, "testing": 10, "seed": 0}
 
 MAX_DEFINITION_BYTES = 1 << 20
 MAX_TAGS = 32
-MAX_VALUES = 100
+MAX_VALUES = 100  # patterns of one key
+MAX_PATTERNS = 256  # patterns of the whole definition: each may be tried on every value
 MAX_FOLDS = 100
 MAX_TEXT = 1024  # ids, labels, descriptions, paths
 
@@ -129,6 +130,12 @@ def parse_definition(data: str | bytes | dict[str, Any], source: str = "definiti
     meta = {k: _text(doc.get(k, ""), f"{where}: {k}") for k in ("id", "project", "label")}
     description = _text(doc.get("description", ""), f"{where}: description")
     tags = _criteria(doc.get("criteria"), where)
+    subjects = _patterns(doc.get("subjects", []), f"{where}: subjects", allow_empty=True)
+    sessions = _patterns(doc.get("sessions", []), f"{where}: sessions", allow_empty=True)
+    count = len(subjects) + len(sessions)
+    count += sum(len(getattr(t, attr)) for t in tags for attr in _PATTERN_KEYS.values())
+    if count > MAX_PATTERNS:
+        raise DefinitionError(f"{where}: {count} patterns, more than {MAX_PATTERNS} in all")
     label = next((t for t in tags if t.tag == LABEL_TAG), None)
     images = _channels(doc.get("channels"), [t for t in tags if t is not label], where)
     return Definition(
@@ -140,8 +147,8 @@ def parse_definition(data: str | bytes | dict[str, Any], source: str = "definiti
         project=meta["project"],
         title=meta["label"],
         description=description,
-        subjects=_patterns(doc.get("subjects", []), f"{where}: subjects", allow_empty=True),
-        sessions=_patterns(doc.get("sessions", []), f"{where}: sessions", allow_empty=True),
+        subjects=subjects,
+        sessions=sessions,
         required_labels=_required(doc.get("requiredLabels", []), f"{where}: requiredLabels"),
     )
 
