@@ -32,14 +32,27 @@ class RegexError(XnatMlError, ValueError):
 class LinearRegex:
     """A compiled pattern answering ``search`` / ``fullmatch`` with True or False."""
 
-    __slots__ = ("pattern", "ignore_case", "_program", "_seen")
+    __slots__ = ("pattern", "ignore_case", "dot_all", "_program", "_seen")
 
-    def __init__(self, pattern: str, ignore_case: bool, program: _re2.RE2) -> None:
+    def __init__(self, pattern: str, ignore_case: bool, dot_all: bool, program: _re2.RE2) -> None:
         self.pattern = pattern
         self.ignore_case = ignore_case
+        self.dot_all = dot_all
         self._program = program
         # Archive values repeat (scan types, resource labels, file names): answers are kept.
         self._seen: dict[tuple[object, str], bool] = {}
+
+    def __eq__(self, other: object) -> bool:  # as re.Pattern: equal when compiled alike
+        return isinstance(other, LinearRegex) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"LinearRegex({self.pattern!r}, ignore_case={self.ignore_case})"
+
+    def _key(self) -> tuple[str, bool, bool]:
+        return (self.pattern, self.ignore_case, self.dot_all)
 
     def search(self, text: str) -> bool:
         return self._run(_SEARCH, text)
@@ -74,7 +87,7 @@ def compile_linear(body: str, ignore_case: bool = False, dot_all: bool = False) 
     options.max_mem = _MAX_MEM
     program = _re2.RE2(body.encode("utf-8", "surrogatepass"), options)
     if program.ok():
-        return LinearRegex(body, ignore_case, program)
+        return LinearRegex(body, ignore_case, dot_all, program)
     reason = program.error()
     if isinstance(reason, bytes):
         reason = reason.decode("utf-8", "replace")
