@@ -72,3 +72,13 @@ def test_json_bodies_have_their_own_size_cap(xnat_server):
     assert sub.status_code == 413 and "Subscription body: larger than" in sub.text, sub.text
     command = http.post(f"{xnat_server.url}/xapi/commands", data=huge)
     assert command.status_code == 413 and "Command: larger than" in command.text
+
+
+
+def test_a_lower_site_limit_holds_for_json_bodies_too(start_xnat_server):
+    """A JSON body's own cap never raises MAX_CONTENT_LENGTH: the lower one holds."""
+    tiny = start_xnat_server("tiny-limit", env={"XNAT_ML_MAX_CONTENT_LENGTH": "4096"})
+    body = b'{"name": "' + b"x" * 8000 + b'"}'  # far under the subscription cap (1 MiB)
+    sub = tiny.session().post(f"{tiny.url}/xapi/events/subscription", data=body,
+                              headers={"Content-Type": "application/json"})  # fmt: skip
+    assert sub.status_code == 413 and "larger than 4096 bytes" in sub.text, sub.text
