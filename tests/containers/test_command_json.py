@@ -66,6 +66,11 @@ def test_cli_validate_ok_and_failure(tmp_path: Path, capsys):
     assert main(["commands", "validate", str(bad)]) == 1
     out = capsys.readouterr().out
     assert "command-line: replacement key #NOT_DEFINED# is not defined by any input" in out
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"name": "x", "inputs": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert main(["commands", "validate", str(deep)]) == 1
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "JSON nested too deeply" in out, out
 
 
 def test_cli_label_is_the_commands_as_one_json_array(tmp_path: Path, capsys):
