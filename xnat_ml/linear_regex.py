@@ -25,6 +25,15 @@ _SEARCH = re2._Anchor.UNANCHORED
 _WHOLE = re2._Anchor.ANCHOR_BOTH
 
 
+# What RE2 refuses because only backtracking can match it: named in the refusal.
+_BACKTRACKING = (
+    ("backreferences", re.compile(r"\\[1-9]|\(\?P=|\\[gk]<")),
+    ("lookahead and lookbehind", re.compile(r"\(\?<?[=!]")),
+    ("atomic groups", re.compile(r"\(\?>")),
+    ("possessive repeats", re.compile(r"[*+?}]\+")),
+)
+
+
 class RegexError(XnatMlError, ValueError):
     """A pattern RE2 cannot take; the message says why, without naming the pattern's place."""
 
@@ -92,11 +101,9 @@ def compile_linear(body: str, ignore_case: bool = False, dot_all: bool = False) 
     if isinstance(reason, bytes):
         reason = reason.decode("utf-8", "replace")
     reason = str(reason).strip() or "not a regular expression"
-    try:
-        re.compile(body)
-    except re.error as exc:
-        raise RegexError(str(exc)) from None
-    raise RegexError(
-        f"{reason}: backreferences, lookaround and possessive or atomic repeats are not "
-        "supported (matching must take linear time)"
-    )
+    feature = next((name for name, shape in _BACKTRACKING if shape.search(body)), None)
+    if feature:
+        raise RegexError(
+            f"{reason}: {feature} are not supported (matching must take linear time)"
+        )
+    raise RegexError(reason)
