@@ -82,3 +82,16 @@ def test_a_lower_site_limit_holds_for_json_bodies_too(start_xnat_server):
     sub = tiny.session().post(f"{tiny.url}/xapi/events/subscription", data=body,
                               headers={"Content-Type": "application/json"})  # fmt: skip
     assert sub.status_code == 413 and "larger than 4096 bytes" in sub.text, sub.text
+
+
+def test_filter_validation_reads_a_bounded_body(xnat_server):
+    """Any logged-in user may validate a filter: a huge body is refused before it is read,
+    a deep one is a 424 naming the problem rather than a RecursionError."""
+    xnat_server.add_user("limits_user", "limits-pass")
+    http = xnat_server.session("limits_user", "limits-pass")
+    url = f"{xnat_server.url}/xapi/events/subscription/filter/validate"
+    assert http.post(url, data=b"@.xsiType == 'xnat:mrSessionData'").status_code == 200
+    huge = http.post(url, data=b"(" * (2 << 20))
+    assert huge.status_code == 413 and "Filter: larger than" in huge.text
+    deep = http.post(url, data=b"(" * 2000 + b"1" + b")" * 2000)
+    assert deep.status_code == 424 and "nested deeper than 32 levels" in deep.text, deep.text

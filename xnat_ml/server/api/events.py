@@ -35,7 +35,7 @@ from xnat_ml.events import (
 from xnat_ml.events.filters import FilterError, compile_predicate, normalise_predicate
 from xnat_ml.server import auth
 from xnat_ml.server.event_worker import event_service
-from xnat_ml.server.formats.json_body import json_body
+from xnat_ml.server.formats.json_body import bounded_body, json_body
 from xnat_ml.server.store.db import get_db
 from xnat_ml.server.store.event_store import DeliveryRow, SubscriptionRow
 from xnat_ml.server.store.models import Project
@@ -230,7 +230,8 @@ def activate_subscription(sub_id: int, verb: str) -> Response:
 @bp.route("/xapi/events/subscription/filter/validate", methods=["POST"])
 def validate_filter() -> Response:
     auth.require_login()
-    predicate = normalise_predicate(request.get_data(as_text=True)[:MAX_BODY])
+    raw = bounded_body("Filter", MAX_BODY)  # any user may call this: never read more
+    predicate = normalise_predicate(raw.decode("utf-8", "replace"))
     try:
         compile_predicate(predicate)
     except FilterError as exc:
