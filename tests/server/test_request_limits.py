@@ -5,6 +5,7 @@ own size and depth caps, a 400 or 413 naming the body, never a 500 or a Recursio
 from __future__ import annotations
 
 import pytest
+import requests
 from archive_state import assert_consistent
 
 from xnat_ml.server.config import SETTINGS
@@ -95,3 +96,15 @@ def test_filter_validation_reads_a_bounded_body(xnat_server):
     assert huge.status_code == 413 and "Filter: larger than" in huge.text
     deep = http.post(url, data=b"(" * 2000 + b"1" + b")" * 2000)
     assert deep.status_code == 424 and "nested deeper than 32 levels" in deep.text, deep.text
+
+
+def test_the_login_form_takes_no_gigabytes(xnat_server):
+    """/data/services/auth is open to anyone: a form past 64 KiB is a 413 before it is parsed
+    (werkzeug would spool its file parts to the temporary folder)."""
+    url = f"{xnat_server.url}/data/services/auth"
+    good = requests.post(url, data={"username": xnat_server.user,
+                                    "password": xnat_server.password})  # fmt: skip
+    assert good.status_code == 200 and good.text.strip()
+    spooled = requests.post(url, data={"username": "x", "password": "y"},
+                            files={"pad": ("pad.bin", b"\0" * (1 << 20))})  # fmt: skip
+    assert spooled.status_code == 413 and spooled.text.count("\n") == 1, spooled.text

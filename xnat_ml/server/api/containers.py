@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound
 
-from xnat_ml.bounded_json import load_json
+from xnat_ml.bounded_json import MAX_JSON_BYTES, load_json
 from xnat_ml.containers import jobs, registry
 from xnat_ml.containers.command import Command, Wrapper
 from xnat_ml.containers.jobs import Job
@@ -28,7 +28,7 @@ from xnat_ml.containers.validate import OBJECT_TYPES
 from xnat_ml.server import auth
 from xnat_ml.server.container_service import container_service
 from xnat_ml.server.faults import fault_point
-from xnat_ml.server.formats.json_body import json_body
+from xnat_ml.server.formats.json_body import json_body, limit_body
 from xnat_ml.server.store import signals
 from xnat_ml.server.store.db import get_db
 from xnat_ml.server.store.models import Project
@@ -40,6 +40,7 @@ bp = Blueprint("containers", __name__)
 
 def _launch_values() -> dict:
     if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        limit_body(MAX_JSON_BYTES)  # the same cap as a JSON launch body
         values = request.form.to_dict()
     else:
         values = json_body("Launch body", empty={})

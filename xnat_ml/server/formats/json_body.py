@@ -31,13 +31,20 @@ def json_body(what: str, empty: Any = _REQUIRED, max_bytes: int = MAX_JSON_BYTES
 def bounded_body(what: str, max_bytes: int) -> bytes:
     """The whole request body, refused with 413 naming ``what`` past ``max_bytes`` (before
     reading it when its Content-Length says so, else as soon as a chunked one passes it)."""
-    site_limit = request.max_content_length  # MAX_CONTENT_LENGTH, unless already lowered
-    limit = max_bytes if site_limit is None else min(site_limit, max_bytes)
-    request.max_content_length = limit  # this request only (Flask >= 3.1)
+    limit = limit_body(max_bytes)
     try:
         return request.get_data(cache=True)
     except RequestEntityTooLarge:
         raise RequestEntityTooLarge(f"{what}: larger than {limit} bytes") from None
+
+
+def limit_body(max_bytes: int) -> int:
+    """Lower this request's body limit to ``max_bytes`` (never raise MAX_CONTENT_LENGTH) before
+    the body or its form is read; returns the limit in force. Past it: 413."""
+    site_limit = request.max_content_length
+    limit = max_bytes if site_limit is None else min(site_limit, max_bytes)
+    request.max_content_length = limit  # this request only (Flask >= 3.1)
+    return limit
 
 
 class BoundedJSONProvider(DefaultJSONProvider):
