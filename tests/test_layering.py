@@ -18,7 +18,7 @@ ROOT = Path(xnat_ml.__file__).resolve().parent
 
 # Leaf modules with nothing of xnat_ml below them: any part may import them.
 LEAVES = {"xnat_ml", "xnat_ml.errors", "xnat_ml.layout", "xnat_ml.assets", "xnat_ml.store",
-          "xnat_ml.lazy", "xnat_ml.atomic"}
+          "xnat_ml.lazy", "xnat_ml.atomic", "xnat_ml.bounded_json", "xnat_ml.linear_regex"}
 EVERYTHING = None
 
 # Part of xnat_ml (sub-package or top-level module) -> the parts it may import ("talks to").
@@ -41,7 +41,7 @@ ALLOWED: dict[str, set[str] | None] = {
 }
 
 # imaging is files only: only these of xnat_ml, and no XNAT client or network library at all.
-IMAGING_MAY_IMPORT = {"xnat_ml", "xnat_ml.errors"}
+IMAGING_MAY_IMPORT = {"xnat_ml", "xnat_ml.errors", "xnat_ml.bounded_json", "xnat_ml.linear_regex"}
 NETWORK = {"xnat", "pyxnat", "requests", "urllib3", "http", "socket", "urllib", "httpx", "aiohttp",
            "docker", "flask", "waitress", "werkzeug"}  # fmt: skip
 

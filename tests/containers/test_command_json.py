@@ -66,6 +66,11 @@ def test_cli_validate_ok_and_failure(tmp_path: Path, capsys):
     assert main(["commands", "validate", str(bad)]) == 1
     out = capsys.readouterr().out
     assert "command-line: replacement key #NOT_DEFINED# is not defined by any input" in out
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"name": "x", "inputs": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert main(["commands", "validate", str(deep)]) == 1
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "JSON nested too deeply" in out, out
 
 
 def test_cli_label_is_the_commands_as_one_json_array(tmp_path: Path, capsys):
@@ -214,11 +219,12 @@ def test_broken_commands(roi_to_mask, change, expected):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("{", "not valid JSON"),
-        ("", "not valid JSON"),
+        ("{", "invalid JSON at line 1"),
+        ("", "invalid JSON at line 1"),
         ("[1, 2]", "expected a JSON object"),
         ("null", "expected a JSON object"),
         ("[" * 100_000, "nested too deeply"),
+        ('{"name": "x", "xnat": ' + "[" * 65 + "]" * 65 + "}", "nested too deeply (over 64"),
         ('{"name": "x", "pad": "' + "a" * 1_100_000 + '"}', "larger than"),
         ('{"name": 5, "inputs": [7, "x"], "xnat": [null]}', "inputs[0]: expected a JSON object"),
         (

@@ -321,7 +321,7 @@ def test_bad_launches(site: Site):
     assert forbidden.status_code == 403
     assert site.http.post(f"{site.url}/xapi/commands", data=b"{not json").status_code == 400
     huge = site.http.post(f"{site.url}/xapi/commands", data=b"{" + b" " * 2_000_000 + b"}")
-    assert huge.status_code == 400 and "larger than" in huge.text
+    assert huge.status_code == 413 and "larger than" in huge.text
     launch_url = f"{site.url}/xapi/projects/{site.project}/wrappers/{wrapper}/root/scan/launch"
     listed = site.http.post(launch_url, json=["/archive/x"])
     assert listed.status_code == 400 and "JSON object" in listed.text

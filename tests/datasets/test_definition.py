@@ -206,10 +206,15 @@ def _with(path: str, value: object) -> dict:
         (_with("labelmap", {"labels": [{"name": "a", "value": 0}]}), "value 0 outside 1..255"),
         (_with("requiredLabels", "liver"), "requiredLabels: expected a list"),
         (_with("requiredLabels", [0]), "requiredLabels[0]: 0 is not a label name or value"),
-        (_with("subjects", ["/(a+)+/"]), "subjects[0]: regex '/(a+)+/' nests unbounded repeats"),
+        (_with("subjects", ["/(?=a)/"]), "subjects[0]: bad regex '/(?=a)/': invalid perl"),
         (_with("description", ["x"]), "description: expected a string"),
         (_with("criteria.0.payload.Images.SeriesDescription", ["x"] * 101), "more than 100 values"),
         (_with("criteria.0.payload", {f"t{i}": {} for i in range(40)}), "more than 32 tags"),
+        (
+            _with("criteria.0.payload", {f"t{i}": {"SeriesDescription": ["x"] * 100}
+                                         for i in range(3)}),  # fmt: skip
+            "303 patterns, more than 256 in all",
+        ),
     ],
 )
 def test_bad_definitions_name_field_and_value(doc: object, message: str) -> None:

@@ -51,11 +51,9 @@ def test_missing_value_never_matches() -> None:
     [
         ("/[/", "bad regex '/[/'"),
         ("//", "empty regex"),
-        ("/(a+)+$/", "nests unbounded repeats"),
-        ("/(x*y?)*z/i", "nests unbounded repeats"),
-        ("/((ab)+|c)*/", "nests unbounded repeats"),
-        ("/^(a{1,3})+b$/", "nests unbounded repeats"),
-        ("/^(a|aa)+b$/", "nests unbounded repeats"),
+        ("/a{2000}/", "bad regex '/a{2000}/': invalid repetition size"),  # RE2's limit: 1000
+        ("/x{1,2}{3}/", "bad regex"),
+        ("/(a)\\1/", "not supported"),  # backreferences: tests/datasets/test_hostile_matching.py
         ("/" + "a" * MAX_PATTERN_CHARS + "/", "longer than"),
     ],
 )

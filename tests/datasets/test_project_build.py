@@ -203,6 +203,14 @@ def test_cli_build_list_show_fetch_and_a_broken_definition(xnat_server, xnat, la
                   str(definition), "--name", "brain")  # fmt: skip
     assert broken.returncode == 1
     assert broken.stderr.count("\n") == 1 and "invalid JSON" in broken.stderr
+    backreference = {"criteria": [{"payload": {"Images": {"SeriesDescription": ["/(a)\\1/"]}}}]}
+    for text, problem in [("[" * 100_000, "JSON nested too deeply"),
+                          (json.dumps(backreference), "are not supported (matching must take")]:
+        definition.write_text(text)
+        refused = _cli(xnat_server, "build", "--project", labelled, "--definition",
+                       str(definition), "--name", "brain")  # fmt: skip
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+        assert problem in refused.stderr
 
 
 def test_server_listings_the_resolver_reads(xnat, project):

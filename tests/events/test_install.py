@@ -22,7 +22,8 @@ def write(tmp_path, content) -> str:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("{not json", "cannot read it as JSON"),
+        ("{not json", "invalid JSON at line 1"),
+        ("[" * 100_000, "JSON nested too deeply"),
         ("[]", "no 'x-xnat-ml' block"),
         ({k: v for k, v in SHIPPED.items() if k != "x-xnat-ml"}, "no 'x-xnat-ml' block"),
         (dict(SHIPPED, **{"x-xnat-ml": {"wrapper": "w"}}), "'x-xnat-ml.command' is missing"),

@@ -158,7 +158,7 @@ def test_exact_names_win_over_patterns_and_several_patterns_are_ambiguous():
 @pytest.mark.parametrize(
     ("doc", "problem"),
     [
-        ("{not json", "line 1: invalid JSON"),
+        ("{not json", "invalid JSON at line 1"),
         ("[1, 2]", 'expected an object with a "labels" list'),
         ('{"labels": {}}', 'expected an object with a "labels" list'),
         ('{"labels": [], "format": "other"}', "unsupported format"),

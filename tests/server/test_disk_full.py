@@ -146,3 +146,24 @@ def test_overwrite_refused_for_space_keeps_the_old_file(server, mount):
         assert_consistent(server.data_dir)
     finally:
         _clear(mount)
+
+
+def test_logout_on_a_nearly_full_disk_keeps_the_reserve(server, mount):
+    """Only deletes of archive files may spend the reserve: they free the space to refill it,
+    a logout (also a DELETE) frees none, so the reserve it gave up was lost for good."""
+    http = server.session()
+    base = f"{server.url}/data/projects/{PROJECT}/resources/RESERVE/files"
+    assert http.put(f"{base}/r.bin", data=b"r" * 1000).ok
+    assert http.delete(f"{base}/r.bin").ok  # with room: the reserve is (re)filled after it
+    reserve = server.data_dir / "reserve.bin"
+    size = reserve.stat().st_size
+    assert size == 4 * 2**20
+    _fill(mount, leave=2**20)
+    try:
+        assert _free(mount) < size
+        login = http.get(f"{server.url}/data/JSESSION")
+        assert login.ok, login.text
+        assert http.delete(f"{server.url}/data/JSESSION").status_code == 200
+        assert reserve.exists() and reserve.stat().st_size == size
+    finally:
+        _clear(mount)

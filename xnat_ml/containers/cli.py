@@ -99,6 +99,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _label(args: argparse.Namespace) -> int:
     import json
 
+    from xnat_ml.bounded_json import load_json
     from xnat_ml.containers.command import load_command
 
     documents = []
@@ -108,7 +109,7 @@ def _label(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise XnatMlError(f"command file {path}: cannot read ({exc.strerror})") from None
         load_command(raw, f"command file {path}")  # refuses what XNAT would refuse
-        documents.append(json.loads(raw))
+        documents.append(load_json(raw, f"command file {path}"))
     print(json.dumps(documents, separators=(",", ":"), ensure_ascii=False))
     return 0
 

@@ -13,6 +13,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from xnat_ml.bounded_json import JsonDocumentError, load_json
 from xnat_ml.errors import XnatMlError
 
 MAX_COMMAND_BYTES = 1_000_000  # a real command JSON is a few KB; refuse to parse absurd ones
@@ -390,14 +391,10 @@ def parse_command(data: Any) -> tuple[Command | None, list[Problem]]:
 
 
 def _decode(text: bytes | str) -> tuple[Any, Problem | None]:
-    if len(text) > MAX_COMMAND_BYTES:
-        return None, Problem("(file)", f"larger than {MAX_COMMAND_BYTES} bytes; not a command")
     try:
-        return json.loads(text), None
-    except RecursionError:
-        return None, Problem("(file)", "JSON nested too deeply")
-    except (ValueError, UnicodeDecodeError) as exc:
-        return None, Problem("(file)", f"not valid JSON ({exc})")
+        return load_json(text, "command JSON", max_bytes=MAX_COMMAND_BYTES), None
+    except JsonDocumentError as exc:
+        return None, Problem("(file)", str(exc))
 
 
 def read_command_file(path: Path) -> tuple[Command | None, list[Problem]]:

@@ -7,7 +7,6 @@ command from `command_json/` when it is missing, and enables a wrapper for a pro
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 from xnat.session import XNATSession
 
 from xnat_ml.assets import shipped_dir
+from xnat_ml.bounded_json import read_json
+from xnat_ml.containers.command import MAX_COMMAND_BYTES
 from xnat_ml.errors import XnatMlError
 from xnat_ml.xnat.responses import reported_as
 from xnat_ml.xnat.uris import segment
@@ -84,10 +85,9 @@ def find_wrapper(
 
 def install_command(session: XNATSession, path: Path) -> None:
     """POST a command JSON file to /xapi/commands (needs a site admin)."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise XnatMlError(f"command file {path}: cannot read it ({exc})") from None
+    document = read_json(path, f"command file {path}", max_bytes=MAX_COMMAND_BYTES)
+    if not isinstance(document, dict):
+        raise XnatMlError(f"command file {path}: expected a JSON object")
     with reported_as(f"command {document.get('name', path.stem)}: installing it"):
         session.post("/xapi/commands", json=document, accepted_status=[200, 201])
 

@@ -17,7 +17,10 @@ from typing import Any
 
 from jsonpath_ng.jsonpath import Child, Descendants, Fields, Index, Root, Wildcard
 
+from xnat_ml.linear_regex import LinearRegex, RegexError, compile_linear
+
 MAX_MATCHER_LENGTH = 4096
+MAX_MATCHER_DEPTH = 32  # nested `(`, `[` and `!`: the parser recurses once per level
 
 
 class MatcherError(ValueError):
@@ -51,6 +54,13 @@ class _Path:
         if self.definite:
             return values[0] if values else MISSING
         return values
+
+
+@dataclass(frozen=True)
+class _Regex:
+    """A `/.../` operand, the right-hand side of `=~`."""
+
+    program: LinearRegex
 
 
 def compile_path(text: str, pos: int) -> _Path:
@@ -102,9 +112,9 @@ def _tokens(text: str) -> list[tuple[str, Any, int]]:
             out.append(("val", float(raw) if re.search(r"[.eE]", raw) else int(raw), start))
         elif kind == "regex":
             body, flags = raw[1:].rsplit("/", 1)
-            try:
-                out.append(("val", re.compile(body, re.I if "i" in flags else 0), start))
-            except re.error as exc:
+            try:  # RE2: a regex cannot backtrack for minutes on an object's value
+                out.append(("val", _Regex(compile_linear(body, ignore_case="i" in flags)), start))
+            except RegexError as exc:
                 raise MatcherError(f"bad regular expression {raw!r}: {exc}") from None
         elif kind == "word" and raw in ("true", "false", "null"):
             out.append(("val", {"true": True, "false": False, "null": None}[raw], start))
@@ -125,6 +135,7 @@ class _Parser:
         self.text = text
         self.toks = _tokens(text)
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> tuple[str, Any, int] | None:
         return self.toks[self.i] if self.i < len(self.toks) else None
@@ -144,26 +155,36 @@ class _Parser:
             raise MatcherError(f"unexpected {self.peek()[1]!r} at character {self.peek()[2]}")
         return fn
 
+    def nested(self, tok: tuple[str, Any, int]) -> None:
+        """One level deeper, refused past MAX_MATCHER_DEPTH (before Python's own limit)."""
+        self.depth += 1
+        if self.depth > MAX_MATCHER_DEPTH:
+            where = f"at character {tok[2]}"
+            raise MatcherError(f"nested deeper than {MAX_MATCHER_DEPTH} levels {where}")
+
     def or_(self):
-        left = self.and_()
+        terms = [self.and_()]
         while self._at_op("||"):
             self.take()
-            right = self.and_()
-            left = (lambda a, b: lambda o: _truthy(a(o)) or _truthy(b(o)))(left, right)
-        return left
+            terms.append(self.and_())
+        if len(terms) == 1:
+            return terms[0]
+        return lambda o: any(_truthy(term(o)) for term in terms)  # flat: no depth per `||`
 
     def and_(self):
-        left = self.not_()
+        terms = [self.not_()]
         while self._at_op("&&"):
             self.take()
-            right = self.not_()
-            left = (lambda a, b: lambda o: _truthy(a(o)) and _truthy(b(o)))(left, right)
-        return left
+            terms.append(self.not_())
+        if len(terms) == 1:
+            return terms[0]
+        return lambda o: all(_truthy(term(o)) for term in terms)
 
     def not_(self):
         if self._at_op("!"):
-            self.take()
+            self.nested(self.take())
             inner = self.not_()
+            self.depth -= 1
             return lambda o: not _truthy(inner(o))
         return self.comparison()
 
@@ -185,16 +206,20 @@ class _Parser:
                 return value.evaluate
             return lambda _o: value
         if value == "(":
+            self.nested(tok)
             inner = self.or_()
             self.take(")")
+            self.depth -= 1
             return inner
         if value == "[":
+            self.nested(tok)
             items = []
             while not self._at_op("]"):
                 items.append(self.operand())
                 if not self._at_op("]"):
                     self.take(",")
             self.take("]")
+            self.depth -= 1
             return lambda o: [f(o) for f in items]
         raise MatcherError(f"unexpected {value!r} at character {pos}")
 
@@ -220,7 +245,7 @@ def _compare(op: str, a: Any, b: Any) -> bool:
         if op == "!=":
             return not _eq(a, b)
         if op == "=~":
-            return isinstance(b, re.Pattern) and isinstance(a, str) and bool(b.fullmatch(a))
+            return isinstance(b, _Regex) and isinstance(a, str) and bool(b.program.fullmatch(a))
         if op in ("<", "<=", ">", ">="):
             if isinstance(a, bool) or isinstance(b, bool) or type(a) is not type(b):
                 if not (isinstance(a, int | float) and isinstance(b, int | float)):

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from xnat_ml.bounded_json import load_json
 from xnat_ml.containers.archive import ArchiveClient
 from xnat_ml.containers.command import (
     Command,
@@ -124,7 +125,8 @@ def _normalise(name: str, spec: WrapperInput | CommandInput, value: Any) -> Any:
         items = value
         if isinstance(value, str):
             try:
-                items = json.loads(value) if value.strip().startswith("[") else value.split(",")
+                listed = value.strip().startswith("[")
+                items = load_json(value, name) if listed else value.split(",")
             except ValueError:
                 raise InputError(name, "is not a list of values") from None
         if not isinstance(items, list) or not all(isinstance(v, str | int | float) for v in items):
@@ -397,7 +399,7 @@ class _Resolver:
         value: Any = inp.default_value
         if inp.type == "select-many" and isinstance(value, str):
             try:
-                value = json.loads(value) if value.startswith("[") else [value]
+                value = load_json(value, inp.name) if value.startswith("[") else [value]
             except ValueError:
                 value = [value]
         if inp.name in self.values:

@@ -10,9 +10,9 @@ types, matchers that do not parse, derived inputs that break the XNAT hierarchy.
 
 from __future__ import annotations
 
-import json
 import re
 
+from xnat_ml.bounded_json import load_json
 from xnat_ml.containers import xsitypes
 from xnat_ml.containers.command import (
     Command,
@@ -202,7 +202,7 @@ class _Validator:
             values = [default]
             if inp.type == "select-many" and default.startswith("["):
                 try:
-                    values = json.loads(default)
+                    values = load_json(default, where)
                 except ValueError:
                     values = [default]
             missing = [v for v in values if v not in inp.select_values]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from xnat_ml.bounded_json import load_json
 from xnat_ml.datasets.patterns import Pattern, compile_pattern
 from xnat_ml.errors import XnatMlError
 from xnat_ml.imaging.labelmap import LabelMap, parse_json_labelmap
@@ -32,7 +33,8 @@ DEFAULT_SPLIT = {"training": 70, "validation": 20, "testing": 10, "seed": 0}
 
 MAX_DEFINITION_BYTES = 1 << 20
 MAX_TAGS = 32
-MAX_VALUES = 100
+MAX_VALUES = 100  # patterns of one key
+MAX_PATTERNS = 256  # patterns of the whole definition: each may be tried on every value
 MAX_FOLDS = 100
 MAX_TEXT = 1024  # ids, labels, descriptions, paths
 
@@ -128,6 +130,12 @@ def parse_definition(data: str | bytes | dict[str, Any], source: str = "definiti
     meta = {k: _text(doc.get(k, ""), f"{where}: {k}") for k in ("id", "project", "label")}
     description = _text(doc.get("description", ""), f"{where}: description")
     tags = _criteria(doc.get("criteria"), where)
+    subjects = _patterns(doc.get("subjects", []), f"{where}: subjects", allow_empty=True)
+    sessions = _patterns(doc.get("sessions", []), f"{where}: sessions", allow_empty=True)
+    count = len(subjects) + len(sessions)
+    count += sum(len(getattr(t, attr)) for t in tags for attr in _PATTERN_KEYS.values())
+    if count > MAX_PATTERNS:
+        raise DefinitionError(f"{where}: {count} patterns, more than {MAX_PATTERNS} in all")
     label = next((t for t in tags if t.tag == LABEL_TAG), None)
     images = _channels(doc.get("channels"), [t for t in tags if t is not label], where)
     return Definition(
@@ -139,8 +147,8 @@ def parse_definition(data: str | bytes | dict[str, Any], source: str = "definiti
         project=meta["project"],
         title=meta["label"],
         description=description,
-        subjects=_patterns(doc.get("subjects", []), f"{where}: subjects", allow_empty=True),
-        sessions=_patterns(doc.get("sessions", []), f"{where}: sessions", allow_empty=True),
+        subjects=subjects,
+        sessions=sessions,
         required_labels=_required(doc.get("requiredLabels", []), f"{where}: requiredLabels"),
     )
 
@@ -181,19 +189,7 @@ def parse_split(spec: Any, where: str) -> SplitSpec:
 
 
 def _decode(data: str | bytes, where: str) -> Any:
-    if len(data) > MAX_DEFINITION_BYTES:
-        raise DefinitionError(f"{where}: larger than {MAX_DEFINITION_BYTES} bytes")
-    try:
-        text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
-        return json.loads(text)
-    except UnicodeDecodeError as exc:
-        raise DefinitionError(f"{where}: not UTF-8 text ({exc.reason})") from None
-    except json.JSONDecodeError as exc:
-        raise DefinitionError(
-            f"{where}: invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})"
-        ) from None
-    except RecursionError:
-        raise DefinitionError(f"{where}: JSON nested too deeply") from None
+    return load_json(data, where, error=DefinitionError, max_bytes=MAX_DEFINITION_BYTES)
 
 
 def _criteria(criteria: Any, where: str) -> list[TagCriteria]:

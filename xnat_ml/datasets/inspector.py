@@ -23,7 +23,6 @@ will inspect is settled first (``prefetch``), and ``inspect`` then answers from 
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 import zipfile
 from collections import defaultdict
@@ -34,6 +33,7 @@ from pathlib import PurePosixPath
 import requests
 from xnat.session import XNATSession
 
+from xnat_ml.bounded_json import load_json
 from xnat_ml.datasets.cache import InspectionCache
 from xnat_ml.datasets.nifti import HEADER_BYTES, nifti_info
 from xnat_ml.datasets.records import FileRef, NiftiInfo, Scan
@@ -167,7 +167,7 @@ class ArchiveInspector:
     def _take_record(self, data: bytes) -> None:
         """roi-to-mask's ``image`` record: the image NIfTI's MD5, shape and affine."""
         try:
-            image = json.loads(data)["image"]
+            image = load_json(data, "roi-to-mask record")["image"]
             shape = tuple(int(n) for n in image["shape"])
             affine = tuple(tuple(float(x) for x in row) for row in image["affine"])
             digest = str(image["md5"])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from xnat.session import XNATSession
 
+from xnat_ml.bounded_json import load_json
 from xnat_ml.datasets.build import Build, build_dataset
 from xnat_ml.datasets.cache import InspectionCache, default_root
 from xnat_ml.datasets.datalist import dumps, previous_assignment
@@ -89,7 +90,8 @@ def build_in_project(
     stored = {f: read_file(session, project, latest, f) for f in VERSION_FILES} if latest else {}
     previous = None
     if latest and parse_definition(stored[DEFINITION_FILE], "latest").split == definition.split:
-        previous = previous_assignment(json.loads(stored[DATALIST_FILE]))
+        where = f"dataset {name} v{latest.number} {DATALIST_FILE}"
+        previous = previous_assignment(load_json(stored[DATALIST_FILE], where))
     inspector = ArchiveInspector(session, InspectionCache(cache or default_root()))
     matched = build_dataset(definition, sessions, labelmap=labelmap, previous=previous, name=name)
     inspector.prefetch(

@@ -6,7 +6,6 @@ atomic directory upload, so a reader sees all four files or none.
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 
 from xnat.session import XNATSession
 
+from xnat_ml.bounded_json import load_json
 from xnat_ml.datasets.datalist import dumps
 from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import DATASETS_RESOURCE
@@ -98,12 +98,7 @@ def read_file(session: XNATSession, project: str, version: Version, file: str) -
 
 def read_json(session: XNATSession, project: str, version: Version, file: str) -> Any:
     text = read_file(session, project, version, file)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise XnatMlError(
-            f"dataset {version.name} v{version.number} {file}: not JSON ({exc.msg})"
-        ) from None
+    return load_json(text, f"dataset {version.name} v{version.number} {file}")
 
 
 def write_version(

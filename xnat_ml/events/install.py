@@ -10,7 +10,6 @@ subscription whose file changed).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 from xnat.session import XNATSession
 
 from xnat_ml.assets import shipped_dir
+from xnat_ml.bounded_json import read_json
 from xnat_ml.containers.installed import COMMAND_DIR, enable_wrapper, require_wrapper
 from xnat_ml.errors import XnatMlError
 from xnat_ml.events.subscription import SubscriptionError, action_key_for, parse_subscription
@@ -43,10 +43,7 @@ class Handler:
 
 
 def read_handler(path: Path) -> Handler:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise XnatMlError(f"event handler {path}: cannot read it as JSON ({exc})") from None
+    document = read_json(path, f"event handler {path}")
     if not isinstance(document, dict) or not isinstance(document.get(EXTENSION_KEY), dict):
         raise XnatMlError(f"event handler {path}: no '{EXTENSION_KEY}' block naming its command")
     extension = document.pop(EXTENSION_KEY)

@@ -20,8 +20,10 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import io_orientation, ornt_transform
 
+from xnat_ml.bounded_json import load_json
 from xnat_ml.errors import XnatMlError
 from xnat_ml.imaging.series import Series, as_nifti, save_nifti
+from xnat_ml.linear_regex import LinearRegex, RegexError, compile_linear
 
 MAX_FILE_BYTES = 1 << 20  # a label map is a few lines; anything bigger is not one
 MAX_NAME_CHARS = 256
@@ -57,7 +59,7 @@ class Label:
     name: str
     value: int
     aliases: tuple[str, ...] = ()
-    patterns: tuple[re.Pattern[str], ...] = ()
+    patterns: tuple[LinearRegex, ...] = ()
     color: tuple[int, int, int] | None = None
     priority: int = 0
     order: int = 0  # position in the file; breaks priority ties
@@ -177,14 +179,7 @@ def parse_text_labelmap(text: str, source: str = "<text>") -> LabelMap:
 
 def parse_json_labelmap(text: str, source: str = "<json>") -> LabelMap:
     """Parse the JSON form documented in docs/imaging-labelmaps.md."""
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise XnatMlError(
-            f"label map {source} line {exc.lineno}: invalid JSON ({exc.msg})"
-        ) from None
-    except RecursionError:
-        raise XnatMlError(f"label map {source}: JSON nested too deeply") from None
+    doc = load_json(text, f"label map {source}", max_bytes=MAX_FILE_BYTES)
     if not isinstance(doc, dict) or not isinstance(doc.get("labels"), list):
         raise XnatMlError(f'label map {source}: expected an object with a "labels" list')
     if doc.get("format", JSON_FORMAT) != JSON_FORMAT or doc.get("version", 1) != 1:
@@ -383,11 +378,11 @@ def _check_priority(priority: Any, where: str) -> int:
     return priority
 
 
-def _check_aliases(aliases: Any, where: str) -> tuple[tuple[str, ...], tuple[re.Pattern[str], ...]]:
+def _check_aliases(aliases: Any, where: str) -> tuple[tuple[str, ...], tuple[LinearRegex, ...]]:
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
         raise XnatMlError(f'{where}: "aliases" must be a list of strings')
     names: list[str] = []
-    patterns: list[re.Pattern[str]] = []
+    patterns: list[LinearRegex] = []
     for alias in aliases:
         form = _REGEX_FORM.match(alias.strip())
         if not form:
@@ -398,8 +393,8 @@ def _check_aliases(aliases: Any, where: str) -> tuple[tuple[str, ...], tuple[re.
         if len(alias) > MAX_NAME_CHARS:
             raise XnatMlError(f"{where}: alias pattern longer than {MAX_NAME_CHARS} characters")
         try:
-            patterns.append(re.compile(form["body"], re.IGNORECASE if form["flags"] else 0))
-        except re.error as exc:
+            patterns.append(compile_linear(form["body"], ignore_case=bool(form["flags"])))
+        except RegexError as exc:
             raise XnatMlError(
                 f"{where}: alias {_show(alias)} is not a valid regex ({exc})"
             ) from None
@@ -423,8 +418,8 @@ def _finish(labels: list[Label], source: str) -> LabelMap:
     return LabelMap(tuple(labels), source)
 
 
-def _pattern_text(pattern: re.Pattern[str]) -> str:
-    return f"/{pattern.pattern}/" + ("i" if pattern.flags & re.IGNORECASE else "")
+def _pattern_text(pattern: LinearRegex) -> str:
+    return f"/{pattern.pattern}/" + ("i" if pattern.ignore_case else "")
 
 
 def write_labels(

@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from xnat_ml.server import auth, config
 from xnat_ml.server.container_service import container_service
 from xnat_ml.server.event_worker import event_service
+from xnat_ml.server.formats.json_body import BoundedJSONProvider
 from xnat_ml.server.routing import ObjectPathConverter, RawPathConverter
 from xnat_ml.server.store import job_writes, signals
 from xnat_ml.server.store.db import database, session_factory
@@ -58,6 +59,7 @@ def create_app(data_dir: Path, **settings: Any) -> Flask:
     app = Flask("xnat_ml.server")
     app.config.update(resolved, DATA_DIR=data_dir)
     app.url_map.strict_slashes = False
+    app.json = BoundedJSONProvider(app)  # request bodies: bounded depth (formats/json_body.py)
     app.json.sort_keys = False  # keep XNAT's column order in listings
     # `<xnat:path>` in any blueprint's rules matches an archive object path (projects/P/...);
     # `<rawpath:path>` a file path inside a resource, taken whole.
@@ -108,8 +110,11 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _room_for_deletes() -> None:
-    """A delete must work on a full disk: let the database have the reserve, refill it after."""
-    if request.method == "DELETE":
+    """A delete of archive files must work on a full disk: let the database have the reserve,
+    refill it after (from the space the delete frees). Views say so with
+    routing.frees_disk_space; a logout, also a DELETE, leaves the reserve alone."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    if request.method == "DELETE" and getattr(view, "frees_disk_space", False):
         store = archive_files.get()
         store.release_reserve()
 

@@ -156,8 +156,9 @@ SETTINGS = (
             "idle seconds before a JSESSIONID expires (sliding)"),
     Setting("TOKEN_LIFETIME_S", 2 * 24 * 3600, _positive,
             "seconds an alias token stays valid (XNAT's default: 2 days)"),
-    Setting("MAX_CONTENT_LENGTH", None, _count,
-            "largest request body Flask reads, in bytes; unset: no limit"),
+    Setting("MAX_CONTENT_LENGTH", 64 * 2**30, _positive,
+            "largest request body, in bytes (413 past it); 64 GiB holds a zip of many large "
+            "CT/MR sessions"),
     Setting("EXTRACT_MAX_BYTES", ExtractLimits.max_bytes, _positive,
             "bytes one uploaded archive may expand to (zip bombs; never past the free disk)"),
     Setting("EXTRACT_MAX_FILES", ExtractLimits.max_members, _positive,

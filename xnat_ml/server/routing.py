@@ -37,6 +37,14 @@ def archive_route(blueprint: Blueprint, rule: str, **options) -> Callable:
     return decorator
 
 
+def frees_disk_space(view: Callable) -> Callable:
+    """Mark a view that deletes archive files: only these may use the disk reserve on a full
+    disk (app._room_for_deletes). Other DELETEs (a logout, a revoked token, a membership) free
+    no file, so the reserve they took could not be refilled after them."""
+    view.frees_disk_space = True  # type: ignore[attr-defined]
+    return view
+
+
 class RawPathConverter(PathConverter):
     """`<rawpath:...>`: a file path taken whole, empty segments included."""
 

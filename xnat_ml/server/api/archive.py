@@ -29,7 +29,7 @@ from xnat_ml.server.formats.validation import (
     typed_fields,
 )
 from xnat_ml.server.formats.xml_documents import MAX_XML_BYTES, read_object_xml
-from xnat_ml.server.routing import archive_route
+from xnat_ml.server.routing import archive_route, frees_disk_space
 from xnat_ml.server.store import serializers
 from xnat_ml.server.store.db import get_db
 from xnat_ml.server.store.models import (
@@ -251,6 +251,7 @@ def put_object(path: str) -> Response:
 
 
 @archive_route(bp, "/<xnat:path>", methods=["DELETE"])
+@frees_disk_space
 def delete_object(path: str) -> Response:
     """Delete the object, everything below it, and its files; a project also takes everything
     other services keep on it (jobs, subscriptions, ...: see signals.project_deleting)."""

@@ -11,10 +11,11 @@ from sqlalchemy import select
 from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from xnat_ml.containers import registry, xsitypes
-from xnat_ml.containers.command import parse_command
+from xnat_ml.containers.command import MAX_COMMAND_BYTES, parse_command
 from xnat_ml.containers.registry import CommandRecord
 from xnat_ml.containers.validate import validate
 from xnat_ml.server import auth
+from xnat_ml.server.formats.json_body import bounded_body
 from xnat_ml.server.store.db import get_db
 
 bp = Blueprint("commands", __name__)
@@ -40,8 +41,7 @@ def list_commands() -> Response:
 @bp.post("/xapi/commands")
 def add_command() -> Response:
     auth.require_admin()
-    raw = request.get_data(cache=False)
-    command, problems = parse_command(raw)
+    command, problems = parse_command(bounded_body("Command", MAX_COMMAND_BYTES))
     if command is not None:
         problems += validate(command)
     errors = [str(p) for p in problems if not p.warning]

@@ -7,17 +7,18 @@ happen in the Container Service's worker threads, so the answer comes at once, a
 
 from __future__ import annotations
 
-import json
 import uuid
 
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 from werkzeug.exceptions import BadRequest, Forbidden, NotFound
 
+from xnat_ml.bounded_json import MAX_JSON_BYTES, load_json
 from xnat_ml.containers.jobs import Job
 from xnat_ml.containers.resolve import InputError
 from xnat_ml.server import auth
 from xnat_ml.server.container_service import container_service
+from xnat_ml.server.formats.json_body import json_body, limit_body
 from xnat_ml.server.launches import create_job, wrapper_for
 from xnat_ml.server.store.db import get_db
 from xnat_ml.server.store.models import Project
@@ -26,13 +27,11 @@ bp = Blueprint("containers", __name__)
 
 
 def _launch_values() -> dict:
-    if request.is_json or request.data:
-        try:
-            values = json.loads(request.get_data(cache=True) or b"{}")
-        except ValueError:
-            raise BadRequest("Launch body is not valid JSON.") from None
-    else:
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        limit_body(MAX_JSON_BYTES)  # the same cap as a JSON launch body
         values = request.form.to_dict()
+    else:
+        values = json_body("Launch body", empty={})
     if not isinstance(values, dict):
         raise BadRequest("Launch body must be a JSON object of input name: value.")
     return values
@@ -74,7 +73,7 @@ def bulk_launch(project: str, wrapper_id: str, root: str) -> Response:
     targets = values.get(root)
     if isinstance(targets, str):
         try:
-            targets = json.loads(targets) if targets.strip().startswith("[") else [targets]
+            targets = load_json(targets, root) if targets.strip().startswith("[") else [targets]
         except ValueError:
             targets = None
     if not isinstance(targets, list) or not targets:

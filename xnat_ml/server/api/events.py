@@ -15,7 +15,6 @@ which every change of a subscription tells to forget its cached list.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from typing import Any
@@ -36,6 +35,7 @@ from xnat_ml.events import (
 from xnat_ml.events.filters import FilterError, compile_predicate, normalise_predicate
 from xnat_ml.server import auth
 from xnat_ml.server.event_worker import event_service
+from xnat_ml.server.formats.json_body import bounded_body, json_body
 from xnat_ml.server.store.db import get_db
 from xnat_ml.server.store.event_store import DeliveryRow, SubscriptionRow
 from xnat_ml.server.store.models import Project
@@ -57,13 +57,7 @@ def _invalid(message: str) -> Response:
 
 
 def _body() -> Any:
-    raw = request.get_data(cache=False)
-    if len(raw) > MAX_BODY:
-        raise BadRequest(f"Subscription: the body is larger than {MAX_BODY} bytes.")
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"Subscription: the body is not JSON ({str(exc)[:120]}).") from None
+    return json_body("Subscription body", max_bytes=MAX_BODY)
 
 
 def _row(sub_id: int) -> SubscriptionRow:
@@ -236,7 +230,8 @@ def activate_subscription(sub_id: int, verb: str) -> Response:
 @bp.route("/xapi/events/subscription/filter/validate", methods=["POST"])
 def validate_filter() -> Response:
     auth.require_login()
-    predicate = normalise_predicate(request.get_data(as_text=True)[:MAX_BODY])
+    raw = bounded_body("Filter", MAX_BODY)  # any user may call this: never read more
+    predicate = normalise_predicate(raw.decode("utf-8", "replace"))
     try:
         compile_predicate(predicate)
     except FilterError as exc:

@@ -7,15 +7,19 @@ from sqlalchemy import select
 from werkzeug.exceptions import Forbidden, NotFound
 
 from xnat_ml.server import auth
+from xnat_ml.server.formats.json_body import limit_body
 from xnat_ml.server.store.db import get_db
 from xnat_ml.server.store.models import AliasToken, User
 
 bp = Blueprint("login", __name__)
 
+MAX_LOGIN_BYTES = 64 * 1024  # a username and a password
+
 
 @bp.route("/data/services/auth", methods=["PUT", "POST"])
 def services_auth() -> Response:
     """Form fields username/password → the new JSESSIONID as the body (and as a cookie)."""
+    limit_body(MAX_LOGIN_BYTES)  # anyone may post here: no gigabytes of form to spool
     username = request.form.get("username", "")
     password = request.form.get("password", "")
     user = auth.authenticate(username, password)

@@ -36,7 +36,7 @@ from xnat_ml.server.formats.zipfiles import (
     is_archive_name,
     stream_zip,
 )
-from xnat_ml.server.routing import archive_route
+from xnat_ml.server.routing import archive_route, frees_disk_space
 from xnat_ml.server.store import catalog, ml_assets
 from xnat_ml.server.store.db import get_db
 from xnat_ml.server.store.filestore import (
@@ -302,6 +302,7 @@ def put_resource(owner: str, label: str) -> Response:
 
 
 @archive_route(bp, "/<xnat:owner>/resources/<label>", methods=["DELETE"])
+@frees_disk_space
 def delete_resource(owner: str, label: str) -> Response:
     db = get_db()
     resource = _resource_or_404(db, _one_owner(owner, "own"), label)
@@ -482,6 +483,7 @@ def _commit_files(
 
 
 @archive_route(bp, FILE_RULE, methods=["DELETE"], merge_slashes=False)
+@frees_disk_space
 def delete_file(owner: str, label: str, fpath: str) -> Response:
     """One file; in ML_MODELS and ML_DATASETS also a whole version folder (`<name>/v<N>`), in
     ML_RUNS a whole run folder (store/ml_assets.py), removed in one commit."""

@@ -8,7 +8,6 @@ instances the file references are read too: the server checks them against the s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,8 @@ import nibabel
 import pydicom
 from defusedxml.ElementTree import parse as parse_xml
 from pydicom.uid import RTStructureSetStorage, SegmentationStorage
+
+from xnat_ml.bounded_json import read_json
 
 # type → file suffix inside the collection's resource
 COLLECTION_TYPES = {
@@ -160,8 +161,7 @@ def _aim(path: Path) -> RoiContent:
 
 
 def _meas(path: Path) -> RoiContent:
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
+    data = read_json(path, "MEAS collection", error=RoiFileError, max_bytes=64 * 2**20)
     if not isinstance(data, dict):
         raise RoiFileError("a MEAS collection must be a JSON object")
     series = [

@@ -19,7 +19,6 @@ The resource routes call `admit_writes` (file PUT and extract, after the body is
 from __future__ import annotations
 
 import filecmp
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +28,7 @@ from sqlalchemy import DateTime, ForeignKey, String, delete
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from werkzeug.exceptions import BadRequest, Conflict, Forbidden
 
+from xnat_ml.bounded_json import load_json
 from xnat_ml.layout import (
     CONFIGS_RESOURCE,
     DATASETS_RESOURCE,
@@ -151,7 +151,7 @@ def _completed(db: Session, resource: Resource, folder: Path, run: str) -> bool:
     if row is None or row.size > _STATUS_LIMIT:
         return False
     try:
-        status = json.loads(folder.joinpath(run, STATUS_FILE).read_bytes())
+        status = load_json(folder.joinpath(run, STATUS_FILE).read_bytes(), STATUS_FILE)
     except (OSError, ValueError):
         return False
     return isinstance(status, dict) and status.get("state") == "completed"
