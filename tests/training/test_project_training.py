@@ -20,7 +20,7 @@ import requests
 import torch
 from shared_data import SHARED_DATA, require
 from template_paths import REPO, TISSUES
-from xnat_project import TrainingProject, set_up, tiny_config
+from xnat_project import TrainingProject, archive_file, set_up, tiny_config
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.training.bundle import bundle_digests
@@ -101,7 +101,10 @@ def test_model_install_refusals_upload_nothing(trainx, xnat, tmp_path):
     train = json.loads((lacking / "configs" / "train.json").read_text())
     del train["validate"]
     (lacking / "configs" / "train.json").write_text(json.dumps(train))
+    linked = Path(shutil.copytree(TISSUES, tmp_path / "linked"))
+    (linked / "configs" / "extra.json").symlink_to(tmp_path / "secret.json")
     cases = {
+        linked: f"bundle {linked}: configs/extra.json is a symbolic link",
         broken: "configs/train.json is not valid JSON (line 1",
         lacking: "configs/train.json lacks the required id 'validate#evaluator'",
         _zip(TISSUES, tmp_path / "good.zip", {"../evil.txt": b"x"}): "points outside",
@@ -223,14 +226,13 @@ def _push(xnat, tmp_path: Path, name: str, config: dict) -> None:
     push_config(xnat, PROJECT, path)
 
 
-def test_refusals_leave_nothing_in_runs_or_models(trainx, xnat, tmp_path):
+def test_refusals_leave_nothing_in_runs_or_models(xnat_server, trainx, xnat, tmp_path):
     _broken_model(xnat, tmp_path, "twochannel", input_channels=["T1w", "T2w"])
     (tmp_path / "map.txt").write_text("Tumour=1\nWhite Matter=2\n")
     install_model(xnat, PROJECT, TISSUES, "tumour", tmp_path / "map.txt")
     install_model(xnat, PROJECT, TISSUES, "brokencfg")
-    xnat.put(f"/data/projects/{PROJECT}/resources/ML_MODELS/files/brokencfg/v1/configs/train.json",
-             data=b'{"oops": ', query={"overwrite": "true"},
-             headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+    archive_file(xnat_server.data_dir, PROJECT, "ML_MODELS", "brokencfg/v1/configs/train.json") \
+        .write_bytes(b'{"oops": ')  # fmt: skip
     model = lambda name, version="": {"model": {"name": name, "version": version}}  # noqa: E731
     dataset = {"dataset": {"name": "blobs", "version": "7"}}
     configs = {
@@ -241,7 +243,10 @@ def test_refusals_leave_nothing_in_runs_or_models(trainx, xnat, tmp_path):
                    "dataset blobs v1: label 1 'Grey Matter' is not in model tumour v1's label map"),
         "channels": (tiny_config(**model("twochannel")),
                      "dataset blobs v1: 1 image channel(s) per case, model twochannel v1 takes 2"),
-        "brokencfg": (tiny_config(**model("brokencfg")), "configs/train.json is not valid JSON"),
+        "brokencfg": (tiny_config(**model("brokencfg")),
+                      "model brokencfg v1: configs/train.json differs from its digest"),
+        "noparent": (tiny_config(overrides={"nowhere#lr": 0.1}), "overrides.nowhere#lr: model "
+                     "tissues v1's configs/train.json has no id 'nowhere'"),
     }  # fmt: skip
     if torch.cuda.device_count() < 2:  # checked before the dataset is fetched
         gpus = tiny_config(resources={"gpus": 2})

@@ -242,8 +242,10 @@ def _config_validate(args: argparse.Namespace) -> int:
 
 
 def _config_push(args: argparse.Namespace) -> int:
+    from xnat_ml.training.config import load_config
     from xnat_ml.training.project_configs import push_config
 
+    load_config(args.file)  # a bad file is refused before any login
     with connect_from_args(args) as session:
         name = push_config(session, args.project, args.file, args.name)
     print(f"project {args.project} ML_CONFIGS/{name}.json: stored")
