@@ -24,8 +24,8 @@ from xnat_project import archive_file, set_up, tiny_config
 from xnat_ml.errors import XnatMlError
 from xnat_ml.training.project_configs import list_configs, push_config
 from xnat_ml.training.project_files import list_paths, read_text, upload_tree
-from xnat_ml.training.project_models import install_model, pull_model
-from xnat_ml.training.project_train import TrainRequest, train_in_project
+from xnat_ml.training.project_models import install_model, list_models, pull_model
+from xnat_ml.training.project_train import TrainRequest, promote_in_project, train_in_project
 from xnat_ml.xnat import connect
 
 PROJECT = "CODEDATA"
@@ -167,3 +167,41 @@ def test_a_version_without_digests_is_refused(site, xnat, tmp_path):
         "cannot be verified; install or promote it again as a new version"
     )
     assert _run_files(xnat, "legacy-run") == []
+
+
+def test_a_forged_run_is_neither_resumed_nor_promoted(site, xnat, tmp_path):
+    """A run's files in ML_RUNS are resumed and promoted only as prepared: its bundle snapshot
+    must match its model version's digests, its overrides must be its config's."""
+    marker = tmp_path / "MARK-run"
+    request = TrainRequest(project=PROJECT, config="tiny", run_id="forged",
+                           work_dir=tmp_path / "first", cache=tmp_path / "cache")  # fmt: skip
+    assert train_in_project(xnat, request)["state"] == "completed"
+
+    def stored(path: str) -> Path:
+        return archive_file(site.data_dir, PROJECT, "ML_RUNS", f"forged/{path}")
+
+    status = json.loads(stored("status.json").read_text())
+    stored("status.json").write_text(json.dumps({**status, "state": "failed"}))  # resumable
+    train_file, record_file = stored("bundle/configs/train.json"), stored("run.json")
+    train, record = train_file.read_text(), record_file.read_text()
+    train_file.write_text(train.replace('"learning_rate": 0.002', f'"learning_rate": '
+                                        f'{json.dumps(payload(marker))}'))  # fmt: skip
+    assert train_file.read_text() != train
+    again = TrainRequest(project=PROJECT, config="tiny", run_id="forged",
+                         work_dir=tmp_path / "again", cache=tmp_path / "cache")  # fmt: skip
+    with pytest.raises(XnatMlError, match=r"^run forged: bundle of model tissues v1: "
+                       r"configs/train.json differs from its digest"):  # fmt: skip
+        train_in_project(xnat, again)
+    train_file.write_text(train)
+    forged = json.loads(record)
+    forged["bundle_overrides"]["learning_rate"] = payload(marker)
+    record_file.write_text(json.dumps(forged))
+    with pytest.raises(XnatMlError, match=r"^run forged: run.json holds bundle overrides its "
+                       r"config.json does not make"):  # fmt: skip
+        train_in_project(xnat, TrainRequest(project=PROJECT, config="tiny", run_id="forged",
+                         work_dir=tmp_path / "third", cache=tmp_path / "cache"))  # fmt: skip
+    stored("status.json").write_text(json.dumps(status))  # completed again, still forged
+    with pytest.raises(XnatMlError, match=r"run.json holds bundle overrides"):
+        promote_in_project(xnat, PROJECT, "forged", "from-forged")
+    assert not marker.exists()
+    assert "from-forged" not in list_models(xnat, PROJECT)
