@@ -200,10 +200,6 @@ def load_config(path: str | Path) -> TrainingConfig:
     return parse_config(read_json_file(Path(path), "training config"), str(path))
 
 
-def read_config_text(text: str, source: str) -> TrainingConfig:
-    """A stored config's text (``ML_CONFIGS/<name>.json``, a run's ``config.json``), checked."""
-    return parse_config(limits.parse_json(text, f"training config {source}"), source)
-
 
 def config_to_json(config: TrainingConfig) -> dict[str, Any]:
     """The config as JSON again, without unset settings (for the run's snapshot)."""

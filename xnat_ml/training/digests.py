@@ -65,26 +65,30 @@ def read_digests(text: str | None, label: str) -> dict[str, str]:
     return files
 
 
-def check_files(folder: Path, digests: dict[str, str], label: str, *,
-                ignore: tuple[str, ...] = ()) -> None:  # fmt: skip
-    """Every file in ``folder`` as ``digests`` records it, none missing, none added; ``ignore``
-    holds path prefixes not compared (a run's snapshot leaves out the weights)."""
-    present = {n: p for n, p in version_files(folder).items() if not n.startswith(ignore)}
+def check_files(
+    folder: Path, digests: dict[str, str], label: str, *, optional: tuple[str, ...] = ()
+) -> None:
+    """Every file in ``folder`` as ``digests`` records it, none changed, none added, none missing
+    except under the ``optional`` path prefixes (a run's snapshot leaves the weights out)."""
     links = [p for p in folder.rglob("*") if p.is_symlink()]
     if links:
         raise XnatMlError(f"{label}: {links[0].relative_to(folder)} is a link, not a file")
-    for name in sorted(digests):
-        if name.startswith(ignore):
-            continue
-        if name not in present:
-            raise XnatMlError(f"{label}: {name} is missing (recorded in {DIGESTS_FILE})")
-        if file_digest(present[name]) != digests[name]:
-            raise XnatMlError(f"{label}: {name} differs from its digest in {DIGESTS_FILE}; "
-                              "the version was changed after it was stored")  # fmt: skip
+    present = version_files(folder)
     extra = sorted(set(present) - set(digests))
     if extra:
-        raise XnatMlError(f"{label}: {extra[0]} is not in {DIGESTS_FILE} (added after the "
-                          "version was stored)")  # fmt: skip
+        raise XnatMlError(
+            f"{label}: {extra[0]} is not in {DIGESTS_FILE} (added after the version was stored)"
+        )
+    for name in sorted(digests):
+        if name not in present:
+            if name.startswith(optional):
+                continue
+            raise XnatMlError(f"{label}: {name} is missing (recorded in {DIGESTS_FILE})")
+        if file_digest(present[name]) != digests[name]:
+            raise XnatMlError(
+                f"{label}: {name} differs from its digest in {DIGESTS_FILE}; "
+                "the version was changed after it was stored"
+            )
 
 
 def check_version(folder: Path, label: str) -> None:

@@ -13,7 +13,8 @@ from xnat.session import XNATSession
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import CONFIGS_RESOURCE
-from xnat_ml.training.config import TrainingConfig, load_config, read_config_text
+from xnat_ml.training.config import TrainingConfig, load_config, parse_config
+from xnat_ml.training.limits import parse_json
 from xnat_ml.training.project_files import list_paths, read_text, upload_tree
 from xnat_ml.training.project_models import check_name
 
@@ -42,5 +43,5 @@ def read_config(session: XNATSession, project: str, name: str) -> TrainingConfig
     if name not in list_configs(session, project):
         raise XnatMlError(f"config {name}: not in project {project}'s {CONFIGS_RESOURCE}")
     source = f"{CONFIGS_RESOURCE}/{name}{SUFFIX}"
-    return read_config_text(read_text(session, project, CONFIGS_RESOURCE, f"{name}{SUFFIX}"),
-                            source)  # fmt: skip
+    text = read_text(session, project, CONFIGS_RESOURCE, f"{name}{SUFFIX}")
+    return parse_config(parse_json(text, f"training config {source}"), source)

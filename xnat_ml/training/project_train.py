@@ -25,8 +25,8 @@ from xnat_ml.datasets.fetch import fetch_dataset
 from xnat_ml.datasets.versions import DATALIST_FILE, find_version, read_json
 from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import MODELS_RESOURCE, RUNS_RESOURCE
-from xnat_ml.training.bundle import WEIGHTS
-from xnat_ml.training.config import check_against_bundle, read_config_text
+from xnat_ml.training.bundle import WEIGHTS, read_json_file
+from xnat_ml.training.config import check_against_bundle, parse_config
 from xnat_ml.training.digests import check_files
 from xnat_ml.training.distributed import check_gpus
 from xnat_ml.training.model import ModelCard, Ref, validate_model, weights_path
@@ -200,18 +200,23 @@ def _ready_to_resume(session: XNATSession, request: TrainRequest, local: Path) -
 def check_snapshot(session: XNATSession, project: str, run: RunFolder) -> dict[str, Any]:
     """A run folder (local, or pulled back from ML_RUNS) before it is resumed or promoted: its
     bundle snapshot is its model version's files as that version's digests record them (the
-    weights aside), its config is plain data as at push, and the bundle overrides it will run
-    with are the ones that config makes. The run's record, checked."""
+    weights may be left out), its config is plain data as at push, and the bundle overrides it
+    will run with are the ones that config makes. The run's record, checked."""
     record = run.record()
-    name, number = record["model"]["name"], int(record["model"]["version"])
+    try:
+        name = check_name("model", record["model"]["name"])
+        number = int(record["model"]["version"])
+    except (TypeError, KeyError, ValueError, XnatMlError):
+        raise XnatMlError(f"run {run.run_id}: {RUN_FILE} names no model version") from None
     label = f"run {run.run_id}: bundle of model {name} v{number}"
     bundle = run.file(BUNDLE_DIR)
     for cache in list(bundle.rglob("__pycache__")):  # the bundle's imports wrote them; a run
         shutil.rmtree(cache, ignore_errors=True)  # from storage must not bring its own
+    weights = WEIGHTS.rpartition("/")[0] + "/"
     check_files(bundle, version_digests(session, project, name, number), label,
-                ignore=(f"{WEIGHTS.split('/')[0]}/",))  # fmt: skip
-    source = f"run {run.run_id} {CONFIG_FILE}"
-    config = read_config_text(run.file(CONFIG_FILE).read_text(errors="replace"), source)
+                optional=(weights,))  # fmt: skip
+    value = read_json_file(run.file(CONFIG_FILE), f"run {run.run_id}", CONFIG_FILE)
+    config = parse_config(value, f"run {run.run_id} {CONFIG_FILE}")
     if check_against_bundle(config, bundle, label) != record.get("bundle_overrides"):
         raise XnatMlError(f"run {run.run_id}: {RUN_FILE} holds bundle overrides its "
                           f"{CONFIG_FILE} does not make; the run cannot be used")  # fmt: skip
