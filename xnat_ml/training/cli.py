@@ -86,9 +86,10 @@ def _register_model(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     install = verbs.add_parser(
         "install", help="validate a bundle (folder or zip) and store it as the next version",
-        description="Checks the bundle (configs parse, required ids present; a zip's members "
-        "are checked before extraction), adds model.json and the label map, and uploads the "
-        "folder in one atomic upload. Nothing is uploaded when a check fails.",
+        description="Checks the bundle (configs parse, required ids present, no symbolic links, "
+        "within the size caps; a zip's members are checked before extraction), adds model.json, "
+        "the label map and digests.json (what every job checks before it runs the bundle), and "
+        "uploads the folder in one atomic upload. Nothing is uploaded when a check fails.",
     )  # fmt: skip
     install.add_argument("source", type=Path, metavar="DIR_OR_ZIP")
     _project(install)
