@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +194,23 @@ def test_errors_name_the_model_not_the_folder(tmp_path: Path) -> None:
         read_card(model, "model tissues v1")
     assert str(refused.value).startswith("model tissues v1: model.json is not valid JSON")
     assert "tmp-xyz" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ("[" * 100_000, "is nested deeper than 64 levels"),
+        (json.dumps(_with("training", epochs=1_000_000_000)), "training.epochs: must be at most"),
+        (json.dumps(_with("resources", processes=1_000_000)), "resources.processes: must be at"),
+        (json.dumps(_with("resources", memory_gb=1e300)), "resources.memory_gb: must be positive"),
+        (json.dumps({**GOOD, "overrides": {"optimizer#lr": HOSTILE}}), "overrides.optimizer#lr"),
+    ],
+)
+def test_config_validate_prints_one_line(tmp_path: Path, config: str, expected: str) -> None:
+    path = tmp_path / "cfg.json"
+    path.write_text(config)
+    done = subprocess.run([sys.executable, "-m", "xnat_ml", "config", "validate", str(path)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1 and done.stdout == ""
+    error = done.stderr.strip()
+    assert error.startswith("xnat-ml: error: ") and expected in error and "\n" not in error, error
