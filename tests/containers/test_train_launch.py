@@ -118,11 +118,12 @@ def test_parallel_train_launched_on_the_backend_completes(server, project):
 def test_code_from_data_never_runs_on_the_backend(server, project, tmp_path):
     """Issue 15's finding 1 on this backend, launched by a Member: a config stored around the CLI
     (raw PUT) with a `$exec` override, and a model version whose train.json was changed on the
-    server's disk, are refused by the job before the bundle is parsed; the payload's marker
-    appears nowhere (in the job's /work mount on Docker, on the shared file system on Slurm) and
-    no run is stored."""
+    server's disk, are refused by the job before the bundle is parsed; no run is stored. The
+    payload would print a line into the job's log (kept after the job, on every backend) and
+    create a marker file (seen here on Slurm, which shares this file system)."""
     marker = "/work/MARK-code" if server.backend == "docker" else str(tmp_path / "MARK-code")
-    hostile = f"$exec(\"open({marker!r}, 'w').close()\") or 0.002"
+    code = f"open({marker!r}, 'w').close(); print('PAYLOAD' + '-RAN', flush=True)"
+    hostile = f"$exec({code!r}) or 0.002"
     server.add_user("mallory", "mallory-pw-1", project, "Member")
     member = server.session("mallory", "mallory-pw-1")
     with connect(server.url, server.user, server.password) as xnat:
@@ -149,7 +150,8 @@ def test_code_from_data_never_runs_on_the_backend(server, project, tmp_path):
         job_id, job = _launch(server, project, config_name, f"code-{config_name}", member)
         logs = job_logs(server, job_id)
         assert job["status"] == "Failed" and message in logs, (job["status"], logs)
-    assert not list(server.data_dir.parent.rglob("MARK-code")) and not Path(marker).exists()
+        assert "PAYLOAD-RAN" not in logs
+    assert not Path(marker).exists()
     with connect(server.url, server.user, server.password) as xnat:
         assert not run_paths(xnat, project, "code-evil") and not run_paths(
             xnat, project, "code-tampered"
