@@ -63,6 +63,7 @@ HOSTILE = "$exec(\"open('/tmp/MARK','w')\") or 0.002"
         ({"network_def#x": 1e300}, "overrides.network_def#x: 1e+300 is not a finite number"),
         ({"train#trainer#max_epochs": 10**9}, "overrides.train#trainer#max_epochs: must be at "
          "most 100000"),
+        ({"train::trainer::max_epochs": 10**9}, "overrides.train::trainer::max_epochs: must be"),
     ],
 )  # fmt: skip
 def test_override_values_are_plain_data(overrides: dict, expected: str) -> None:
@@ -147,6 +148,10 @@ def test_run_length_is_capped_once_the_cases_are_known(spleen_bundle: Path) -> N
     check_against_bundle(config, spleen_bundle, "model s v1", cases=100)
     with pytest.raises(XnatMlError, match=r"model s v1: 100000 epochs of 1000 iterations"):
         check_against_bundle(config, spleen_bundle, "model s v1", cases=1000)
+    overridden = {**GOOD, "training": {"batch_size": 1},
+                  "overrides": {"train::trainer::max_epochs": 100_000}}  # fmt: skip
+    with pytest.raises(XnatMlError, match=r"100000 epochs of 1000 iterations"):
+        check_against_bundle(parse_config(overridden, "c"), spleen_bundle, "m", cases=1000)
 
 
 def test_card_overrides_are_plain_data() -> None:

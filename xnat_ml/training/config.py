@@ -181,8 +181,9 @@ def parse_config(value: Any, source: str) -> TrainingConfig:
         if not key or key.startswith("#") or key.endswith("#"):
             raise XnatMlError(f"{fields.field('overrides')}: '{key}' is not a bundle id")
     check_overrides(overrides, fields.field("overrides"))
-    for key in SETTING_IDS["epochs"]:
-        if isinstance(overrides.get(key), int | float) and overrides[key] > limits.MAX_EPOCHS:
+    for key, given in overrides.items():
+        if key.replace("::", "#") in SETTING_IDS["epochs"] and isinstance(given, int | float) \
+                and given > limits.MAX_EPOCHS:  # fmt: skip
             raise XnatMlError(f"{fields.field('overrides')}.{key}: must be at most "
                               f"{limits.MAX_EPOCHS}")  # fmt: skip
     return TrainingConfig(
@@ -198,7 +199,6 @@ def parse_config(value: Any, source: str) -> TrainingConfig:
 def load_config(path: str | Path) -> TrainingConfig:
     """Read and check a training config file (``xnat-ml config validate FILE``)."""
     return parse_config(read_json_file(Path(path), "training config"), str(path))
-
 
 
 def config_to_json(config: TrainingConfig) -> dict[str, Any]:
@@ -237,9 +237,10 @@ def check_against_bundle(
     return overrides
 
 
-def _bundle_int(overrides: dict[str, Any], train: Any, ids: tuple[str, ...]) -> int | None:
-    """The first plain integer the run will have at one of ``ids`` (an override, else the
-    bundle's own value); None when each is an expression or absent."""
+def _bundle_ints(overrides: dict[str, Any], train: Any, ids: tuple[str, ...]) -> list[int]:
+    """The plain integers the run will have at ``ids`` (an override, else the bundle's own
+    value); expressions and absent ids give none."""
+    found = []
     for config_id in ids:
         if config_id in overrides:
             value = overrides[config_id]
@@ -250,16 +251,18 @@ def _bundle_int(overrides: dict[str, Any], train: Any, ids: tuple[str, ...]) -> 
         else:
             continue
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
+            found.append(value)
+    return found
 
 
 def _check_length(overrides: dict[str, Any], train: Any, cases: int, what: str) -> None:
-    """Epochs x iterations per epoch within ``MAX_ITERATIONS`` (one process's share at most)."""
-    epochs = _bundle_int(overrides, train, SETTING_IDS["epochs"])
+    """Epochs x iterations per epoch within ``MAX_ITERATIONS``, counted on the safe side (the
+    largest epochs and the smallest batch the bundle's ids hold)."""
+    overrides = {key.replace("::", "#"): value for key, value in overrides.items()}
+    epochs = max(_bundle_ints(overrides, train, SETTING_IDS["epochs"]), default=None)
     if epochs is None:
         return
-    batch = max(_bundle_int(overrides, train, SETTING_IDS["batch_size"]) or 1, 1)
+    batch = max(min(_bundle_ints(overrides, train, SETTING_IDS["batch_size"]), default=1), 1)
     per_epoch = max(-(-cases // batch), 1)
     if epochs * per_epoch > limits.MAX_ITERATIONS:
         raise XnatMlError(
