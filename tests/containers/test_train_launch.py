@@ -22,12 +22,14 @@ from jobs import TRAIN, cpu_site_copy
 
 from xnat_ml.training.project_configs import push_config
 from xnat_ml.training.project_files import read_text
+from xnat_ml.training.project_models import install_model
 from xnat_ml.training.project_runs import run_paths, run_status
 from xnat_ml.xnat import connect
 
 # The training tests' project set-up (tests/training is no package, as no test folder is).
 sys.path.append(str(Path(__file__).resolve().parents[1] / "training"))
-from xnat_project import set_up, tiny_config  # noqa: E402
+from template_paths import TISSUES  # noqa: E402
+from xnat_project import archive_file, set_up, tiny_config  # noqa: E402
 
 RUN, PARALLEL_RUN = "launched", "launched-ddp"
 
@@ -72,16 +74,21 @@ def project(server, tmp_path_factory) -> str:
     return project
 
 
-def _launch_train(server, project: str, config: str, run_id: str) -> dict:
+def _launch(server, project: str, config: str, run_id: str, http=None) -> tuple[int, dict]:
+    """Launch `train` (as admin, or as ``http``'s user) and wait; the job id and the job."""
     command = cpu_site_copy(json.loads(TRAIN.read_text()))
     wrapper = install_enabled(server, project, command)["train-project"]
-    launched = server.session().post(
+    launched = (http or server.session()).post(
         f"{server.url}/xapi/projects/{project}/wrappers/{wrapper}/root/project/launch",
         json={"project": f"/data/projects/{project}", "CONFIG": config, "RUN_ID": run_id},
     )
     assert launched.status_code == 200, launched.text
     job_id = int(launched.json()["id"])
-    job = wait_job(server, job_id, timeout=540)
+    return job_id, wait_job(server, job_id, timeout=540)
+
+
+def _launch_train(server, project: str, config: str, run_id: str) -> dict:
+    job_id, job = _launch(server, project, config, run_id)
     assert job["status"] == "Complete", (job["status"], job["message"], job_logs(server, job_id))
     with connect(server.url, server.user, server.password) as xnat:
         files = {path.removeprefix(f"{run_id}/") for path in run_paths(xnat, project, run_id)}
@@ -106,3 +113,46 @@ def test_parallel_train_launched_on_the_backend_completes(server, project):
     status, record = run["status"], run["record"]
     assert (status["state"], status["epoch"], status["iteration"]) == ("completed", 2, 2), status
     assert record["processes"] == 2
+
+
+def test_code_from_data_never_runs_on_the_backend(server, project, tmp_path):
+    """Issue 15's finding 1 on this backend, launched by a Member: a config stored around the CLI
+    (raw PUT) with a `$exec` override, and a model version whose train.json was changed on the
+    server's disk, are refused by the job before the bundle is parsed; no run is stored. The
+    payload would print a line into the job's log (kept after the job, on every backend) and
+    create a marker file (seen here on Slurm, which shares this file system)."""
+    marker = "/work/MARK-code" if server.backend == "docker" else str(tmp_path / "MARK-code")
+    code = f"open({marker!r}, 'w').close(); print('PAYLOAD' + '-RAN', flush=True)"
+    hostile = f"$exec({code!r}) or 0.002"
+    server.add_user("mallory", "mallory-pw-1", project, "Member")
+    member = server.session("mallory", "mallory-pw-1")
+    with connect(server.url, server.user, server.password) as xnat:
+        install_model(xnat, project, TISSUES, "tampered")
+        config = tiny_config()
+        config["overrides"] = {**config["overrides"], "optimizer#lr": hostile}
+        server.session().put(
+            f"{server.url}/data/projects/{project}/resources/ML_CONFIGS/files/evil.json",
+            data=json.dumps(config).encode(), params={"overwrite": "true"},
+            headers={"Content-Type": "application/octet-stream"},
+        ).raise_for_status()  # fmt: skip
+        (tmp_path / "tampered.json").write_text(
+            json.dumps(tiny_config(model={"name": "tampered", "version": "1"}))
+        )
+        push_config(xnat, project, tmp_path / "tampered.json")
+    on_disk = archive_file(server.data_dir, project, "ML_MODELS", "tampered/v1/configs/train.json")
+    train = json.loads(on_disk.read_text())
+    on_disk.write_text(json.dumps({**train, "learning_rate": hostile}))
+    refusals = {
+        "evil": "ML_CONFIGS/evil.json: overrides.optimizer#lr: ",
+        "tampered": "model tampered v1: configs/train.json differs from its digest",
+    }
+    for config_name, message in refusals.items():
+        job_id, job = _launch(server, project, config_name, f"code-{config_name}", member)
+        logs = job_logs(server, job_id)
+        assert job["status"] == "Failed" and message in logs, (job["status"], logs)
+        assert "PAYLOAD-RAN" not in logs
+    assert not Path(marker).exists()
+    with connect(server.url, server.user, server.password) as xnat:
+        assert not run_paths(xnat, project, "code-evil") and not run_paths(
+            xnat, project, "code-tampered"
+        )

@@ -20,16 +20,15 @@ import requests
 import torch
 from shared_data import SHARED_DATA, require
 from template_paths import REPO, TISSUES
-from xnat_project import TrainingProject, set_up, tiny_config
+from xnat_project import TrainingProject, archive_file, set_up, tiny_config
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.training.bundle import bundle_digests
 from xnat_ml.training.project_configs import push_config
-from xnat_ml.training.project_files import list_paths, read_text, upload_tree
+from xnat_ml.training.project_files import list_paths, read_text
 from xnat_ml.training.project_models import (
     install_model,
     list_models,
-    pull_model,
     read_model_card,
 )
 from xnat_ml.training.project_runs import list_runs, run_paths, run_status
@@ -106,7 +105,10 @@ def test_model_install_refusals_upload_nothing(trainx, xnat, tmp_path):
     train = json.loads((lacking / "configs" / "train.json").read_text())
     del train["validate"]
     (lacking / "configs" / "train.json").write_text(json.dumps(train))
+    linked = Path(shutil.copytree(TISSUES, tmp_path / "linked"))
+    (linked / "configs" / "extra.json").symlink_to(tmp_path / "secret.json")
     cases = {
+        linked: f"bundle {linked}: configs/extra.json is a symbolic link",
         broken: "configs/train.json is not valid JSON (line 1",
         lacking: "configs/train.json lacks the required id 'validate#evaluator'",
         _zip(TISSUES, tmp_path / "good.zip", {"../evil.txt": b"x"}): "points outside",
@@ -228,18 +230,13 @@ def _push(xnat, tmp_path: Path, name: str, config: dict) -> None:
     push_config(xnat, PROJECT, path)
 
 
-def test_refusals_leave_nothing_in_runs_or_models(trainx, xnat, tmp_path):
+def test_refusals_leave_nothing_in_runs_or_models(xnat_server, trainx, xnat, tmp_path):
     _broken_model(xnat, tmp_path, "twochannel", input_channels=["T1w", "T2w"])
     (tmp_path / "map.txt").write_text("Tumour=1\nWhite Matter=2\n")
     install_model(xnat, PROJECT, TISSUES, "tumour", tmp_path / "map.txt")
     install_model(xnat, PROJECT, TISSUES, "brokencfg")
-    # versions are write-once: remake brokencfg v1 whole, with a config that does not parse
-    broken = pull_model(xnat, PROJECT, "brokencfg", 1, tmp_path / "brokencfg")
-    (broken / "configs" / "train.json").write_bytes(b'{"oops": ')
-    xnat.delete(f"/data/projects/{PROJECT}/resources/ML_MODELS/files/brokencfg/v1")
-    upload_tree(xnat, PROJECT, "ML_MODELS", {f"brokencfg/v1/{p.relative_to(broken).as_posix()}": p
-                                             for p in broken.rglob("*") if p.is_file()},
-                content="ML_MODEL")  # fmt: skip
+    archive_file(xnat_server.data_dir, PROJECT, "ML_MODELS", "brokencfg/v1/configs/train.json") \
+        .write_bytes(b'{"oops": ')  # fmt: skip
     model = lambda name, version="": {"model": {"name": name, "version": version}}  # noqa: E731
     dataset = {"dataset": {"name": "blobs", "version": "7"}}
     configs = {
@@ -250,7 +247,10 @@ def test_refusals_leave_nothing_in_runs_or_models(trainx, xnat, tmp_path):
                    "dataset blobs v1: label 1 'Grey Matter' is not in model tumour v1's label map"),
         "channels": (tiny_config(**model("twochannel")),
                      "dataset blobs v1: 1 image channel(s) per case, model twochannel v1 takes 2"),
-        "brokencfg": (tiny_config(**model("brokencfg")), "configs/train.json is not valid JSON"),
+        "brokencfg": (tiny_config(**model("brokencfg")),
+                      "model brokencfg v1: configs/train.json differs from its digest"),
+        "noparent": (tiny_config(overrides={"nowhere#lr": 0.1}), "overrides.nowhere#lr: model "
+                     "tissues v1's configs/train.json has no id 'nowhere'"),
     }  # fmt: skip
     if torch.cuda.device_count() < 2:  # checked before the dataset is fetched
         gpus = tiny_config(resources={"gpus": 2})

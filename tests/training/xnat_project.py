@@ -68,6 +68,13 @@ class TrainingProject:
         )  # fmt: skip
 
 
+def archive_file(data_dir: Path, project: str, label: str, path: str) -> Path:
+    """Where the embedded server keeps a project resource's file on disk: a test changes it
+    there, as someone with the server's file system (not its REST API) would."""
+    [found] = (data_dir / "archive" / project / "resources").glob(f"*/{path}")
+    return found
+
+
 def set_up(session, project: str, work: Path, cases: int = 6) -> None:
     rng = np.random.default_rng(0)
     session.put(f"/data/projects/{project}/resources/ML_MODELS/files/region2MaskValueMap.txt",

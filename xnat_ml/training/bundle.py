@@ -8,13 +8,13 @@ typed overrides, so a Model Zoo bundle installs and fine-tunes without an edit t
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from xnat_ml.errors import XnatMlError
+from xnat_ml.training.limits import parse_json
 
 CONFIGS = "configs"
 METADATA = f"{CONFIGS}/metadata.json"
@@ -47,20 +47,17 @@ def infer_required_ids() -> list[str]:
     return _required_ids(InferProperties, _INFER_EXTRA_IDS)
 
 
-def read_json_file(path: Path, what: str) -> Any:
-    """Parse a JSON file; a missing or broken one is a one-line error naming it."""
+def read_json_file(path: Path, what: str, shown: str | None = None) -> Any:
+    """Parse a JSON file within the caps on JSON (``limits.parse_json``); a missing or broken
+    one is a one-line error naming it (as ``shown``: a temporary folder means nothing to a user)."""
+    shown = shown or str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise XnatMlError(f"{what}: {path} is missing") from None
+        raise XnatMlError(f"{what}: {shown} is missing") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise XnatMlError(f"{what}: cannot read {path}: {exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise XnatMlError(
-            f"{what}: {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
+        raise XnatMlError(f"{what}: cannot read {shown}: {exc}") from None
+    return parse_json(text, f"{what}: {shown}")
 
 
 def has_id(config: Any, config_id: str) -> bool:
@@ -76,29 +73,35 @@ def has_id(config: Any, config_id: str) -> bool:
     return True
 
 
-def _check_ids(bundle_dir: Path, name: str, config: Any, ids: Iterable[str]) -> None:
+def _check_ids(what: str, name: str, config: Any, ids: Iterable[str]) -> None:
     if not isinstance(config, dict):
-        raise XnatMlError(f"bundle {bundle_dir}: {name} must hold a JSON object")
+        raise XnatMlError(f"{what}: {name} must hold a JSON object")
     for config_id in ids:
         if not has_id(config, config_id):
-            raise XnatMlError(f"bundle {bundle_dir}: {name} lacks the required id '{config_id}'")
+            raise XnatMlError(f"{what}: {name} lacks the required id '{config_id}'")
 
 
-def validate_bundle(bundle_dir: str | Path, *, need_inference: bool = True) -> dict[str, Any]:
+def validate_bundle(
+    bundle_dir: str | Path, *, need_inference: bool = True, label: str | None = None
+) -> dict[str, Any]:
     """Check a bundle folder as published; return its metadata.
 
-    A broken JSON config is one line naming the file, a missing required id one line naming it.
+    A broken JSON config is one line naming the file, a missing required id one line naming it;
+    ``label`` (``model tissues v1``) names the bundle instead of its (temporary) folder.
     """
     bundle_dir = Path(bundle_dir)
+    what = label or f"bundle {bundle_dir}"
     if not bundle_dir.is_dir():
-        raise XnatMlError(f"bundle {bundle_dir}: no such folder")
-    meta = read_json_file(bundle_dir / METADATA, f"bundle {bundle_dir}")
-    _check_ids(bundle_dir, METADATA, meta, _META_IDS)
-    train = read_json_file(bundle_dir / TRAIN_CONFIG, f"bundle {bundle_dir}")
-    _check_ids(bundle_dir, TRAIN_CONFIG, train, train_required_ids())
+        raise XnatMlError(f"{what}: no such folder")
+
+    def read(name: str) -> Any:
+        return read_json_file(bundle_dir / name, what, name if label else None)
+
+    meta = read(METADATA)
+    _check_ids(what, METADATA, meta, _META_IDS)
+    _check_ids(what, TRAIN_CONFIG, read(TRAIN_CONFIG), train_required_ids())
     if need_inference or (bundle_dir / INFERENCE_CONFIG).exists():
-        infer = read_json_file(bundle_dir / INFERENCE_CONFIG, f"bundle {bundle_dir}")
-        _check_ids(bundle_dir, INFERENCE_CONFIG, infer, infer_required_ids())
+        _check_ids(what, INFERENCE_CONFIG, read(INFERENCE_CONFIG), infer_required_ids())
     return meta
 
 

@@ -86,9 +86,10 @@ def _register_model(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     install = verbs.add_parser(
         "install", help="validate a bundle (folder or zip) and store it as the next version",
-        description="Checks the bundle (configs parse, required ids present; a zip's members "
-        "are checked before extraction), adds model.json and the label map, and uploads the "
-        "folder in one atomic upload. Nothing is uploaded when a check fails.",
+        description="Checks the bundle (configs parse, required ids present, no symbolic links, "
+        "within the size caps; a zip's members are checked before extraction), adds model.json, "
+        "the label map and digests.json (what every job checks before it runs the bundle), and "
+        "uploads the folder in one atomic upload. Nothing is uploaded when a check fails.",
     )  # fmt: skip
     install.add_argument("source", type=Path, metavar="DIR_OR_ZIP")
     _project(install)
@@ -275,9 +276,11 @@ def _config_validate(args: argparse.Namespace) -> int:
 
 
 def _config_push(args: argparse.Namespace) -> int:
+    from xnat_ml.training.config import load_config
     from xnat_ml.training.project_configs import push_config
     from xnat_ml.xnat.roles import require_role
 
+    load_config(args.file)  # a bad file is refused before any login
     with connect_from_args(args) as session:
         require_role(session, args.project, "Owner", "config push")
         name = push_config(session, args.project, args.file, args.name)

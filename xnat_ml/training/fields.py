@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -45,6 +46,8 @@ class Fields:
         ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True
+        if ok and kind is float and not math.isfinite(value):
+            raise XnatMlError(f"{self.field(key)}: expected a finite number, got {value!r}")
         if not ok:
             raise XnatMlError(
                 f"{self.field(key)}: expected {_TYPE_NAMES.get(kind, kind.__name__)}, "

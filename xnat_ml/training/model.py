@@ -19,7 +19,9 @@ from xnat_ml.errors import XnatMlError
 from xnat_ml.imaging.labelmap import LabelMap, load_labelmap
 from xnat_ml.layout import LABELMAP_FILE
 from xnat_ml.training.bundle import WEIGHTS, read_json_file, validate_bundle
+from xnat_ml.training.digests import UNCOVERED
 from xnat_ml.training.fields import Fields
+from xnat_ml.training.literals import check_overrides
 
 CARD_FILE = "model.json"
 CARD_FORMAT = "xnat-ml-model-card"
@@ -130,6 +132,8 @@ def parse_card(value: Any, source: str) -> ModelCard:
         isinstance(s, int | float) and not isinstance(s, bool) and s > 0 for s in spacing
     ):
         raise XnatMlError(f"{fields.field('spacing')}: expected positive numbers (mm)")
+    overrides = fields.get("overrides", dict, default={})
+    check_overrides(overrides, fields.field("overrides"))
     metrics = fields.get("metrics", dict, default={})
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in metrics.values()):
         raise XnatMlError(f"{fields.field('metrics')}: values must be numbers")
@@ -149,32 +153,38 @@ def parse_card(value: Any, source: str) -> ModelCard:
         run=fields.get("run", str),
         dataset=Ref.read(fields.sub("dataset")),
         metrics={k: float(v) for k, v in metrics.items()},
-        overrides=fields.get("overrides", dict, default={}),
+        overrides=overrides,
         output=output,
         created=fields.get("created", str, default=""),
     )
 
 
-def read_card(model_dir: str | Path) -> ModelCard:
+def read_card(model_dir: str | Path, label: str | None = None) -> ModelCard:
+    """The card in ``model_dir``; ``label`` (``model tissues v1``) names it in errors."""
     path = Path(model_dir) / CARD_FILE
-    return parse_card(read_json_file(path, f"model {model_dir}"), str(path))
+    what = label or f"model {model_dir}"
+    shown = CARD_FILE if label else None
+    return parse_card(read_json_file(path, what, shown), f"{what}: {CARD_FILE}" if label
+                      else str(path))  # fmt: skip
 
 
 def write_card(model_dir: str | Path, card: ModelCard) -> Path:
     return write_json_atomic(Path(model_dir) / CARD_FILE, card.to_json())
 
 
-def validate_model(model_dir: str | Path) -> tuple[ModelCard, LabelMap]:
-    """Check a model folder: bundle, card and label map, and that card and label map agree."""
+def validate_model(model_dir: str | Path, label: str | None = None) -> tuple[ModelCard, LabelMap]:
+    """Check a model folder: bundle, card and label map, and that card and label map agree;
+    ``label`` (``model tissues v1``) names it in errors instead of its folder."""
     model_dir = Path(model_dir)
-    validate_bundle(model_dir)
-    card = read_card(model_dir)
+    what = label or f"model {model_dir}"
+    validate_bundle(model_dir, label=label)
+    card = read_card(model_dir, label)
     labelmap = load_labelmap(model_dir / LABELMAP_FILE)
     in_map = {label.value: label.name for label in labelmap.labels}
     named = {value: name for value, name in card.labels.items() if value != 0}
     if named != in_map:
         raise XnatMlError(
-            f"model {model_dir}: {CARD_FILE} labels {named} differ from {LABELMAP_FILE} {in_map}"
+            f"{what}: {CARD_FILE} labels {named} differ from {LABELMAP_FILE} {in_map}"
         )
     return card, labelmap
 
@@ -212,14 +222,16 @@ def sigmoid_outputs(inference: Any) -> bool:
     return '"sigmoid": true' in text and '"argmax": true' not in text
 
 
-def weights_path(model_dir: str | Path) -> Path:
+def weights_path(model_dir: str | Path, label: str | None = None) -> Path:
     """The model's trained weights; a model without them cannot be fine-tuned or promoted from."""
     path = Path(model_dir) / WEIGHTS
     if not path.is_file():
-        raise XnatMlError(f"model {model_dir}: has no weights ({WEIGHTS})")
+        raise XnatMlError(f"{label or f'model {model_dir}'}: has no weights ({WEIGHTS})")
     return path
 
 
 def copy_bundle(source: Path, target: Path) -> None:
-    """Copy a model folder without its weights (configs, docs, label map, card)."""
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("models", "__pycache__"))
+    """Copy a model folder without its weights (configs, docs, label map, card) and without a
+    version's own ``digests.json``/``claim.json``."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("models", "__pycache__",
+                                                                  *UNCOVERED))  # fmt: skip

@@ -6,7 +6,6 @@ A config is replaced whole by a later push of the same name; every run keeps its
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from xnat.session import XNATSession
 from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import CONFIGS_RESOURCE
 from xnat_ml.training.config import TrainingConfig, load_config, parse_config
+from xnat_ml.training.limits import parse_json
 from xnat_ml.training.project_files import list_paths, read_text, upload_tree
 from xnat_ml.training.project_models import check_name
 
@@ -38,15 +38,10 @@ def push_config(session: XNATSession, project: str, path: Path, name: str | None
 
 
 def read_config(session: XNATSession, project: str, name: str) -> TrainingConfig:
+    """The stored config, checked again as at push: it may have been written around the CLI."""
     check_name("config", name)
     if name not in list_configs(session, project):
         raise XnatMlError(f"config {name}: not in project {project}'s {CONFIGS_RESOURCE}")
     source = f"{CONFIGS_RESOURCE}/{name}{SUFFIX}"
     text = read_text(session, project, CONFIGS_RESOURCE, f"{name}{SUFFIX}")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise XnatMlError(
-            f"training config {source}: not valid JSON (line {exc.lineno}: {exc.msg})"
-        ) from None
-    return parse_config(value, source)
+    return parse_config(parse_json(text, f"training config {source}"), source)

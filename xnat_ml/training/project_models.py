@@ -8,7 +8,7 @@ training config or ``--from NAME:N`` names exactly the weights it means.
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 import re
 import shutil
 import tempfile
@@ -27,6 +27,14 @@ from xnat_ml.training.bundle import (
     read_json_file,
     validate_bundle,
 )
+from xnat_ml.training.digests import (
+    DIGESTS_FILE,
+    UNCOVERED,
+    check_version,
+    read_digests,
+    write_digests,
+)
+from xnat_ml.training.limits import MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES, parse_json
 from xnat_ml.training.model import (
     CARD_FILE,
     ModelCard,
@@ -103,15 +111,12 @@ def find_model(session: XNATSession, project: str, name: str, number: int | None
 def read_model_card(session: XNATSession, project: str, name: str, number: int) -> ModelCard:
     path = f"{name}/v{number}/{CARD_FILE}"
     text = read_text(session, project, MODELS_RESOURCE, path)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise XnatMlError(f"{MODELS_RESOURCE}/{path}: not JSON ({exc.msg})") from None
-    return parse_card(value, f"{MODELS_RESOURCE}/{path}")
+    return parse_card(parse_json(text, f"{MODELS_RESOURCE}/{path}"), f"{MODELS_RESOURCE}/{path}")
 
 
 def pull_model(session: XNATSession, project: str, name: str, number: int, dest: Path) -> Path:
-    """Download version ``number`` of model ``name`` into ``dest`` (which must not exist)."""
+    """Download version ``number`` of model ``name`` into ``dest`` (which must not exist), each
+    file checked against the version's ``digests.json`` before anything reads it."""
     if dest.exists():
         raise XnatMlError(f"model folder {dest}: already exists")
     prefix = f"{name}/v{number}/"
@@ -120,11 +125,22 @@ def pull_model(session: XNATSession, project: str, name: str, number: int, dest:
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         download(session, project, MODELS_RESOURCE, paths, prefix, staging)
+        check_version(staging, f"model {name} v{number}")
+        for uncovered in UNCOVERED:  # the version's, not the model folder's
+            (staging / uncovered).unlink(missing_ok=True)
         staging.rename(dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return dest
+
+
+def version_digests(session: XNATSession, project: str, name: str, number: int) -> dict[str, str]:
+    """The ``files`` of ``<name>/v<number>/digests.json`` (refused when the version has none)."""
+    path = f"{name}/v{number}/{DIGESTS_FILE}"
+    listed = path in list_paths(session, project, MODELS_RESOURCE)
+    text = read_text(session, project, MODELS_RESOURCE, path) if listed else None
+    return read_digests(text, f"model {name} v{number}")
 
 
 def _bundle_root(folder: Path) -> Path:
@@ -141,22 +157,38 @@ def _labels_in(labelmap: Path) -> dict[int, str]:
     return {0: "background"} | {lab.value: lab.name for lab in load_labelmap(labelmap).labels}
 
 
+def _check_tree(bundle: Path, label: str) -> None:
+    """No links (their targets are not the bundle's), and within the bundle caps."""
+    count = size = 0
+    for root, dirs, files in os.walk(bundle):
+        for entry in dirs + files:
+            path = Path(root, entry)
+            if path.is_symlink():
+                raise XnatMlError(f"{label}: {path.relative_to(bundle)} is a symbolic link; "
+                                  "copy what it points to into the bundle instead")  # fmt: skip
+        count += len(files)
+        size += sum(Path(root, f).stat().st_size for f in files)
+        if count > MAX_BUNDLE_FILES or size > MAX_BUNDLE_BYTES:
+            raise XnatMlError(f"{label}: more than {MAX_BUNDLE_FILES} files or "
+                              f"{MAX_BUNDLE_BYTES >> 30} GiB; too large for a bundle")  # fmt: skip
+
+
 def _install_card(
     model: Path, name: str, number: int, labelmap: Path | None, output: Output | None,
-    source: Path,
+    label: str,
 ) -> ModelCard:
     """The card of a new version: the bundle's own card if it has one, else one made from its
     metadata; labels from ``labelmap`` when given (which also becomes the model's label map).
     ``output`` (a region model's paint rule) replaces the card's; a card-less bundle whose
     post-processing ends in a sigmoid is a region model and is refused without one."""
-    meta = validate_bundle(model)
-    card = read_card(model) if (model / CARD_FILE).exists() else None
+    meta = validate_bundle(model, label=label)
+    card = read_card(model, label) if (model / CARD_FILE).exists() else None
     if output is None and card is None and sigmoid_outputs(
-        read_json_file(model / INFERENCE_CONFIG, f"bundle {source}")
+        read_json_file(model / INFERENCE_CONFIG, label)
     ):
         regions = ", ".join(channel_names(meta, "outputs", "pred").values()) or "its channels"
         raise XnatMlError(
-            f"bundle {source}: its output is sigmoid regions ({regions}), not labels; pass "
+            f"{label}: its output is sigmoid regions ({regions}), not labels; pass "
             "--paint CHANNEL=VALUE,... painted in order (BraTS TC/WT/ET: 1=2,0=1,2=4)"
         )
     output = output or (card.output if card else Output())
@@ -170,9 +202,7 @@ def _install_card(
     else:
         labels = output_labels(meta, output)
         if len(labels) < 2:
-            raise XnatMlError(
-                f"bundle {model}: {METADATA} names no output labels; pass --labelmap FILE"
-            )
+            raise XnatMlError(f"{label}: {METADATA} names no output labels; pass --labelmap FILE")
     if not (model / LABELMAP_FILE).exists():
         (model / LABELMAP_FILE).write_text(
             "".join(f"{n}={v}\n" for v, n in sorted(labels.items()) if v != 0)
@@ -197,8 +227,9 @@ def install_model(
     """Validate the bundle in ``source`` (a folder or a zip) and store it as the next version
     (``output``: the kind of its post-processed output, see ``_install_card``).
 
-    Nothing is uploaded unless the whole model folder validates; the bundle's files go up as
-    they are, with ``model.json`` and the label map added."""
+    Nothing is uploaded unless the whole model folder validates (links and oversized bundles
+    refused); the bundle's files go up as they are, with ``model.json``, the label map and
+    ``digests.json`` added."""
     check_name("model", name)
     if not source.exists():
         raise XnatMlError(f"model {source}: no such file or folder")
@@ -209,11 +240,14 @@ def install_model(
         if source.is_file():  # a zip: every member checked before anything is written
             extract_zip(source, Path(tmp) / "unpacked")
             bundle = _bundle_root(Path(tmp) / "unpacked")
-        validate_bundle(bundle)
+        shown = f"bundle {source}"  # not the temporary folder it was unpacked into
+        _check_tree(bundle, shown)
+        validate_bundle(bundle, label=shown)
         number = next_version(session, project, name)
         model = Path(tmp) / "model"
-        shutil.copytree(bundle, model, ignore=shutil.ignore_patterns("__pycache__", ".*"))
-        card = _install_card(model, name, number, labelmap, output, source)
+        shutil.copytree(bundle, model, ignore=shutil.ignore_patterns("__pycache__", ".*",
+                                                                     *UNCOVERED))  # fmt: skip
+        card = _install_card(model, name, number, labelmap, output, shown)
         write_card(model, card)
         store_version(session, project, model, name, number)
     return number, card
@@ -224,13 +258,15 @@ def next_version(session: XNATSession, project: str, name: str) -> int:
 
 
 def store_version(session: XNATSession, project: str, model: Path, name: str, number: int) -> None:
-    """Check the model folder, then upload it as ``<name>/v<number>/`` in one atomic upload."""
-    card, _ = validate_model(model)
+    """Check the model folder, then upload it as ``<name>/v<number>/`` with its
+    ``digests.json``, in one atomic upload."""
+    card, _ = validate_model(model, f"model {name} v{number}")
     if (card.name, card.version) != (name, str(number)):
         raise XnatMlError(f"model {model}: its card says {card.name} v{card.version}, "
                           f"not {name} v{number}")  # fmt: skip
     if number in list_models(session, project).get(name, []):  # versions are never replaced
         raise XnatMlError(f"model {name}: v{number} was stored meanwhile by someone else; retry")
+    write_digests(model)
     files = {f"{name}/v{number}/{p.relative_to(model).as_posix()}": p
              for p in sorted(model.rglob("*")) if p.is_file()}  # fmt: skip
     upload_tree(session, project, MODELS_RESOURCE, files, content="ML_MODEL")

@@ -25,8 +25,9 @@ from xnat_ml.datasets.fetch import fetch_dataset
 from xnat_ml.datasets.versions import DATALIST_FILE, find_version, read_json
 from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import MODELS_RESOURCE, RUNS_RESOURCE
-from xnat_ml.training.bundle import WEIGHTS
-from xnat_ml.training.config import check_against_bundle
+from xnat_ml.training.bundle import WEIGHTS, read_json_file
+from xnat_ml.training.config import check_against_bundle, parse_config
+from xnat_ml.training.digests import check_files
 from xnat_ml.training.distributed import check_gpus
 from xnat_ml.training.model import ModelCard, Ref, validate_model, weights_path
 from xnat_ml.training.project_configs import read_config
@@ -40,6 +41,7 @@ from xnat_ml.training.project_models import (
     read_model_card,
     split_ref,
     store_version,
+    version_digests,
 )
 from xnat_ml.training.project_runs import RunUploader, pull_run, run_status
 from xnat_ml.training.promotion import promote
@@ -116,9 +118,9 @@ def _prepare(session: XNATSession, request: TrainRequest, local: Path) -> None:
     model_number = find_model(session, project, model_name, model_number)
     version = find_version(session, project, data_name, data_number)
     card = read_model_card(session, project, model_name, model_number)
-    check_data_fits(read_json(session, project, version, DATALIST_FILE), card,
-                    f"dataset {data_name} v{version.number}",
-                    f"model {model_name} v{model_number}")  # fmt: skip
+    listing = read_json(session, project, version, DATALIST_FILE)
+    label = f"model {model_name} v{model_number}"
+    check_data_fits(listing, card, f"dataset {data_name} v{version.number}", label)
     config = dataclasses.replace(
         config,
         model=Ref(model_name, str(model_number)),
@@ -127,11 +129,12 @@ def _prepare(session: XNATSession, request: TrainRequest, local: Path) -> None:
     )
     request.work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="model-", dir=request.work_dir) as tmp:
+        # digest-checked before any of its files is parsed
         model_dir = pull_model(session, project, model_name, model_number, Path(tmp) / "model")
-        validate_model(model_dir)
+        validate_model(model_dir, label)
         if request.from_model:
-            weights_path(model_dir)
-        check_against_bundle(config, model_dir)
+            weights_path(model_dir, label)
+        check_against_bundle(config, model_dir, label, cases=len(listing.get("training") or []))
         datalist = _fetch(session, project, data_name, version.number, request)
         prepare_run(local, config, model_dir, datalist, finetune=bool(request.from_model))
 
@@ -180,7 +183,7 @@ def _ready_to_resume(session: XNATSession, request: TrainRequest, local: Path) -
             shutil.rmtree(staging, ignore_errors=True)
             raise
     run = RunFolder(local)
-    record = run.record()
+    record = check_snapshot(session, project, run)
     dataset = record["dataset"]
     datalist = _fetch(session, project, dataset["name"], int(dataset["version"]), request)
     if dataset.get("datalist") != str(datalist.resolve()):
@@ -192,6 +195,32 @@ def _ready_to_resume(session: XNATSession, request: TrainRequest, local: Path) -
         prefix = f"{name}/v{number}/"
         bundle = run.file(BUNDLE_DIR)
         download(session, project, MODELS_RESOURCE, [prefix + WEIGHTS], prefix, bundle)
+
+
+def check_snapshot(session: XNATSession, project: str, run: RunFolder) -> dict[str, Any]:
+    """A run folder (local, or pulled back from ML_RUNS) before it is resumed or promoted: its
+    bundle snapshot is its model version's files as that version's digests record them (the
+    weights may be left out), its config is plain data as at push, and the bundle overrides it
+    will run with are the ones that config makes. The run's record, checked."""
+    record = run.record()
+    try:
+        name = check_name("model", record["model"]["name"])
+        number = int(record["model"]["version"])
+    except (TypeError, KeyError, ValueError, XnatMlError):
+        raise XnatMlError(f"run {run.run_id}: {RUN_FILE} names no model version") from None
+    label = f"run {run.run_id}: bundle of model {name} v{number}"
+    bundle = run.file(BUNDLE_DIR)
+    for cache in list(bundle.rglob("__pycache__")):  # the bundle's imports wrote them; a run
+        shutil.rmtree(cache, ignore_errors=True)  # from storage must not bring its own
+    weights = WEIGHTS.rpartition("/")[0] + "/"
+    check_files(bundle, version_digests(session, project, name, number), label,
+                optional=(weights,))  # fmt: skip
+    value = read_json_file(run.file(CONFIG_FILE), f"run {run.run_id}", CONFIG_FILE)
+    config = parse_config(value, f"run {run.run_id} {CONFIG_FILE}")
+    if check_against_bundle(config, bundle, label) != record.get("bundle_overrides"):
+        raise XnatMlError(f"run {run.run_id}: {RUN_FILE} holds bundle overrides its "
+                          f"{CONFIG_FILE} does not make; the run cannot be used")  # fmt: skip
+    return record
 
 
 def _parent(path: Path) -> Path:
@@ -213,6 +242,7 @@ def promote_in_project(
         run_dir = Path(tmp) / run_id
         needed = (RUN_FILE, CONFIG_FILE, STATUS_FILE, BEST_FILE, f"{BUNDLE_DIR}/")
         pull_run(session, project, run_id, run_dir, only=needed)
+        check_snapshot(session, project, RunFolder(run_dir))
         number = next_version(session, project, name)
         card = promote(run_dir, Path(tmp) / "model", name, str(number), task=task)
         store_version(session, project, Path(tmp) / "model", name, number)
