@@ -114,8 +114,7 @@ def build_in_project(
              "from_records": inspector.from_records}  # fmt: skip
     if dry_run or contents == stored:
         return ProjectBuild(build, None, latest, contents, dry_run, reads)
-    number = latest.number + 1 if latest else 1
-    version = write_version(session, project, name, number, contents)
+    version = write_version(session, project, name, contents)
     return ProjectBuild(build, version, latest, contents, reads=reads)
 
 
