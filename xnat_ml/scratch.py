@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from xnat_ml.errors import XnatMlError
+
 OWNER_FILE = ".owner"  # locked by the folder's process while it lives
 _ROOT_LOCK = ".lock"
 _lock = threading.Lock()
@@ -38,7 +40,7 @@ def scratch_root() -> Path:
 def _root_locked(root: Path) -> Iterator[None]:
     root.mkdir(mode=0o700, exist_ok=True)
     if root.is_symlink() or root.stat().st_uid != os.getuid():
-        raise PermissionError(f"scratch folder {root}: not a folder of this user")
+        raise XnatMlError(f"scratch folder {root}: not a folder of this user; set TMPDIR")
     with open(root / _ROOT_LOCK, "ab") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield

@@ -153,35 +153,42 @@ def _cli(project: TrainingProject, url: str, *args: str, env: dict) -> subproces
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("kind", ["model", "dataset"])
 @pytest.mark.parametrize("lost", [b"extract=true", b"claim.json"], ids=["upload", "claim"])
 def test_a_cli_that_lost_the_server_finds_its_own_version(claims, xnat_server, private_cache,
-                                                          lost):  # fmt: skip
+                                                          tmp_path, kind, lost):  # fmt: skip
     """The server commits the claim (or the version's files), the answer is lost and the
     server stays out of reach: the CLI fails in one line; its retry reports that version."""
-    name = f"lost-{lost[:5].decode()}"
+    name = f"lost-{kind}-{lost[:5].decode()}"
+    (tmp_path / "definition.json").write_text(json.dumps(DEFINITION))
+    verb = {"model": ("model", "install", str(TISSUES)),
+            "dataset": ("dataset", "build", "--definition", str(tmp_path / "definition.json"))}
+    label = {"model": MODELS_RESOURCE, "dataset": "ML_DATASETS"}[kind]
     proxy = FlakyProxy(int(xnat_server.url.rsplit(":", 1)[1]), match=lost)
     env = {"XDG_CACHE_HOME": str(private_cache)}
-    install = ("model", "install", str(TISSUES), "--project", PROJECT, "--name", name)
+    command = (*verb[kind], "--project", PROJECT, "--name", name)
     try:
         proxy.arm("gone")
-        failed = _cli(claims, proxy.url, *install, env=env)
+        failed = _cli(claims, proxy.url, *command, env=env)
         assert failed.returncode == 1 and proxy.faults_done == 1, failed.stderr
         last = failed.stderr.strip().splitlines()[-1]  # after the retries' warnings
         assert last.startswith("xnat-ml: error: cannot reach"), failed.stderr
-        with connect(xnat_server.url, xnat_server.user, xnat_server.password) as session:
-            assert list_paths(session, PROJECT, MODELS_RESOURCE)  # something got there
         proxy.down = False
-        retried = _cli(claims, proxy.url, *install, env=env)
+        retried = _cli(claims, proxy.url, *command, env=env)
         assert retried.returncode == 0, retried.stderr
-        assert f"ML_MODELS/{name}/v1: installed" in retried.stdout
+        assert f"{label}/{name}/v1: " in retried.stdout, retried.stdout
     finally:
         proxy.close()
     with connect(xnat_server.url, xnat_server.user, xnat_server.password) as session:
-        assert list_models(session, PROJECT)[name] == [1]
-        paths = list_paths(session, PROJECT, MODELS_RESOURCE)
+        paths = list_paths(session, PROJECT, label)
         assert not [p for p in paths if p.startswith(f"{name}/v2/")]
-        wanted = {p.relative_to(TISSUES).as_posix() for p in TISSUES.rglob("*") if p.is_file()}
-        assert wanted | {"claim.json", "model.json"} <= {
+        if kind == "model":
+            assert list_models(session, PROJECT)[name] == [1]
+            wanted = {p.relative_to(TISSUES).as_posix() for p in TISSUES.rglob("*") if p.is_file()}
+        else:
+            assert [v.number for v in list_versions(session, PROJECT)[name]] == [1]
+            wanted = set(VERSION_FILES)
+        assert wanted | {"claim.json"} <= {
             p.removeprefix(f"{name}/v1/") for p in paths if p.startswith(f"{name}/v1/")}
     assert not list((private_cache / "xnat-ml" / "claims").glob("*.json"))  # records done
 
