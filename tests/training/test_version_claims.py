@@ -173,6 +173,8 @@ def test_a_cli_that_lost_the_server_finds_its_own_version(claims, xnat_server, p
         assert failed.returncode == 1 and proxy.faults_done == 1, failed.stderr
         last = failed.stderr.strip().splitlines()[-1]  # after the retries' warnings
         assert last.startswith("xnat-ml: error: cannot reach"), failed.stderr
+        [record] = (private_cache / "xnat-ml" / "claims").glob("*.json")
+        assert json.loads(record.read_text())["number"] == 1
         proxy.down = False
         retried = _cli(claims, proxy.url, *command, env=env)
         assert retried.returncode == 0, retried.stderr

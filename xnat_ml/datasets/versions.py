@@ -7,6 +7,7 @@ files then go up in one atomic directory upload, so a reader sees all four files
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from xnat_ml.datasets.cache import default_root
 from xnat_ml.datasets.datalist import dumps
 from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import DATASETS_RESOURCE
-from xnat_ml.xnat.claims import VersionFolders, fingerprint, store_version
+from xnat_ml.xnat.claims import VersionFolders, forget_lost, store_version
 from xnat_ml.xnat.queries import resource_paths
 from xnat_ml.xnat.responses import reported_as
 from xnat_ml.xnat.uris import project_uri, resource_uri, segment
@@ -117,11 +118,24 @@ def write_version(
         for file, text in contents.items():
             files[file] = Path(tmp) / file
             files[file].write_text(text, encoding="utf-8")
-        where = VersionFolders(project, DATASETS_RESOURCE, name, content="ML_DATASET",
-                               format="JSON")  # fmt: skip
-        number = store_version(session, where, lambda _: files, fingerprint(files),
-                               default_root())  # fmt: skip
+        number = store_version(session, _folders(project, name), lambda _: files,
+                               _content_id(contents), default_root())  # fmt: skip
     return Version(name, number, tuple(sorted(contents)))
+
+
+def forget_lost_writes(session: XNATSession, project: str, name: str,
+                       contents: dict[str, str]) -> None:  # fmt: skip
+    """A build found ``contents`` already stored: a lost attempt to store them has nothing left
+    to finish."""
+    forget_lost(session, _folders(project, name), _content_id(contents), default_root())
+
+
+def _folders(project: str, name: str) -> VersionFolders:
+    return VersionFolders(project, DATASETS_RESOURCE, name, content="ML_DATASET", format="JSON")
+
+
+def _content_id(contents: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(contents, sort_keys=True).encode()).hexdigest()
 
 
 def definition_text(doc: Any) -> str:

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import tempfile
 from collections.abc import Callable, Iterator
@@ -42,6 +43,8 @@ from xnat_ml.xnat.uris import project_uri, resource_uri, segment
 log = logging.getLogger(__name__)
 
 CLAIM_FILE = "claim.json"
+PENDING_FOLDER = "claims"  # in the user's cache root: records of claims not yet done
+_NUMBER = re.compile(r"[1-9][0-9]*")
 MAX_TRIES = 1000  # numbers tried before giving up: only a server that refuses every claim
 
 
@@ -78,7 +81,7 @@ def numbered_folders(paths: list[str], name: str) -> dict[int, set[str]]:
         if not path.startswith(prefix):
             continue
         number, _, rest = path[len(prefix):].partition("/")
-        if rest and number.isdigit() and not number.startswith("0"):
+        if rest and _NUMBER.fullmatch(number):
             found.setdefault(int(number), set()).add(rest)
     return found
 
@@ -99,14 +102,13 @@ def store_version(
     where: VersionFolders,
     files_for: Callable[[int], dict[str, Path]],
     content_id: str,
-    pending: Path,
+    cache_root: Path,
 ) -> int:
     """Claim the next free number of ``where`` and upload ``files_for(number)`` (path in the
     version -> local file) into it; or finish the version a lost attempt with the same
-    ``content_id`` claimed. The number stored."""
-    key = hashlib.sha256(json.dumps(
-        [session.server, session.logged_in_user, where.project, where.label, where.name,
-         content_id]).encode()).hexdigest()  # fmt: skip
+    ``content_id`` claimed. Pending records live in ``cache_root/claims/``. The number stored."""
+    key = _key(session, where, content_id)
+    pending = cache_root / PENDING_FOLDER
     pending.mkdir(parents=True, exist_ok=True)
     for record_path in sorted(pending.glob(f"{key}-*.json")):
         with _lost_record(record_path) as record:
@@ -125,6 +127,25 @@ def store_version(
         _upload(session, where, number, files_for(number))
         record.path.unlink()
     return number
+
+
+def forget_lost(
+    session: XNATSession, where: VersionFolders, content_id: str, cache_root: Path
+) -> None:
+    """Drop the records of lost attempts to store ``content_id``, for a caller that found what
+    they stored already there (a dataset build that found nothing changed)."""
+    pending = cache_root / PENDING_FOLDER
+    for record_path in pending.glob(f"{_key(session, where, content_id)}-*.json"):
+        with _lost_record(record_path) as record:
+            if record is not None:
+                record_path.unlink(missing_ok=True)
+
+
+def _key(session: XNATSession, where: VersionFolders, content_id: str) -> str:
+    """What names the records of one writer's attempts: server, user, place and content."""
+    return hashlib.sha256(json.dumps(
+        [session.server, session.logged_in_user, where.project, where.label, where.name,
+         content_id]).encode()).hexdigest()  # fmt: skip
 
 
 class _Record:
