@@ -18,7 +18,8 @@ ROOT = Path(xnat_ml.__file__).resolve().parent
 
 # Leaf modules with nothing of xnat_ml below them: any part may import them.
 LEAVES = {"xnat_ml", "xnat_ml.errors", "xnat_ml.layout", "xnat_ml.assets", "xnat_ml.store",
-          "xnat_ml.lazy", "xnat_ml.atomic", "xnat_ml.bounded_json", "xnat_ml.linear_regex"}
+          "xnat_ml.lazy", "xnat_ml.atomic", "xnat_ml.bounded_json", "xnat_ml.linear_regex",
+          "xnat_ml.scratch"}
 EVERYTHING = None
 
 # Part of xnat_ml (sub-package or top-level module) -> the parts it may import ("talks to").

@@ -4,7 +4,10 @@ Requests are recognised by the first bytes the client sends on a connection turn
 and headers arrive together). Faults, each used once when armed:
 - "cut_request": forward the headers and `cut_after` body bytes, then close both sides;
 - "drop_response": forward the whole request, let the server finish it, close the client side
-  instead of relaying the answer (the work is done, the client does not know).
+  instead of relaying the answer (the work is done, the client does not know);
+- "gone": as "drop_response", then the server seems gone: every later connection is closed at
+  once until `down` is set back to False;
+- "hold": swallow the request and never answer (a client stuck mid-upload, to be killed).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ class FlakyProxy:
     fault: str | None = None
     cut_after: int = 200_000
     faults_done: int = 0
+    down: bool = False
     _server: socket.socket = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
@@ -53,6 +57,9 @@ class FlakyProxy:
                 client, _ = self._server.accept()
             except OSError:
                 return
+            if self.down:
+                _close(client)
+                continue
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
             state = {"drop_response": False}
             threading.Thread(target=self._client_to_server, args=(client, upstream, state),
@@ -65,10 +72,15 @@ class FlakyProxy:
         try:
             while chunk := client.recv(65536):
                 fault = self._take_fault(chunk)
-                if fault == "drop_response":
+                if fault in ("drop_response", "gone"):
                     state["drop_response"] = True
+                    self.down = self.down or fault == "gone"
+                elif fault == "hold":
+                    state["hold"] = True
                 elif fault == "cut_request":
                     budget = self.cut_after + len(chunk)
+                if state.get("hold"):
+                    continue
                 if budget is not None:
                     upstream.sendall(chunk[:budget])
                     budget -= len(chunk)

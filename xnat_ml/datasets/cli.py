@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "build", help="build a new version of a dataset",
         description="List the project in bulk, validate every session against the definition, "
         "split by subject and store definition.json, dataset_0.json, report.json and report.md "
-        "as ML_DATASETS/NAME/vN (N one more than the latest). Prints the version written; "
-        "nothing is written when nothing changed.",
+        "as ML_DATASETS/NAME/vN (N the next number claimed on the server). Prints the version "
+        "written; nothing is written when nothing changed.",
     )  # fmt: skip
     _project(build)
     build.add_argument("--definition", required=True, type=Path, metavar="FILE",

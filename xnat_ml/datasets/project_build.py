@@ -27,6 +27,7 @@ from xnat_ml.datasets.versions import (
     VERSION_FILES,
     Version,
     check_name,
+    forget_lost_writes,
     list_versions,
     read_file,
     write_version,
@@ -115,9 +116,10 @@ def build_in_project(
     reads = {"requests": inspector.requests, "from_cache": inspector.from_cache,
              "from_records": inspector.from_records}  # fmt: skip
     if dry_run or contents == stored:
+        if not dry_run:
+            forget_lost_writes(session, project, name, contents)
         return ProjectBuild(build, None, latest, contents, dry_run, reads)
-    number = latest.number + 1 if latest else 1
-    version = write_version(session, project, name, number, contents)
+    version = write_version(session, project, name, contents)
     return ProjectBuild(build, version, latest, contents, reads=reads)
 
 

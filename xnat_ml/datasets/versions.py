@@ -1,25 +1,30 @@
 """Dataset versions in the project resource ML_DATASETS: ``<name>/v<N>/`` with four files.
 
-Every build that changes anything is a new version; old ones stay. A version is written with one
-atomic directory upload, so a reader sees all four files or none.
+Every build that changes anything is a new version; old ones stay. Its number is claimed on the
+server first (``claim.json``, xnat/claims.py), so concurrent builds get distinct versions; its
+files then go up in one atomic directory upload, so a reader sees all four files or none.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from xnat.session import XNATSession
 
+from xnat_ml import scratch
 from xnat_ml.bounded_json import load_json
+from xnat_ml.datasets.cache import default_root
 from xnat_ml.datasets.datalist import dumps
 from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import DATASETS_RESOURCE
+from xnat_ml.xnat.claims import VersionFolders, forget_lost, store_version
+from xnat_ml.xnat.queries import resource_paths
 from xnat_ml.xnat.responses import reported_as
-from xnat_ml.xnat.transfer import upload_directory
 from xnat_ml.xnat.uris import project_uri, resource_uri, segment
 
 DEFINITION_FILE = "definition.json"
@@ -56,15 +61,11 @@ def datasets_uri(project: str) -> str:
 
 
 def list_versions(session: XNATSession, project: str) -> dict[str, list[Version]]:
-    """Every complete version per dataset name, oldest first (one listing call)."""
-    listed = session.get(f"{datasets_uri(project)}/files", query={"format": "json"},
-                         accepted_status=[200, 404])  # fmt: skip
-    if listed.status_code == 404:
-        return {}
+    """Every complete version per dataset name, oldest first (one listing call); a claimed
+    folder whose files are not all there is none."""
     files: dict[tuple[str, int], set[str]] = {}
-    for row in listed.json()["ResultSet"]["Result"]:
-        uri = row.get("URI", "")
-        path = uri.split("/files/", 1)[1] if "/files/" in uri else row.get("Name", "")
+    what = f"project {project} {DATASETS_RESOURCE}"
+    for path in resource_paths(session, datasets_uri(project), what):
         match = _VERSION_PATH.fullmatch(path)
         if match:
             files.setdefault((match[1], int(match[2])), set()).add(match[3])
@@ -102,17 +103,35 @@ def read_json(session: XNATSession, project: str, version: Version, file: str) -
 
 
 def write_version(
-    session: XNATSession, project: str, name: str, number: int, contents: dict[str, str]
+    session: XNATSession, project: str, name: str, contents: dict[str, str]
 ) -> Version:
-    """Upload ``contents`` (file name → text) as ``<name>/v<number>/`` in one atomic upload."""
-    with tempfile.TemporaryDirectory(prefix="xnat-ml-dataset-") as tmp:
-        folder = Path(tmp) / name / f"v{number}"
-        folder.mkdir(parents=True)
+    """Upload ``contents`` (file name → text) as ``<name>/v<N>/`` in one atomic upload, N the
+    next number this writer claims on the server (xnat/claims.py). A retry of the same contents
+    after the server was lost meanwhile finishes and returns the version its lost attempt
+    claimed."""
+    with scratch.temporary("dataset-") as tmp:
+        files = {}
         for file, text in contents.items():
-            (folder / file).write_text(text, encoding="utf-8")
-        upload_directory(session, project_uri(project), DATASETS_RESOURCE, tmp,
-                         format="JSON", content="ML_DATASET")  # fmt: skip
+            files[file] = Path(tmp) / file
+            files[file].write_text(text, encoding="utf-8")
+        number = store_version(session, _folders(project, name), lambda _: files,
+                               _content_id(contents), default_root())  # fmt: skip
     return Version(name, number, tuple(sorted(contents)))
+
+
+def forget_lost_writes(session: XNATSession, project: str, name: str,
+                       contents: dict[str, str]) -> None:  # fmt: skip
+    """A build found ``contents`` already stored: a lost attempt to store them has nothing left
+    to finish."""
+    forget_lost(session, _folders(project, name), _content_id(contents), default_root())
+
+
+def _folders(project: str, name: str) -> VersionFolders:
+    return VersionFolders(project, DATASETS_RESOURCE, name, content="ML_DATASET", format="JSON")
+
+
+def _content_id(contents: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(contents, sort_keys=True).encode()).hexdigest()
 
 
 def definition_text(doc: Any) -> str:

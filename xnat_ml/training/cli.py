@@ -61,8 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     promote = subparsers.add_parser(
         "promote", help="make a completed run's best weights a new model version",
-        description="The run's model.pt becomes ML_MODELS/NAME/vN/ (N one more than the "
-        "latest) with the run's bundle as published and a card naming the parent model "
+        description="The run's model.pt becomes ML_MODELS/NAME/vN/ (N the next number claimed "
+        "on the server) with the run's bundle as published and a card naming the parent model "
         "version, the run, the dataset version and the metrics.",
     )  # fmt: skip
     promote.add_argument("run", metavar="RUN")

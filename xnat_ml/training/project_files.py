@@ -8,17 +8,16 @@ or none), and files come down streamed to a temporary name, renamed when complet
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from urllib.parse import unquote
 
 from xnat.session import XNATSession
 
 from xnat_ml.errors import XnatMlError
+from xnat_ml.xnat.queries import resource_paths
 from xnat_ml.xnat.responses import explain, reported_as
-from xnat_ml.xnat.transfer import upload_directory
+from xnat_ml.xnat.transfer import upload_files
 from xnat_ml.xnat.uris import project_uri, resource_uri, segment
 
 
@@ -33,17 +32,8 @@ def file_uri(project: str, label: str, path: str) -> str:
 
 def list_paths(session: XNATSession, project: str, label: str) -> list[str]:
     """Every file's path inside the resource, sorted; none when the resource does not exist."""
-    uri = f"{project_resource_uri(project, label)}/files"
-    with reported_as(f"project {project} {label}"):
-        listed = session.get(uri, query={"format": "json"}, accepted_status=[200, 404])
-    if listed.status_code == 404:
-        return []
-    paths = []
-    for row in listed.json()["ResultSet"]["Result"]:
-        found = row.get("URI", "")
-        path = found.split("/files/", 1)[1] if "/files/" in found else row.get("Name", "")
-        paths.append(unquote(path))
-    return sorted(p for p in paths if p)
+    return resource_paths(session, project_resource_uri(project, label),
+                          f"project {project} {label}")  # fmt: skip
 
 
 def read_text(session: XNATSession, project: str, label: str, path: str) -> str:
@@ -88,16 +78,5 @@ def download(
 def upload_tree(
     session: XNATSession, project: str, label: str, files: dict[str, Path], content: str
 ) -> None:
-    """Upload ``files`` (path inside the resource -> local file) in one atomic zip upload.
-
-    Files are hard-linked (copied across file systems) into a staging folder, so a file that
-    is replaced on disk meanwhile is uploaded as it was when linked, whole."""
-    with tempfile.TemporaryDirectory(prefix="xnat-ml-upload-") as tmp:
-        for path, source in files.items():
-            target = Path(tmp).joinpath(*path.split("/"))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(source, target)
-            except OSError:
-                shutil.copyfile(source, target)
-        upload_directory(session, project_uri(project), label, tmp, content=content)
+    """Upload ``files`` (path inside the resource -> local file) in one atomic zip upload."""
+    upload_files(session, project_uri(project), label, files, content=content)

@@ -1,13 +1,16 @@
 """Models in a project's ML_MODELS resource: ``<name>/v<N>/`` holding a bundle, label map, card.
 
-A version is written once, in one atomic upload, after the whole folder passed
-``validate_model``; old versions stay. The card's ``version`` is the folder's number, so a
-training config or ``--from NAME:N`` names exactly the weights it means.
+A version is written once, after the whole folder passed ``validate_model``: its number is
+claimed on the server first (``claim.json``, xnat/claims.py), so concurrent writers get
+distinct versions, then its files go up in one atomic upload; old versions stay. The card's
+``version`` is the folder's number, so a training config or ``--from NAME:N`` names exactly the
+weights it means.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -17,6 +20,8 @@ from pathlib import Path
 
 from xnat.session import XNATSession
 
+from xnat_ml import scratch
+from xnat_ml.datasets.cache import default_root
 from xnat_ml.errors import XnatMlError
 from xnat_ml.imaging.labelmap import load_labelmap
 from xnat_ml.layout import LABELMAP_FILE, MODELS_RESOURCE
@@ -47,14 +52,10 @@ from xnat_ml.training.model import (
     validate_model,
     write_card,
 )
-from xnat_ml.training.project_files import (
-    download,
-    file_uri,
-    list_paths,
-    read_text,
-    upload_tree,
-)
+from xnat_ml.training.project_files import download, file_uri, list_paths, read_text
+from xnat_ml.xnat import claims
 from xnat_ml.xnat.archives import extract_zip
+from xnat_ml.xnat.claims import CLAIM_FILE, VersionFolders, fingerprint
 from xnat_ml.xnat.responses import reported_as
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -116,11 +117,13 @@ def read_model_card(session: XNATSession, project: str, name: str, number: int) 
 
 def pull_model(session: XNATSession, project: str, name: str, number: int, dest: Path) -> Path:
     """Download version ``number`` of model ``name`` into ``dest`` (which must not exist), each
-    file checked against the version's ``digests.json`` before anything reads it."""
+    file checked against the version's ``digests.json`` before anything reads it; its claim (the
+    server's bookkeeping of who wrote it) stays behind."""
     if dest.exists():
         raise XnatMlError(f"model folder {dest}: already exists")
     prefix = f"{name}/v{number}/"
-    paths = [p for p in list_paths(session, project, MODELS_RESOURCE) if p.startswith(prefix)]
+    paths = [p for p in list_paths(session, project, MODELS_RESOURCE)
+             if p.startswith(prefix) and p != prefix + CLAIM_FILE]  # fmt: skip
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
@@ -174,11 +177,11 @@ def _check_tree(bundle: Path, label: str) -> None:
 
 
 def _install_card(
-    model: Path, name: str, number: int, labelmap: Path | None, output: Output | None,
-    label: str,
+    model: Path, name: str, labelmap: Path | None, output: Output | None, label: str
 ) -> ModelCard:
-    """The card of a new version: the bundle's own card if it has one, else one made from its
-    metadata; labels from ``labelmap`` when given (which also becomes the model's label map).
+    """The card of a new version (numbered when stored): the bundle's own card if it has one,
+    else one made from its metadata; labels from ``labelmap`` when given (which also becomes
+    the model's label map).
     ``output`` (a region model's paint rule) replaces the card's; a card-less bundle whose
     post-processing ends in a sigmoid is a region model and is refused without one."""
     meta = validate_bundle(model, label=label)
@@ -211,8 +214,8 @@ def _install_card(
     if card is None:
         channels = list(channel_names(meta, "inputs", "image").values()) or ["image"]
         task = str(meta.get("task") or meta.get("name") or name)
-        card = ModelCard(name, str(number), task, labels, channels)
-    return dataclasses.replace(card, name=name, version=str(number), labels=labels,
+        card = ModelCard(name, "", task, labels, channels)
+    return dataclasses.replace(card, name=name, version="", labels=labels,
                                output=output, created=created)  # fmt: skip
 
 
@@ -235,7 +238,7 @@ def install_model(
         raise XnatMlError(f"model {source}: no such file or folder")
     if labelmap is not None and not labelmap.is_file():
         raise XnatMlError(f"label map {labelmap}: no such file")
-    with tempfile.TemporaryDirectory(prefix="xnat-ml-model-") as tmp:
+    with scratch.temporary("model-") as tmp:
         bundle = source
         if source.is_file():  # a zip: every member checked before anything is written
             extract_zip(source, Path(tmp) / "unpacked")
@@ -243,33 +246,38 @@ def install_model(
         shown = f"bundle {source}"  # not the temporary folder it was unpacked into
         _check_tree(bundle, shown)
         validate_bundle(bundle, label=shown)
-        number = next_version(session, project, name)
         model = Path(tmp) / "model"
         shutil.copytree(bundle, model, ignore=shutil.ignore_patterns("__pycache__", ".*",
                                                                      *UNCOVERED))  # fmt: skip
-        card = _install_card(model, name, number, labelmap, output, shown)
-        write_card(model, card)
-        store_version(session, project, model, name, number)
-    return number, card
+        write_card(model, _install_card(model, name, labelmap, output, shown))
+        return store_version(session, project, model, name)
 
 
-def next_version(session: XNATSession, project: str, name: str) -> int:
-    return (list_models(session, project).get(name) or [0])[-1] + 1
+def store_version(
+    session: XNATSession, project: str, model: Path, name: str
+) -> tuple[int, ModelCard]:
+    """Check the model folder, then store it as ``<name>/v<N>/`` for the next N this writer
+    claims on the server (xnat/claims.py); N and the card, which gets that number.
 
+    A retry of the same model after the server was lost meanwhile finishes and reports the
+    version its lost attempt claimed."""
+    card, _ = validate_model(model, f"model {name}")
+    if card.name != name:
+        raise XnatMlError(f"model {model}: its card names {card.name}, not {name}")
+    files = {p.relative_to(model).as_posix(): p for p in sorted(model.rglob("*")) if p.is_file()}
+    unnumbered = dataclasses.replace(card, version="", created="")
+    content_id = fingerprint({p: f for p, f in files.items() if p != CARD_FILE},
+                             json.dumps(unnumbered.to_json(), sort_keys=True))  # fmt: skip
 
-def store_version(session: XNATSession, project: str, model: Path, name: str, number: int) -> None:
-    """Check the model folder, then upload it as ``<name>/v<number>/`` with its
-    ``digests.json``, in one atomic upload."""
-    card, _ = validate_model(model, f"model {name} v{number}")
-    if (card.name, card.version) != (name, str(number)):
-        raise XnatMlError(f"model {model}: its card says {card.name} v{card.version}, "
-                          f"not {name} v{number}")  # fmt: skip
-    if number in list_models(session, project).get(name, []):  # versions are never replaced
-        raise XnatMlError(f"model {name}: v{number} was stored meanwhile by someone else; retry")
-    write_digests(model)
-    files = {f"{name}/v{number}/{p.relative_to(model).as_posix()}": p
-             for p in sorted(model.rglob("*")) if p.is_file()}  # fmt: skip
-    upload_tree(session, project, MODELS_RESOURCE, files, content="ML_MODEL")
+    def numbered(number: int) -> dict[str, Path]:
+        """The version's files once its number is known: the card says that number, and
+        ``digests.json`` covers the card as numbered."""
+        write_card(model, dataclasses.replace(card, version=str(number)))
+        return files | {DIGESTS_FILE: write_digests(model)}
+
+    where = VersionFolders(project, MODELS_RESOURCE, name, content="ML_MODEL")
+    number = claims.store_version(session, where, numbered, content_id, default_root())
+    return number, dataclasses.replace(card, version=str(number))
 
 
 def delete_model(session: XNATSession, project: str, name: str, number: int) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from xnat.session import XNATSession
 
+from xnat_ml import scratch
 from xnat_ml.atomic import write_json_atomic
 from xnat_ml.datasets.fetch import fetch_dataset
 from xnat_ml.datasets.versions import DATALIST_FILE, find_version, read_json
@@ -35,7 +36,6 @@ from xnat_ml.training.project_files import download
 from xnat_ml.training.project_models import (
     check_name,
     find_model,
-    next_version,
     parse_version,
     pull_model,
     read_model_card,
@@ -238,12 +238,10 @@ def promote_in_project(
         raise XnatMlError(f"run {run_id}: not in project {project}'s {RUNS_RESOURCE}")
     if status.get("state") != COMPLETED:
         raise XnatMlError(f"run {run_id}: is {status.get('state')}, not {COMPLETED}")
-    with tempfile.TemporaryDirectory(prefix="xnat-ml-promote-") as tmp:
+    with scratch.temporary("promote-") as tmp:
         run_dir = Path(tmp) / run_id
         needed = (RUN_FILE, CONFIG_FILE, STATUS_FILE, BEST_FILE, f"{BUNDLE_DIR}/")
         pull_run(session, project, run_id, run_dir, only=needed)
         check_snapshot(session, project, RunFolder(run_dir))
-        number = next_version(session, project, name)
-        card = promote(run_dir, Path(tmp) / "model", name, str(number), task=task)
-        store_version(session, project, Path(tmp) / "model", name, number)
-    return number, card
+        promote(run_dir, Path(tmp) / "model", name, "", task=task)  # numbered when stored
+        return store_version(session, project, Path(tmp) / "model", name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import unquote
 
 from xnat.session import XNATSession
 
@@ -60,3 +61,18 @@ def list_resources(session: XNATSession, parent_uri: str) -> list[dict[str, Any]
 def list_files(session: XNATSession, resource_uri: str) -> list[dict[str, Any]]:
     """The files of one resource (Name, URI, Size, digest, ...)."""
     return list_rows(session, f"{resource_uri.rstrip('/')}/files")
+
+
+def resource_paths(session: XNATSession, resource_uri: str, what: str) -> list[str]:
+    """Every file's path inside one resource, sorted; none when the resource does not exist."""
+    with reported_as(what):
+        listed = session.get(f"{resource_uri.rstrip('/')}/files", query={"format": "json"},
+                             accepted_status=[200, 404])  # fmt: skip
+    if listed.status_code == 404:
+        return []
+    paths = []
+    for row in listed.json()["ResultSet"]["Result"]:
+        found = row.get("URI", "")
+        path = found.split("/files/", 1)[1] if "/files/" in found else row.get("Name", "")
+        paths.append(unquote(path))
+    return sorted(p for p in paths if p)

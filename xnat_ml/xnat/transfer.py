@@ -8,6 +8,8 @@ retry after a lost answer gives the same result as the first try.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,6 +20,7 @@ import requests
 from xnat import exceptions as xnat_exceptions
 from xnat.session import XNATSession
 
+from xnat_ml import scratch
 from xnat_ml.errors import XnatMlError
 from xnat_ml.xnat.archives import extract_zip, zip_directory
 from xnat_ml.xnat.queries import list_resources
@@ -35,19 +38,23 @@ _TRANSIENT_STATUS = {502, 503, 504}
 UPLOAD_NAME = "upload.zip"  # the server unpacks it (extract=true) and keeps only its content
 
 
-def _with_retries(what: str, attempt: Callable[[], T], retries: int) -> T:
+def transient(exc: XnatMlError) -> bool:
+    """Whether ``exc`` is the server being out of reach (or overloaded), not its refusal."""
+    cause = exc.__cause__
+    return isinstance(cause, _TRANSIENT) or (
+        isinstance(cause, xnat_exceptions.XNATResponseError)
+        and cause.status_code in _TRANSIENT_STATUS
+    )
+
+
+def with_retries(what: str, attempt: Callable[[], T], retries: int) -> T:
     number = 1
     while True:
         try:
             with reported_as(what):
                 return attempt()
         except XnatMlError as exc:
-            cause = exc.__cause__
-            transient = isinstance(cause, _TRANSIENT) or (
-                isinstance(cause, xnat_exceptions.XNATResponseError)
-                and cause.status_code in _TRANSIENT_STATUS
-            )
-            if not transient or number >= retries:
+            if not transient(exc) or number >= retries:
                 raise
             log.warning("%s; retrying (%d of %d)", exc, number, retries - 1)
             time.sleep(min(2.0 ** (number - 1), 10.0))
@@ -73,7 +80,7 @@ def download_resource(
             session.download_stream(f"{resource_uri.rstrip('/')}/files", tmp, format="zip")
             tmp.flush()
 
-        _with_retries(f"XNAT resource {resource_uri}", fetch, retries)
+        with_retries(f"XNAT resource {resource_uri}", fetch, retries)
         return extract_zip(Path(tmp.name), dest, rename=path_in_resource)
 
 
@@ -103,7 +110,7 @@ def upload_directory(
     existed = any(row.get("label") == label for row in list_resources(session, parent_uri))
     query = {"extract": "true", "overwrite": "true"}
     query.update({k: v for k, v in (("format", format), ("content", content), ("tags", tags)) if v})
-    with tempfile.TemporaryDirectory(prefix="xnat-ml-upload-") as tmp:
+    with scratch.temporary("upload-") as tmp:
         zip_path = Path(tmp) / UPLOAD_NAME
         if zip_directory(src, zip_path, compress) == 0:
             raise XnatMlError(f"directory {src}: holds no files to upload")
@@ -119,12 +126,30 @@ def upload_directory(
                 )
 
             try:
-                _with_retries(f"XNAT resource {uri}", put, retries)
+                with_retries(f"XNAT resource {uri}", put, retries)
             except XnatMlError:
                 if not existed:
                     _remove_leftover(session, uri)
                 raise
     return uri
+
+
+def upload_files(
+    session: XNATSession, parent_uri: str, label: str, files: dict[str, Path], **options
+) -> str:
+    """Upload ``files`` (path inside the resource -> local file) as ``upload_directory`` does.
+
+    Files are hard-linked (copied across file systems) into a staging folder, so a file that
+    is replaced on disk meanwhile is uploaded as it was when linked, whole."""
+    with scratch.temporary("files-") as tmp:
+        for path, source in files.items():
+            target = Path(tmp).joinpath(*path.split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+        return upload_directory(session, parent_uri, label, tmp, **options)
 
 
 def _remove_leftover(session: XNATSession, uri: str) -> None:
