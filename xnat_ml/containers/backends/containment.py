@@ -156,11 +156,25 @@ class JobGuard:
             return
         uid, gid = self.box.user.pw_uid, self.box.user.pw_gid
         for top in _outermost(self._own_folders()):
+            self._check_reachable(top)
             os.chown(top, uid, gid)
             os.chmod(top, 0o700)
             for folder, dirs, files in os.walk(top):
                 for name in dirs + files:
                     os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
+
+    def _check_reachable(self, folder: Path) -> None:
+        """The job user must pass through every folder above its own that is not covered."""
+        user = self.box.user
+        for above in folder.parents:
+            if any(above.is_relative_to(hidden) for hidden in self.box.hide):
+                continue
+            info = above.stat()
+            if not info.st_mode & 0o001 and info.st_uid != user.pw_uid:
+                raise XnatMlError(
+                    f"job {self.spec.job_name}: {above} is closed to local_user "
+                    f"{user.pw_name!r} (it needs o+x to reach {folder})"
+                )
 
     def env(self, env: dict[str, str]) -> dict[str, str]:
         env = {**env, MARKER: self.spec.job_name}

@@ -86,6 +86,9 @@ class LocalBackend:
                     env=guard.env(spec.host_env()),  # the marker finds an orphan after a restart
                     start_new_session=True,
                 )
+        except XnatMlError:
+            guard.release()
+            raise
         except OSError as exc:
             guard.release()
             raise XnatMlError(f"job {spec.job_name}: cannot start a local process ({exc})") from exc
