@@ -68,6 +68,11 @@ def _wait_for(path: Path, timeout: float = 20) -> None:
         time.sleep(0.02)
 
 
+def _cgroups_of(backend, spec: LaunchSpec) -> list[Path]:
+    root = backend.containment.cgroup_root
+    return [] if root is None else list(root.glob(f"{spec.job_name}-*"))
+
+
 # A job that leaves two children behind that would write a marker a second later: one in a
 # session of its own (setsid), one double-forked (re-parented to init).
 _LEAVERS = ("setsid sh -c 'sleep 1; echo late > /output/setsid' & "
@@ -83,6 +88,7 @@ def test_leftover_children_die_at_normal_end(tmp_path: Path, monkeypatch, mode: 
     state = _wait(backend, job)
     assert (state.status, state.exit_code) == (JobStatus.EXITED, 0)
     assert containment._marked_pids(spec.job_name) == []  # no process of the job is left
+    assert _cgroups_of(backend, spec) == []
     time.sleep(1.5)
     out = spec.mounts[0].host_path
     assert sorted(p.name for p in out.iterdir()) == ["started"]
@@ -98,6 +104,7 @@ def test_kill_takes_every_descendant(tmp_path: Path, monkeypatch, mode: str):
     backend.kill(job)
     assert backend.state(job).status == JobStatus.KILLED
     assert containment._marked_pids(spec.job_name) == []
+    assert _cgroups_of(backend, spec) == []
     time.sleep(1.5)
     assert sorted(p.name for p in out.iterdir()) == ["started"]
     backend.cleanup(job)
@@ -220,8 +227,7 @@ def test_a_job_user_needs_a_way_to_its_folders(tmp_path: Path, monkeypatch, job_
     spec = _spec(tmp_path, "true")
     with pytest.raises(XnatMlError, match=rf"is closed to local_user '{job_user}' \(it needs"):
         backend.launch(spec)
-    root = backend.containment.cgroup_root
-    assert root is None or not list(root.glob(f"{spec.job_name}-*"))  # its cgroup went too
+    assert _cgroups_of(backend, spec) == []  # its cgroup went too
 
 
 def test_job_user_settings_are_checked(tmp_path: Path, job_user):

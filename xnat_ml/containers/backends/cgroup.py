@@ -9,6 +9,7 @@ and kills the job, and the local backend falls back to CPU affinity and a memory
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -90,6 +91,12 @@ class JobCgroup:
                 continue
         return found
 
+    def _populated(self) -> bool:
+        try:
+            return "populated 1" in (self.path / "cgroup.events").read_text()
+        except OSError:
+            return False
+
     def oom_killed(self) -> bool:
         """True if the kernel killed the job for passing `memory.max`."""
         try:
@@ -105,8 +112,12 @@ class JobCgroup:
         except OSError:
             pass
 
-    def remove(self) -> None:
-        """Remove the (emptied) cgroup and any left below it, deepest first."""
+    def remove(self, wait_s: float = 5.0) -> None:
+        """Remove the cgroup and any left below it, deepest first, once the processes a kill
+        has just signalled are gone (the kernel empties a cgroup asynchronously)."""
+        deadline = time.monotonic() + wait_s
+        while self._populated() and time.monotonic() < deadline:
+            time.sleep(0.01)
         for folder, _dirs, _files in sorted(os.walk(self.path), key=lambda w: -len(w[0])):
             try:
                 os.rmdir(folder)
