@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+from e2e import install_enabled, job_logs, wait_job
+from servers import XnatServer
 
 from xnat_ml.containers.backends import JobStatus, LaunchSpec, MountSpec, containment, get_backend
 from xnat_ml.errors import XnatMlError
@@ -235,3 +237,46 @@ def test_job_user_settings_are_checked(tmp_path: Path, job_user):
         get_backend("local", tmp_path, local_user="no-such-user")
     with pytest.raises(XnatMlError, match=r"local_user 'root': must not be root"):
         get_backend("local", tmp_path, local_user="root")
+
+
+def test_serve_runs_jobs_as_the_local_user(open_root: Path, job_user: str):
+    """Through the launch API of a real server: the job runs as `local_user`, its server's
+    database is not there for it, its own folder is the only one in DATA/containers."""
+    data = open_root / "data"
+    server = XnatServer(data, ["--backend-option", f"local_user={job_user}"])
+    server.start()
+    try:
+        log = (open_root / "server.log").read_text()
+        assert f"local backend: jobs run code on this host as user {job_user};" in log
+        assert f"hidden from jobs: {data.resolve()}" in log
+        project = "LOCALUSER"
+        server.session().put(f"{server.url}/data/projects/{project}").raise_for_status()
+        line = ("id -un; ls DATA/containers; head -c 15 DATA/xnat-ml.sqlite || echo no database"
+                ).replace("DATA", str(data))  # fmt: skip
+        wrapper = install_enabled(server, project, _project_command("probe", line))
+        launched = server.session().post(
+            f"{server.url}/xapi/projects/{project}/wrappers/{wrapper['probe-project']}"
+            "/root/project/launch", json={"project": f"/data/projects/{project}"})  # fmt: skip
+        assert launched.status_code == 200, launched.text
+        job_id = int(launched.json()["id"])
+        job = wait_job(server, job_id, timeout=60)
+        stdout = server.session().get(f"{server.url}/xapi/containers/{job_id}/logs/stdout").text
+        assert job["status"] == "Complete", (job["message"], job_logs(server, job_id))
+        assert stdout == f"{job_user}\n{job_id}\nno database\n"
+        assert (data / "xnat-ml.sqlite").read_bytes().startswith(b"SQLite format 3")
+    finally:
+        server.stop()
+
+
+def _project_command(name: str, line: str) -> dict:
+    return {
+        "name": name, "version": "1", "schema-version": "1.0", "type": "docker",
+        "image": "xnat-ml/xnat-ml:0.1.0", "command-line": line,
+        "mounts": [{"name": "out", "writable": True, "path": "/output"}],
+        "inputs": [], "outputs": [],
+        "xnat": [{
+            "name": f"{name}-project", "contexts": ["xnat:projectData"],
+            "external-inputs": [{"name": "project", "type": "Project", "required": True}],
+            "derived-inputs": [], "output-handlers": [],
+        }],
+    }  # fmt: skip
