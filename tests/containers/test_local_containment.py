@@ -20,7 +20,14 @@ import pytest
 from e2e import install_enabled, job_logs, wait_job
 from servers import XnatServer
 
-from xnat_ml.containers.backends import JobStatus, LaunchSpec, MountSpec, containment, get_backend
+from xnat_ml.containers.backends import (
+    JobStatus,
+    LaunchSpec,
+    MountSpec,
+    cgroup,
+    containment,
+    get_backend,
+)
 from xnat_ml.errors import XnatMlError
 
 JOB_USER = "xnatmljob"
@@ -280,3 +287,18 @@ def _project_command(name: str, line: str) -> dict:
             "derived-inputs": [], "output-handlers": [],
         }],
     }  # fmt: skip
+
+
+def test_cgroup_limits_go_where_the_controllers_are(tmp_path: Path):
+    """The cgroup files written when a host delegates `cpu` and `memory` (this test host's v2
+    hierarchy has neither: the files are laid out as the kernel shows them)."""
+    group = cgroup.JobCgroup(tmp_path, "job")
+    for name in ("cpu.max", "memory.max", "memory.swap.max", "memory.oom.group"):
+        (group.path / name).write_text("max\n")
+    group.limit(1.5, 300)
+    written = {p.name: p.read_text() for p in group.path.iterdir()}
+    assert written == {"cpu.max": "150000 100000", "memory.max": str(300 * 2**20),
+                       "memory.swap.max": "0", "memory.oom.group": "1"}  # fmt: skip
+    assert not group.oom_killed()
+    (group.path / "memory.events").write_text("low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\n")
+    assert group.oom_killed()

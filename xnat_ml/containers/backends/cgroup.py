@@ -134,7 +134,9 @@ def kill_cgroup_of(pid: int) -> None:
         return
     path = next((line[3:] for line in lines if line.startswith("0::")), "")
     if mount is not None and f"/{_JOBS}/" in path:
-        JobCgroup.at(mount / path.lstrip("/")).kill()
+        group = JobCgroup.at(mount / path.lstrip("/"))
+        group.kill()
+        group.remove()
 
 
 def _v2_mount() -> Path | None:

@@ -14,7 +14,7 @@ Three ways to hold a job's processes, the strongest the host allows chosen once 
   process that clears its environment escapes it: the weakest mode, said so in the log).
 
 cgroup and namespace combine when both are there. Limits the cgroup cannot enforce fall back to
-CPU affinity (`taskset`, whole CPUs) and a resident-memory watchdog (never RLIMIT_AS: torch reserves
+CPU affinity (`taskset`, whole CPUs) and a memory watchdog (never RLIMIT_AS: torch reserves
 far more virtual memory than it touches).
 """
 
@@ -92,7 +92,7 @@ class Containment:
         """One line for the server's start-up log."""
         who = self.user.pw_name if self.user else pwd.getpwuid(os.geteuid()).pw_name
         cpu = "cpu.max" if "cpu" in self.cgroup_limits else "CPU affinity"
-        memory = "memory.max" if "memory" in self.cgroup_limits else "resident-memory watchdog"
+        memory = "memory.max" if "memory" in self.cgroup_limits else "memory watchdog"
         hidden = f"; hidden from jobs: {', '.join(map(str, self.hide))}" if self.hide else ""
         return (
             f"local backend: jobs run code on this host as user {who}; contained by {self.mode}; "
@@ -213,17 +213,13 @@ class JobGuard:
                 for pid in pids:
                     _kill(pid)
 
-    def resident_mb(self) -> float:
-        total = 0
+    def memory_mb(self) -> float:
+        """The job's memory: the sum of its processes' proportional set sizes (pages shared by
+        forked workers counted once in all, as a cgroup charges them), else their VmRSS."""
+        total_kb = 0
         for pid in self.pids():
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-            except OSError:
-                continue
-            for line in status.splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        return total / 1024
+            total_kb += _memory_kb(pid)
+        return total_kb / 1024
 
     def oom_killed(self) -> bool:
         return bool(self.cgroup and self.cgroup.oom_killed())
@@ -304,6 +300,18 @@ def _marked_pids(job_name: str) -> list[int]:
             if wanted in environ:
                 found.append(int(entry.name))
     return found
+
+
+def _memory_kb(pid: int) -> int:
+    for name, key in (("smaps_rollup", "Pss:"), ("status", "VmRSS:")):
+        try:
+            text = Path(f"/proc/{pid}/{name}").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+    return 0
 
 
 def _kill(pid: int) -> None:

@@ -35,7 +35,7 @@ from xnat_ml.errors import XnatMlError
 
 _OOM = "killed for running out of memory (limit {} MB)"  # as the Docker backend says it
 KILL_GRACE_S = 10.0
-WATCH_S = 0.2  # how often the memory watchdog reads the job's resident memory
+WATCH_S = 0.2  # how often the memory watchdog reads the job's memory
 
 
 @dataclass
@@ -112,7 +112,7 @@ class LocalBackend:
                     break
                 except subprocess.TimeoutExpired:
                     pass
-                if limit and not job.reason and job.guard.resident_mb() > limit:
+                if limit and not job.reason and job.guard.memory_mb() > limit:
                     job.reason = _OOM.format(limit)
                     job.guard.kill_all()
         finally:
