@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -302,3 +303,16 @@ def test_cgroup_limits_go_where_the_controllers_are(tmp_path: Path):
     assert not group.oom_killed()
     (group.path / "memory.events").write_text("low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\n")
     assert group.oom_killed()
+
+
+def test_a_working_directory_in_the_hidden_folder_is_not_a_way_in(tmp_path: Path, monkeypatch):
+    """A working directory held open from outside would outlast the covering: the job starts in
+    its log folder instead."""
+    backend = _backend(tmp_path, monkeypatch)
+    if not backend.containment.hide:
+        pytest.skip("no mount namespace here (root and unshare): nothing is hidden")
+    spec = replace(_spec(tmp_path, "pwd; ls"), working_dir=str(tmp_path / "data"))
+    (tmp_path / "data" / "xnat-ml.sqlite").write_text("password hashes")
+    job = backend.launch(spec)
+    assert _wait(backend, job).exit_code == 0
+    assert backend.logs(job) == (f"{spec.log_dir}\nstderr.log\nstdout.log\n", "")

@@ -84,14 +84,18 @@ class Containment:
 
     @property
     def mode(self) -> str:
-        held = [name for name, on in (("cgroup v2", self.cgroup_root), ("PID namespace",
-                self.pidns)) if on]  # fmt: skip
+        held = ["cgroup v2"] if self.cgroup_root else []
+        held += ["PID namespace"] if self.pidns else []
         return " + ".join(held) or "process sweep by marker variable (weak: see docs/backends.md)"
 
     def describe(self) -> str:
         """One line for the server's start-up log."""
         who = self.user.pw_name if self.user else pwd.getpwuid(os.geteuid()).pw_name
-        cpu = "cpu.max" if "cpu" in self.cgroup_limits else "CPU affinity"
+        cpu = (
+            "cpu.max"
+            if "cpu" in self.cgroup_limits
+            else ("CPU affinity" if self.taskset else "nothing (no taskset here)")
+        )
         memory = "memory.max" if "memory" in self.cgroup_limits else "memory watchdog"
         hidden = f"; hidden from jobs: {', '.join(map(str, self.hide))}" if self.hide else ""
         return (
@@ -106,7 +110,7 @@ class Containment:
     def cpus_for(self, limit: float | None) -> list[int] | None:
         """Whole CPUs for a job limited to `limit`, taken in turn from this process's set."""
         allowed = sorted(os.sched_getaffinity(0))
-        if not limit or math.ceil(limit) >= len(allowed):
+        if not self.taskset or not limit or math.ceil(limit) >= len(allowed):
             return None
         count = math.ceil(limit)
         start, self._next_cpu = self._next_cpu, (self._next_cpu + count) % len(allowed)
@@ -119,14 +123,12 @@ class JobGuard:
     def __init__(self, containment: Containment, spec: LaunchSpec) -> None:
         self.box = containment
         self.spec = spec
-        self.cgroup = cgroup.JobCgroup(containment.cgroup_root, spec.job_name) if (
-            containment.cgroup_root) else None  # fmt: skip
+        root, kernel = containment.cgroup_root, containment.cgroup_limits
+        self.cgroup = cgroup.JobCgroup(root, spec.job_name) if root else None
         if self.cgroup:
             self.cgroup.limit(spec.limit_cpu, spec.limit_memory_mb)
-        self.cpus = None if "cpu" in containment.cgroup_limits else containment.cpus_for(
-            spec.limit_cpu)  # fmt: skip
-        self.watch_memory_mb = None if "memory" in containment.cgroup_limits else (
-            spec.limit_memory_mb)  # fmt: skip
+        self.cpus = None if "cpu" in kernel else containment.cpus_for(spec.limit_cpu)
+        self.watch_memory_mb = None if "memory" in kernel else spec.limit_memory_mb
         self.outer_pid: int | None = None
         self._ns_inode: int | None = None
 
@@ -135,7 +137,7 @@ class JobGuard:
         argv: list[str] = []
         if self.cgroup:  # the job's first process joins its cgroup before it execs anything
             argv += ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.cgroup.procs_file)]
-        if self.cpus and self.box.taskset:
+        if self.cpus:
             argv += [self.box.taskset, "-c", ",".join(map(str, self.cpus))]
         if self.box.pidns:
             argv += _UNSHARE
@@ -229,10 +231,20 @@ class JobGuard:
         if self.cgroup:
             self.cgroup.remove()
 
+    def working_dir(self) -> Path:
+        """The job's working folder, unless the command names a host folder the job may not see
+        (a handle on it would outlast the covering): then its log folder."""
+        folder = Path(self.spec.host_working_dir()).resolve()
+        own = self._own_folders()
+        hidden = any(folder.is_relative_to(h) for h in self.box.hide)
+        if hidden and not any(folder.is_relative_to(o) for o in own):
+            return self.spec.log_dir
+        return folder
+
     def _own_folders(self) -> list[Path]:
+        """The job's staging folders and its logs: what it may see and, as local_user, own."""
         spec = self.spec
-        found = [m.host_path for m in spec.mounts] + [spec.log_dir, spec.host_working_dir()]
-        return [Path(p).resolve() for p in found]
+        return [Path(p).resolve() for p in [m.host_path for m in spec.mounts] + [spec.log_dir]]
 
     def _namespace_pids(self) -> list[int]:
         if self.outer_pid is None:

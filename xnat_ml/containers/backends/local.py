@@ -69,7 +69,6 @@ class LocalBackend:
 
     def launch(self, spec: LaunchSpec) -> str:
         spec.log_dir.mkdir(parents=True, exist_ok=True)
-        cwd = spec.host_working_dir()
         try:
             guard = self.containment.guard(spec)
         except OSError as exc:
@@ -82,7 +81,7 @@ class LocalBackend:
                     stdout=out,
                     stderr=err,
                     stdin=subprocess.DEVNULL,
-                    cwd=cwd,
+                    cwd=guard.working_dir(),
                     env=guard.env(spec.host_env()),  # the marker finds an orphan after a restart
                     start_new_session=True,
                 )
