@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -240,11 +241,29 @@ def test_a_job_user_needs_a_way_to_its_folders(tmp_path: Path, monkeypatch, job_
     assert _cgroups_of(backend, spec) == []  # its cgroup went too
 
 
-def test_job_user_settings_are_checked(tmp_path: Path, job_user):
+def test_job_user_settings_are_checked(tmp_path: Path, monkeypatch, job_user):
     with pytest.raises(XnatMlError, match=r"local_user 'no-such-user': no such user here"):
         get_backend("local", tmp_path, local_user="no-such-user")
     with pytest.raises(XnatMlError, match=r"local_user 'root': must not be root"):
         get_backend("local", tmp_path, local_user="root")
+    with pytest.raises(XnatMlError, match=r"local_hide '/no/such': not a folder"):
+        get_backend("local", tmp_path, local_hide="/no/such")
+    monkeypatch.setattr(containment, "_namespaces_work", lambda: False)
+    with pytest.raises(XnatMlError, match=rf"local_user '{job_user}' needs the server to run as "
+                       r"root with PID and mount namespaces \(`unshare`\)"):  # fmt: skip
+        get_backend("local", tmp_path, local_user=job_user)
+
+
+def test_serve_refuses_to_start_with_a_bad_local_user(tmp_path: Path):
+    done = subprocess.run(
+        [sys.executable, "-m", "xnat_ml", "serve", "--data", str(tmp_path / "data"), "--port",
+         "1", "--backend-option", "local_user=no-such-user"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == (
+        "xnat-ml: error: backend local: local_user 'no-such-user': no such user here"
+    )
 
 
 def test_serve_runs_jobs_as_the_local_user(open_root: Path, job_user: str):

@@ -143,6 +143,7 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise XnatMlError(f"{args.data}: cannot create the data folder ({exc.strerror})") from exc
     app = create_app(args.data, **_settings(args))
+    backend_line = _backend_line(app)
     try:
         server = waitress.create_server(
             app,
@@ -158,7 +159,7 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise XnatMlError(f"{args.host}:{args.port}: cannot listen ({exc.strerror})") from exc
     log.info("Serving XNAT API from %s on http://%s:%d", args.data, args.host, args.port)
-    log.info("%s", _backend_line(app))
+    log.info("%s", backend_line)
     # The socket listens: events and jobs left from before a restart may call the API now
     # (their requests wait in the backlog until the loop below serves them).
     announce_ready(app)

@@ -73,7 +73,7 @@ class Containment:
         self.cgroup_root = cgroup.jobs_root()
         self.cgroup_limits = cgroup.controllers(self.cgroup_root) if self.cgroup_root else set()
         self.pidns = _namespaces_work()
-        self.hide = [Path(p).resolve() for p in hide] if self.pidns else []
+        self.hide = _outermost([_folder(p) for p in hide]) if self.pidns else []
         self.taskset = shutil.which("taskset")
         if self.user and not self.pidns:
             raise XnatMlError(
@@ -278,6 +278,13 @@ def _job_user(name: str) -> pwd.struct_passwd:
     if user.pw_uid == 0:
         raise XnatMlError(f"backend local: local_user {name!r}: must not be root")
     return user
+
+
+def _folder(path: str | Path) -> Path:
+    folder = Path(path).resolve()
+    if not folder.is_dir():
+        raise XnatMlError(f"backend local: local_hide {str(path)!r}: not a folder")
+    return folder
 
 
 def _namespaces_work() -> bool:
