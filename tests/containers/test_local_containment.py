@@ -61,6 +61,7 @@ def _backend(root: Path, monkeypatch, mode: str = "native", **options):
             monkeypatch.setattr(containment.cgroup, "jobs_root", lambda: None)
         if not use_ns:
             monkeypatch.setattr(containment, "_namespaces_work", lambda: False)
+    (root / "data").mkdir(exist_ok=True)
     return get_backend("local", root / "work", local_hide=[str(root / "data")], **options)
 
 
@@ -209,7 +210,7 @@ def open_root():
 def test_a_job_user_sees_neither_the_database_nor_other_jobs(open_root, monkeypatch, job_user):
     tmp_path = open_root
     data = tmp_path / "data"
-    data.mkdir()
+    data.mkdir(exist_ok=True)
     (data / "xnat-ml.sqlite").write_text("password hashes")
     data.chmod(0o700)
     backend = _backend(tmp_path, monkeypatch, local_user=job_user)
