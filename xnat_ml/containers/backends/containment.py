@@ -37,7 +37,7 @@ _UNSHARE = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--mou
 _STAGE = "/mnt"  # where the job's own folders wait while the data folder is covered
 # Runs as the namespace's init before the job: covers $2 with an empty tmpfs and binds the folders
 # listed up to "--" back at their own paths, then becomes the rest of its arguments.
-_COVER = r"""set -e
+_COVER = r"""set -e; umask 022
 STAGE=$1; hide=$2; shift 2
 mount -t tmpfs -o mode=0700,size=64k xnat-ml-stage "$STAGE"
 i=0; keep=""
