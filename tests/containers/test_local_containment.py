@@ -179,7 +179,9 @@ def test_the_server_names_where_jobs_run(tmp_path: Path, monkeypatch):
     backend = _backend(tmp_path, monkeypatch)
     line = backend.describe()
     user = pwd.getpwuid(os.geteuid()).pw_name
-    assert line.startswith(f"local backend: jobs run code on this host as user {user}; ")
+    assert line.startswith(f"local backend: jobs run code on this host as user {user}")
+    if user == "root":
+        assert "(the server's own: --backend-option local_user=USER runs them as USER);" in line
     assert "--backend docker or --backend slurm" in line
 
 

@@ -91,6 +91,8 @@ class Containment:
     def describe(self) -> str:
         """One line for the server's start-up log."""
         who = self.user.pw_name if self.user else pwd.getpwuid(os.geteuid()).pw_name
+        if os.geteuid() == 0 and not self.user:
+            who += " (the server's own: --backend-option local_user=USER runs them as USER)"
         cpu = (
             "cpu.max"
             if "cpu" in self.cgroup_limits
