@@ -35,6 +35,7 @@ def jobs_root() -> Path | None:
         return None
     if not usable:
         return None
+    _remove_stale(root)
     for folder in (root.parent, root):  # best effort: refused where the host keeps them
         for controller in ("cpu", "memory"):
             try:
@@ -42,6 +43,17 @@ def jobs_root() -> Path | None:
             except OSError:
                 pass
     return root
+
+
+def _remove_stale(root: Path, age_s: float = 60.0) -> None:
+    """Remove job cgroups emptied long ago: those of jobs that ended while no server watched them
+    (a server killed outright). A cgroup that still holds a process refuses the rmdir."""
+    for group in root.iterdir():
+        try:
+            if group.is_dir() and time.time() - group.stat().st_mtime > age_s:
+                JobCgroup.at(group).remove(wait_s=0)
+        except OSError:
+            continue
 
 
 def controllers(root: Path) -> set[str]:
@@ -125,18 +137,17 @@ class JobCgroup:
                 pass
 
 
-def kill_cgroup_of(pid: int) -> None:
-    """Kill the job cgroup `pid` is in (a job a previous server process started), if any."""
+def job_cgroup_of(pid: int) -> JobCgroup | None:
+    """The job cgroup `pid` is in (a job a previous server process started), if any."""
     mount = _v2_mount()
     try:
         lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
     except OSError:
-        return
+        return None
     path = next((line[3:] for line in lines if line.startswith("0::")), "")
-    if mount is not None and f"/{_JOBS}/" in path:
-        group = JobCgroup.at(mount / path.lstrip("/"))
-        group.kill()
-        group.remove()
+    if mount is None or f"/{_JOBS}/" not in path:
+        return None
+    return JobCgroup.at(mount / path.lstrip("/"))
 
 
 def _v2_mount() -> Path | None:

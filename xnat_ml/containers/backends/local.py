@@ -29,7 +29,7 @@ from xnat_ml.containers.backends.base import (
     option_list,
     read_logs,
 )
-from xnat_ml.containers.backends.cgroup import kill_cgroup_of
+from xnat_ml.containers.backends.cgroup import job_cgroup_of
 from xnat_ml.containers.backends.containment import MARKER, Containment, JobGuard
 from xnat_ml.errors import XnatMlError
 
@@ -172,11 +172,15 @@ class LocalBackend:
             return False
         if f"{MARKER}={name}".encode() not in environ:
             return False
-        kill_cgroup_of(pid)
+        group = job_cgroup_of(pid)  # read before the kill: a dead process is in no cgroup
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             return False
+        finally:
+            if group is not None:
+                group.kill()
+                group.remove()
         return True
 
     def cleanup(self, job_id: str) -> None:
