@@ -107,7 +107,7 @@ class LocalBackend:
         try:
             while True:
                 try:
-                    job.proc.wait(timeout=WATCH_S)
+                    job.proc.wait(timeout=WATCH_S if limit else None)
                     break
                 except subprocess.TimeoutExpired:
                     pass
