@@ -236,12 +236,17 @@ def test_a_job_user_sees_neither_the_database_nor_other_jobs(open_root, monkeypa
     backend.kill(other_job)
 
 
-def test_a_job_user_needs_a_way_to_its_folders(tmp_path: Path, monkeypatch, job_user):
-    backend = _backend(tmp_path, monkeypatch, local_user=job_user)
-    spec = _spec(tmp_path, "true")
-    with pytest.raises(XnatMlError, match=rf"is closed to local_user '{job_user}' \(it needs"):
+def test_a_job_user_needs_a_way_to_its_folders(open_root: Path, monkeypatch, job_user):
+    base = open_root / "closed"
+    base.mkdir(mode=0o700)
+    backend = _backend(base, monkeypatch, local_user=job_user)
+    spec = _spec(base, "true")
+    with pytest.raises(XnatMlError, match=rf"{base} is closed to local_user '{job_user}' \(it"):
         backend.launch(spec)
     assert _cgroups_of(backend, spec) == []  # its cgroup went too
+    os.chown(base, 0, pwd.getpwnam(job_user).pw_gid)
+    base.chmod(0o750)  # passable by the job user's group
+    assert _wait(backend, backend.launch(spec)).exit_code == 0
 
 
 def test_job_user_settings_are_checked(tmp_path: Path, monkeypatch, job_user):

@@ -170,11 +170,17 @@ class JobGuard:
     def _check_reachable(self, folder: Path) -> None:
         """The job user must pass through every folder above its own that is not covered."""
         user = self.box.user
+        groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
         for above in folder.parents:
             if any(above.is_relative_to(hidden) for hidden in self.box.hide):
                 continue
             info = above.stat()
-            if not info.st_mode & 0o001 and info.st_uid != user.pw_uid:
+            passes = (
+                info.st_mode & 0o001
+                or (info.st_uid == user.pw_uid and info.st_mode & 0o100)
+                or (info.st_gid in groups and info.st_mode & 0o010)
+            )
+            if not passes:
                 raise XnatMlError(
                     f"job {self.spec.job_name}: {above} is closed to local_user "
                     f"{user.pw_name!r} (it needs o+x to reach {folder})"
