@@ -115,6 +115,23 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+_ELSEWHERE = {
+    "docker": "in containers on the Docker host",
+    "slurm": "as batch jobs on the Slurm cluster",
+}
+
+
+def _backend_line(app) -> str:
+    """Where launched jobs run, said at start; the local backend is made now, so that a bad
+    `local_user` stops the start rather than the first job."""
+    from xnat_ml.server.container_service import container_service
+
+    service = container_service.get(app)
+    if service.backend_name == "local":
+        return service.backend().describe()
+    return f"{service.backend_name} backend: jobs run {_ELSEWHERE[service.backend_name]}"
+
+
 def serve(args: argparse.Namespace) -> int:
     import waitress
 
@@ -128,6 +145,7 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise XnatMlError(f"{args.data}: cannot create the data folder ({exc.strerror})") from exc
     app = create_app(args.data, **_settings(args))
+    backend_line = _backend_line(app)
     try:
         server = waitress.create_server(
             app,
@@ -152,6 +170,7 @@ def serve(args: argparse.Namespace) -> int:
         raise
     log.info("Serving XNAT API from %s on %s", args.data,
              ", ".join(f"http://{host}:{port}" for host, port in listening))
+    log.info("%s", backend_line)
     # The socket listens: events and jobs left from before a restart may call the API now
     # (their requests wait in the backlog until the loop below serves them).
     announce_ready(app)

@@ -17,6 +17,7 @@ from flask import Flask
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from xnat_ml.containers.backends.base import option_list
 from xnat_ml.containers.jobs import Job
 from xnat_ml.containers.registry import WrapperSetting
 from xnat_ml.containers.service import ContainerService
@@ -52,7 +53,7 @@ class ContainerServiceExtension(Extension[ContainerService]):
             revoke_tokens,
             backend=app.config["CONTAINER_BACKEND"],
             workers=app.config["CONTAINER_WORKERS"],
-            backend_options=app.config["CONTAINER_BACKEND_OPTIONS"],
+            backend_options=_with_data_hidden(app),
             readers=reader_factory(app),
             raw_inputs=app.config["CONTAINER_RAW_INPUTS"],
             keep_writes=lambda job_id: job_writes.keep(app, job_id),
@@ -70,6 +71,15 @@ class ContainerServiceExtension(Extension[ContainerService]):
 
 
 container_service = ContainerServiceExtension()
+
+
+def _with_data_hidden(app: Flask) -> dict[str, object]:
+    """The backend options, with the server's data folder (its database among it) always in
+    what the local backend hides from jobs (docs/backends.md, Local)."""
+    options = dict(app.config["CONTAINER_BACKEND_OPTIONS"] or {})
+    hidden = option_list(options.get("local_hide", ()))
+    options["local_hide"] = [str(app.config["DATA_DIR"]), *hidden]
+    return options
 
 
 def _retire_project_jobs(app: Flask, *, project, db: Session, **_extra) -> Callable[[], None]:

@@ -108,6 +108,12 @@ class LaunchSpec:
         return self.log_dir / STDERR_LOG
 
 
+def option_list(value: list[str] | tuple | str) -> list[str]:
+    """A backend option that lists things: a JSON list, or one comma-separated string."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [item for item in items if item]
+
+
 def read_logs(log_dir: Path) -> tuple[str, str]:
     """(stdout, stderr) as written to `log_dir` so far; a log not written yet reads as ""."""
     return _read_text(log_dir / STDOUT_LOG), _read_text(log_dir / STDERR_LOG)

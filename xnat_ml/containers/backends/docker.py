@@ -24,6 +24,7 @@ from xnat_ml.containers.backends.base import (
     BackendState,
     JobStatus,
     LaunchSpec,
+    option_list,
 )
 from xnat_ml.errors import XnatMlError
 
@@ -100,10 +101,7 @@ class DockerBackend:
         self.work_dir = Path(work_dir)
         self.url = docker_url or os.environ.get("DOCKER_HOST")
         self.network = docker_network
-        # From the command line a single string: comma-separated binds.
-        self.binds = (
-            docker_binds.split(",") if isinstance(docker_binds, str) else list(docker_binds)
-        )
+        self.binds = option_list(docker_binds)
         if docker_user is None:
             docker_user = f"{os.getuid()}:{os.getgid()}"
         self.user = None if docker_user == "image" else docker_user
