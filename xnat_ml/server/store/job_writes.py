@@ -22,6 +22,11 @@ its writes back in reverse order, all in one catalogue commit through the journa
 finished at start-up. `settle` at start-up completes what a crash between a job's end and its
 undo (or keep) left. Not logged: deleting a project, subject, session, scan or assessor (a job's
 token may do it, but it is not undone).
+
+Progress records are the exception: a file a job creates or overwrites inside a run folder of
+the project resource ML_RUNS (`ML_RUNS/<run>/...`), and the creation of that resource, are not
+logged, so a training run killed, failed or out of time keeps its checkpoints and status and a
+relaunch resumes from them (docs/training.md). Everything else a job writes stays all-or-none.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from xnat_ml.atomic import fsync_path
 from xnat_ml.containers import jobs
 from xnat_ml.containers.jobs import Job
+from xnat_ml.layout import RUNS_RESOURCE
 from xnat_ml.server import auth
 from xnat_ml.server.store.catalog import ResourceFile
 from xnat_ml.server.store.db import session_factory
@@ -106,7 +112,7 @@ def _log_changes(db: Session, store: FileStore) -> None:
     job_id = _writing_job()
     if job_id is None:
         return
-    for obj in [o for o in db.dirty if _tracked(o) and db.is_modified(o)]:
+    for obj in [o for o in db.dirty if _tracked(o) and db.is_modified(o) and not _progress(db, o)]:
         kept = _keep_file(db, store, job_id, obj) if isinstance(obj, ResourceFile) else ""
         _add(db, job_id, "update", obj, _stored_row(db, obj), kept)
     for obj in db.deleted:
@@ -128,7 +134,7 @@ def _log_creations(db: Session) -> None:
     job_id = _writing_job()
     if job_id is None:
         return
-    new = [obj for obj in db.new if _tracked(obj)]
+    new = [obj for obj in db.new if _tracked(obj) and not _progress(db, obj)]
     if not new:
         return
     created = set(db.scalars(select(JobWrite.row_pk).where(
@@ -142,6 +148,18 @@ def _log_creations(db: Session) -> None:
 
 def _tracked(obj) -> bool:
     return getattr(obj, "__tablename__", None) in TRACKED
+
+
+def _progress(db: Session, obj) -> bool:
+    """A progress record (see above): a file in a run folder of a project's ML_RUNS, or the
+    ML_RUNS resource itself."""
+    if isinstance(obj, ResourceFile):
+        resource = db.get(Resource, obj.resource_pk)
+        return resource is not None and "/" in obj.path.strip("/") and _progress(db, resource)
+    return (isinstance(obj, Resource) and obj.label == RUNS_RESOURCE
+            and obj.project_pk is not None and obj.subject_pk is None
+            and obj.experiment_pk is None and obj.scan_pk is None
+            and obj.assessor_pk is None)  # fmt: skip
 
 
 def _add(db: Session, job_id: int, action: str, obj, row: dict, kept: str) -> None:
