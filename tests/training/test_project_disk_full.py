@@ -8,12 +8,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from servers import XnatServer
+from synthetic import tiny_config as local_config
+from synthetic import write_dataset
+from template_paths import TISSUES
 from xnat_project import set_up, tiny_config
 
 from xnat_ml.errors import XnatMlError
@@ -24,6 +29,7 @@ from xnat_ml.training.project_files import list_paths
 from xnat_ml.training.project_runs import RunUploader, pull_run
 from xnat_ml.training.project_train import TrainRequest, promote_in_project, train_in_project
 from xnat_ml.training.run_folder import STATUS_FILE
+from xnat_ml.training.runner import prepare_run
 from xnat_ml.xnat import connect
 
 PROJECT = "FULLRUN"
@@ -140,3 +146,18 @@ def test_full_disk_never_stored_as_completed_and_relaunch_completes(
             assert card.metrics == {"val_mean_dice": stored["best_metric"]}
     finally:
         server.stop()
+
+
+def test_full_local_disk_is_one_line_naming_the_file(mount, tmp_path):
+    """The run folder's own disk full: `python -m xnat_ml.training.runner` ends with one line
+    naming the file it could not write (the run folder when the writer did not say), and no
+    traceback."""
+    data = write_dataset(tmp_path / "data", n_train=2, n_val=1)
+    run = prepare_run(mount / "runs" / "local", local_config(epochs=2), TISSUES, data)
+    _fill(mount / "filler")
+    done = subprocess.run([sys.executable, "-m", "xnat_ml.training.runner", str(run.path)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    line = f"xnat-ml: error: run local: failed: {run.path}(/[^ ]+)?: no space left on device"
+    assert re.fullmatch(line, done.stderr.splitlines()[-1]), done.stderr[-3000:]

@@ -194,11 +194,18 @@ def _lr_scheduler(parser: Any) -> Any:
     return next((h.lr_scheduler for h in handlers if hasattr(h, "lr_scheduler")), None)
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """A log file that loses lines on a full disk rather than print a traceback for each."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+
 class _LogFile:
     """Send the process's log to the run's log file (appended: a relaunch continues it)."""
 
     def __init__(self, path: Path) -> None:
-        self.handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+        self.handler = _QuietFileHandler(path, mode="a", encoding="utf-8")
         self.handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
@@ -213,7 +220,10 @@ class _LogFile:
         root = logging.getLogger()
         root.removeHandler(self.handler)
         root.setLevel(self._level)
-        self.handler.close()
+        try:
+            self.handler.close()
+        except OSError:  # its last lines are lost on a full disk; stderr had them
+            pass
 
 
 def datalist_path(run: RunFolder) -> Path:
@@ -235,6 +245,14 @@ def _on_sigterm(signum: int, _frame: Any) -> None:
     raise RunKilled(f"killed by {signal.Signals(signum).name}")
 
 
+def _thread_failed(args: threading.ExceptHookArgs) -> None:
+    """A background writer (TensorBoard's) that hits a full disk: one line, not a traceback."""
+    if isinstance(args.exc_value, OSError) and args.exc_value.errno == errno.ENOSPC:
+        log.error("%s: %s", getattr(args.thread, "name", "a thread"), args.exc_value)
+    else:
+        threading.__excepthook__(args)
+
+
 def execute_run(run_dir: str | Path, on_sync: RunSync | None = None) -> dict[str, Any]:
     """Run (or resume) the training in a prepared run folder; return the final status.
 
@@ -244,11 +262,13 @@ def execute_run(run_dir: str | Path, on_sync: RunSync | None = None) -> dict[str
     check_record(run, datalist_path(run))
     if threading.current_thread() is not threading.main_thread():
         return _execute(run, on_sync)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous, hook = signal.signal(signal.SIGTERM, _on_sigterm), threading.excepthook
+    threading.excepthook = _thread_failed
     try:
         return _execute(run, on_sync)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        threading.excepthook = hook
 
 
 def _execute(run: RunFolder, on_sync: RunSync | None) -> dict[str, Any]:
@@ -282,28 +302,41 @@ def _execute(run: RunFolder, on_sync: RunSync | None) -> dict[str, Any]:
             if killed is None and not isinstance(exc, Exception):
                 raise
             state = KILLED if killed else FAILED
-            message = str(killed) if killed else _root_message(exc)
+            message = str(killed) if killed else _root_message(exc, run.path)
             if killed or _expected(exc):  # one line: the traceback says nothing more
                 log.error("run %s %s: %s", run.run_id, state, message)
             else:
                 log.exception("run %s failed", run.run_id)
-            if recorder is not None:
-                recorder.write_status(state, message=message)
-            elif place.primary:
-                run.write_status(state=state, message=message)
+            try:
+                if recorder is not None:
+                    recorder.write_status(state, message=message)
+                elif place.primary:
+                    run.write_status(state=state, message=message)
+            except OSError as lost:  # a full disk: the error above says what matters
+                log.error("run %s: status not written (%s)", run.run_id, lost)
             raise XnatMlError(f"run {run.run_id}: {message if killed else f'{FAILED}: {message}'}"
                               ) from None
         finally:
             if recorder is not None:
-                recorder.close()
-                if recorder.rows and place.primary:
-                    from xnat_ml.training.curves import plot_curves
-
-                    plot_curves(recorder.rows, [recorder.key_metric], run.file(CURVES_FILE))
+                _close(recorder)
                 if place.primary:
                     finish_sync(run, on_sync)
     # Ranks above 0 may finish before rank 0 has written the final status.
     return run.status() if place.primary else {"run": run.run_id, "state": state}
+
+
+def _close(recorder: RunRecorder) -> None:
+    """Close TensorBoard, draw the last curves; on a full disk one line: the run's own error
+    (or the final sync) says what matters."""
+    try:
+        recorder.close()
+        if recorder.rows and recorder.place.primary:
+            from xnat_ml.training.curves import plot_curves
+
+            plot_curves(recorder.rows, [recorder.key_metric], recorder.run.file(CURVES_FILE))
+    except OSError as lost:
+        log.error("run %s: TensorBoard events or curves not written (%s)", recorder.run.run_id,
+                  lost)  # fmt: skip
 
 
 FINAL_TRIES = 2  # the end's upload, tried again once after a pause: the last chance to store
@@ -370,13 +403,13 @@ def _execute_parallel(
     return status
 
 
-def _root_message(exc: BaseException) -> str:
+def _root_message(exc: BaseException, where: Path) -> str:
     """The first line of the innermost cause: MONAI wraps errors in "Failed to evaluate ...".
-    A full disk names the file: ``<path>: no space left on device``."""
+    A full disk names the file (``<path>: no space left on device``), else ``where``."""
     while exc.__cause__ is not None:
         exc = exc.__cause__
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return f"{exc.filename or 'a file'}: no space left on device"
+        return f"{exc.filename or where}: no space left on device"
     if isinstance(exc, XnatMlError):
         return str(exc)
     text = str(exc).strip()
