@@ -73,16 +73,18 @@ def test_no_room_for_the_run_refuses_it_and_writes_nothing(mount, tmp_path):
 
 
 class FillingUploader(RunUploader):
-    """The run's uploader, filling the server's disk before the first upload whose status has
-    a checkpoint of epoch ``FILL_AT`` (the test sets both)."""
+    """The run's uploader, filling the server's disk (once) before the first upload whose
+    status has a checkpoint of epoch ``fill_at`` (the test sets ``filler`` and ``fill_at``)."""
 
     filler: Path
     fill_at: int
+    filled = False
 
     def __call__(self, run, changed):
-        if (STATUS_FILE in changed and not self.filler.exists()
+        if (STATUS_FILE in changed and not FillingUploader.filled
                 and (run.status().get("latest_epoch") or 0) >= self.fill_at):  # fmt: skip
             _fill(self.filler)
+            FillingUploader.filled = True
         super().__call__(run, changed)
 
 
@@ -110,7 +112,9 @@ def test_full_disk_never_stored_as_completed_and_relaunch_completes(
     when that is gone) completes with digests that match what is stored."""
     server = XnatServer(mount / "data")
     server.start()
-    FillingUploader.filler, FillingUploader.fill_at = mount / "filler", fill_at
+    monkeypatch.setattr(FillingUploader, "filler", mount / "filler", raising=False)
+    monkeypatch.setattr(FillingUploader, "fill_at", fill_at, raising=False)
+    monkeypatch.setattr(FillingUploader, "filled", False)
     monkeypatch.setattr(project_train, "RunUploader", FillingUploader)
     try:
         server.session().put(f"{server.url}/data/projects/{PROJECT}").raise_for_status()
