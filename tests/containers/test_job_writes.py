@@ -269,12 +269,23 @@ def test_failed_job_keeps_its_run_progress_in_ml_runs(site: Site, data_resource:
     assert site.http.get(f"{site.url}{runs}/files/r0/status.json").content == b"killed"
     assert _archive_of(site) == before
     assert site.undo_log(job["id"]) == (0, False)
-    # ML_RUNS created by a failed job stays with its run folders.
+    # ML_RUNS created by a failed job stays with its run folders; a run the job left saying
+    # `running` (SIGKILLed, no time to say so) is marked failed with the reason.
     site.http.delete(f"{site.url}{runs}").raise_for_status()
-    job = site.run("first-run-then-fails",
-                   curl("PUT", f"{runs}/files/r2/status.json", "failed") + "; exit 1")
+    job = site.run("first-run-then-fails", " && ".join([
+        curl("PUT", f"{runs}/files/r2/status.json", '{"state": "failed", "epoch": 2}'),
+        curl("PUT", f"{runs}/files/r3/status.json", '{"state": "running", "epoch": 3}'),
+    ]) + "; exit 1")  # fmt: skip
     assert job["status"] == "Failed", job
-    assert set(site.files(runs)) == {"r2/status.json"}
+    assert set(site.files(runs)) == {"r2/status.json", "r3/status.json"}
+    assert site.http.get(f"{site.url}{runs}/files/r2/status.json").json() == {
+        "state": "failed", "epoch": 2}  # fmt: skip
+    ended = site.http.get(f"{site.url}{runs}/files/r3/status.json")
+    assert (ended.json()["state"], ended.json()["epoch"]) == ("failed", 3)
+    assert ended.json()["message"].startswith("its job ended before the run could say how")
+    assert site.files(runs)["r3/status.json"] == (str(len(ended.content)),
+                                                 hashlib.md5(ended.content).hexdigest())
+    assert site.undo_log(job["id"]) == (0, False)
 
 
 def test_job_requeued_by_a_killed_server_starts_from_an_undone_archive(
