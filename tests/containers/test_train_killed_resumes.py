@@ -1,7 +1,7 @@
 """A training job killed mid-run through the Container Service (the local backend) keeps its run:
-ML_RUNS/<run>/ says `killed` over the checkpoints it stored, and the job's other writes are
-still undone. Relaunched with the same run id in a fresh job (an empty work folder), it resumes
-from ML_RUNS at that checkpoint and ends with the numbers of a run that was never killed."""
+ML_RUNS/<run>/ says `killed` over the checkpoints it stored (the job's other writes are undone as
+ever: test_job_writes.py). Relaunched with the same run id in a fresh job (an empty work folder),
+it resumes from ML_RUNS at that checkpoint and ends with the numbers of a run never killed."""
 
 from __future__ import annotations
 
