@@ -253,6 +253,28 @@ def _thread_failed(args: threading.ExceptHookArgs) -> None:
         threading.__excepthook__(args)
 
 
+class _OneLine(logging.Filter):
+    """Drop the traceback a library logs with a kill or a full disk (ignite's engine, MONAI's
+    StatsHandler): the run's own one line says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and (_killed(error) or _expected(error)):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _one_line_everywhere(stack: ExitStack) -> None:
+    """While the run lasts, every log handler (the bundle's StatsHandler has its own) drops the
+    traceback of a kill or a full disk."""
+    one_line = _OneLine()
+    known = logging.Logger.manager.loggerDict.values()
+    loggers = [logging.getLogger(), *(each for each in known if isinstance(each, logging.Logger))]
+    for handler in {handler for logger in loggers for handler in logger.handlers}:
+        handler.addFilter(one_line)
+        stack.callback(handler.removeFilter, one_line)
+
+
 def execute_run(run_dir: str | Path, on_sync: RunSync | None = None) -> dict[str, Any]:
     """Run (or resume) the training in a prepared run folder; return the final status.
 
@@ -289,6 +311,7 @@ def _execute(run: RunFolder, on_sync: RunSync | None) -> dict[str, Any]:
         recorder: RunRecorder | None = None
         try:
             workflow, recorder = _start(run, record, on_sync, place, scratch)
+            _one_line_everywhere(stack)
             if recorder.trainer.state.epoch < recorder.trainer.state.max_epochs:
                 recorder.write_status(RUNNING)
                 workflow.run()
