@@ -7,6 +7,7 @@ a process killed at any point leaves either the old file or the new one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -26,8 +27,10 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # name the file, not tmp
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
         raise
     fsync_path(path.parent)
     return path

@@ -259,7 +259,7 @@ def test_shipped_train_command_asks_docker_for_one_gpu(tmp_path):
     assert options["mem_limit"] == "32768m" and options["nano_cpus"] == 8 * 10**9
     assert options["shm_size"] == 4 * 2**30  # loader workers and NCCL live in /dev/shm
     assert options["command"][-1] == (  # the empty DATASET leaves nothing, its flag included
-        "xnat-ml train --project P --config 'tiny'  --run-id r1"
+        "exec xnat-ml train --project P --config 'tiny'  --run-id r1"
         " --work-dir /work --cache /work/cache"
     )
     cpu = container_options(project_command_spec(cpu_site_copy(shipped), values, tmp_path / "cpu"))

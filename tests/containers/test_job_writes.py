@@ -249,6 +249,45 @@ def test_killed_job_has_its_writes_undone(site: Site, data_resource: str):
     assert site.undo_log(job["id"]) == (0, False)
 
 
+def test_failed_job_keeps_its_run_progress_in_ml_runs(site: Site, data_resource: str):
+    """ML_RUNS/<run>/ files are progress records: kept (created and overwritten alike) when the
+    job fails; the job's other writes, a file at ML_RUNS's top level among them, are undone."""
+    runs = f"/data/projects/{PROJECT}/resources/ML_RUNS"
+    site.http.delete(f"{site.url}{runs}")
+    site.put(f"{runs}/files/r0/status.json", b'{"state": "prepared"}')
+    before = _archive_of(site)
+    job = site.run("run-then-fails", " && ".join([
+        curl("PUT", f"{runs}/files/r0/status.json", "killed", overwrite="true"),
+        curl("PUT", f"{runs}/files/r1/latest.pt", "weights"),
+        curl("PUT", f"{runs}/files/stray.txt", "stray"),
+        curl("PUT", f"{data_resource}/files/a.txt", "mine", overwrite="true"),
+        "echo WROTE",
+    ]) + "; exit 1")  # fmt: skip
+    assert job["status"] == "Failed", job
+    assert "WROTE" in site.stdout(job), "the job's writes did not all succeed"
+    assert set(site.files(runs)) == {"r0/status.json", "r1/latest.pt"}
+    assert site.http.get(f"{site.url}{runs}/files/r0/status.json").content == b"killed"
+    assert _archive_of(site) == before
+    assert site.undo_log(job["id"]) == (0, False)
+    # ML_RUNS created by a failed job stays with its run folders; a run the job left saying
+    # `running` (SIGKILLed, no time to say so) is marked failed with the reason.
+    site.http.delete(f"{site.url}{runs}").raise_for_status()
+    job = site.run("first-run-then-fails", " && ".join([
+        curl("PUT", f"{runs}/files/r2/status.json", '{"state": "failed", "epoch": 2}'),
+        curl("PUT", f"{runs}/files/r3/status.json", '{"state": "running", "epoch": 3}'),
+    ]) + "; exit 1")  # fmt: skip
+    assert job["status"] == "Failed", job
+    assert set(site.files(runs)) == {"r2/status.json", "r3/status.json"}
+    assert site.http.get(f"{site.url}{runs}/files/r2/status.json").json() == {
+        "state": "failed", "epoch": 2}  # fmt: skip
+    ended = site.http.get(f"{site.url}{runs}/files/r3/status.json")
+    assert (ended.json()["state"], ended.json()["epoch"]) == ("failed", 3)
+    assert ended.json()["message"].startswith("its job ended before the run could say how")
+    assert site.files(runs)["r3/status.json"] == (str(len(ended.content)),
+                                                 hashlib.md5(ended.content).hexdigest())
+    assert site.undo_log(job["id"]) == (0, False)
+
+
 def test_job_requeued_by_a_killed_server_starts_from_an_undone_archive(
     site: Site, data_resource: str
 ):

@@ -30,17 +30,17 @@ def latest_epoch(run_dir: Path) -> int:
 
 
 def kill_after_checkpoint(process: subprocess.Popen, run_dir: Path, log: Path, epoch: int,
-                          *, group: bool = False) -> int:  # fmt: skip
-    """SIGKILL the runner (its whole process group with ``group``) once ``latest.pt`` holds
-    ``epoch``; the epoch of the checkpoint it left."""
+                          *, group: bool = False, sig: int = signal.SIGKILL) -> int:  # fmt: skip
+    """Send ``sig`` to the runner (its whole process group with ``group``) once ``latest.pt``
+    holds ``epoch``; the epoch of the checkpoint it left."""
     deadline = time.monotonic() + 300
     while latest_epoch(run_dir) < epoch and process.poll() is None:
         assert time.monotonic() < deadline, f"no checkpoint of epoch {epoch} within 5 minutes"
         time.sleep(0.02)
     assert process.poll() is None, log.read_text()[-3000:]
     if group:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(process.pid, sig)
     else:
-        os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+        os.kill(process.pid, sig)
+    process.wait(timeout=60)
     return latest_epoch(run_dir)

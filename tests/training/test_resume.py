@@ -1,8 +1,9 @@
 """A run killed with SIGKILL mid-training resumes from latest.pt when relaunched, and ends where
-an unkilled run with the same seed ends."""
+an unkilled run with the same seed ends; one stopped with SIGTERM says so first."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from runner_process import kill_after_checkpoint, launch
@@ -39,3 +40,24 @@ def test_killed_run_resumes_from_latest(tmp_path: Path) -> None:
     for ours, theirs in zip(resumed_rows, reference.metrics(), strict=True):
         for column in ("train_loss", "val_mean_dice"):
             assert abs(float(ours[column]) - float(theirs[column])) < 1e-6, column
+
+
+def test_sigterm_writes_killed_and_the_relaunch_completes(tmp_path: Path) -> None:
+    """SIGTERM (a Docker stop, a Slurm time limit): the runner writes `killed` with the epoch
+    of its last checkpoint, exits 1 with one line, and the relaunch resumes from there."""
+    data = write_dataset(tmp_path / "data", n_train=2, n_val=1)
+    run = prepare_run(tmp_path / "stopped", tiny_config(epochs=EPOCHS), TISSUES, data)
+    out = tmp_path / "stopped.out"
+    process = launch(run.path, out)
+    kill_after_checkpoint(process, run.path, out, 2, sig=signal.SIGTERM)
+    assert process.returncode == 1
+    assert out.read_text().splitlines()[-1] == "xnat-ml: error: run stopped: killed by SIGTERM"
+    assert "Traceback" not in out.read_text()
+    status = run.status()
+    assert (status["state"], status["message"]) == ("killed", "killed by SIGTERM")
+    assert 2 <= status["latest_epoch"] < EPOCHS
+    relaunch = launch(run.path, tmp_path / "relaunch.out")
+    assert relaunch.wait(timeout=300) == 0, (tmp_path / "relaunch.out").read_text()[-2000:]
+    assert run.status()["state"] == "completed"
+    assert f"resuming run stopped at epoch {status['latest_epoch']}" in run.file(
+        "train.log").read_text()  # fmt: skip

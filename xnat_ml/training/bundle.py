@@ -105,11 +105,20 @@ def validate_bundle(
     return meta
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in chunks (checkpoints can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def bundle_digests(bundle_dir: str | Path) -> dict[str, str]:
     """SHA-256 of every file under the bundle folder, by relative path (proves it is unedited)."""
     root = Path(bundle_dir)
     return {
-        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        path.relative_to(root).as_posix(): file_sha256(path)
         for path in sorted(root.rglob("*"))
         if path.is_file()
     }

@@ -17,7 +17,7 @@ from xnat_ml.xnat.cliargs import add_connection_arguments, connect_from_args
 # xnatpy, torch and MONAI are imported inside the handlers: `xnat-ml` registers every verb
 # module before dispatching.
 
-FINAL = ("completed", "nan", "failed")
+FINAL = ("completed", "nan", "failed", "killed")  # run_folder.FINAL_STATES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,13 +1,15 @@
 """Runs mirrored to a project's ML_RUNS resource: ``<run id>/`` holds the run folder's files.
 
-``RunUploader`` is the run's ``on_sync``: each call uploads the changed files in one atomic zip
-(every file replaced whole, never seen half-written), then ``status.json`` alone, so a reader
-that sees a new status also finds the checkpoints and metrics it speaks of.
+``RunUploader`` is the run's ``on_sync``: each call takes ``status.json`` as it is now, uploads
+each checkpoint on its own and the other changed files in one atomic zip (every file replaced
+whole, never seen half-written), then that status, only if all of them were stored: a reader that
+sees a status also finds the checkpoints and metrics it speaks of (and their digests match).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,11 +30,32 @@ class RunUploader:
         self.session, self.project = session, project
 
     def __call__(self, run: RunFolder, changed: Sequence[str]) -> None:
-        rest = [path for path in changed if path != STATUS_FILE]
-        for batch in (rest, [STATUS_FILE] if STATUS_FILE in changed else []):
-            if batch:
-                files = {f"{run.run_id}/{path}": run.file(path) for path in batch}
-                upload_tree(self.session, self.project, RUNS_RESOURCE, files, content="ML_RUN")
+        with tempfile.TemporaryDirectory(prefix="xnat-ml-status-") as tmp:
+            status = None
+            if STATUS_FILE in changed:  # as it is before the files it speaks of are taken
+                status = Path(tmp) / STATUS_FILE
+                status.write_bytes(run.file(STATUS_FILE).read_bytes())
+            rest = [path for path in changed if path != STATUS_FILE]
+            batches = [[path] for path in rest if path.endswith(".pt")]
+            batches.append([path for path in rest if not path.endswith(".pt")])
+            for batch in batches:
+                if batch:
+                    self._upload(run, {path: run.file(path) for path in batch})
+            if status is not None:
+                self._upload(run, {STATUS_FILE: status})
+
+    def _upload(self, run: RunFolder, files: dict[str, Path]) -> None:
+        stored = {f"{run.run_id}/{path}": source for path, source in files.items()}
+        try:
+            upload_tree(self.session, self.project, RUNS_RESOURCE, stored, content="ML_RUN")
+        except XnatMlError as exc:
+            if "HTTP 507" not in str(exc):
+                raise
+            first = next(iter(stored))
+            what = first if len(stored) == 1 else f"{first} and {len(stored) - 1} more file(s)"
+            raise XnatMlError(
+                f"{RUNS_RESOURCE}/{what}: no space left on the XNAT server (507)"
+            ) from exc
 
 
 def run_paths(session: XNATSession, project: str, run_id: str) -> list[str]:

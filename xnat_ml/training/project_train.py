@@ -21,7 +21,7 @@ from typing import Any
 from xnat.session import XNATSession
 
 from xnat_ml import scratch
-from xnat_ml.atomic import write_json_atomic
+from xnat_ml.atomic import write_bytes_atomic
 from xnat_ml.datasets.fetch import fetch_dataset
 from xnat_ml.datasets.versions import DATALIST_FILE, find_version, read_json
 from xnat_ml.errors import XnatMlError
@@ -51,6 +51,7 @@ from xnat_ml.training.run_folder import (
     COMPLETED,
     CONFIG_FILE,
     LATEST_FILE,
+    LOCAL_DATALIST,
     RUN_FILE,
     STATUS_FILE,
     RunFolder,
@@ -84,7 +85,7 @@ def train_in_project(session: XNATSession, request: TrainRequest) -> dict[str, A
     if stored is None and not (local / RUN_FILE).exists():
         _prepare(session, request, local)
         try:  # the first upload: a server without room refuses the run before any training
-            uploader(RunFolder(local), RunFolder(local).changed_files())
+            uploader(RunFolder(local), list(RunFolder(local).changed_files()))
         except XnatMlError as exc:
             shutil.rmtree(local, ignore_errors=True)
             raise XnatMlError(
@@ -186,9 +187,8 @@ def _ready_to_resume(session: XNATSession, request: TrainRequest, local: Path) -
     record = check_snapshot(session, project, run)
     dataset = record["dataset"]
     datalist = _fetch(session, project, dataset["name"], int(dataset["version"]), request)
-    if dataset.get("datalist") != str(datalist.resolve()):
-        record["dataset"]["datalist"] = str(datalist.resolve())
-        write_json_atomic(run.file(RUN_FILE), record)
+    # run.json stays as prepared (its digests are checked): the local path goes beside it.
+    write_bytes_atomic(run.file(LOCAL_DATALIST), str(datalist.resolve()).encode())
     weights = run.file(BUNDLE_DIR) / WEIGHTS
     if record["finetune"] and not run.file(LATEST_FILE).exists() and not weights.exists():
         name, number = record["model"]["name"], int(record["model"]["version"])
@@ -240,7 +240,7 @@ def promote_in_project(
         raise XnatMlError(f"run {run_id}: is {status.get('state')}, not {COMPLETED}")
     with scratch.temporary("promote-") as tmp:
         run_dir = Path(tmp) / run_id
-        needed = (RUN_FILE, CONFIG_FILE, STATUS_FILE, BEST_FILE, f"{BUNDLE_DIR}/")
+        needed = (RUN_FILE, CONFIG_FILE, STATUS_FILE, BEST_FILE, LATEST_FILE, f"{BUNDLE_DIR}/")
         pull_run(session, project, run_id, run_dir, only=needed)
         check_snapshot(session, project, RunFolder(run_dir))
         promote(run_dir, Path(tmp) / "model", name, "", task=task)  # numbered when stored

@@ -26,13 +26,8 @@ from xnat_ml.training.model import (
     validate_model,
     write_card,
 )
-from xnat_ml.training.run_folder import (
-    BEST_FILE,
-    BUNDLE_DIR,
-    COMPLETED,
-    CONFIG_FILE,
-    RunFolder,
-)
+from xnat_ml.training.run_checks import check_completed, check_record
+from xnat_ml.training.run_folder import BEST_FILE, BUNDLE_DIR, CONFIG_FILE, RunFolder
 
 
 def promote(
@@ -43,13 +38,11 @@ def promote(
     *,
     task: str | None = None,
 ) -> ModelCard:
-    """Make ``model_dir`` (which must not exist) from a completed run; return its card."""
+    """Make ``model_dir`` (which must not exist) from a completed run; return its card.
+    Refused with one line when the run folder is not what its job wrote (run_checks.py)."""
     run, model_dir = RunFolder(Path(run_dir)), Path(model_dir)
-    status = run.status()
-    if status.get("state") != COMPLETED:
-        raise XnatMlError(f"run {run.path}: is {status.get('state')}, not {COMPLETED}")
-    if not run.file(BEST_FILE).is_file():
-        raise XnatMlError(f"run {run.path}: has no {BEST_FILE} (no validation ever ran)")
+    check_record(run)  # config and bundle as prepared
+    status = check_completed(run)  # the weights the status and latest.pt name
     if model_dir.exists():
         raise XnatMlError(f"model {model_dir}: already exists")
     record, config = run.record(), read_json_file(run.file(CONFIG_FILE), f"run {run.path}")

@@ -12,6 +12,7 @@ import math
 import time
 from typing import Any
 
+from xnat_ml.training.bundle import file_sha256
 from xnat_ml.training.checkpoint import Trainables, save_latest, save_weights
 from xnat_ml.training.curves import plot_curves
 from xnat_ml.training.distributed import SINGLE, Placement, all_agree
@@ -52,6 +53,7 @@ class RunRecorder:
         self.best: dict[str, Any] = {"metric": None, "epoch": None}
         self.stopped: str | None = None  # NAN when a loss went non-finite
         self.latest_epoch: int | None = None  # epoch of the last latest.pt
+        self.checkpoints: dict[str, str] = {}  # sha256 of model.pt and latest.pt as saved
         self._losses: list[float] = []
         self._last_loss: float | None = None
         self._validated_epoch = -1
@@ -69,6 +71,8 @@ class RunRecorder:
         self.latest_epoch = epoch
         if not self.place.primary:
             return
+        self.checkpoints = {name: file_sha256(self.run.file(name))
+                            for name in (BEST_FILE, LATEST_FILE) if self.run.file(name).exists()}
         self.rows = [row for row in self.run.metrics() if int(row["epoch"]) <= epoch]
         self.run.write_metrics(self.rows)
         log.info("resuming run %s at epoch %d, iteration %d", self.run.run_id, epoch, iteration)
@@ -145,6 +149,7 @@ class RunRecorder:
         if validated:
             save_latest(self.run.file(LATEST_FILE), self.trainables, epoch,
                         engine.state.iteration, self.best)  # fmt: skip
+            self.checkpoints[LATEST_FILE] = file_sha256(self.run.file(LATEST_FILE))
             self.latest_epoch = epoch
             plot_curves(self.rows, [self.key_metric], self.run.file(CURVES_FILE))
         self.write_status(RUNNING)
@@ -163,8 +168,10 @@ class RunRecorder:
         best = self.best["metric"]
         better = getattr(self.evaluator, "metric_cmp_fn", lambda new, old: new > old)
         if best is None or better(current, best):
-            self.best = {"metric": current, "epoch": epoch}
             save_weights(self.run.file(BEST_FILE), self.trainables.network)
+            self.checkpoints[BEST_FILE] = file_sha256(self.run.file(BEST_FILE))
+            # latest.pt keeps the best weights' digest too: promote checks the status by it.
+            self.best = {"metric": current, "epoch": epoch, "sha256": self.checkpoints[BEST_FILE]}
 
     def _lr(self) -> float | str:
         groups = getattr(self.trainables.optimizer, "param_groups", None)
@@ -197,11 +204,12 @@ class RunRecorder:
             latest_epoch=self.latest_epoch,
             eta_s=self._eta() if state == RUNNING else 0,
             loss=self._last_loss,
+            checkpoints=dict(self.checkpoints),
             **extra,
         )
         self._last_status = time.monotonic()
 
-    def sync(self) -> None:
+    def sync(self) -> str | None:
         """Hand what changed to ``on_sync`` (workers of a parallel run have none: their
-        launcher mirrors the run folder)."""
-        sync_run(self.run, self.on_sync)
+        launcher mirrors the run folder); the failure, None when all is stored."""
+        return sync_run(self.run, self.on_sync)

@@ -5,7 +5,8 @@
 | ``run.json`` | once, at preparation: model, dataset, bundle overrides, versions, digests |
 | ``config.json`` | once: the training config as given |
 | ``bundle/`` | once: the bundle as published (plus the parent's weights for a fine-tune) |
-| ``status.json`` | while it runs: state, epoch, iteration, loss, metric, best so far, ETA |
+| ``status.json`` | while it runs: state, epoch, iteration, loss, metric, best so far, ETA, and
+  the sha256 of the checkpoints it speaks of (``checkpoints``) |
 | ``metrics.csv`` | every epoch: epoch, iteration, train loss, validation metrics, lr, time |
 | ``train.log``, ``tensorboard/``, ``curves.png`` | while it runs |
 | ``model.pt`` | at each validation that beats the best so far: the network's weights |
@@ -43,19 +44,21 @@ CURVES_FILE = "curves.png"
 BEST_FILE = "model.pt"
 LATEST_FILE = "latest.pt"
 BUNDLE_OUTPUT_DIR = "bundle_output"
+LOCAL_DATALIST = ".datalist"  # the data list's path on this machine after a resume (not mirrored)
 
-# Run states in status.json; the last four are final.
-RUNNING, COMPLETED, NAN, FAILED = "running", "completed", "nan", "failed"
-FINAL_STATES = (COMPLETED, NAN, FAILED)
+# Run states in status.json; the last four are final (only completed cannot be resumed).
+RUNNING, COMPLETED, NAN, FAILED, KILLED = "running", "completed", "nan", "failed", "killed"
+FINAL_STATES = (COMPLETED, NAN, FAILED, KILLED)
 
 # Not mirrored: the parent's weights (already a model) and the bundle's own copy of model.pt.
 _NOT_SYNCED = (f"{BUNDLE_DIR}/models/", f"{BUNDLE_OUTPUT_DIR}/models/")
 
 RunSync = Callable[["RunFolder", Sequence[str]], None]
-"""Called as ``on_sync(run, changed)`` at every validation interval and once at the end (any
-final state): ``changed`` lists the run-relative paths (``/``-separated) of the files that are new
-or changed since the previous call, every one of them complete on disk. The XNAT layer uploads
-them to ML_RUNS/<run id>/; an exception it raises is logged and the run goes on."""
+"""Called as ``on_sync(run, changed)`` at every validation interval and at the end (any final
+state): ``changed`` lists the run-relative paths (``/``-separated) of the files that are new or
+changed since the last call that returned, every one of them complete on disk. The XNAT layer
+uploads them to ML_RUNS/<run id>/, status.json last; an exception it raises means none of them
+counts as synced: they are handed over again at the next call."""
 
 
 @dataclass
@@ -105,9 +108,10 @@ class RunFolder:
         writer.writerows(rows)
         write_bytes_atomic(self.file(METRICS_FILE), text.getvalue().encode())
 
-    def changed_files(self) -> list[str]:
-        """Run-relative paths new or changed since the previous call (temp files excluded)."""
-        changed = []
+    def changed_files(self) -> dict[str, tuple[int, int]]:
+        """Run-relative paths new or changed since they were last marked synced (temp files
+        excluded), each with the size and time it has now (for ``mark_synced``)."""
+        changed = {}
         for path in sorted(self.path.rglob("*")):
             rel = path.relative_to(self.path).as_posix()
             if not path.is_file() or path.name.startswith(".") or rel.startswith(_NOT_SYNCED):
@@ -115,16 +119,26 @@ class RunFolder:
             stat = path.stat()
             key = (stat.st_size, stat.st_mtime_ns)
             if self._synced.get(rel) != key:
-                self._synced[rel] = key
-                changed.append(rel)
+                changed[rel] = key
         return changed
 
+    def mark_synced(self, files: dict[str, tuple[int, int]]) -> None:
+        """These files (as ``changed_files`` saw them) are stored: not handed over again unless
+        they change. A file replaced since is seen as changed (its time differs)."""
+        self._synced.update(files)
 
-def sync_run(run: RunFolder, on_sync: RunSync | None) -> None:
-    """Hand the changed files to ``on_sync``; an upload failure must not kill training."""
+
+def sync_run(run: RunFolder, on_sync: RunSync | None) -> str | None:
+    """Hand the changed files to ``on_sync``; they count as synced only if it returns. An upload
+    failure must not kill training: it is logged in one line and returned (None: all stored)."""
     if on_sync is None:
-        return
+        return None
+    changed = run.changed_files()
     try:
-        on_sync(run, run.changed_files())
-    except Exception:  # noqa: BLE001 - the run matters more than one upload
-        log.exception("run %s: syncing files failed; training goes on", run.run_id)
+        on_sync(run, list(changed))
+    except Exception as exc:  # noqa: BLE001 - the run matters more than one upload
+        log.warning("run %s: syncing files failed (%s); they are tried again at the next sync",
+                    run.run_id, exc)  # fmt: skip
+        return str(exc)
+    run.mark_synced(changed)
+    return None

@@ -14,11 +14,15 @@ process.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import platform
 import shutil
+import signal
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -32,6 +36,7 @@ from xnat_ml.training.bundle import (
     TRAIN_CONFIG,
     WEIGHTS,
     bundle_digests,
+    file_sha256,
     has_id,
     open_train_workflow,
     read_json_file,
@@ -54,6 +59,7 @@ from xnat_ml.training.distributed import (
 )
 from xnat_ml.training.model import CARD_FILE, copy_bundle, read_card, weights_path
 from xnat_ml.training.recorder import RunRecorder
+from xnat_ml.training.run_checks import check_record
 from xnat_ml.training.run_folder import (
     BUNDLE_DIR,
     BUNDLE_OUTPUT_DIR,
@@ -62,7 +68,9 @@ from xnat_ml.training.run_folder import (
     CURVES_FILE,
     FAILED,
     FINAL_STATES,
+    KILLED,
     LATEST_FILE,
+    LOCAL_DATALIST,
     LOG_FILE,
     NAN,
     RUN_FILE,
@@ -151,6 +159,8 @@ def prepare_run(
             "gpus": config.resources.gpus,
             "bundle_overrides": overrides,
             "bundle_digests": bundle_digests(run.file(BUNDLE_DIR)),
+            "digests": {CONFIG_FILE: file_sha256(run.file(CONFIG_FILE)),
+                        "datalist": file_sha256(datalist)},
             "versions": versions(),
         })  # fmt: skip
         if target.exists():
@@ -184,11 +194,18 @@ def _lr_scheduler(parser: Any) -> Any:
     return next((h.lr_scheduler for h in handlers if hasattr(h, "lr_scheduler")), None)
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """A log file that loses lines on a full disk rather than print a traceback for each."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+
 class _LogFile:
     """Send the process's log to the run's log file (appended: a relaunch continues it)."""
 
     def __init__(self, path: Path) -> None:
-        self.handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+        self.handler = _QuietFileHandler(path, mode="a", encoding="utf-8")
         self.handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
@@ -203,14 +220,80 @@ class _LogFile:
         root = logging.getLogger()
         root.removeHandler(self.handler)
         root.setLevel(self._level)
-        self.handler.close()
+        try:
+            self.handler.close()
+        except OSError:  # its last lines are lost on a full disk; stderr had them
+            pass
+
+
+def datalist_path(run: RunFolder) -> Path:
+    """The run's data list on this machine: where a resume fetched it again (``.datalist``, not
+    mirrored), else where the run was prepared."""
+    local = run.file(LOCAL_DATALIST)
+    if local.is_file():
+        return Path(local.read_text().strip())
+    return Path(run.record()["dataset"]["datalist"])
+
+
+class RunKilled(BaseException):
+    """SIGTERM arrived (Docker stop, Slurm's time limit, the local backend's kill). Not an
+    Exception: no handler on the way up may take it for a failure and train on."""
+
+
+def _on_sigterm(signum: int, _frame: Any) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # one is enough: let the status and the sync finish
+    raise RunKilled(f"killed by {signal.Signals(signum).name}")
+
+
+def _thread_failed(args: threading.ExceptHookArgs) -> None:
+    """A background writer (TensorBoard's) that hits a full disk: one line, not a traceback."""
+    if isinstance(args.exc_value, OSError) and args.exc_value.errno == errno.ENOSPC:
+        log.error("%s: %s", getattr(args.thread, "name", "a thread"), args.exc_value)
+    else:
+        threading.__excepthook__(args)
+
+
+class _OneLine(logging.Filter):
+    """Drop the traceback a library logs with a kill or a full disk (ignite's engine, MONAI's
+    StatsHandler): the run's own one line says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and (_killed(error) or _expected(error)):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _one_line_everywhere(stack: ExitStack) -> None:
+    """While the run lasts, every log handler (the bundle's StatsHandler has its own) drops the
+    traceback of a kill or a full disk."""
+    one_line = _OneLine()
+    known = logging.Logger.manager.loggerDict.values()
+    loggers = [logging.getLogger(), *(each for each in known if isinstance(each, logging.Logger))]
+    for handler in {handler for logger in loggers for handler in logger.handlers}:
+        handler.addFilter(one_line)
+        stack.callback(handler.removeFilter, one_line)
 
 
 def execute_run(run_dir: str | Path, on_sync: RunSync | None = None) -> dict[str, Any]:
     """Run (or resume) the training in a prepared run folder; return the final status.
 
-    Raises XnatMlError when the run fails; a non-finite loss ends it with state "nan"."""
+    Raises XnatMlError when the run fails, is killed (SIGTERM: status "killed", synced first)
+    or cannot store what it claims; a non-finite loss ends it with state "nan"."""
     run = RunFolder(Path(run_dir))
+    check_record(run, datalist_path(run))
+    if threading.current_thread() is not threading.main_thread():
+        return _execute(run, on_sync)
+    previous, hook = signal.signal(signal.SIGTERM, _on_sigterm), threading.excepthook
+    threading.excepthook = _thread_failed
+    try:
+        return _execute(run, on_sync)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        threading.excepthook = hook
+
+
+def _execute(run: RunFolder, on_sync: RunSync | None) -> dict[str, Any]:
     record = run.record()
     processes, gpus = int(record.get("processes") or 1), int(record.get("gpus") or 0)
     place = worker_placement(gpus)
@@ -228,6 +311,7 @@ def execute_run(run_dir: str | Path, on_sync: RunSync | None = None) -> dict[str
         recorder: RunRecorder | None = None
         try:
             workflow, recorder = _start(run, record, on_sync, place, scratch)
+            _one_line_everywhere(stack)
             if recorder.trainer.state.epoch < recorder.trainer.state.max_epochs:
                 recorder.write_status(RUNNING)
                 workflow.run()
@@ -236,24 +320,88 @@ def execute_run(run_dir: str | Path, on_sync: RunSync | None = None) -> dict[str
             recorder.write_status(state, **({"message": "training loss became non-finite"}
                                             if state == NAN else {}))  # fmt: skip
             log.info("run %s %s", run.run_id, state)
-        except Exception as exc:
-            message = _root_message(exc)
-            log.exception("run %s failed", run.run_id)
-            if recorder is not None:
-                recorder.write_status(FAILED, message=message)
-            elif place.primary:
-                run.write_status(state=FAILED, message=message)
-            raise XnatMlError(f"run {run.path}: failed: {message}") from exc
+        except BaseException as exc:
+            killed = _killed(exc)
+            if killed is None and not isinstance(exc, Exception):
+                raise
+            state = KILLED if killed else FAILED
+            message = str(killed) if killed else _root_message(exc, run.path)
+            if killed or _expected(exc):  # one line: the traceback says nothing more
+                log.error("run %s %s: %s", run.run_id, state, message)
+            else:
+                log.exception("run %s failed", run.run_id)
+            try:
+                if recorder is not None:
+                    recorder.write_status(state, message=message)
+                elif place.primary:
+                    run.write_status(state=state, message=message)
+            except OSError as lost:  # a full disk: the error above says what matters
+                log.error("run %s: status not written (%s)", run.run_id, lost)
+            raise XnatMlError(f"run {run.run_id}: {message if killed else f'{FAILED}: {message}'}"
+                              ) from None
         finally:
             if recorder is not None:
-                recorder.close()
-                if recorder.rows:
-                    from xnat_ml.training.curves import plot_curves
-
-                    plot_curves(recorder.rows, [recorder.key_metric], run.file(CURVES_FILE))
-                recorder.sync()
+                _close(recorder)
+                if place.primary:
+                    finish_sync(run, on_sync)
     # Ranks above 0 may finish before rank 0 has written the final status.
     return run.status() if place.primary else {"run": run.run_id, "state": state}
+
+
+def _close(recorder: RunRecorder) -> None:
+    """Close TensorBoard, draw the last curves; on a full disk one line: the run's own error
+    (or the final sync) says what matters."""
+    try:
+        recorder.close()
+        if recorder.rows and recorder.place.primary:
+            from xnat_ml.training.curves import plot_curves
+
+            plot_curves(recorder.rows, [recorder.key_metric], recorder.run.file(CURVES_FILE))
+    except OSError as lost:
+        log.error("run %s: TensorBoard events or curves not written (%s)", recorder.run.run_id,
+                  lost)  # fmt: skip
+
+
+FINAL_TRIES = 2  # the end's upload, tried again once after a pause: the last chance to store
+
+
+def finish_sync(run: RunFolder, on_sync: RunSync | None) -> None:
+    """The last sync of a run: what never reached ML_RUNS is tried again. A run that says
+    ``completed`` is stored as such only once everything it names is (the status goes last);
+    otherwise it ends ``failed`` with the reason, so that a relaunch stores it, and this raises."""
+    if on_sync is None:
+        return
+    error = sync_run(run, on_sync)
+    for _retry in range(FINAL_TRIES - 1):
+        if error is None:
+            return
+        time.sleep(1.0)
+        error = sync_run(run, on_sync)
+    if error is None:
+        return
+    status = run.status()
+    if status.get("state") != COMPLETED:
+        return  # already an end that a relaunch resumes; its own error is the one to show
+    run.write_status(**{**status, "state": FAILED, "message": f"not stored: {error}"})
+    sync_run(run, on_sync)  # best effort: ML_RUNS says failed, or still what it said before
+    raise XnatMlError(f"run {run.run_id}: failed: {error}")
+
+
+def _killed(exc: BaseException) -> RunKilled | None:
+    """The RunKilled behind ``exc`` (a bundle's handler may have wrapped it)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, RunKilled):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _expected(exc: BaseException) -> bool:
+    """Failures explained by their one line: ours, and a full disk."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return isinstance(exc, XnatMlError) or getattr(exc, "errno", None) == errno.ENOSPC
 
 
 def _execute_parallel(
@@ -261,21 +409,32 @@ def _execute_parallel(
 ) -> dict[str, Any]:
     """The run on ``processes`` torchrun workers; rank 0 writes the status they end with."""
     check_gpus(run.run_id, processes, gpus)
-    code = run_workers(run, processes, on_sync)
+    try:
+        code = run_workers(run, processes, on_sync)
+    except RunKilled as exc:  # the workers were stopped; rank 0 may not have said so
+        run.write_status(**{**run.status(), "state": KILLED, "message": str(exc)})
+        sync_run(run, on_sync)
+        raise XnatMlError(f"run {run.run_id}: {exc}") from None
     status = run.status()
     if status.get("state") not in FINAL_STATES:  # a worker died before rank 0 could say so
         status.update(state=FAILED, message=f"a training process exited with code {code}")
         run.write_status(**status)
-        sync_run(run, on_sync)
-    if status["state"] == FAILED:
-        raise XnatMlError(f"run {run.path}: failed: {status.get('message')}")
-    return run.status()
+    finish_sync(run, on_sync)
+    status = run.status()
+    if status["state"] in (FAILED, KILLED):
+        raise XnatMlError(f"run {run.run_id}: {status['state']}: {status.get('message')}")
+    return status
 
 
-def _root_message(exc: BaseException) -> str:
-    """The first line of the innermost cause: MONAI wraps errors in "Failed to evaluate ..."."""
+def _root_message(exc: BaseException, where: Path) -> str:
+    """The first line of the innermost cause: MONAI wraps errors in "Failed to evaluate ...".
+    A full disk names the file (``<path>: no space left on device``), else ``where``."""
     while exc.__cause__ is not None:
         exc = exc.__cause__
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"{exc.filename or where}: no space left on device"
+    if isinstance(exc, XnatMlError):
+        return str(exc)
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
@@ -291,7 +450,7 @@ def _start(
     from monai.utils import set_determinism
     from torch.nn.parallel import DistributedDataParallel
 
-    bindings = _bindings(run, Path(record["dataset"]["datalist"]))
+    bindings = _bindings(run, datalist_path(run))
     overrides = {**record["bundle_overrides"], **bindings}
     if place.world > 1:
         bundle = run.file(BUNDLE_DIR)
@@ -339,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = execute_run(args.run_dir)
     except XnatMlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"xnat-ml: error: {exc}", file=sys.stderr)
         return 1
     if status["state"] != COMPLETED:
         print(f"error: run {args.run_dir}: ended with state {status['state']}", file=sys.stderr)

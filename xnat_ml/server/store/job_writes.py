@@ -22,13 +22,25 @@ its writes back in reverse order, all in one catalogue commit through the journa
 finished at start-up. `settle` at start-up completes what a crash between a job's end and its
 undo (or keep) left. Not logged: deleting a project, subject, session, scan or assessor (a job's
 token may do it, but it is not undone).
+
+Progress records are the exception: a file a job creates or overwrites inside a run folder of
+the project resource ML_RUNS (`ML_RUNS/<run>/...`), and the creation of that resource, are not
+undone, so a training run killed, failed or out of time keeps its checkpoints and status and a
+relaunch resumes from them (docs/training.md). Everything else a job writes stays all-or-none.
+The log notes each run folder the job wrote (action `progress`); when the job ends other than
+Complete, a run whose status.json still says `running` or `prepared` (its job was SIGKILLed or
+lost before it could say how it ended) is marked `failed` with that reason, in the undo's commit.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
+import tempfile
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -40,6 +52,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from xnat_ml.atomic import fsync_path
 from xnat_ml.containers import jobs
 from xnat_ml.containers.jobs import Job
+from xnat_ml.layout import RUNS_RESOURCE
 from xnat_ml.server import auth
 from xnat_ml.server.store.catalog import ResourceFile
 from xnat_ml.server.store.db import session_factory
@@ -59,6 +72,9 @@ from xnat_ml.server.store.models import (
 log = logging.getLogger(__name__)
 
 KEPT_DIR = "job-writes"
+RUN_STATUS = "status.json"
+UNFINISHED = ("running", "prepared")  # run states only a live job may leave
+ENDED = "its job ended before the run could say how (killed or lost); relaunch to resume"
 # Rows whose creation and change a job's log records (deletions: resources and files only).
 TRACKED = {model.__tablename__: model
            for model in (Subject, Experiment, Scan, Assessor, Resource, ResourceFile)}  # fmt: skip
@@ -107,6 +123,9 @@ def _log_changes(db: Session, store: FileStore) -> None:
     if job_id is None:
         return
     for obj in [o for o in db.dirty if _tracked(o) and db.is_modified(o)]:
+        if _progress(db, obj):
+            _note_run(db, job_id, obj)
+            continue
         kept = _keep_file(db, store, job_id, obj) if isinstance(obj, ResourceFile) else ""
         _add(db, job_id, "update", obj, _stored_row(db, obj), kept)
     for obj in db.deleted:
@@ -128,7 +147,12 @@ def _log_creations(db: Session) -> None:
     job_id = _writing_job()
     if job_id is None:
         return
-    new = [obj for obj in db.new if _tracked(obj)]
+    new = []
+    for obj in [o for o in db.new if _tracked(o)]:
+        if _progress(db, obj):
+            _note_run(db, job_id, obj)
+        else:
+            new.append(obj)
     if not new:
         return
     created = set(db.scalars(select(JobWrite.row_pk).where(
@@ -142,6 +166,32 @@ def _log_creations(db: Session) -> None:
 
 def _tracked(obj) -> bool:
     return getattr(obj, "__tablename__", None) in TRACKED
+
+
+def _progress(db: Session, obj) -> bool:
+    """A progress record (see above): a file in a run folder of a project's ML_RUNS, or the
+    ML_RUNS resource itself."""
+    if isinstance(obj, ResourceFile):
+        resource = db.get(Resource, obj.resource_pk)
+        return resource is not None and "/" in obj.path.strip("/") and _progress(db, resource)
+    return (isinstance(obj, Resource) and obj.label == RUNS_RESOURCE
+            and obj.project_pk is not None and obj.subject_pk is None
+            and obj.experiment_pk is None and obj.scan_pk is None
+            and obj.assessor_pk is None)  # fmt: skip
+
+
+def _note_run(db: Session, job_id: int, obj) -> None:
+    """Log (once) the run folder a progress record belongs to, for `_end_runs`."""
+    if not isinstance(obj, ResourceFile):
+        return
+    run = obj.path.strip("/").split("/")[0]
+    noted = db.scalars(select(JobWrite.row).where(
+        JobWrite.job_id == job_id, JobWrite.action == "progress",
+        JobWrite.row_pk == obj.resource_pk))  # fmt: skip
+    if {"run": run} not in list(noted):
+        db.execute(insert(JobWrite).values(job_id=job_id, action="progress", row_pk=obj.resource_pk,
+                                           table_name=Resource.__tablename__, row={"run": run},
+                                           kept=""))  # fmt: skip
 
 
 def _add(db: Session, job_id: int, action: str, obj, row: dict, kept: str) -> None:
@@ -215,6 +265,7 @@ def undo(app: Flask, job_id: int) -> None:
             for entry in entries:
                 _undo_one(db, store, publication, entry)
                 db.flush()
+            _end_runs(db, store, publication, entries)
             db.execute(delete(JobWrite).where(JobWrite.job_id == job_id))
             publication.commit(db)
             log.info("container %s: undid its %d archive write(s)", job_id, len(entries))
@@ -253,7 +304,34 @@ def drop_kept(app: Flask, job_id: int) -> None:
     shutil.rmtree(Path(app.config["DATA_DIR"]) / KEPT_DIR / str(job_id), ignore_errors=True)
 
 
+def _end_runs(db: Session, store: FileStore, publication: Publication, entries) -> None:
+    """The runs this job wrote that still say `running` or `prepared` say `failed` (see above)."""
+    runs = sorted({(e.row_pk, e.row["run"]) for e in entries if e.action == "progress"})
+    for resource_pk, run in runs:
+        row = db.scalars(select(ResourceFile).where(
+            ResourceFile.resource_pk == resource_pk,
+            ResourceFile.path == f"{run}/{RUN_STATUS}")).first()  # fmt: skip
+        path = _file_path(db, store, row) if row is not None else None
+        try:
+            status = json.loads(path.read_bytes()) if path is not None else None
+        except (OSError, ValueError):
+            continue
+        if not isinstance(status, dict) or status.get("state") not in UNFINISHED:
+            continue
+        was = status["state"]
+        status.update(state="failed", message=ENDED, updated=time.time())
+        data = (json.dumps(status, indent=2) + "\n").encode()
+        fd, staged = tempfile.mkstemp(prefix="run-status-", dir=store.staging)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        publication.add(Path(staged), path)
+        row.size, row.md5 = len(data), hashlib.md5(data).hexdigest()
+        log.info("run %s: its job ended while it said %s; marked failed", run, was)
+
+
 def _undo_one(db: Session, store: FileStore, publication: Publication, entry: JobWrite) -> None:
+    if entry.action == "progress":  # kept: see above
+        return
     model = TRACKED[entry.table_name]
     current = db.get(model, entry.row_pk)
     kept = store.data_dir / entry.kept if entry.kept else None
