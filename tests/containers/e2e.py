@@ -84,6 +84,20 @@ def tag_as_commands_image(dockerd, image) -> None:
     dockerd.client().images.get(image.id).tag(repository, tag)
 
 
+def backend_setup(request, kind: str) -> tuple[dict, dict]:
+    """`--backend-option`s and environment for a server whose jobs run on `kind` (local,
+    docker, slurm) with the session's private daemons; a Docker job's image is the test image,
+    tagged as the one the commands name."""
+    if kind == "docker":
+        daemon = request.getfixturevalue("dockerd")
+        repository, tag = IMAGE.rsplit(":", 1)
+        daemon.client().images.get(daemon.image).tag(repository, tag)
+        return {**daemon.backend_options, "docker_binds": json.dumps(daemon.binds)}, {}
+    if kind == "slurm":
+        return {}, dict(request.getfixturevalue("slurm").env)
+    return {}, {}
+
+
 def start_backend_server(start_xnat_server, name: str, kind: str, options: dict, env: dict):
     """`xnat-ml serve --backend KIND --backend-option key=value ...`; `.backend` names the kind."""
     args = ["--backend", kind]

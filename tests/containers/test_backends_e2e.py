@@ -16,6 +16,7 @@ import pytest
 from e2e import (
     IMAGE,
     assert_roi_collection_became_masks,
+    backend_setup,
     build_site,
     install_enabled,
     resources,
@@ -34,16 +35,7 @@ from e2e import (
 def server(request, start_xnat_server):
     """A server whose jobs run on the backend named by the parameter."""
     kind = request.param
-    if kind == "docker":
-        daemon = request.getfixturevalue("dockerd")
-        repository, tag = IMAGE.rsplit(":", 1)
-        daemon.client().images.get(daemon.image).tag(repository, tag)
-        options = {"docker_url": daemon.url, "docker_network": "host",
-                   "docker_binds": json.dumps(daemon.binds)}  # fmt: skip
-        env = {}
-    else:
-        cluster = request.getfixturevalue("slurm")
-        options, env = {}, cluster.env
+    options, env = backend_setup(request, kind)
     return start_backend_server(start_xnat_server, f"xnat-{kind}", kind, options, env)
 
 

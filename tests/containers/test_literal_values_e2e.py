@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from e2e import IMAGE, install_enabled, wait_job
+from e2e import IMAGE, backend_setup, install_enabled, wait_job
 
 from xnat_ml.containers.backends.base import BASE_ENV
 
@@ -57,18 +57,13 @@ def server(request, start_xnat_server):
     """A server on the parameter's backend, with secrets in its own environment; the probe's
     RAW input is spliced unquoted (the admin's explicit choice)."""
     kind = request.param
-    env = {"XNAT_ML_ADMIN_PASSWORD": ADMIN_PASSWORD, CANARY[0]: CANARY[1]}
-    options: dict = {}
+    options, env = backend_setup(request, kind)
+    env.update({"XNAT_ML_ADMIN_PASSWORD": ADMIN_PASSWORD, CANARY[0]: CANARY[1]})
     if kind == "docker":
-        daemon = request.getfixturevalue("dockerd")
-        repository, tag = IMAGE.rsplit(":", 1)
-        daemon.client().images.get(daemon.image).tag(repository, tag)
-        options = {"docker_url": daemon.url, "docker_network": "host",
-                   "docker_binds": json.dumps(daemon.binds)}  # fmt: skip
-        image_env = daemon.client().images.get(IMAGE).attrs["Config"].get("Env") or []
+        image = request.getfixturevalue("dockerd").client().images.get(IMAGE)
+        image_env = image.attrs["Config"].get("Env") or []
         allowed = {line.split("=", 1)[0] for line in image_env} | {"HOSTNAME", "HOME", "PATH"}
     elif kind == "slurm":
-        env.update(request.getfixturevalue("slurm").env)
         allowed = set(BASE_ENV) | {"SLURM_*", "CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL"}
     else:
         allowed = set(BASE_ENV) | {"XNAT_ML_LOCAL_JOB"}

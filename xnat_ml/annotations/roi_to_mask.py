@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -25,6 +24,7 @@ from pydicom.errors import InvalidDicomError
 from xnat import exceptions as xnat_exceptions
 from xnat.session import XNATSession
 
+from xnat_ml import scratch
 from xnat_ml.errors import XnatMlError
 from xnat_ml.imaging.ai_collections import collection_origin
 from xnat_ml.imaging.mask_folder import write_mask_folder
@@ -196,7 +196,7 @@ def roi_to_mask(
         return None
     scan_id, uid = find_scan(session, session_id, uids)
     scan = scan_uri(session_id, scan_id)
-    with tempfile.TemporaryDirectory(prefix="xnat-ml-roi-to-mask-") as tmp:
+    with scratch.temporary("roi-to-mask-") as tmp:
         work = Path(tmp)
         download_resource(session, resource_uri(scan, DICOM_RESOURCE), work / "series")
         map_file = fetch_labelmap(session, project, labelmap, work) if labelmap else None

@@ -22,6 +22,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError
 from defusedxml.ElementTree import parse as parse_xml
 
+from xnat_ml import scratch
 from xnat_ml.errors import XnatMlError
 from xnat_ml.xnat.archives import extract_zip, zip_directory
 from xnat_ml.xnat.uris import ObjectPath, UriError, parse_path, path_in_resource
@@ -366,7 +367,7 @@ class ArchiveClient:
         if tags:
             meta["tags"] = ",".join(tags)
         self.request("PUT", path, ok=(200, 201, 409), params=meta)
-        with tempfile.TemporaryDirectory(prefix="xnat-ml-out-") as tmp:
+        with scratch.temporary("outputs-") as tmp:
             zip_path = Path(tmp) / "upload.zip"
             zip_directory(src_dir, zip_path)
             with open(zip_path, "rb") as body:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from typing import Any
 
 from xnat.session import XNATSession
 
+from xnat_ml import scratch
 from xnat_ml.containers.installed import InstalledWrapper, find_wrapper, require_enabled
 from xnat_ml.containers.xsitypes import context_matches
 from xnat_ml.errors import XnatMlError
@@ -338,7 +338,7 @@ def _record_uri(project: str) -> str:
 
 
 def save_record(session: XNATSession, record: BatchRecord) -> None:
-    with tempfile.TemporaryDirectory(prefix="xnat-ml-batch-") as tmp:
+    with scratch.temporary("batch-") as tmp:
         path = Path(tmp) / f"{record.id}.json"
         path.write_text(json.dumps(record.to_json(), indent=1), encoding="utf-8")
         upload_directory(

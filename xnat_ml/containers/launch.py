@@ -15,13 +15,13 @@ import fnmatch
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from xnat_ml import scratch
 from xnat_ml.containers.archive import ArchiveClient
 from xnat_ml.containers.backends.base import (
     Backend,
@@ -244,7 +244,7 @@ def _upload_one(
 def _selection(files: list[Path], base: Path) -> Iterator[Path]:
     """A temporary folder holding exactly `files` (hard links where possible), relative to
     `base`: what one output handler uploads, without the rest of the mount."""
-    with tempfile.TemporaryDirectory(prefix="xnat-ml-sel-") as tmp:
+    with scratch.temporary("selection-") as tmp:
         root = Path(tmp)
         for path in files:
             rel = path.relative_to(base) if path.is_relative_to(base) else Path(path.name)

@@ -11,7 +11,6 @@ there, so an interrupted build completes on the next call and a complete one is 
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 from xnat.session import XNATSession
 
+from xnat_ml import scratch
 from xnat_ml.imaging.rtstruct_write import write_rtstruct
 from xnat_ml.imaging.series import load_series
 from xnat_ml.layout import LABELMAP_FILE, MODELS_RESOURCE
@@ -87,7 +87,7 @@ def build_sample_project(
                               done[subject.session_label], collection, created=False)
             )  # fmt: skip
             continue
-        with tempfile.TemporaryDirectory(prefix=f"xnat-ml-{subject.label}-") as tmp:
+        with scratch.temporary(f"{subject.label}-") as tmp:
             session_id = _build_subject(session, project, subject, anatomy, Path(tmp), collection)
         progress(f"{subject.label}: session {session_id}, T1w + T2w, ROI collection {collection}")
         built.append(

@@ -6,11 +6,11 @@ A config is replaced whole by a later push of the same name; every run keeps its
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from xnat.session import XNATSession
 
+from xnat_ml import scratch
 from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import CONFIGS_RESOURCE
 from xnat_ml.training.config import TrainingConfig, load_config, parse_config
@@ -30,7 +30,7 @@ def push_config(session: XNATSession, project: str, path: Path, name: str | None
     """Check the config file, then store it as ``ML_CONFIGS/<name>.json``; the name."""
     name = check_name("config", name or path.stem)
     load_config(path)
-    with tempfile.TemporaryDirectory(prefix="xnat-ml-config-") as tmp:
+    with scratch.temporary("config-") as tmp:
         copy = Path(tmp) / f"{name}{SUFFIX}"
         copy.write_bytes(path.read_bytes())
         upload_tree(session, project, CONFIGS_RESOURCE, {copy.name: copy}, content="ML_CONFIG")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from xnat.session import XNATSession
 
+from xnat_ml import scratch
 from xnat_ml.errors import XnatMlError
 from xnat_ml.xnat.archives import zip_directory
 from xnat_ml.xnat.responses import reported_as
@@ -26,7 +26,7 @@ def import_dicom(
     `overwrite="append"` lets a re-run add to (not fail on) a session already there.
     """
     src = Path(src_dir)
-    with tempfile.TemporaryDirectory(prefix="xnat-ml-import-") as tmp:
+    with scratch.temporary("import-") as tmp:
         zip_path = Path(tmp) / "dicom.zip"
         if zip_directory(src, zip_path) == 0:
             raise XnatMlError(f"directory {src}: holds no DICOM files to import")
