@@ -11,6 +11,7 @@ import io
 import json
 import os
 import zipfile
+from pathlib import Path
 
 import pytest
 from archive_state import assert_consistent
@@ -21,6 +22,8 @@ from xnat_ml.cli import main
 from xnat_ml.errors import XnatMlError
 from xnat_ml.xnat.connection import connect
 from xnat_ml.xnat.roles import project_role, require_role
+
+TEMPLATE_CONFIG = Path(__file__).resolve().parents[2] / "training_configs/sample-tissues-cpu.json"
 
 TRAIN = b'{"optimizer#lr": 0.001}'
 CARD = b'{"name": "tissues", "version": "1"}'
@@ -241,7 +244,8 @@ def test_the_verbs_read_the_callers_role(xnat_server, project, people):
         (["promote", "some-run", "--name", "tissues"], "promote needs the Owner role"),
         (["model", "delete", "tissues:1"], "model delete needs the Owner role"),
         (["model", "install", "no-such-dir", "--name", "t"], "model install needs the Owner role"),
-        (["config", "push", "no-such.json"], "config push needs the Owner role"),
+        # a valid config: push checks the file itself before it logs in
+        (["config", "push", str(TEMPLATE_CONFIG)], "config push needs the Owner role"),
         (["events", "install"], "events install needs the Owner role"),
     ],
 )
