@@ -6,7 +6,9 @@ them; a Collaborator refused; each bad input one line with nothing stored."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -26,6 +28,9 @@ from xnat_ml.xnat import connect
 sys.path.append(str(Path(__file__).resolve().parents[1] / "training"))
 from template_paths import TISSUES  # noqa: E402
 from xnat_project import DEFINITION, TrainingProject, set_up  # noqa: E402
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "xnat"))
+from flaky_proxy import FlakyProxy  # noqa: E402
 
 PROJECT = "EVALX"
 MODEL = "tissues-eval"
@@ -163,3 +168,42 @@ def test_bad_input_is_one_line_and_stores_nothing(evalx, xnat, tmp_path):
         assert done.returncode == 1, done.stdout
         assert done.stderr.strip() == f"xnat-ml: error: {message}", done.stderr
     assert list_paths(xnat, PROJECT, "ML_MODELS") == before
+
+
+@pytest.mark.parametrize("fault", ["cut_request", "hold"])
+def test_an_upload_broken_mid_write_stores_all_or_nothing(evalx, xnat_server, xnat, fault):
+    """The evaluation's upload cut mid-body (the retry stores it whole), or held until the CLI
+    is killed (nothing stored): never some of the three files."""
+    people, work = evalx
+    split = {"cut_request": "validation", "hold": "training"}[fault]
+    folder = f"{DERIVED}/evaluations/heldout-v1-{split}/"
+    member = people["Member"]
+    proxy = FlakyProxy(int(xnat_server.url.rsplit(":", 1)[1]), cut_after=2000)
+    command = [sys.executable, "-m", "xnat_ml", "model", "evaluate", MODEL, "--project", PROJECT,
+               "--dataset", "heldout", "--split", split, "--cache", str(work / "cache"),
+               "--device", "cpu", "--url", proxy.url, "--user", member.user,
+               "--password", member.password]  # fmt: skip
+    try:
+        proxy.arm(fault)
+        if fault == "cut_request":
+            done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0 and proxy.faults_done == 1, done.stderr
+        else:
+            stuck = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)  # fmt: skip
+            deadline = time.monotonic() + 300
+            while proxy.faults_done == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stuck.kill()
+            stuck.wait(timeout=30)
+            assert proxy.faults_done == 1, "the evaluation never reached its upload"
+    finally:
+        proxy.close()
+    stored = sorted(p.removeprefix(folder) for p in list_paths(xnat, PROJECT, "ML_MODELS")
+                    if p.startswith(folder))  # fmt: skip
+    if fault == "hold":
+        assert stored == []
+        return
+    assert stored == ["dice.png", "metrics.json", "metrics.md"]
+    metrics = json.loads(read_text(xnat, PROJECT, "ML_MODELS", f"{folder}metrics.json"))
+    assert metrics["split"] == "validation" and metrics["cases"]
