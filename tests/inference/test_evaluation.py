@@ -74,3 +74,16 @@ def test_scores_are_label_scores_of_the_inferred_labels(tmp_path: Path) -> None:
 def test_no_cases_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(XnatMlError, match="evaluation: no cases to score"):
         evaluate(region_model(tmp_path / "regions"), [], LABELS)
+
+
+def test_a_case_that_cannot_be_scored_is_named(tmp_path: Path) -> None:
+    model = region_model(tmp_path / "regions")
+    good = _case(tmp_path, "A", 3.0, 0)
+    shifted = tmp_path / "other-grid.nii.gz"
+    save(shifted, np.zeros((16, 16, 16), np.uint8), np.diag([3.0, 3.0, 3.0, 1.0]))
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a nifti")
+    for label, message in ((shifted, "case B: label volumes: not on one grid"),
+                           (broken, f"case B: label {broken}: not a readable NIfTI")):
+        with pytest.raises(XnatMlError, match=f"^{message}"):
+            evaluate(model, [good, Case("B", good.images, label)], LABELS)

@@ -52,17 +52,27 @@ def evaluate(
     values = sorted(v for v in labels if v != 0)
     rows = []
     for case in cases:
-        pred = infer(model_dir, case.images, device)
-        try:
-            ref = nib.load(str(case.label))
-        except Exception as exc:  # nibabel's and the decompressor's errors
-            raise XnatMlError(f"case {case.id}: label {case.label}: not a readable NIfTI "
-                              f"({type(exc).__name__})") from exc  # fmt: skip
-        scores = label_scores(pred, ref, values)
+        scores = _case_scores(model_dir, case, values, device)
         rows.append({"case": case.id,
                      "scores": {str(v): _scores_json(s) for v, s in scores.items()}})
     return {"labels": {str(v): labels[v] for v in values}, "cases": rows,
             "mean": _means(rows, values), **_notes(rows)}  # fmt: skip
+
+
+def _case_scores(
+    model_dir: str | Path, case: Case, values: list[int], device: str
+) -> dict[int, Any]:
+    """One case's scores; a failure names the case."""
+    try:
+        pred = infer(model_dir, case.images, device)
+        try:
+            ref = nib.load(str(case.label))
+        except Exception as exc:  # nibabel's and the decompressor's errors
+            raise XnatMlError(f"label {case.label}: not a readable NIfTI "
+                              f"({type(exc).__name__})") from exc  # fmt: skip
+        return label_scores(pred, ref, values)
+    except XnatMlError as exc:
+        raise XnatMlError(f"case {case.id}: {exc}") from exc
 
 
 def _scores_json(scores: Any) -> dict[str, float | None]:
