@@ -22,6 +22,7 @@ VERB_MODULES = (
     "xnat_ml.annotations.cli",
     "xnat_ml.datasets.cli",
     "xnat_ml.training.cli",
+    "xnat_ml.inference.model_cli",  # adds to training's `model` group: after it
 )
 
 
@@ -32,6 +33,12 @@ def add_verb_group(
     group = subparsers.add_parser(name, help=help, description=description)
     group.set_defaults(func=lambda _args: group.print_help() or 2)
     return group.add_subparsers(dest=f"{name}_verb", metavar="VERB")
+
+
+def verb_group(subparsers: argparse._SubParsersAction, name: str) -> argparse._SubParsersAction:
+    """The sub-verbs of a group another verb module made, for a later module to add to."""
+    group = subparsers.choices[name]
+    return next(a for a in group._actions if isinstance(a, argparse._SubParsersAction))
 
 
 def build_parser() -> argparse.ArgumentParser:

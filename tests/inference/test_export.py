@@ -16,8 +16,10 @@ from xnat_ml.inference import export_torchscript, load_model
 
 def test_export_gives_equal_outputs(tmp_path: Path) -> None:
     model = tissues_model(tmp_path / "tissues")
-    target = export_torchscript(model, tmp_path / "out" / "model.ts", spatial_shape=(32, 32, 32))
+    exported = export_torchscript(model, tmp_path / "out" / "model.ts", spatial_shape=(32, 32, 32))
+    target = exported.path
     assert target == tmp_path / "out" / "model.ts" and target.is_file()
+    assert exported.input_shape == (1, 1, 32, 32, 32) and 0 <= exported.max_abs_difference < 1e-5
     extra = {"metadata.json": "", "inference.json": ""}
     loaded = torch.jit.load(str(target), _extra_files=extra)
     assert json.loads(extra["metadata.json"])["network_data_format"]["inputs"]["image"]
@@ -28,7 +30,7 @@ def test_export_gives_equal_outputs(tmp_path: Path) -> None:
 
 def test_bundle_script_network_exports_with_metadata_shape(tmp_path: Path) -> None:
     model = region_model(tmp_path / "regions")
-    target = export_torchscript(model, tmp_path / "model.ts")  # 16^3 from its metadata
+    target = export_torchscript(model, tmp_path / "model.ts").path  # 16^3 from its metadata
     image = torch.zeros(1, 1, 16, 16, 16)
     assert torch.jit.load(str(target))(image).shape == (1, 3, 16, 16, 16)
 

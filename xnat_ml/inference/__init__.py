@@ -8,7 +8,8 @@ export`) come on top. See docs/inference.md.
 from xnat_ml.lazy import lazy_face
 
 __getattr__, __all__ = lazy_face(__name__, {
-    "export": ["export_torchscript"],
+    "export": ["Exported", "export_torchscript"],
+    "evaluation": ["Case", "evaluate", "markdown_table", "write_evaluation"],
     "metrics": ["LabelScores", "label_scores"],
     "grid": ["onto_source"],
     "labels": ["paint_regions", "to_labels"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,21 @@ TORCHSCRIPT_FILE = "model.ts"
 _RTOL, _ATOL = 1e-4, 1e-5
 
 
+@dataclass(frozen=True)
+class Exported:
+    """The written file and its check: the sample input's shape and the largest difference
+    between the loaded file's outputs and the network's on it."""
+
+    path: Path
+    input_shape: tuple[int, ...]
+    max_abs_difference: float
+
+
 def export_torchscript(
     model_dir: str | Path, target: str | Path, *, spatial_shape: Sequence[int] | None = None,
     device: str = "cpu",
-) -> Path:
-    """Write the TorchScript of ``model_dir``'s network to ``target`` (a file) and return it.
+) -> Exported:
+    """Write the TorchScript of ``model_dir``'s network to ``target`` (a file).
 
     The sample input is one random image of the model's input channels and ``spatial_shape``
     (default: its metadata's, e.g. 96^3). Nothing is left at ``target`` when the check fails.
@@ -51,11 +62,12 @@ def export_torchscript(
         expected = model.network(sample)
         loaded = torch.jit.load(io.BytesIO(buffer.getvalue()), map_location=model.device)
         got = loaded(sample)
+    worst = float((got - expected).abs().max())
     if not torch.allclose(got, expected, rtol=_RTOL, atol=_ATOL):
-        worst = float((got - expected).abs().max())
         raise XnatMlError(f"model {model.card.name}: its TorchScript gives other outputs than "
                           f"the network (largest difference {worst:.3g})")  # fmt: skip
-    return write_atomic(target, lambda handle: handle.write(buffer.getvalue()))
+    path = write_atomic(target, lambda handle: handle.write(buffer.getvalue()))
+    return Exported(path, tuple(sample.shape), worst)
 
 
 def _metadata_shape(meta: dict[str, Any], folder: Path) -> list[int]:

@@ -112,7 +112,9 @@ def _register_model(subparsers: argparse._SubParsersAction) -> None:
     _project(listing)
     listing.set_defaults(func=_model_list)
 
-    show = verbs.add_parser("show", help="print a version's model card (lineage included)")
+    show = verbs.add_parser(
+        "show", help="print a version's model card (lineage included) and latest testing Dice",
+    )  # fmt: skip
     show.add_argument("name", metavar="NAME")
     _project(show)
     show.add_argument("--version", metavar="N", help="version (default: latest)")
@@ -232,13 +234,18 @@ def _model_list(args: argparse.Namespace) -> int:
 
 
 def _model_show(args: argparse.Namespace) -> int:
+    from xnat_ml.training.derived import dice_summary, latest_evaluation
     from xnat_ml.training.project_models import find_model, parse_version, read_model_card
 
     with connect_from_args(args) as session:
         number = find_model(session, args.project, args.name,
                             parse_version(f"model {args.name}", args.version))  # fmt: skip
         card = read_model_card(session, args.project, args.name, number)
-    print(json.dumps(card.to_json(), indent=2))
+        evaluation = latest_evaluation(session, args.project, args.name, number)
+    shown = card.to_json()
+    if evaluation is not None:  # beside the card: from ML_MODELS/NAME/vN.derived/evaluations/
+        shown["latest_testing"] = dice_summary(evaluation)
+    print(json.dumps(shown, indent=2))
     return 0
 
 
