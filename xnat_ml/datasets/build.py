@@ -17,7 +17,7 @@ import numpy as np
 
 from xnat_ml.datasets import datalist as dl
 from xnat_ml.datasets.definition import LABEL_TAG, Definition, TagCriteria
-from xnat_ml.datasets.matching import any_match, candidates, origin_of, other_origins
+from xnat_ml.datasets.matching import candidates, origin_of, other_origins, session_selected
 from xnat_ml.datasets.reasons import (
     EMPTY_LABEL,
     GRID_MISMATCH,
@@ -152,10 +152,7 @@ def _assess(
 ) -> Outcome:
     outcome = Outcome(session)
     reasons = outcome.reasons
-    if not (
-        any_match(definition.subjects, session.subject_label, session.subject_id)
-        and any_match(definition.sessions, session.label, session.id)
-    ):
+    if not session_selected(definition, session):
         reasons.append(Reason(NOT_SELECTED, "left out by the definition's subjects/sessions"))
         return outcome
     if not session.accessible:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
-from xnat_ml.datasets.definition import TagCriteria
+from xnat_ml.datasets.definition import Definition, TagCriteria
 from xnat_ml.datasets.patterns import Pattern
 from xnat_ml.datasets.records import FileRef, Resource, RoiCollection, Scan, Session
 
@@ -31,6 +31,13 @@ def origin_of(roi: RoiCollection) -> str:
 def any_match(patterns: tuple[Pattern, ...], *values: str) -> bool:
     """True when no patterns are given, or one of them matches one of the values."""
     return not patterns or any(p.matches(v) for p in patterns for v in values if v)
+
+
+def session_selected(definition: Definition, session: Session) -> bool:
+    """Whether the definition's ``subjects`` and ``sessions`` patterns let the session in."""
+    return any_match(definition.subjects, session.subject_label, session.subject_id) and any_match(
+        definition.sessions, session.label, session.id
+    )
 
 
 def scan_matches(tag: TagCriteria, scan: Scan) -> bool:

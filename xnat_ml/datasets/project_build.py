@@ -18,7 +18,7 @@ from xnat_ml.datasets.cache import InspectionCache, default_root
 from xnat_ml.datasets.datalist import dumps, previous_assignment
 from xnat_ml.datasets.definition import Definition, parse_definition
 from xnat_ml.datasets.inspector import ArchiveInspector
-from xnat_ml.datasets.matching import candidates
+from xnat_ml.datasets.matching import candidates, session_selected
 from xnat_ml.datasets.records import Session
 from xnat_ml.datasets.resolver import get_bytes, list_sessions, require_project
 from xnat_ml.datasets.versions import (
@@ -137,7 +137,7 @@ def _with_origins(
     labels = [
         ref
         for s in sessions
-        if s.accessible
+        if s.accessible and session_selected(definition, s)
         for tag in tags
         for ref in candidates(s, tag, {scan.uid: scan for scan in s.scans if scan.uid})
     ]
