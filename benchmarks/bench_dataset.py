@@ -7,7 +7,9 @@ a tiny label map and, as roi-to-mask writes it, masks.json recording the image's
 every session's files differ), then counts HTTP requests with a requests response hook for:
 the listing and a first build (empty inspection cache; both judged: target <= 20 requests and
 <= 5 s), a rebuild, a build after 10 % more sessions, and a first build that ignores the
-roi-to-mask records (image headers read one by one). Printed next to them, timed on 50
+roi-to-mask records (image headers read one by one), and a first build of a definition that
+takes only human collections (``Origin``: the records' origins read before matching; it should
+cost the first build's requests). Printed next to them, timed on 50
 sessions and scaled: the one-request-per-session-and-file way (walking each session's scans,
 assessors, resources and files, then reading each image header and label file), and the first
 build's ratio against it. Exits 1 unless both targets are met.
@@ -37,6 +39,8 @@ DEFINITION = {
                               "Labels": {"tag": "label", "Source": "roiCollection"}}}],
     "labelmap": {"labels": [{"name": "tissue", "value": 1}]},
 }  # fmt: skip
+HUMAN = json.loads(json.dumps(DEFINITION))
+HUMAN["criteria"][0]["payload"]["Labels"]["Origin"] = "human"
 LABELS = np.eye(4)[:, :, None] * np.ones((4, 4, 4))
 
 
@@ -57,8 +61,8 @@ def add(session, index: int) -> None:
                              [SynthScan("1", "T1w", f"1.2.{index}", image)],
                              [SynthRoi(f"R{index:04d}", f"1.2.{index}",
                                        nifti_bytes(LABELS, affine=affine))])  # fmt: skip
-    record = {"image": {"md5": hashlib.md5(image).hexdigest(), "shape": [4, 4, 4],
-                        "affine": affine.tolist()}}  # fmt: skip
+    record = {"origin": "human", "image": {"md5": hashlib.md5(image).hexdigest(),
+                                           "shape": [4, 4, 4], "affine": affine.tolist()}}
     session.put(f"/data/experiments/{session_id}/assessors/R{index:04d}/resources/LABELMAP/"
                 "files/masks.json", data=json.dumps(record).encode(),
                 headers={"Content-Type": "application/octet-stream"})  # fmt: skip
@@ -101,9 +105,9 @@ def main() -> int:
             made_s = time.perf_counter() - started
             counter = Counter(session)
 
-            def build(cache: str):
-                return build_in_project(session, "BENCH", json.dumps(DEFINITION), "bench",
-                                        cache=Path(tmp) / cache)  # fmt: skip
+            def build(cache: str, definition=DEFINITION, **kw):
+                return build_in_project(session, "BENCH", json.dumps(definition), "bench",
+                                        cache=Path(tmp) / cache, **kw)  # fmt: skip
 
             sessions, resolve_n, resolve_s = timed(counter, lambda: list_sessions(session, "BENCH"))
             rows = list_rows(session, "/data/experiments", project="BENCH")[:50]
@@ -114,6 +118,8 @@ def main() -> int:
             for i in range(n, grown):
                 add(session, i)
             _, grown_n, grown_s = timed(counter, lambda: build("cache"))
+            _, plain_n, plain_s = timed(counter, lambda: build("cache-plain", dry_run=True))
+            _, human_n, human_s = timed(counter, lambda: build("cache-human", HUMAN, dry_run=True))
             inspector.MASKS_INDEX = "(ignored)"  # no roi-to-mask records: headers one by one
             _, bare_n, bare_s = timed(counter, lambda: build("cache-bare"))
     summary = first.build.report["summary"]
@@ -128,6 +134,8 @@ def main() -> int:
           f"request per session; {_verdict(build_ok)}")
     print(f"rebuild (nothing changed, inspection cache): {again_n} requests, {again_s:.1f} s")
     print(f"build after +10 % sessions ({grown}): {grown_n} requests, {grown_s:.1f} s")
+    print(f"first build of {grown} sessions, dry run: {plain_n} requests, {plain_s:.1f} s; "
+          f"with Origin human: {human_n} requests, {human_s:.1f} s")
     print(f"first build without roi-to-mask records (one header request per image): "
           f"{bare_n} requests, {bare_s:.1f} s")
     print(f"one request per session, object and file instead (from {len(rows)}): "

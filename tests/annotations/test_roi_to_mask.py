@@ -8,6 +8,7 @@ position. Failures must print one line, exit 1 and leave the archive as it was.
 from __future__ import annotations
 
 import gzip
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +115,7 @@ def test_rtstruct_finds_its_scan_among_several_and_uses_the_label_map(site, run,
     written = sorted(p.name for p in (tmp_path / "labels").iterdir())
     assert written == ["Grey_Matter.nii.gz", "White_Matter.nii.gz", "labels.json",
                        "labels.nii.gz", "masks.json"]  # fmt: skip
+    assert json.loads((tmp_path / "labels" / "masks.json").read_text())["origin"] == "human"
     niftis = site.nifti_files()
     assert "image.nii.gz" in niftis[t1]
     assert all("image.nii.gz" not in files for scan, files in niftis.items() if scan != t1)
@@ -148,6 +150,24 @@ def test_seg_annotating_the_second_scan(site, run, tmp_path):
     assert int(np.asarray(mask.dataobj).sum()) == labels.sum()
     image = site.image(t2)
     assert image.shape == mask.shape and np.allclose(image.affine, mask.affine)
+    assert json.loads((tmp_path / "labels" / "masks.json").read_text())["origin"] == "human"
+
+
+def test_seg_with_manual_and_automatic_segments_is_recorded_mixed(site, run, tmp_path):
+    """An annotator's SEG that kept one of a model's segments untouched: converted (a person
+    worked on it), and its record says ``mixed`` for dataset definitions to tell apart."""
+    series = load_series(site.dicom[site.scan_of("T2w")])
+    labels = np.zeros(series.shape, np.uint8)
+    labels[10:20, 10:20, 2:4], labels[20:25, 20:25, 2:4] = 1, 2
+    seg = write_seg(labels, {1: ("Lesion", (255, 0, 0)), 2: ("Edema", (0, 255, 0))}, series,
+                    tmp_path / "mixed.dcm", manual=True)  # fmt: skip
+    ds = pydicom.dcmread(seg)
+    ds.SegmentSequence[1].SegmentAlgorithmType = "AUTOMATIC"
+    ds.SegmentSequence[1].SegmentAlgorithmName = algorithm_name("lesion-net", 1)
+    ds.save_as(seg)
+    code, out, err = run(seg, "SEG", tmp_path / "labels")
+    assert code == 0, err
+    assert json.loads((tmp_path / "labels" / "masks.json").read_text())["origin"] == "mixed"
 
 
 def test_ai_seg_is_skipped_with_one_line(site, run, tmp_path):

@@ -46,7 +46,10 @@ def scan(scan_id: str, kind: str = "T1w", uid: str = "", *resources: Resource, *
     )
 
 
-def roi(roi_id: str, series_uid: str, kind: str = "SEG", name: str = "", files=("labels.nii.gz",)):
+def roi(
+    roi_id: str, series_uid: str, kind: str = "SEG", name: str = "", files=("labels.nii.gz",),
+    origin: str = "",
+) -> RoiCollection:  # fmt: skip
     return RoiCollection(
         roi_id,
         label=roi_id,
@@ -54,6 +57,7 @@ def roi(roi_id: str, series_uid: str, kind: str = "SEG", name: str = "", files=(
         collection_type=kind,
         series_uid=series_uid,
         resources=(Resource("LABELMAP", format="NIFTI", files=tuple(FileEntry(f) for f in files)),),
+        origin=origin,
     )
 
 

@@ -6,6 +6,8 @@ property of the assessor, so a command cannot mount that scan. This step reads t
 the scan by UID over REST with the job's token, and fetches just what it needs: the scan's DICOM
 and the one label-map file (never the project's whole ML_MODELS resource, which holds models).
 A SEG whose segments are all AUTOMATIC is a model's output, not an annotation: it is skipped.
+The record written beside the label map (masks.json) says who made the collection (``origin``:
+human or mixed), so that a dataset build can tell human collections from AI ones.
 """
 
 from __future__ import annotations
@@ -192,7 +194,8 @@ def roi_to_mask(
     """
     path = roi_file(roi)
     uids = referenced_series(path, roi_type)
-    if roi_type == "SEG" and collection_origin(path, roi_type) == "ai":
+    origin = collection_origin(path, roi_type)
+    if origin == "ai":
         return None
     scan_id, uid = find_scan(session, session_id, uids)
     scan = scan_uri(session_id, scan_id)
@@ -204,7 +207,8 @@ def roi_to_mask(
         (work / "image").mkdir()
         save_nifti(series.to_nifti(), work / "image" / IMAGE_NAME)
         masks, report = _masks(roi_type, path, series)
-        report = {**report, "image": image_record(work / "image" / IMAGE_NAME, scan_id)}
+        report = {**report, "origin": origin,
+                  "image": image_record(work / "image" / IMAGE_NAME, scan_id)}  # fmt: skip
         index = write_mask_folder(out_dir, masks, series, report, map_file)
         uploaded = upload_directory(
             session, scan, NIFTI_RESOURCE, work / "image", format="NIFTI", content="image"

@@ -17,7 +17,7 @@ import numpy as np
 
 from xnat_ml.datasets import datalist as dl
 from xnat_ml.datasets.definition import LABEL_TAG, Definition, TagCriteria
-from xnat_ml.datasets.matching import any_match, candidates
+from xnat_ml.datasets.matching import candidates, origin_of, other_origins, session_selected
 from xnat_ml.datasets.reasons import (
     EMPTY_LABEL,
     GRID_MISMATCH,
@@ -25,6 +25,7 @@ from xnat_ml.datasets.reasons import (
     NO_ACCESS,
     NO_MATCH,
     NOT_SELECTED,
+    OTHER_ORIGIN,
     OUTSIDE_LABELMAP,
     SEVERAL_MATCHES,
     UNREADABLE,
@@ -151,10 +152,7 @@ def _assess(
 ) -> Outcome:
     outcome = Outcome(session)
     reasons = outcome.reasons
-    if not (
-        any_match(definition.subjects, session.subject_label, session.subject_id)
-        and any_match(definition.sessions, session.label, session.id)
-    ):
+    if not session_selected(definition, session):
         reasons.append(Reason(NOT_SELECTED, "left out by the definition's subjects/sessions"))
         return outcome
     if not session.accessible:
@@ -164,7 +162,7 @@ def _assess(
     for tag in definition.tags:
         found = candidates(session, tag, scans_by_uid)
         if not found:
-            reasons.append(Reason(NO_MATCH, f"{tag.tag}: no file matches", tag.tag))
+            reasons.append(_no_match(session, tag, scans_by_uid))
         elif len(found) > 1:
             shown = "; ".join(f.describe for f in found[:MAX_LISTED_MATCHES])
             more = (
@@ -186,6 +184,19 @@ def _assess(
     if inspect is not None and not reasons:
         _check_files(outcome, definition, labelmap, required, inspect)
     return outcome
+
+
+def _no_match(session: Session, tag: TagCriteria, scans_by_uid: dict[str, Scan]) -> Reason:
+    """``no-match``, or ``other-origin`` naming the collections ``Origin`` left out."""
+    others = other_origins(session, tag, scans_by_uid)
+    if not others:
+        return Reason(NO_MATCH, f"{tag.tag}: no file matches", tag.tag)
+    shown = "; ".join(
+        f"{ref.describe} is {origin_of(ref.source)}"  # type: ignore[arg-type]
+        for ref in others[:MAX_LISTED_MATCHES]
+    )
+    wanted = " or ".join(tag.origin)
+    return Reason(OTHER_ORIGIN, f"{tag.tag}: no {wanted} ROI collection: {shown}", tag.tag)
 
 
 def _check_reference(outcome: Outcome, definition: Definition, scans: dict[str, Scan]) -> None:

@@ -3,9 +3,10 @@
 One root (``$XDG_CACHE_HOME/xnat-ml``, else ``~/.cache/xnat-ml``; ``--cache DIR`` elsewhere)
 holds ``files/<md5[:2]>/<md5>`` (what ``dataset fetch`` downloads) and
 ``inspections/<md5[:2]>/<md5>.json`` (what a build learnt of a file: shape, affine, and for
-label files the values). A digest names the bytes, so an entry never goes stale: a rebuild, or
-a build after sessions were added, reads only files it has not seen. Entries are written to a
-temporary name and renamed; an entry that cannot be parsed is ignored and written again.
+label files the values; of a roi-to-mask record, masks.json, the origin it gives). A digest
+names the bytes, so an entry never goes stale: a rebuild, or a build after sessions were added,
+reads only files it has not seen. Entries are written to a temporary name and renamed; an entry
+that cannot be parsed is ignored and written again.
 """
 
 from __future__ import annotations
@@ -60,6 +61,21 @@ class InspectionCache:
             "values": None if info.label_values is None else sorted(info.label_values),
             "from": source,
         }
+        self._write(digest, entry)
+
+    def origin(self, digest: str) -> str | None:
+        """The origin read from the roi-to-mask record of this digest, if one was stored."""
+        try:
+            origin = json.loads(self._path(digest).read_text(encoding="utf-8"))["origin"]
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        return origin if isinstance(origin, str) else None
+
+    def put_origin(self, digest: str, origin: str) -> None:
+        """Store the origin a record (masks.json) of this digest gives."""
+        self._write(digest, {"origin": origin, "from": "roi-to-mask record"})
+
+    def _write(self, digest: str, entry: dict) -> None:
         path = self._path(digest)
         try:  # a cache that cannot be written costs reads next time, never the build
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, get_args
 
 from xnat_ml.bounded_json import load_json
 from xnat_ml.datasets.patterns import Pattern, compile_pattern
 from xnat_ml.errors import XnatMlError
+from xnat_ml.imaging.ai_collections import Origin
 from xnat_ml.imaging.labelmap import LabelMap, parse_json_labelmap
 from xnat_ml.layout import LABELMAP_FILE, LABELMAP_RESOURCE, MODELS_RESOURCE
 
@@ -30,6 +31,8 @@ SOURCES = ("scan", "roiCollection")
 SPLITS = ("training", "validation", "testing")
 DEFAULT_LABELMAP = f"{MODELS_RESOURCE}/{LABELMAP_FILE}"
 DEFAULT_SPLIT = {"training": 70, "validation": 20, "testing": 10, "seed": 0}
+ORIGINS: tuple[str, ...] = get_args(Origin)  # who made an ROI collection: human, ai, mixed
+PREFERENCES = ("human", "ai")
 
 MAX_DEFINITION_BYTES = 1 << 20
 MAX_TAGS = 32
@@ -48,7 +51,7 @@ _PATTERN_KEYS = {
     "CollectionName": "collection_name",
     "FileName": "file_name",
 }
-_ROI_ONLY = ("CollectionType", "CollectionName")
+_ROI_ONLY = ("CollectionType", "CollectionName", "Origin", "Prefer")
 _TOP_KEYS = (
     "id",
     "project",
@@ -82,6 +85,8 @@ class TagCriteria:
     collection_type: tuple[Pattern, ...] = ()
     collection_name: tuple[Pattern, ...] = ()
     file_name: tuple[Pattern, ...] = ()
+    origin: tuple[str, ...] = ()  # roiCollection only: take collections of these origins
+    prefer: str = ""  # roiCollection only: of several on one scan, keep those of this origin
 
 
 @dataclass(frozen=True)
@@ -226,7 +231,7 @@ def _criteria(criteria: Any, where: str) -> list[TagCriteria]:
 def _tag(name: str, entry: Any, where: str) -> TagCriteria:
     if not isinstance(entry, dict):
         raise DefinitionError(f"{where}: expected an object, got {_kind(entry)}")
-    _no_unknown(entry, ("tag", "Source", *_PATTERN_KEYS), where)
+    _no_unknown(entry, ("tag", "Source", "Origin", "Prefer", *_PATTERN_KEYS), where)
     tag = entry.get("tag", name[:1].lower() + name[1:])
     if not isinstance(tag, str) or not tag.strip() or len(tag) > 64:
         raise DefinitionError(f"{where}.tag: {tag!r} is not a tag name (1..64 characters)")
@@ -247,7 +252,23 @@ def _tag(name: str, entry: Any, where: str) -> TagCriteria:
         fields.setdefault("file_name", (compile_pattern("labels.nii.gz", where),))
     else:
         fields.setdefault("file_name", (compile_pattern(r"/\.nii(\.gz)?$/i", where),))
-    return TagCriteria(name=name, tag=tag, source=source, **fields)
+    origin = _origins(entry["Origin"], f"{where}.Origin") if "Origin" in entry else ()
+    prefer = entry.get("Prefer", "")
+    if "Prefer" in entry and prefer not in PREFERENCES:
+        raise DefinitionError(f"{where}.Prefer: {prefer!r} is not one of {', '.join(PREFERENCES)}")
+    return TagCriteria(name=name, tag=tag, source=source, origin=origin, prefer=prefer, **fields)
+
+
+def _origins(values: Any, where: str) -> tuple[str, ...]:
+    """``"human"`` or a non-empty list of origins, each one of ORIGINS."""
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, list) or not values:
+        raise DefinitionError(f"{where}: expected one of {', '.join(ORIGINS)} or a list of them")
+    for value in values:
+        if value not in ORIGINS:
+            raise DefinitionError(f"{where}: {value!r} is not one of {', '.join(ORIGINS)}")
+    return tuple(dict.fromkeys(values))
 
 
 def _channels(channels: Any, images: list[TagCriteria], where: str) -> tuple[TagCriteria, ...]:

@@ -18,6 +18,10 @@ will inspect is settled first (``prefetch``), and ``inspect`` then answers from 
    ``Range: bytes=0-4095`` (XNAT has no bulk form for parts of files).
 4. What is left (no digest, a zip the server refused, a member missing) is read one request
    per file, WORKERS at a time.
+
+A definition that picks ROI collections by origin needs it before matching: ``origins`` takes
+it from the same records (their ``origin``), zipping the candidate label resources before the
+match rather than after it, so the label files come in the same requests as without it.
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ from xnat.session import XNATSession
 
 from xnat_ml.bounded_json import load_json
 from xnat_ml.datasets.cache import InspectionCache
+from xnat_ml.datasets.definition import ORIGINS
 from xnat_ml.datasets.nifti import HEADER_BYTES, nifti_info
-from xnat_ml.datasets.records import FileRef, NiftiInfo, Scan
+from xnat_ml.datasets.records import FileEntry, FileRef, NiftiInfo, Scan
 from xnat_ml.errors import XnatMlError
 from xnat_ml.xnat.responses import explain
 from xnat_ml.xnat.uris import segment
@@ -61,6 +66,7 @@ class ArchiveInspector:
         self.chunk = chunk or CHUNK_SESSIONS
         self.results: dict[tuple[str, bool], Result] = {}
         self.records: dict[str, NiftiInfo] = {}  # image MD5 -> grid recorded by roi-to-mask
+        self.recorded_origins: dict[str, str] = {}  # record (masks.json) MD5 -> its origin
         self.requests = 0
         self.bytes_read = 0
         self.from_cache = 0
@@ -98,6 +104,31 @@ class ArchiveInspector:
         with ThreadPoolExecutor(WORKERS) as pool:
             for (ref, values), result in zip(rest, pool.map(self._read, rest), strict=True):
                 self._settle(ref, values, result, ref.uri)
+
+    def origins(self, labels: Iterable[FileRef]) -> dict[tuple[str, str], str]:
+        """(session id, collection id) -> origin, from the record beside each label file (from
+        the cache, else from the label resources zipped, the label files settled on the way).
+        A label without a record, or a record without a valid origin, is left out."""
+        records: list[tuple[FileRef, str]] = []
+        for ref in labels:
+            entry = _record_entry(ref)
+            if entry is not None and entry.digest:
+                records.append((ref, entry.digest))
+        todo = []
+        for ref, digest in records:
+            if digest in self.recorded_origins:
+                continue
+            cached = self.cache.origin(digest) if self.cache else None
+            if cached in ORIGINS:
+                self.recorded_origins[digest] = cached
+            else:
+                todo.append(ref)
+        self._read_zipped(todo)
+        return {
+            (ref.session.id, ref.source.id): self.recorded_origins[digest]
+            for ref, digest in records
+            if digest in self.recorded_origins
+        }
 
     def __call__(self, ref: FileRef, want_values: bool) -> NiftiInfo:
         key = (self._key(ref), want_values)
@@ -165,9 +196,22 @@ class ArchiveInspector:
             return
 
     def _take_record(self, data: bytes) -> None:
-        """roi-to-mask's ``image`` record: the image NIfTI's MD5, shape and affine."""
+        """roi-to-mask's record: its ``origin``, and the ``image`` NIfTI's MD5, shape and
+        affine."""
         try:
-            image = load_json(data, "roi-to-mask record")["image"]
+            record = load_json(data, "roi-to-mask record")
+        except ValueError:
+            return
+        if not isinstance(record, dict):
+            return
+        origin = record.get("origin")
+        if origin in ORIGINS:
+            digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+            self.recorded_origins[digest] = origin
+            if self.cache:
+                self.cache.put_origin(digest, origin)
+        try:
+            image = record["image"]
             shape = tuple(int(n) for n in image["shape"])
             affine = tuple(tuple(float(x) for x in row) for row in image["affine"])
             digest = str(image["md5"])
@@ -209,6 +253,13 @@ class ArchiveInspector:
             raise XnatMlError(f"file {uri}: cannot be read ({type(exc).__name__})") from None
         self.bytes_read += len(data)
         return data
+
+
+def _record_entry(label: FileRef) -> FileEntry | None:
+    """The roi-to-mask record in the label file's folder of its resource, if listed."""
+    folder = PurePosixPath(label.file.name).parent
+    name = str(folder / MASKS_INDEX) if str(folder) != "." else MASKS_INDEX
+    return next((f for f in label.resource.files if f.name == name), None)
 
 
 def _info(data: bytes, values: bool, source: str) -> Result:

@@ -7,7 +7,7 @@ same; a build whose four files equal the latest version's makes no new version.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from xnat.session import XNATSession
@@ -18,6 +18,8 @@ from xnat_ml.datasets.cache import InspectionCache, default_root
 from xnat_ml.datasets.datalist import dumps, previous_assignment
 from xnat_ml.datasets.definition import Definition, parse_definition
 from xnat_ml.datasets.inspector import ArchiveInspector
+from xnat_ml.datasets.matching import candidates, session_selected
+from xnat_ml.datasets.records import Session
 from xnat_ml.datasets.resolver import get_bytes, list_sessions, require_project
 from xnat_ml.datasets.versions import (
     DATALIST_FILE,
@@ -94,6 +96,7 @@ def build_in_project(
         where = f"dataset {name} v{latest.number} {DATALIST_FILE}"
         previous = previous_assignment(load_json(stored[DATALIST_FILE], where))
     inspector = ArchiveInspector(session, InspectionCache(cache or default_root()))
+    sessions = _with_origins(sessions, definition, inspector)
     matched = build_dataset(definition, sessions, labelmap=labelmap, previous=previous, name=name)
     inspector.prefetch(
         (outcome.files[tag.tag], tag is definition.label)
@@ -121,6 +124,31 @@ def build_in_project(
         return ProjectBuild(build, None, latest, contents, dry_run, reads)
     version = write_version(session, project, name, contents)
     return ProjectBuild(build, version, latest, contents, reads=reads)
+
+
+def _with_origins(
+    sessions: list[Session], definition: Definition, inspector: ArchiveInspector
+) -> list[Session]:
+    """The sessions with their ROI collections' recorded origins, when a tag picks by origin
+    (its candidates' records are read before matching; see ``ArchiveInspector.origins``)."""
+    tags = [replace(t, origin=(), prefer="") for t in definition.tags if t.origin or t.prefer]
+    if not tags:
+        return sessions
+    labels = [
+        ref
+        for s in sessions
+        if s.accessible and session_selected(definition, s)
+        for tag in tags
+        for ref in candidates(s, tag, {scan.uid: scan for scan in s.scans if scan.uid})
+    ]
+    origins = inspector.origins(labels)
+    return [
+        replace(s, roi_collections=tuple(
+            replace(roi, origin=origins.get((s.id, roi.id), roi.origin))
+            for roi in s.roi_collections
+        ))  # fmt: skip
+        for s in sessions
+    ]
 
 
 def _labelmap(session: XNATSession, project: str, definition: Definition) -> LabelMap | None:

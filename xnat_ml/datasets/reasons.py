@@ -7,6 +7,7 @@ from dataclasses import dataclass
 NOT_SELECTED = "not-selected"  # left out by the definition's subjects/sessions filters
 NO_ACCESS = "no-access"  # the user may not read the session
 NO_MATCH = "no-match"  # a tag selects no file
+OTHER_ORIGIN = "other-origin"  # a tag's only ROI collections are of an origin it leaves out
 SEVERAL_MATCHES = "several-matches"  # a tag selects more than one file
 WRONG_REFERENCE = "wrong-reference"  # the label's ROI collection was drawn on another scan
 UNREADABLE = "unreadable"  # inspect could not read a file
@@ -19,6 +20,7 @@ CODES = (
     NOT_SELECTED,
     NO_ACCESS,
     NO_MATCH,
+    OTHER_ORIGIN,
     SEVERAL_MATCHES,
     WRONG_REFERENCE,
     UNREADABLE,

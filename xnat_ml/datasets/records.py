@@ -52,6 +52,7 @@ class RoiCollection:
     collection_type: str = ""  # RTSTRUCT, SEG, AIM, ...
     series_uid: str = ""  # the scan it was drawn on
     resources: tuple[Resource, ...] = ()
+    origin: str = ""  # human, ai or mixed, as recorded beside its label map; "" not known
 
 
 @dataclass(frozen=True)
