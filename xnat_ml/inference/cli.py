@@ -54,9 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _infer(args: argparse.Namespace) -> int:
+    import logging
+
     from xnat_ml.errors import XnatMlError
     from xnat_ml.inference.project_infer import infer_session
 
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # a line per copied DICOM module
     if args.to is not None and args.store:
         raise XnatMlError("infer --to DIR: only with --no-store (a stored result goes to XNAT)")
     with connect_from_args(args) as session:

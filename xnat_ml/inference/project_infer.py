@@ -98,10 +98,11 @@ def infer_session(
     criteria = _definition(session, project, card, number, definition)
     session_id, session_label = _find_session(session, project, session_ref)
     scans = _channel_scans(session, session_id, card, criteria)
-    model_dir = _pulled(session, project, name, number, cache or default_root())
     label = ai_collection_label(name, number, session_label)
     with scratch.temporary("infer-") as tmp:
         work = Path(tmp)
+        replaced = store and _own_collection(session, session_id, label, work)
+        model_dir = _pulled(session, project, name, number, cache or default_root())
         images, series = _images(session, session_id, scans, work)
         from xnat_ml.inference.predict import infer
 
@@ -112,7 +113,6 @@ def infer_session(
         if not store:
             _deliver(work / "out", Path(to))
             return Inferred(name, number, session_id, session_label, scans, label, None, False)
-        replaced = _own_collection(session, session_id, label, work)
         collection = _store(session, project, session_id, label, work / "out", replaced)
     return Inferred(name, number, session_id, session_label, scans, label, collection, replaced)
 
