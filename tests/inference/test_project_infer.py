@@ -303,9 +303,10 @@ def test_the_infer_command_on_the_local_backend(site: Site):
         site.http.put(f"{site.url}/xapi{scope}/wrappers/{wrapper}/enabled").raise_for_status()
     member = site.server.session("member", "member-pw")
     label = ai_collection_label("tissues", 1, site.session_label)
-    first_id = site.assessors()[label]["ID"]  # the CLI's: gone first, so the job makes its own
-    site.http.delete(f"{site.url}/data/experiments/{site.session_id}/assessors/{first_id}",
-                     params={"removeFiles": "true"}).raise_for_status()  # fmt: skip
+    if label in site.assessors():  # an earlier test's: gone first, so the job makes its own
+        first_id = site.assessors()[label]["ID"]
+        site.http.delete(f"{site.url}/data/experiments/{site.session_id}/assessors/{first_id}",
+                         params={"removeFiles": "true"}).raise_for_status()  # fmt: skip
     assert label not in site.assessors()
     launched = member.post(
         f"{site.url}/xapi/projects/{PROJECT}/wrappers/{wrapper}/root/session/launch",
@@ -320,7 +321,6 @@ def test_the_infer_command_on_the_local_backend(site: Site):
     logs = site.http.get(f"{site.url}/xapi/containers/{job_id}/logs/stderr").text
     assert job["status"] == "Complete", (job, logs)
     row = site.assessors()[label]
-    assert row["ID"] != first_id  # a new collection, made by the job
     files = site.files(f"/data/experiments/{site.session_id}/assessors/{row['ID']}/resources/"
                        "LABELMAP")  # fmt: skip
     assert "labels.nii.gz" in files
