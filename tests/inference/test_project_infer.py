@@ -8,6 +8,7 @@ The model is the shipped sample-tissues-cpu template with a small network and ra
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from inference_models import tissues_model
+from inference_models import REGION_LABELS, region_model, tissues_model
 
 from xnat_ml.datasets.versions import write_version
 from xnat_ml.imaging.ai_collections import ai_collection_label
@@ -82,8 +83,9 @@ class Site:
 @pytest.fixture(scope="module")
 def site(xnat_server, tmp_path_factory) -> Site:
     """One sample session (T1w + T2w DICOM, no NIfTI), the model `tissues`: v1 and v3 with a
-    dataset lineage (ML_DATASETS tissues-data v1: definition.json), v2 without one; users of
-    each role."""
+    dataset lineage (ML_DATASETS tissues-data v1: definition.json), v2 without one; the
+    synthetic region model `regions` v1 (overlapping channels, painted; no Invertd, so its
+    output is on its own RAS grid); users of each role."""
     work = tmp_path_factory.mktemp("infer-site")
     http = xnat_server.session()
     http.put(f"{xnat_server.url}/data/projects/{PROJECT}").raise_for_status()
@@ -106,6 +108,12 @@ def site(xnat_server, tmp_path_factory) -> Site:
         card["task"] = "a third version, for the refused SEG"
         (model / "model.json").write_text(json.dumps(card))
         assert install_model(session, PROJECT, model, "tissues")[0] == 3
+        regions = region_model(work / "regions")
+        shutil.copyfile(model / "configs" / "train.json", regions / "configs" / "train.json")
+        inference = json.loads((regions / "configs" / "inference.json").read_text())
+        inference |= {"dataset_dir": "", "dataset": {}, "evaluator": {}}  # never built by infer
+        (regions / "configs" / "inference.json").write_text(json.dumps(inference))
+        assert install_model(session, PROJECT, regions, "regions")[0] == 1
     return Site(xnat_server, built.session_id, built.session_label)
 
 
@@ -290,6 +298,60 @@ def test_a_seg_the_server_refuses_leaves_no_collection(site: Site):
     assert line.startswith(f"ROI collection {label} of session {site.session_id}"), line
     assert "taken" in line, line
     assert label not in site.assessors()
+
+
+def test_a_failed_labelmap_upload(site: Site, tmp_path: Path, monkeypatch):
+    """The fault after the SEG went in: its LABELMAP upload fails. An Owner's run removes the
+    collection; a Member may not delete, is told so in one line, and a rerun completes it."""
+    from xnat_ml.errors import XnatMlError
+    from xnat_ml.inference import project_infer
+
+    def broken(*_args, **_kwargs):
+        raise XnatMlError("XNAT resource LABELMAP: connection lost")
+
+    definition = tmp_path / "definition.json"
+    definition.write_text(json.dumps(DEFINITION))
+    label = ai_collection_label("regions", 1, site.session_label)
+
+    def run(user: str, password: str) -> None:
+        with connect(site.url, user, password) as session:
+            project_infer.infer_session(session, PROJECT, site.session_id, "regions",
+                                        definition=definition, cache=tmp_path / "c")  # fmt: skip
+
+    with monkeypatch.context() as patched:
+        patched.setattr(project_infer, "upload_directory", broken)
+        with pytest.raises(XnatMlError, match="connection lost"):
+            run(site.server.user, site.server.password)
+        assert label not in site.assessors()
+        with pytest.raises(XnatMlError, match="you may not delete the collection; rerun infer"):
+            run("member", "member-pw")
+    row = site.assessors()[label]
+    assessor = f"/data/experiments/{site.session_id}/assessors/{row['ID']}/resources"
+    assert site.files(f"{assessor}/LABELMAP") == []
+    run("member", "member-pw")
+    assert site.assessors()[label]["ID"] == row["ID"]
+    assert "labels.nii.gz" in site.files(f"{assessor}/LABELMAP")
+
+
+def test_a_region_model_is_stored_as_an_exclusive_seg_on_the_source_grid(site, tmp_path):
+    """Overlapping region channels painted by the card's rule; the model's RAS output brought
+    back to the (oblique, LPS) source grid, which the log says."""
+    definition = tmp_path / "definition.json"
+    definition.write_text(json.dumps(DEFINITION))
+    result = site.infer("--model", "regions", "--definition", str(definition))
+    assert result.returncode == 0, result.stderr
+    assert "resampled the prediction" in result.stderr
+    row = site.assessors()[ai_collection_label("regions", 1, site.session_label)]
+    assessor = f"/data/experiments/{site.session_id}/assessors/{row['ID']}"
+    seg = tmp_path / "seg.dcm"
+    seg.write_bytes(site.get(f"{assessor}/resources/SEG/files/"
+                             f"{site.files(f'{assessor}/resources/SEG')[0]}"))  # fmt: skip
+    read = hd.seg.segread(seg)
+    names = [read.get_segment_description(n).segment_label for n in read.segment_numbers]
+    assert names == [REGION_LABELS[v] for v in ("1", "2", "4")]
+    labels = nib.Nifti1Image.from_bytes(gzip.decompress(site.get(
+        f"{assessor}/resources/LABELMAP/files/labels.nii.gz")))  # fmt: skip
+    assert set(np.unique(np.asarray(labels.dataobj))) <= {0, 1, 2, 4}
 
 
 def test_the_infer_command_on_the_local_backend(site: Site):

@@ -5,9 +5,10 @@ The session's input images are found by the model's lineage (its card's dataset 
 definition.json, or a definition given by hand): each channel's scan-level criteria pick one
 scan, whose DICOM is converted on the way (the result must be on that series' grid for the
 SEG). The model version is pulled digest-checked into a cache before its bundle is parsed.
-Storing comes last and in order SEG, then LABELMAP; a failure of the second removes the first,
-so a failed run leaves no collection behind. Re-running a model version on a session replaces
-its own earlier collection, never a human one of the same label.
+Storing comes last, SEG then LABELMAP; a failure of the second removes the first (an Owner's
+right; a Member, who deletes nothing, is told to rerun, which replaces it whole). Re-running a
+model version on a session replaces its own earlier collection, never a human one of the same
+label.
 """
 
 from __future__ import annotations
@@ -263,23 +264,32 @@ def _own_collection(session: XNATSession, session_id: str, label: str, work: Pat
 def _store(
     session: XNATSession, project: str, session_id: str, label: str, out: Path, replaced: bool
 ) -> str:
-    """PUT the SEG through /xapi/roi, then its LABELMAP; without the LABELMAP, no collection."""
+    """PUT the SEG through /xapi/roi, then its LABELMAP; a collection whose LABELMAP failed is
+    removed, or with a Member's rights, left for a rerun to replace (one line says so)."""
     collection = upload_roi_collection(session, project, session_id, label, out / SEG_FILE,
                                        "SEG", overwrite=replaced)  # fmt: skip
     try:
         upload_directory(session, assessor_uri(session_id, collection), LABELMAP_RESOURCE,
                          out / LABELMAP_FOLDER, format="NIFTI", content="labelmap")  # fmt: skip
-    except XnatMlError:
-        _remove_collection(session, session_id, collection)
+    except XnatMlError as exc:
+        if not _remove_collection(session, session_id, collection):
+            raise XnatMlError(
+                f"ROI collection {label} of session {session_id}: stored, but its "
+                f"{LABELMAP_RESOURCE} upload failed ({exc}) and you may not delete the "
+                "collection; rerun infer to replace it whole"
+            ) from exc
         raise
     return collection
 
 
-def _remove_collection(session: XNATSession, session_id: str, collection: str) -> None:
-    """Best effort: a failure here must not hide the upload's own error."""
+def _remove_collection(session: XNATSession, session_id: str, collection: str) -> bool:
+    """Whether the collection is gone (an Owner's right; a Member deletes nothing). Best
+    effort: a failure here must not hide the upload's own error."""
     try:
         session.delete(assessor_uri(session_id, collection), query={"removeFiles": "true"},
                        accepted_status=[200, 204, 404])  # fmt: skip
     except xnat_exceptions.XNATError as exc:
         log.warning("ROI collection %s: could not remove it after a failed LABELMAP upload (%s)",
                     collection, exc)  # fmt: skip
+        return False
+    return True
