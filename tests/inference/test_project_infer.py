@@ -354,7 +354,8 @@ def test_a_region_model_is_stored_as_an_exclusive_seg_on_the_source_grid(site, t
     assert set(np.unique(np.asarray(labels.dataobj))) <= {0, 1, 2, 4}
 
 
-def test_the_infer_command_on_the_local_backend(site: Site):
+def _install_command(site: Site) -> int:
+    """command_json/infer.json installed (once) and enabled site-wide and in the project."""
     data = json.loads((REPO / "command_json" / "infer.json").read_text())
     answer = site.http.post(f"{site.url}/xapi/commands", json=data)
     assert answer.status_code in (201, 409), answer.text
@@ -363,6 +364,11 @@ def test_the_infer_command_on_the_local_backend(site: Site):
     wrapper = {w["name"]: w["id"] for w in listed["xnat"]}["infer-session"]
     for scope in ("", f"/projects/{PROJECT}"):
         site.http.put(f"{site.url}/xapi{scope}/wrappers/{wrapper}/enabled").raise_for_status()
+    return wrapper
+
+
+def test_the_infer_command_on_the_local_backend(site: Site):
+    wrapper = _install_command(site)
     member = site.server.session("member", "member-pw")
     label = ai_collection_label("tissues", 1, site.session_label)
     if label in site.assessors():  # an earlier test's: gone first, so the job makes its own
@@ -386,3 +392,34 @@ def test_the_infer_command_on_the_local_backend(site: Site):
     files = site.files(f"/data/experiments/{site.session_id}/assessors/{row['ID']}/resources/"
                        "LABELMAP")  # fmt: skip
     assert "labels.nii.gz" in files
+
+
+def test_a_batch_runs_infer_over_sessions(site: Site):
+    """`xnat-ml batch run --command infer`: a job per selected session, each storing its
+    collection; a session without a T1w scan fails alone."""
+    _install_command(site)
+    label = ai_collection_label("tissues", 3, site.session_label)
+    other = f"{site.url}/data/projects/{PROJECT}/subjects/other/experiments/other_MR1"
+    site.http.put(f"{site.url}/data/projects/{PROJECT}/subjects/other").raise_for_status()
+    site.http.put(other, params={"xsiType": "xnat:mrSessionData"}).raise_for_status()
+    if label in site.assessors():
+        site.http.delete(f"{site.url}/data/experiments/{site.session_id}/assessors/"
+                         f"{site.assessors()[label]['ID']}").raise_for_status()  # fmt: skip
+    site.http.delete(f"{other}/assessors/{label}")  # the label an earlier test took there
+    result = site.cli("batch", "run", "--project", PROJECT, "--command", "infer", "--ids",
+                      site.session_id, "other_MR1", "--input", "MODEL=tissues:3")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = [int(word) for line in result.stdout.splitlines() if "job " in line
+            for word in line.split("job ", 1)[1].split()[:1] if word.isdigit()]  # fmt: skip
+    assert len(jobs) == 2, result.stdout
+    deadline, finished = time.monotonic() + 600, {}
+    while len(finished) < len(jobs):
+        assert time.monotonic() < deadline, finished
+        for job_id in jobs:
+            job = site.http.get(f"{site.url}/xapi/containers/{job_id}").json()
+            if job["status"] in FINAL:
+                finished[job_id] = job
+        time.sleep(0.5)
+    states = sorted(job["status"] for job in finished.values())
+    assert states == ["Complete", "Failed"], finished
+    assert label in site.assessors()
