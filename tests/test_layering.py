@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str] | None] = {
     "annotations": {"xnat", "imaging"},
     "datasets": {"xnat", "imaging"},  # label-map files are read by imaging (files only)
     "training": {"xnat", "datasets", "imaging"},
-    "inference": {"xnat", "datasets", "training", "imaging"},  # evaluate fetches a dataset
+    "inference": {"xnat", "training", "datasets", "imaging"},  # dataset criteria; evaluate fetches
     "containers": {"xnat"},
     "events": {"containers"},
     "dashboard": {"xnat", "datasets", "training", "annotations"},  # + the stages' read models

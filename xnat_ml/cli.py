@@ -22,6 +22,7 @@ VERB_MODULES = (
     "xnat_ml.annotations.cli",
     "xnat_ml.datasets.cli",
     "xnat_ml.training.cli",
+    "xnat_ml.inference.cli",
     "xnat_ml.inference.model_cli",  # adds to training's `model` group: after it
 )
 

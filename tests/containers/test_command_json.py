@@ -29,7 +29,7 @@ def errors_of(data) -> list[str]:
 
 def test_command_json_files_exist():
     shipped = {"roi-to-mask.json", "dicom-to-nifti.json", "build-dataset.json", "train.json",
-               "finetune.json", "promote.json", "evaluate.json"}  # fmt: skip
+               "finetune.json", "promote.json", "evaluate.json", "infer.json"}  # fmt: skip
     assert {p.name for p in OURS} >= shipped
 
 
