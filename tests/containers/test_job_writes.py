@@ -251,7 +251,8 @@ def test_killed_job_has_its_writes_undone(site: Site, data_resource: str):
 
 def test_failed_job_keeps_its_run_progress_in_ml_runs(site: Site, data_resource: str):
     """ML_RUNS/<run>/ files are progress records: kept (created and overwritten alike) when the
-    job fails; the job's other writes, a file at ML_RUNS's top level among them, are undone."""
+    job fails; the job's other writes are undone (a file at ML_RUNS's top level is refused by the
+    server in the first place: tests/server/test_ml_roles.py)."""
     runs = f"/data/projects/{PROJECT}/resources/ML_RUNS"
     site.http.delete(f"{site.url}{runs}")
     site.put(f"{runs}/files/r0/status.json", b'{"state": "prepared"}')
@@ -259,7 +260,6 @@ def test_failed_job_keeps_its_run_progress_in_ml_runs(site: Site, data_resource:
     job = site.run("run-then-fails", " && ".join([
         curl("PUT", f"{runs}/files/r0/status.json", "killed", overwrite="true"),
         curl("PUT", f"{runs}/files/r1/latest.pt", "weights"),
-        curl("PUT", f"{runs}/files/stray.txt", "stray"),
         curl("PUT", f"{data_resource}/files/a.txt", "mine", overwrite="true"),
         "echo WROTE",
     ]) + "; exit 1")  # fmt: skip

@@ -139,6 +139,8 @@ def test_a_run_belongs_to_its_first_writer_and_is_sealed_when_completed(people, 
     member, other, owner = people["member"], people["member2"], people["owner"]
     status = files("ML_RUNS", "r1/status.json")
     assert member.put(status, data=b'{"state": "running"}').status_code == 200
+    stray = member.put(files("ML_RUNS", "stray.txt"), data=b"x")  # no run folder: no owner
+    assert stray.status_code == 400 and "files belong in a run folder" in stray.text
     for intruder in (other, owner):
         answer = intruder.put(status, params={"overwrite": "true"}, data=b'{"state": "completed"}')
         assert answer.status_code == 403

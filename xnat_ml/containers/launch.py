@@ -191,13 +191,10 @@ def upload_outputs(
                 parent = parents.get(parent[len("handler:") :], "")
                 if not parent:
                     raise UploadError(f"output handler {out.handler.name!r}: its parent failed")
-            try:
+            try:  # optional means "may produce no files"; files it produced must go up
                 uri = _upload_one(client, out, files, mounts[out.mount], parent, created)
             except XnatMlError as exc:
-                if out.output.required:
-                    raise UploadError(f"output {out.output.name!r}: {exc}") from exc
-                log.warning("optional output %s not uploaded: %s", out.output.name, exc)
-                continue
+                raise UploadError(f"output {out.output.name!r}: {exc}") from exc
             parents[out.handler.name] = uri
             uploaded.append(uri)
             if uploaded_one is not None:
