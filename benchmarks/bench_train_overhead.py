@@ -61,8 +61,7 @@ def make_volumes(folder: Path, count: int = 10, size: int = 48, seed: int = 0) -
 
 
 def make_config(
-    epochs: int, size: int, device: str, amp: bool, overrides: dict | None = None,
-    val_interval: int | None = None,
+    epochs: int, size: int, device: str, amp: bool, val_interval: int | None = None
 ):  # fmt: skip
     """The template's training config, resized for the synthetic volumes."""
     from xnat_ml.training import parse_config
@@ -72,12 +71,13 @@ def make_config(
     value["training"].update(epochs=epochs, patch_size=[size] * 3, device=device, amp=amp)
     if val_interval:
         value["training"]["val_interval"] = val_interval
-    value["overrides"] = {**value["overrides"], **(overrides or {})}
     return parse_config(value, str(TEMPLATE))
 
 
-def bundle_parser(config, datalist: Path) -> Any:
-    """The bundle's train.json parsed with the overrides xnat-ml would make, data bound."""
+def bundle_parser(config, datalist: Path, edits: dict[str, Any] | None = None) -> Any:
+    """The bundle's train.json parsed with the overrides xnat-ml would make, data bound.
+    ``edits``: the benchmark's own changes to the bundle (references, other classes), which
+    a user's config may not make (configs hold plain values only), set on the parser last."""
     from monai.bundle import ConfigParser
 
     from xnat_ml.training.config import check_against_bundle
@@ -90,7 +90,8 @@ def bundle_parser(config, datalist: Path) -> Any:
     bindings = {"bundle_root": str(model_dir), "dataset_dir": str(datalist.parent),
                 "train#dataset#data": lists["training"],
                 "validate#dataset#data": lists["validation"]}  # fmt: skip
-    for key, value in {**check_against_bundle(config, model_dir), **bindings}.items():
+    overrides = check_against_bundle(config, model_dir)
+    for key, value in {**overrides, **bindings, **(edits or {})}.items():
         parser[key] = value
     return parser
 

@@ -44,7 +44,7 @@ from bench_train_overhead import (  # noqa: E402 - the benchmark's folder is not
 )
 
 TARGET_FEED = 0.90
-# Ways to feed the network: overrides of the template's bundle ids.
+# Ways to feed the network: the benchmark's own edits of the template's bundle ids.
 FEEDS: dict[str, dict[str, Any]] = {
     "no cache, DataLoader, workers 0": {"train#dataset#cache_rate": 0.0},
     "template DataLoader, workers 0": {},
@@ -86,7 +86,7 @@ def feed_check(datalist: Path, size: int, device_name: str, amp: bool, count: in
     out: dict[str, Any] = {}
     for name, overrides in {"synthetic tensors on the device": None, **FEEDS}.items():
         started = time.perf_counter()
-        parser = bundle_parser(make_config(1, size, device_name, amp, overrides or {}), datalist)
+        parser = bundle_parser(make_config(1, size, device_name, amp), datalist, overrides)
         set_determinism(seed=0)
         device = parser.get_parsed_content("device")
         network = parser.get_parsed_content("network")

@@ -9,13 +9,13 @@ sees a status also finds the checkpoints and metrics it speaks of (and their dig
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from xnat.session import XNATSession
 
+from xnat_ml import scratch
 from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import RUNS_RESOURCE
 from xnat_ml.training.project_files import download, list_paths, read_text, upload_tree
@@ -30,7 +30,7 @@ class RunUploader:
         self.session, self.project = session, project
 
     def __call__(self, run: RunFolder, changed: Sequence[str]) -> None:
-        with tempfile.TemporaryDirectory(prefix="xnat-ml-status-") as tmp:
+        with scratch.temporary("status-") as tmp:
             status = None
             if STATUS_FILE in changed:  # as it is before the files it speaks of are taken
                 status = Path(tmp) / STATUS_FILE
