@@ -261,6 +261,24 @@ def test_collaborator_runs_without_storing(site: Site, tmp_path: Path):
     assert set(site.assessors()) == before
 
 
+def test_a_run_times_its_phases(site: Site, tmp_path: Path, caplog):
+    """The phases the inference benchmark sets apart, each timed and logged at DEBUG."""
+    from xnat_ml.inference import project_infer
+
+    definition = tmp_path / "definition.json"
+    definition.write_text(json.dumps(DEFINITION))
+    caplog.set_level("DEBUG", logger=project_infer.__name__)
+    with connect(site.url, "collaborator", "collaborator-pw") as session:
+        done = project_infer.infer_session(session, PROJECT, site.session_id, "regions",
+                                           definition=definition, store=False,
+                                           to=tmp_path / "out", cache=tmp_path / "c")  # fmt: skip
+    assert list(done.timings) == ["checks", "pull", "download", "conversion", "model", "result",
+                                  "store"]  # fmt: skip
+    assert all(seconds > 0 for seconds in done.timings.values()), done.timings
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("infer phase")]
+    assert len(logged) == 8 and "infer phase model: " in " ".join(logged)  # checks twice
+
+
 def _one_line_error(site: Site, *args: str, after_the_model: bool = False) -> str:
     """The error line of a failed run that stored nothing; a run that failed only after the
     model ran has the libraries' log lines before it."""

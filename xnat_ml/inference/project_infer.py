@@ -9,6 +9,9 @@ Storing comes last, SEG then LABELMAP; a failure of the second removes the first
 right; a Member, who deletes nothing, is told to rerun, which replaces it whole). Re-running a
 model version on a session replaces its own earlier collection, never a human one of the same
 label.
+
+Each run times its phases (``Inferred.timings``, also logged at DEBUG): what the inference
+benchmark (benchmarks/bench_infer.py) sets apart from the model's own time.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +74,26 @@ class Inferred:
     label: str
     collection_id: str | None  # the assessor, when stored
     replaced: bool
+    timings: dict[str, float] = field(default_factory=dict)  # phase -> wall seconds
+
+
+class _Phases:
+    """Wall seconds per phase of one run, in the order first entered: checks, pull, download,
+    conversion, model (``infer`` and its NIfTI written), result (SEG and label map folder),
+    store (upload, or the copy into --to)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - started
+            self.seconds[name] = self.seconds.get(name, 0.0) + spent
+            log.debug("infer phase %s: %.3f s", name, spent)
 
 
 def infer_session(
@@ -87,35 +113,44 @@ def infer_session(
     ``store``: PUT the SEG collection and its LABELMAP (Member or Owner); otherwise ``to`` gets
     ``seg.dcm`` and ``labelmap/`` and nothing is stored (a Collaborator may do that).
     """
-    if store:
-        require_role(session, project, "Member", "infer (storing its SEG collection)")
-    else:
-        if to is None:
-            raise XnatMlError("infer --no-store: needs --to DIR for the result")
-        require_role(session, project, "Collaborator", "infer")
-    name, asked = split_ref("model", model_ref)
-    number = find_model(session, project, name, asked)
-    card = read_model_card(session, project, name, number)
-    criteria = _definition(session, project, card, number, definition)
-    session_id, session_label = _find_session(session, project, session_ref)
-    scans = _channel_scans(session, session_id, card, criteria)
-    label = ai_collection_label(name, number, session_label)
+    phases = _Phases()
+    with phases("checks"):
+        if store:
+            require_role(session, project, "Member", "infer (storing its SEG collection)")
+        else:
+            if to is None:
+                raise XnatMlError("infer --no-store: needs --to DIR for the result")
+            require_role(session, project, "Collaborator", "infer")
+        name, asked = split_ref("model", model_ref)
+        number = find_model(session, project, name, asked)
+        card = read_model_card(session, project, name, number)
+        criteria = _definition(session, project, card, number, definition)
+        session_id, session_label = _find_session(session, project, session_ref)
+        scans = _channel_scans(session, session_id, card, criteria)
+        label = ai_collection_label(name, number, session_label)
     with scratch.temporary("infer-") as tmp:
         work = Path(tmp)
-        replaced = store and _own_collection(session, session_id, label, work)
-        model_dir = _pulled(session, project, name, number, cache or default_root())
-        images, series = _images(session, session_id, scans, work)
+        with phases("checks"):
+            replaced = store and _own_collection(session, session_id, label, work)
+        with phases("pull"):
+            model_dir = _pulled(session, project, name, number, cache or default_root())
+        images, series = _images(session, session_id, scans, work, phases)
         from xnat_ml.inference.predict import infer
 
-        result = infer(model_dir, images, device)
-        result.to_filename(work / "prediction.nii.gz")
-        labels = read_labels(work / "prediction.nii.gz", series)
-        _write_result(labels, model_dir, series, name, number, label, work / "out")
-        if not store:
-            _deliver(work / "out", Path(to))
-            return Inferred(name, number, session_id, session_label, scans, label, None, False)
-        collection = _store(session, project, session_id, label, work / "out", replaced)
-    return Inferred(name, number, session_id, session_label, scans, label, collection, replaced)
+        with phases("model"):
+            result = infer(model_dir, images, device)
+            result.to_filename(work / "prediction.nii.gz")
+        with phases("result"):
+            labels = read_labels(work / "prediction.nii.gz", series)
+            _write_result(labels, model_dir, series, name, number, label, work / "out")
+        with phases("store"):
+            if store:
+                collection = _store(session, project, session_id, label, work / "out", replaced)
+            else:
+                _deliver(work / "out", Path(to))
+                collection = None
+    return Inferred(name, number, session_id, session_label, scans, label, collection, replaced,
+                    phases.seconds)  # fmt: skip
 
 
 def _definition(
@@ -186,7 +221,7 @@ def _pulled(session: XNATSession, project: str, name: str, number: int, cache: P
 
 
 def _images(
-    session: XNATSession, session_id: str, scans: dict[str, str], work: Path
+    session: XNATSession, session_id: str, scans: dict[str, str], work: Path, phases: _Phases
 ) -> tuple[list[Path], Series]:
     """Each channel's scan converted from its DICOM (in channel order), and the first one's
     series: the grid the result and the SEG are on."""
@@ -194,11 +229,13 @@ def _images(
     for channel, scan_id in scans.items():
         folder = work / "scans" / scan_id
         uri = resource_uri(scan_uri(session_id, scan_id), DICOM_RESOURCE)
-        with reported_as(f"scan {scan_id} of session {session_id} (input channel {channel}): "
-                         f"its {DICOM_RESOURCE} resource"):  # fmt: skip
+        with phases("download"), reported_as(f"scan {scan_id} of session {session_id} (input "
+                                             f"channel {channel}): its {DICOM_RESOURCE} "
+                                             "resource"):  # fmt: skip
             download_resource(session, uri, folder / "dicom")
-        series = load_series(folder / "dicom")
-        images.append(save_nifti(series.to_nifti(), folder / "image.nii.gz"))
+        with phases("conversion"):
+            series = load_series(folder / "dicom")
+            images.append(save_nifti(series.to_nifti(), folder / "image.nii.gz"))
         first = first or series
     assert first is not None
     return images, first
