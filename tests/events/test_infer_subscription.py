@@ -130,9 +130,9 @@ def _upload_scan(site: Site, session: str, scan: str, kind: str, files: list[Pat
     packed = io.BytesIO()
     with zipfile.ZipFile(packed, "w") as archive:
         for n, path in enumerate(files):
-            archive.writestr(f"{n:04d}.dcm", path.read_bytes())
-    site.http.put(f"{session}/scans/{scan}/resources/DICOM/files/dicom.zip",
-                  params={"extract": "true"}, data=packed.getvalue()).raise_for_status()  # fmt: skip
+            archive.writestr(f"{n:04d}.dcm", path.read_bytes())  # numbered, as scanners do
+    upload = f"{session}/scans/{scan}/resources/DICOM/files/dicom.zip"
+    site.http.put(upload, params={"extract": "true"}, data=packed.getvalue()).raise_for_status()
 
 
 def _finished_jobs(site: Site, count: int) -> list[dict]:
