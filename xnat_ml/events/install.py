@@ -89,6 +89,11 @@ def handler_files(directory: Path = HANDLER_DIR) -> list[Path]:
     return files
 
 
+def default_handlers(directory: Path = HANDLER_DIR) -> list[Handler]:
+    """What a plain `events install` installs: every handler not marked opt-in."""
+    return select_handlers([read_handler(p) for p in handler_files(directory)], None, {})
+
+
 def select_handlers(
     handlers: list[Handler], only: list[str] | None, values: dict[str, str]
 ) -> list[Handler]:
@@ -151,6 +156,9 @@ def install_handler(
     session: XNATSession, project: str, handler: Handler, command_dir: Path = COMMAND_DIR
 ) -> str:
     """Install one handler into `project`; returns what happened (created/updated/unchanged)."""
+    unset = [k for k in handler.settings if not (handler.document.get("attributes") or {}).get(k)]
+    if unset:  # an opt-in handler not through `settle`: it would launch with no MODEL
+        raise XnatMlError(f"event handler {handler.name}: needs --set {unset[0]}=...")
     wrapper = require_wrapper(session, handler.command, handler.wrapper, install_from=command_dir)
     enable_wrapper(session, project, wrapper)
 
