@@ -61,15 +61,15 @@ def sample_project(xnat_server: XnatServer) -> str:
     per subject a T1w and a T2w scan, an RTSTRUCT ROI collection, the T1w's image NIfTI and
     the collection's LABELMAP. Built once per test session; tests only read it."""
     from xnat_ml.containers.jobs import FINAL_STATUSES
-    from xnat_ml.events.install import handler_files, install_handler, read_handler
+    from xnat_ml.events.install import default_handlers, install_handler
     from xnat_ml.sample import build_sample_project
     from xnat_ml.sample.project import ensure_project
     from xnat_ml.xnat import connect
 
     with connect(xnat_server.url, xnat_server.user, xnat_server.password) as session:
         ensure_project(session, SAMPLE_PROJECT)
-        for path in handler_files():
-            install_handler(session, SAMPLE_PROJECT, read_handler(path))
+        for handler in default_handlers():
+            install_handler(session, SAMPLE_PROJECT, handler)
         built = build_sample_project(session, SAMPLE_PROJECT, SAMPLE_SUBJECTS)
         expected = sum(b.created for b in built)
         deadline = time.monotonic() + 900

@@ -52,6 +52,8 @@ EXCEPTIONS = {
     ("xnat_ml.demo", "xnat_ml.server.process"),
     # `xnat-ml events install` puts subscriptions on an XNAT: the events stage's thin XNAT layer.
     ("xnat_ml.events.install", "xnat_ml.xnat"),
+    # an opt-in handler's MODEL setting names a model version, checked in ML_MODELS at install.
+    ("xnat_ml.events.install", "xnat_ml.training.project_models"),
 }
 
 

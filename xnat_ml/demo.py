@@ -109,12 +109,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _install_subscriptions(session, project: str) -> None:
     """What `xnat-ml events install --project P` does: the shipped subscriptions, wrappers on."""
-    from xnat_ml.events.install import handler_files, install_handler, read_handler
+    from xnat_ml.events.install import default_handlers, install_handler
     from xnat_ml.sample.project import ensure_project
 
     ensure_project(session, project)
-    for path in handler_files():
-        handler = read_handler(path)
+    for handler in default_handlers():
         outcome = install_handler(session, project, handler)
         print(f"Event subscription {handler.document['name']!r}: {outcome}")
 

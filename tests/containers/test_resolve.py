@@ -101,6 +101,11 @@ class FakeArchive(ArchiveClient):
             return next(s for s in self.session["scans"] if s["id"] == parse_path(uri).steps[-1][1])
         if kind == "Assessor":
             return self.session["assessors"][0]
+        if kind == "Resource":  # a scan's, as the Event Service's ResourceEvent hands it over
+            holder, _, label = uri.partition("/resources/")
+            scan = self.load("Scan", holder)
+            [found] = [r for r in scan["resources"] if r["label"] == label]
+            return dict(found, **{"parent-uri": holder})
         raise AssertionError(kind)
 
     def sessions(self, project_id: str, subject_id: str | None = None) -> list[dict]:
@@ -117,6 +122,7 @@ ROOTS = {
     "Session": "/archive/experiments/E1",
     "Scan": "/archive/experiments/E1/scans/2",
     "Assessor": "/archive/experiments/E1/assessors/A1",
+    "Resource": "/archive/experiments/E1/scans/2/resources/DICOM",
 }
 
 
@@ -126,6 +132,16 @@ def _wrappers():
         command = load_command(path.read_bytes())
         for wrapper in command.xnat:
             yield pytest.param(command, wrapper, id=f"{path.name}:{wrapper.name}")
+
+
+def test_scan_and_session_derived_up_from_a_scan_resource():
+    """infer-dicom-resource: the DICOM resource's scan and its session, read up the hierarchy."""
+    command = load_command((REPO / "command_json" / "infer.json").read_bytes())
+    [wrapper] = [w for w in command.xnat if w.name == "infer-dicom-resource"]
+    resolution = resolve(command, wrapper, {"resource": ROOTS["Resource"], "MODEL": "m:1"},
+                         FakeArchive())  # fmt: skip
+    assert "--project P1 --session E1 " in resolution.command_line
+    assert resolution.command_line.endswith("--trigger-scan 2")
 
 
 @pytest.mark.parametrize(("command", "wrapper"), list(_wrappers()))

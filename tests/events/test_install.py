@@ -8,7 +8,8 @@ import pytest
 
 from xnat_ml.cli import main
 from xnat_ml.errors import XnatMlError
-from xnat_ml.events.install import HANDLER_DIR, read_handler
+from xnat_ml.events.install import HANDLER_DIR, default_handlers, install_handler, read_handler
+from xnat_ml.xnat import connect
 
 SHIPPED = json.loads((HANDLER_DIR / "roi-to-mask.subscription.json").read_text())
 
@@ -87,3 +88,18 @@ def test_project_owner_installs_without_admin_rights(xnat_server, project, capsy
     [sub] = [s for s in subs if s["name"].startswith(f"{project}: ")]
     assert sub["subscription-owner"] == "inst_owner"
     assert sub["event-filter"]["project-ids"] == [project]
+
+
+def test_plain_install_takes_no_opt_in_handler():
+    assert [h.name for h in default_handlers()] == ["roi-to-mask"]
+    infer = read_handler(HANDLER_DIR / "infer.subscription.json")
+    assert infer.opt_in and infer.settings == {"MODEL": "model"}
+    assert infer.wrapper == "infer-dicom-resource"
+
+
+def test_an_opt_in_handler_without_its_setting_is_not_installed(xnat_server, project):
+    """Through the API too (as demo and the fixtures call it): no subscription with no MODEL."""
+    infer = read_handler(HANDLER_DIR / "infer.subscription.json")
+    with connect(xnat_server.url, xnat_server.user, xnat_server.password) as session:
+        with pytest.raises(XnatMlError, match=r"event handler infer: needs --set MODEL=\.\.\."):
+            install_handler(session, project, infer)

@@ -43,7 +43,8 @@ def _register_batch(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--wrapper",
         metavar="W",
-        help="wrapper name (default: the only one, or the one named like the command)",
+        help="wrapper name (default: the only one, the one named like the command, or the "
+        "only one on a session)",
     )
     run.add_argument(
         "--sessions",

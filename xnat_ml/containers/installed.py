@@ -48,8 +48,9 @@ def list_commands(session: XNATSession) -> list[dict[str, Any]]:
 def find_wrapper(
     session: XNATSession, command: str, wrapper: str | None = None
 ) -> InstalledWrapper | None:
-    """The installed wrapper `wrapper` of command `command` (the only one, or the one named like
-    the command, when `wrapper` is None); None when the command is not installed."""
+    """The installed wrapper `wrapper` of command `command` (when `wrapper` is None: the only one,
+    the one named like the command, or the only one launched on a session, as batches are);
+    None when the command is not installed."""
     candidates = [c for c in list_commands(session) if c.get("name") == command]
     if not candidates:
         return None
@@ -57,7 +58,10 @@ def find_wrapper(
     wrappers = found.get("xnat") or []
     if wrapper is None:
         named = [w for w in wrappers if w.get("name") == command]
-        chosen = named or (wrappers if len(wrappers) == 1 else [])
+        on_session = [w for w in wrappers if _root_type(w) == "Session"]
+        chosen = named or (wrappers if len(wrappers) == 1 else []) or (
+            on_session if len(on_session) == 1 else []
+        )
         if not chosen:
             names = ", ".join(str(w.get("name")) for w in wrappers) or "none"
             raise XnatMlError(f"command {command}: choose a wrapper with --wrapper ({names})")
@@ -140,3 +144,9 @@ def enable_wrapper(session: XNATSession, project: str, wrapper: InstalledWrapper
             f"/xapi/projects/{segment(project)}/wrappers/{wrapper.wrapper_id}/enabled",
             accepted_status=[200, 201, 204],
         )
+
+
+def _root_type(wrapper: dict[str, Any]) -> str | None:
+    """The type of a listed wrapper's first external input (what a launch is on)."""
+    external = wrapper.get("external-inputs") or [{}]
+    return external[0].get("type")

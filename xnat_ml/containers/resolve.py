@@ -332,6 +332,9 @@ class _Resolver:
         if kind == "Directory":
             return [parent]
         if kind == "Scan":
+            holder = parent.get("parent-uri")
+            if holder:  # up, from a resource of a scan (of none: no scan)
+                return [self.client.load("Scan", holder, load)] if _holder(holder) == "Scan" else []
             if "scans" not in parent:
                 parent = self.client.load("Session", parent["uri"])
             return parent.get("scans", [])
@@ -342,6 +345,14 @@ class _Resolver:
         if kind in ("Session", "SubjectAssessor"):
             if parent.get("session-id"):  # up, from a scan or assessor
                 return [self.client.load("Session", f"/experiments/{parent['session-id']}", load)]
+            if parent.get("parent-uri"):  # up, from a resource: through what holds it
+                holder = parent["parent-uri"]
+                shape = _holder(holder)
+                if shape == "Session":
+                    return [self.client.load("Session", holder, load)]
+                if shape in ("Scan", "Assessor"):
+                    return self.children(inp, self.client.load(shape, holder, children=False))
+                return []
             if parent.get("xsiType") == "xnat:subjectData":
                 return self.client.sessions(parent["project-id"], parent["id"])
             return self.client.sessions(parent["id"])
@@ -360,9 +371,7 @@ class _Resolver:
             return obj.get("id")
         if "parent-uri" in obj and "project-id" not in obj:
             parent = obj["parent-uri"]
-            shape = parse_path(parent).kind
-            kind = "Session" if shape == "Experiment" else shape
-            return self.owning_project(self.client.load(kind, parent, children=False))
+            return self.owning_project(self.client.load(_holder(parent), parent, children=False))
         return obj.get("project-id")
 
     def matches(self, inp: WrapperInput, obj: dict) -> bool:
@@ -581,3 +590,9 @@ def _substitute(template: str, keys: dict[str, str]) -> str:
         return template
     pattern = re.compile("|".join(re.escape(k) for k in sorted(keys, key=len, reverse=True)))
     return pattern.sub(lambda m: keys[m.group(0)], template)
+
+
+def _holder(uri: str) -> str:
+    """The object type of a resource's holder, by its URI (`Session` for an experiment)."""
+    shape = parse_path(uri).kind
+    return "Session" if shape == "Experiment" else shape

@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "file, look the command's wrapper up by name (installing command_json/<command>.json "
             "when missing, which needs an admin), enable the wrapper for P and create the project "
             "subscription '<P>: <name>'. Idempotent: running it again changes nothing. Needs the "
-            "Owner role in P."
+            "Owner role in P. Opt-in handlers (infer: a model on each new scan's DICOM) are "
+            "installed only when named: --only infer --set MODEL=NAME[:N]."
         ),
     )
     install.add_argument("--project", required=True, metavar="P", help="project ID")
@@ -40,6 +41,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="a subscription file to install (repeatable; default: every file in the "
         "repository's event_handlers/)",
+    )
+    install.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="install only this handler (repeatable): its file name without "
+        "'.subscription.json'; the way to install an opt-in one such as 'infer'",
+    )
+    install.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        type=_setting,
+        metavar="KEY=VALUE",
+        help="a setting the handler needs (repeatable), e.g. MODEL=NAME[:N] for 'infer' "
+        "(NAME alone: its latest version, pinned now)",
     )
     add_connection_arguments(install)
     install.set_defaults(func=_install)
@@ -66,13 +84,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     history.set_defaults(func=_history)
 
 
+def _setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
 def _install(args: argparse.Namespace) -> int:
-    from xnat_ml.events.install import handler_files, install_handler, read_handler
+    from xnat_ml.events.install import (
+        handler_files,
+        install_handler,
+        read_handler,
+        select_handlers,
+        settle,
+    )
     from xnat_ml.xnat.roles import require_role
 
     handlers = [read_handler(path) for path in (args.files or handler_files())]
+    values = dict(args.settings)
+    # named files are installed whatever their opt-in mark, as named handlers are
+    only = args.only or ([h.name for h in handlers] if args.files else None)
+    handlers = select_handlers(handlers, only, values)
     with connect_from_args(args) as session:
         require_role(session, args.project, "Owner", "events install")
+        handlers = [settle(session, args.project, h, values) for h in handlers]
         for handler in handlers:
             outcome = install_handler(session, args.project, handler)
             print(f"{handler.path.name}: {outcome} in project {args.project}")

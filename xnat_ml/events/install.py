@@ -6,12 +6,17 @@ on the target server (ids differ from one XNAT to the next), installs the comman
 `command_json/` if it is missing, enables the wrapper for the project and creates the project
 subscription, named `<project>: <name>`. Running it again changes nothing (or updates a
 subscription whose file changed).
+
+A handler marked `"opt-in": true` in its block (infer: it runs a model on every new scan's
+DICOM) is installed only when named (`--only NAME`, or `--file`); its `settings` (`{"MODEL":
+"model"}`: attribute -> kind of value) must each be given (`--set MODEL=NAME[:N]`) and are
+checked against the project before they go into the subscription's `attributes`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,7 @@ from xnat_ml.bounded_json import read_json
 from xnat_ml.containers.installed import COMMAND_DIR, enable_wrapper, require_wrapper
 from xnat_ml.errors import XnatMlError
 from xnat_ml.events.subscription import SubscriptionError, action_key_for, parse_subscription
+from xnat_ml.training.project_models import find_model, split_ref
 from xnat_ml.xnat.responses import reported_as
 from xnat_ml.xnat.uris import segment
 
@@ -30,6 +36,7 @@ log = logging.getLogger(__name__)
 HANDLER_DIR = shipped_dir("event_handlers")
 PLACEHOLDER = "WRAPPER_ID"
 EXTENSION_KEY = "x-xnat-ml"
+SETTING_KINDS = ("model",)  # what a handler's setting may name: a model version of the project
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,13 @@ class Handler:
     document: dict[str, Any]  # the subscription, without the x-xnat-ml block
     command: str
     wrapper: str | None
+    opt_in: bool = False
+    settings: dict[str, str] = field(default_factory=dict)  # attribute -> kind of value
+
+    @property
+    def name(self) -> str:
+        """What `--only` calls it: the file name without `.subscription.json`."""
+        return self.path.name.removesuffix(".json").removesuffix(".subscription")
 
 
 def read_handler(path: Path) -> Handler:
@@ -54,7 +68,18 @@ def read_handler(path: Path) -> Handler:
         parse_subscription(dict(document, **{"action-key": action_key_for(1)}))
     except SubscriptionError as exc:
         raise XnatMlError(f"event handler {path}: {exc}") from None
-    return Handler(path, document, command, extension.get("wrapper"))
+    settings = extension.get("settings", {})
+    if not isinstance(settings, dict) or any(
+        not isinstance(k, str) or v not in SETTING_KINDS for k, v in settings.items()
+    ):
+        raise XnatMlError(
+            f"event handler {path}: '{EXTENSION_KEY}.settings' maps attribute names to one of "
+            f"{', '.join(SETTING_KINDS)}"
+        )
+    opt_in = extension.get("opt-in", False)
+    if not isinstance(opt_in, bool):
+        raise XnatMlError(f"event handler {path}: '{EXTENSION_KEY}.opt-in' is not true or false")
+    return Handler(path, document, command, extension.get("wrapper"), opt_in, settings)
 
 
 def handler_files(directory: Path = HANDLER_DIR) -> list[Path]:
@@ -62,6 +87,53 @@ def handler_files(directory: Path = HANDLER_DIR) -> list[Path]:
     if not files:
         raise XnatMlError(f"event handlers folder {directory}: holds no *.json subscription")
     return files
+
+
+def default_handlers(directory: Path = HANDLER_DIR) -> list[Handler]:
+    """What a plain `events install` installs: every handler not marked opt-in."""
+    return select_handlers([read_handler(p) for p in handler_files(directory)], None, {})
+
+
+def select_handlers(
+    handlers: list[Handler], only: list[str] | None, values: dict[str, str]
+) -> list[Handler]:
+    """The handlers to install: those named by `only`, else every one not marked opt-in.
+    Every `--set` must be a setting of a selected handler, and each of their settings given."""
+    if only:
+        known = {h.name: h for h in handlers}
+        unknown = [n for n in only if n not in known]
+        if unknown:
+            raise XnatMlError(f"event handler {unknown[0]}: not among {', '.join(sorted(known))}")
+        chosen = [known[n] for n in dict.fromkeys(only)]
+    else:
+        chosen = [h for h in handlers if not h.opt_in]
+    taken = {key for h in chosen for key in h.settings}
+    for key in values:
+        if key not in taken:
+            raise XnatMlError(
+                f"--set {key}: no selected event handler takes it"
+                + (f" (they take {', '.join(sorted(taken))})" if taken else "")
+            )
+    for handler in chosen:
+        for key in handler.settings:
+            if not values.get(key):
+                raise XnatMlError(
+                    f"event handler {handler.name}: needs --set {key}=... "
+                    f"(a {handler.settings[key]} of the project)"
+                )
+    return chosen
+
+
+def settle(session: XNATSession, project: str, handler: Handler, values: dict[str, str]) -> Handler:
+    """The handler with its settings checked against `project` and put in its attributes (a
+    model named without a version is pinned to the latest one now)."""
+    if not handler.settings:
+        return handler
+    attributes = dict(handler.document.get("attributes") or {})
+    for key in handler.settings:  # the only kind: a model version
+        name, number = split_ref("model", values[key])
+        attributes[key] = f"{name}:{find_model(session, project, name, number)}"
+    return replace(handler, document=dict(handler.document, attributes=attributes))
 
 
 def _require_event_service(session: XNATSession) -> None:
@@ -84,6 +156,9 @@ def install_handler(
     session: XNATSession, project: str, handler: Handler, command_dir: Path = COMMAND_DIR
 ) -> str:
     """Install one handler into `project`; returns what happened (created/updated/unchanged)."""
+    unset = [k for k in handler.settings if not (handler.document.get("attributes") or {}).get(k)]
+    if unset:  # an opt-in handler not through `settle`: it would launch with no MODEL
+        raise XnatMlError(f"event handler {handler.name}: needs --set {unset[0]}=...")
     wrapper = require_wrapper(session, handler.command, handler.wrapper, install_from=command_dir)
     enable_wrapper(session, project, wrapper)
 

@@ -49,6 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--cache", type=Path, metavar="DIR",
         help="where pulled model versions are kept (default: ~/.cache/xnat-ml)",
     )  # fmt: skip
+    parser.add_argument(
+        "--trigger-scan", metavar="SCAN",
+        help="the scan whose new DICOM set this run off (the Event Service's infer "
+        "subscription): run only when it is one of the model's input images and every input "
+        "channel has its scan; otherwise say why, store nothing and succeed",
+    )  # fmt: skip
     add_connection_arguments(parser)
     parser.set_defaults(func=_infer)
 
@@ -57,16 +63,21 @@ def _infer(args: argparse.Namespace) -> int:
     import logging
 
     from xnat_ml.errors import XnatMlError
-    from xnat_ml.inference.project_infer import infer_session
+    from xnat_ml.inference.project_infer import NothingToDo, infer_session
 
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # a line per copied DICOM module
     if args.to is not None and args.store:
         raise XnatMlError("infer --to DIR: only with --no-store (a stored result goes to XNAT)")
-    with connect_from_args(args) as session:
-        done = infer_session(
-            session, args.project, args.session, args.model, definition=args.definition,
-            device=args.device, store=args.store, to=args.to, cache=args.cache,
-        )  # fmt: skip
+    try:
+        with connect_from_args(args) as session:
+            done = infer_session(
+                session, args.project, args.session, args.model, definition=args.definition,
+                device=args.device, store=args.store, to=args.to, cache=args.cache,
+                trigger_scan=args.trigger_scan,
+            )  # fmt: skip
+    except NothingToDo as skipped:
+        print(skipped)
+        return 0
     used = ", ".join(f"{channel}: scan {scan}" for channel, scan in done.scans.items())
     what = f"model {done.model} v{done.version} on session {done.session_label} ({used})"
     if done.collection_id is None:

@@ -96,6 +96,14 @@ class _Phases:
             log.debug("infer phase %s: %.3f s", name, spent)
 
 
+class MissingChannel(XnatMlError):
+    """The session has no scan for one of the model's input channels."""
+
+
+class NothingToDo(Exception):
+    """A triggered run that should not go ahead (yet): why, in one line; nothing was stored."""
+
+
 def infer_session(
     session: XNATSession,
     project: str,
@@ -107,11 +115,15 @@ def infer_session(
     store: bool = True,
     to: Path | None = None,
     cache: Path | None = None,
+    trigger_scan: str | None = None,
 ) -> Inferred:
     """Run model ``NAME[:N]`` on session ``session_ref`` (accession id or label) of ``project``.
 
     ``store``: PUT the SEG collection and its LABELMAP (Member or Owner); otherwise ``to`` gets
     ``seg.dcm`` and ``labelmap/`` and nothing is stored (a Collaborator may do that).
+    ``trigger_scan``: the scan whose new DICOM set this run off (the Event Service); unless it
+    is one of the model's input scans and every channel has its scan, NothingToDo, so that of
+    a session's DICOM uploads only the last input's runs the model.
     """
     phases = _Phases()
     with phases("checks"):
@@ -126,7 +138,17 @@ def infer_session(
         card = read_model_card(session, project, name, number)
         criteria = _definition(session, project, card, number, definition)
         session_id, session_label = _find_session(session, project, session_ref)
-        scans = _channel_scans(session, session_id, card, criteria)
+        try:
+            scans = _channel_scans(session, session_id, card, criteria)
+        except MissingChannel as exc:
+            if trigger_scan is None:
+                raise
+            raise NothingToDo(f"{exc}: not yet; its DICOM's arrival runs the model") from None
+        if trigger_scan is not None and trigger_scan not in scans.values():
+            raise NothingToDo(f"scan {trigger_scan} of session {session_label}: not an input image "
+                              f"of model {name} v{number}; nothing to do")  # fmt: skip
+        if trigger_scan is not None:
+            _require_dicom(session, session_id, scans)
         label = ai_collection_label(name, number, session_label)
     with scratch.temporary("infer-") as tmp:
         work = Path(tmp)
@@ -202,7 +224,7 @@ def _channel_scans(
         found = [s.id for s in scans if scan_matches(tag, s)]
         wanted = ", ".join(p.text for p in tag.series) or "any"
         if not found:
-            raise XnatMlError(f"session {session_id}: no scan for input channel {channel} "
+            raise MissingChannel(f"session {session_id}: no scan for input channel {channel} "
                               f"(SeriesDescription {wanted})")  # fmt: skip
         if len(found) > 1:
             raise XnatMlError(f"session {session_id}: scans {', '.join(found)} all match input "
@@ -210,6 +232,17 @@ def _channel_scans(
                               "narrow the definition's criteria")  # fmt: skip
         picked[channel] = found[0]
     return picked
+
+
+def _require_dicom(session: XNATSession, session_id: str, scans: dict[str, str]) -> None:
+    """NothingToDo while an input scan has no DICOM yet: its upload's event runs the model."""
+    for channel, scan_id in scans.items():
+        rows = list_rows(session, f"{scan_uri(session_id, scan_id)}/resources")
+        if DICOM_RESOURCE not in {r.get("label") for r in rows}:
+            raise NothingToDo(
+                f"scan {scan_id} of session {session_id} (input channel {channel}): "
+                f"no {DICOM_RESOURCE} yet; its arrival runs the model"
+            )
 
 
 def _pulled(session: XNATSession, project: str, name: str, number: int, cache: Path) -> Path:

@@ -17,7 +17,7 @@ from xnat_ml.server.store import catalog
 from xnat_ml.server.store.journal import archive_files
 from xnat_ml.server.store.models import Scan
 
-_UID_NAME = re.compile(r"([0-9]+(?:\.[0-9]+)*)\.dcm")
+_UID_NAME = re.compile(r"([0-9]+(?:\.[0-9]+)+)\.dcm")  # a UID has dots: 0001.dcm is no UID
 
 
 def instance_uids(db: Session, scan: Scan) -> set[str]:
