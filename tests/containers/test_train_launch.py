@@ -2,7 +2,8 @@
 container_images/xnat-ml builds (its own xnat-ml, MONAI and torch: no bind mounts), and on a
 one-node Slurm running this checkout's venv; each a two-epoch run on tiny synthetic sessions
 that ends Complete with its run in ML_RUNS, and the same on two data-parallel CPU processes
-(torchrun inside the job, as several GPUs would run under `--gres`).
+(torchrun inside the job, as several GPUs would run under `--gres`); and a run that keeps its
+checkpoint when its job is killed mid-run.
 
 Neither test daemon has a GPU, so each server gets the copy of train.json a site without GPUs
 installs (no `generic-resources`, limits a small node can give; docs/training.md); what the
@@ -14,12 +15,21 @@ from __future__ import annotations
 import json
 import platform
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from e2e import install_enabled, job_logs, start_backend_server, tag_as_commands_image, wait_job
+from e2e import (
+    FINAL,
+    install_enabled,
+    job_logs,
+    start_backend_server,
+    tag_as_commands_image,
+    wait_job,
+)
 from jobs import TRAIN, cpu_site_copy
 
+from xnat_ml.server.store.job_writes import ENDED
 from xnat_ml.training.project_configs import push_config
 from xnat_ml.training.project_files import read_text
 from xnat_ml.training.project_models import install_model
@@ -74,8 +84,8 @@ def project(server, tmp_path_factory) -> str:
     return project
 
 
-def _launch(server, project: str, config: str, run_id: str, http=None) -> tuple[int, dict]:
-    """Launch `train` (as admin, or as ``http``'s user) and wait; the job id and the job."""
+def _start(server, project: str, config: str, run_id: str, http=None) -> int:
+    """Launch `train` (as admin, or as ``http``'s user); the job id."""
     command = cpu_site_copy(json.loads(TRAIN.read_text()))
     wrapper = install_enabled(server, project, command)["train-project"]
     launched = (http or server.session()).post(
@@ -83,7 +93,12 @@ def _launch(server, project: str, config: str, run_id: str, http=None) -> tuple[
         json={"project": f"/data/projects/{project}", "CONFIG": config, "RUN_ID": run_id},
     )
     assert launched.status_code == 200, launched.text
-    job_id = int(launched.json()["id"])
+    return int(launched.json()["id"])
+
+
+def _launch(server, project: str, config: str, run_id: str, http=None) -> tuple[int, dict]:
+    """Launch `train` and wait; the job id and the job."""
+    job_id = _start(server, project, config, run_id, http)
     return job_id, wait_job(server, job_id, timeout=540)
 
 
@@ -156,3 +171,42 @@ def test_code_from_data_never_runs_on_the_backend(server, project, tmp_path):
         assert not run_paths(xnat, project, "code-evil") and not run_paths(
             xnat, project, "code-tampered"
         )
+
+
+def test_killed_train_job_keeps_its_run_on_the_backend(server, project, tmp_path):
+    """Issue 15's finding 5 on this backend: a Member's train job, killed through the Container
+    Service once a checkpoint reached ML_RUNS, leaves its run there with that checkpoint, and
+    another Member may not kill it (403); the relaunch that resumes is tested on the local
+    backend (test_train_killed_resumes.py). What the run says depends on the signal:
+    - Slurm: scancel sends SIGTERM; the batch script traps it and waits, so xnat-ml records
+      `killed by SIGTERM` before the job counts as ended (without the trap the script died at
+      once, the job ended, its token went and the run said `failed` in about half the runs).
+    - Docker: a kill is `docker kill` (SIGKILL, as XNAT's Container Service does), so the
+      runner has no say and the server marks the run `failed` with its reason (ENDED)."""
+    (tmp_path / "long.json").write_text(json.dumps(tiny_config(epochs=200)))
+    with connect(server.url, server.user, server.password) as xnat:
+        push_config(xnat, project, tmp_path / "long.json")
+    server.add_user("kim", "kim-pw-1", project, "Member")
+    server.add_user("lee", "lee-pw-1", project, "Member")
+    launcher, other = server.session("kim", "kim-pw-1"), server.session("lee", "lee-pw-1")
+    job_id = _start(server, project, "long", "cut", launcher)
+    kill = f"{server.url}/xapi/containers/{job_id}/kill"
+    deadline = time.monotonic() + 300
+    with connect(server.url, server.user, server.password) as xnat:
+        while "cut/latest.pt" not in run_paths(xnat, project, "cut"):
+            job = server.session().get(f"{server.url}/xapi/containers/{job_id}").json()
+            assert job["status"] not in FINAL, (job, job_logs(server, job_id))
+            assert time.monotonic() < deadline, "no checkpoint reached ML_RUNS in 5 minutes"
+            time.sleep(0.5)
+        refused = other.post(kill)
+        assert refused.status_code == 403, refused.text
+        killed = launcher.post(kill)
+        assert killed.status_code == 200, killed.text
+        job = wait_job(server, job_id)
+        assert job["status"] == "Killed", (job, job_logs(server, job_id))
+        files = {path.removeprefix("cut/") for path in run_paths(xnat, project, "cut")}
+        status = run_status(xnat, project, "cut")
+    assert {"run.json", "latest.pt", "status.json"} <= files, files
+    said = ("failed", ENDED) if server.backend == "docker" else ("killed", "killed by SIGTERM")
+    assert (status["state"], status["message"]) == said, (status, job_logs(server, job_id))
+    assert status["epoch"] < 200, status  # stopped mid-run

@@ -108,6 +108,7 @@ def sbatch_script(
             "# XNAT_USER, XNAT_PASS among it) comes from a file only the job's owner can read;",
             "# of the node's, only what Slurm set for this job is kept.",
             "PATH=/usr/bin:/bin",
+            "trap : TERM  # scancel signals us too: outlive the command, which may record its end",
             "set --",
             f"for name in $(env | grep -oE '^({SLURM_KEPT})='); do",
             '    name="${name%=}"',
