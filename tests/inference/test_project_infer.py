@@ -204,8 +204,14 @@ def test_convert_seg_equals_the_stored_labelmap(site: Site, downloaded, tmp_path
 
 def test_rerun_replaces_its_own_collection(site: Site, stored):
     _, first, cache = stored
+    # the cached model is checked again: a changed file there is not run, the version is re-pulled
+    [cached] = [p for p in (cache / "models").glob("*/configs/inference.json")]
+    original = cached.read_bytes()
+    cached.write_bytes(original.replace(b"{", b'{"payload": "$print(1)", ', 1))
     again = site.infer("--model", "tissues:1", cache=cache)
     assert again.returncode == 0, again.stderr
+    assert "configs/inference.json differs from its digest" in again.stderr
+    assert cached.read_bytes() == original
     assert "replaced SEG collection" in again.stdout
     label = ai_collection_label("tissues", 1, site.session_label)
     rows = [r for r in site.assessors().values() if r["label"] == label]

@@ -16,6 +16,8 @@ benchmark (benchmarks/bench_infer.py) sets apart from the model's own time.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 import tempfile
@@ -42,6 +44,7 @@ from xnat_ml.imaging.mask_folder import write_mask_folder
 from xnat_ml.imaging.seg_write import write_seg
 from xnat_ml.imaging.series import Series, load_series, save_nifti
 from xnat_ml.layout import DICOM_RESOURCE, LABELMAP_FILE, LABELMAP_RESOURCE, ROI_COLLECTION_XSI
+from xnat_ml.training.digests import check_files
 from xnat_ml.training.model import ModelCard
 from xnat_ml.training.project_models import (
     find_model,
@@ -49,6 +52,7 @@ from xnat_ml.training.project_models import (
     pull_model,
     read_model_card,
     split_ref,
+    version_digests,
 )
 from xnat_ml.xnat import download_resource, list_experiments, list_rows, upload_directory
 from xnat_ml.xnat.responses import reported_as
@@ -246,11 +250,20 @@ def _require_dicom(session: XNATSession, session_id: str, scans: dict[str, str])
 
 
 def _pulled(session: XNATSession, project: str, name: str, number: int, cache: Path) -> Path:
-    """The model version's folder in the cache, pulled (each file digest-checked) when absent."""
-    folder = cache / "models" / project / name / f"v{number}"
-    if not folder.is_dir():
-        pull_model(session, project, name, number, folder)
-    return folder
+    """The model version's folder in the cache, named by the version's digests (so another
+    server's or a re-made version's files never stand in for these) and checked against them at
+    every use; pulled (each file digest-checked) when absent or no longer as recorded."""
+    digests = version_digests(session, project, name, number)
+    key = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()[:32]
+    folder = cache / "models" / key
+    if folder.is_dir():
+        try:
+            check_files(folder, digests, f"cached model {name} v{number} ({folder})")
+            return folder
+        except XnatMlError as exc:
+            log.warning("%s; pulling it again", exc)
+            shutil.rmtree(folder)
+    return pull_model(session, project, name, number, folder)
 
 
 def _images(
