@@ -54,7 +54,7 @@ def evalx(xnat_server, tmp_path_factory):
         promote_in_project(session, PROJECT, "base", MODEL)
     people = {}
     for role in ("Member", "Collaborator"):
-        name = f"ev_{role.lower()}"
+        name = f"evalx_{role.lower()}"  # unique in the session-wide server (events uses ev_)
         xnat_server.add_user(name, f"pw-{name}", PROJECT, role)
         people[role] = TrainingProject(PROJECT, xnat_server.url, name, f"pw-{name}")
     yield people, work
