@@ -14,10 +14,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from inference.inference_models import tissues_model
+from inference.inference_models import tissues_model_with_lineage
 
 from xnat_ml.cli import main
-from xnat_ml.datasets.versions import write_version
 from xnat_ml.imaging.ai_collections import ai_collection_label
 from xnat_ml.sample.project import build_sample_project
 from xnat_ml.training.project_models import install_model
@@ -25,11 +24,6 @@ from xnat_ml.xnat import connect, download_resource
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "EVINF"
-DEFINITION = {
-    "criteria": [{"payload": {
-        "Images": {"tag": "image", "SeriesDescription": "/^T1w/", "ResourceLabel": "NIFTI"},
-        "Labels": {"tag": "label", "Source": "roiCollection"}}}],
-}  # fmt: skip
 FINAL = ("Complete", "Failed", "Failed (Upload)", "Killed")
 INFER_SUB = f"{PROJECT}: Scan DICOM stored: run a model on its session (infer)"
 
@@ -62,13 +56,7 @@ def site(xnat_server, install_command, tmp_path_factory) -> Site:
     dicom = {}
     with connect(xnat_server.url, xnat_server.user, xnat_server.password) as session:
         [built] = build_sample_project(session, PROJECT, subjects=1)
-        write_version(session, PROJECT, "tissues-data", {
-            "definition.json": json.dumps(DEFINITION), "dataset_0.json": "{}",
-            "report.json": "{}", "report.md": ""})  # fmt: skip
-        model = tissues_model(work / "model")
-        card = json.loads((model / "model.json").read_text())
-        card["dataset"] = {"name": "tissues-data", "version": "1"}
-        (model / "model.json").write_text(json.dumps(card))
+        model = tissues_model_with_lineage(session, PROJECT, work / "model")
         assert install_model(session, PROJECT, model, "tissues")[0] == 1
         scans = session.get_json(f"/data/experiments/{built.session_id}/scans")
         for row in scans["ResultSet"]["Result"]:

@@ -51,6 +51,29 @@ def tissues_model(folder: Path) -> Path:
     return folder
 
 
+# The scan criteria of the dataset the tissues model's card names as its lineage.
+DEFINITION = {
+    "criteria": [{"payload": {
+        "Images": {"tag": "image", "SeriesDescription": "/^T1w/", "ResourceLabel": "NIFTI"},
+        "Labels": {"tag": "label", "Source": "roiCollection"}}}],
+}  # fmt: skip
+LINEAGE = {"name": "tissues-data", "version": "1"}
+
+
+def tissues_model_with_lineage(session, project: str, folder: Path) -> Path:
+    """tissues_model whose card names dataset tissues-data v1, stored in `project` with
+    DEFINITION (what infer reads to find a session's input scans)."""
+    from xnat_ml.datasets.versions import write_version
+
+    write_version(session, project, LINEAGE["name"], {
+        "definition.json": json.dumps(DEFINITION), "dataset_0.json": "{}",
+        "report.json": "{}", "report.md": ""})  # fmt: skip
+    model = tissues_model(folder)
+    card = json.loads((model / "model.json").read_text())
+    (model / "model.json").write_text(json.dumps({**card, "dataset": LINEAGE}))
+    return model
+
+
 def region_model(folder: Path, output: dict | None = None) -> Path:
     """A region bundle with no Invertd: its result is on the model's (RAS) grid."""
     (folder / "configs").mkdir(parents=True)

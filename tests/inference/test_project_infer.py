@@ -21,9 +21,8 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from inference_models import REGION_LABELS, region_model, tissues_model
+from inference_models import DEFINITION, REGION_LABELS, region_model, tissues_model_with_lineage
 
-from xnat_ml.datasets.versions import write_version
 from xnat_ml.imaging.ai_collections import ai_collection_label
 from xnat_ml.imaging.seg_write import write_seg
 from xnat_ml.imaging.series import load_series
@@ -33,11 +32,6 @@ from xnat_ml.xnat import connect, download_resource
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "INFER1"
-DEFINITION = {
-    "criteria": [{"payload": {
-        "Images": {"tag": "image", "SeriesDescription": "/^T1w/", "ResourceLabel": "NIFTI"},
-        "Labels": {"tag": "label", "Source": "roiCollection"}}}],
-}  # fmt: skip
 DCIODVFY = shutil.which("dciodvfy") or str(Path(sys.executable).with_name("dciodvfy"))
 FINAL = ("Complete", "Failed", "Failed (Upload)", "Killed")
 
@@ -93,13 +87,8 @@ def site(xnat_server, tmp_path_factory) -> Site:
         xnat_server.add_user(role.lower(), f"{role.lower()}-pw", PROJECT, role)
     with connect(xnat_server.url, xnat_server.user, xnat_server.password) as session:
         [built] = build_sample_project(session, PROJECT, subjects=1)
-        write_version(session, PROJECT, "tissues-data", {
-            "definition.json": json.dumps(DEFINITION), "dataset_0.json": "{}",
-            "report.json": "{}", "report.md": ""})  # fmt: skip
-        model = tissues_model(work / "model")
+        model = tissues_model_with_lineage(session, PROJECT, work / "model")
         card = json.loads((model / "model.json").read_text())
-        card["dataset"] = {"name": "tissues-data", "version": "1"}
-        (model / "model.json").write_text(json.dumps(card))
         assert install_model(session, PROJECT, model, "tissues")[0] == 1
         card["dataset"] = None
         (model / "model.json").write_text(json.dumps(card))
