@@ -132,7 +132,7 @@ def test_bad_uploads_are_refused_and_leave_nothing(xnat_server, project, body, s
     assert listing["ResultSet"]["Result"] == []
     assert not any((xnat_server.data_dir / "staging").iterdir())
     assert not list(xnat_server.data_dir.parent.rglob("escape.dcm"))
-    assert http.get(f"{xnat_server.url}/data/version").ok
+    assert http.get(f"{xnat_server.url}/xapi/siteConfig/buildInfo").ok
 
 
 @pytest.mark.parametrize(
