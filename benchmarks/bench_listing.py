@@ -4,8 +4,9 @@
 
 Creates the sessions with plain REST PUTs, then times `list_experiments` (one
 `GET /data/experiments?project=&xsiType=&columns=...`) several times. Target: <= 0.5 s. For
-scale it prints, measured in the same run, the cost of a trivial request (`/xapi/siteConfig/buildInfo`)
-and of fetching sessions one request each, as a client walking the object tree would.
+scale it prints, measured in the same run, the cost of a trivial request
+(`/xapi/siteConfig/buildInfo`) and of fetching sessions one request each, as a client
+walking the object tree would.
 """
 
 from __future__ import annotations
