@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import pyxnat
 
 OWNER, OWNER_PASSWORD = "fidelity_owner", "fidelity-owner-pw"
@@ -33,3 +34,65 @@ def test_the_last_owner_may_leave_and_the_admin_still_manages(xnat_server, proje
     users = admin.get(f"{xnat_server.url}/data/projects/{project}/users").json()
     assert users["ResultSet"]["Result"] == []
     assert admin.put(f"{url}/admin").status_code == 200  # a site admin still manages it
+
+
+B_OWNER, B_MEMBER, PASSWORD = "fidelity_b_owner", "fidelity_b_member", "fidelity-share-pw"
+
+
+@pytest.fixture
+def two_projects(xnat_server, project):
+    """`project` (A: subject S1 with MR session E1; B_MEMBER is a Collaborator there) and B
+    (B_OWNER its Owner, B_MEMBER a Member)."""
+    admin, url = xnat_server.session(), xnat_server.url
+    other = f"{project[:50]}_B"
+    admin.put(f"{url}/data/projects/{other}").raise_for_status()
+    admin.put(f"{url}/data/projects/{project}/subjects/S1").raise_for_status()
+    session_id = admin.put(
+        f"{url}/data/projects/{project}/subjects/S1/experiments/E1",
+        params={"xsiType": "xnat:mrSessionData", "date": "2024-05-05"},
+    ).text
+    xnat_server.add_user(B_OWNER, PASSWORD, other, "Owner")
+    xnat_server.add_user(B_MEMBER, PASSWORD, other, "Member")
+    xnat_server.add_user(B_MEMBER, PASSWORD, project, "Collaborator")
+    yield project, other, session_id
+    admin.delete(f"{url}/data/projects/{other}")
+
+
+def test_sharing_follows_xnat_rules_and_shared_data_is_read_only(xnat_server, two_projects):
+    a, b, session_id = two_projects
+    url = xnat_server.url
+    admin = xnat_server.session()
+    member = xnat_server.session(B_MEMBER, PASSWORD)
+    b_owner = xnat_server.session(B_OWNER, PASSWORD)
+    subject = f"{url}/data/projects/{a}/subjects/S1"
+    # a Member of B who reads A may not share into B; B's Owner cannot read A
+    assert member.put(f"{subject}/projects/{b}").status_code == 403
+    assert b_owner.put(f"{subject}/projects/{b}").status_code == 403
+    assert admin.put(f"{subject}/projects/{a}").status_code == 409  # its own project
+    assert admin.put(f"{subject}/projects/{b}", params={"label": "SHARED1"}).status_code == 200
+    assert admin.put(f"{subject}/projects/{b}").status_code == 409  # already shared
+    experiment = f"{url}/data/experiments/{session_id}"
+    assert admin.put(f"{experiment}/projects/{b}").status_code == 200
+    # listed and readable in B by B's readers, with clients as they are
+    interface = _pyxnat(xnat_server, B_MEMBER, PASSWORD)
+    subject_id = admin.get(f"{subject}?format=json").json()["items"][0]["data_fields"]["ID"]
+    assert interface.select.project(b).subjects().get() == [subject_id]
+    listed = member.get(f"{url}/data/projects/{b}/subjects").json()["ResultSet"]["Result"]
+    assert [r["label"] for r in listed] == ["SHARED1"]
+    assert member.get(f"{url}/data/projects/{b}/subjects/SHARED1").status_code == 200
+    rows = member.get(f"{url}/data/projects/{b}/experiments").json()["ResultSet"]["Result"]
+    assert [r["ID"] for r in rows] == [session_id]
+    projects = admin.get(f"{subject}/projects").json()["ResultSet"]["Result"]
+    assert [(p["ID"], p["label"], p["owner"]) for p in projects] == [
+        (a, "S1", "true"), (b, "SHARED1", "false")]  # fmt: skip
+    # read-only through B: B's Owner neither edits nor deletes A's session
+    shared_path = f"{url}/data/projects/{b}/experiments/E1"
+    assert b_owner.get(shared_path).status_code == 200
+    assert b_owner.put(shared_path, params={"note": "mine"}).status_code == 403
+    assert b_owner.delete(shared_path).status_code == 403
+    # unsharing: B's Owner may; then B's readers no longer see it
+    assert member.delete(f"{experiment}/projects/{b}").status_code == 403
+    assert b_owner.delete(f"{experiment}/projects/{b}").status_code == 200
+    outsider = xnat_server.session(B_OWNER, PASSWORD)
+    assert outsider.get(experiment).status_code == 403
+    assert admin.get(experiment).status_code == 200  # the session itself is untouched

@@ -43,6 +43,7 @@ BLUEPRINT_MODULES = (
     "xnat_ml.server.api.commands",
     "xnat_ml.server.api.containers",
     "xnat_ml.server.api.search",
+    "xnat_ml.server.api.sharing",
 )
 
 

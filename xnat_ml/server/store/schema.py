@@ -37,6 +37,7 @@ TABLE_MODULES = (
     "xnat_ml.server.store.job_writes",
     "xnat_ml.server.store.ml_assets",
     "xnat_ml.server.store.saved_searches",
+    "xnat_ml.server.store.shares",
     "xnat_ml.containers.jobs",
     "xnat_ml.containers.registry",
 )

@@ -23,6 +23,7 @@ from werkzeug.exceptions import BadRequest
 
 from xnat_ml.server.formats import datatypes
 from xnat_ml.server.formats.search_xml import CriteriaSet, Criterion, FieldRef, SearchDocument
+from xnat_ml.server.store import shares
 from xnat_ml.server.store.models import Assessor, Experiment, Project, Scan, Subject
 
 # Families of datatypes, each one table; a root of a family may reach the families listed.
@@ -270,7 +271,7 @@ def run_search(
         .order_by(model.pk)
     )
     if readable is not None:
-        statement = statement.where(Project.pk.in_(readable) if readable else false())
+        statement = statement.where(_visible(family, readable) if readable else false())
     headers = list(shown)
     kinds = [column.kind for column in shown.values()]
     rows = [
@@ -278,6 +279,15 @@ def run_search(
         for values in db.execute(statement)
     ]
     return headers, rows
+
+
+def _visible(family: str, readable: list[int]) -> ColumnElement:
+    """Rows of the readable projects, subjects and sessions shared into them included."""
+    if family == "subject":
+        return shares.in_projects(Subject, readable)
+    if family in ("experiment", "scan"):
+        return shares.in_projects(Experiment, readable)
+    return Project.pk.in_(readable)
 
 
 def _text(value: object, kind: str) -> str:
