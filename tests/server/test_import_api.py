@@ -139,7 +139,7 @@ def test_bad_uploads_are_refused_and_leave_nothing(xnat_server, project, body, s
     "query,status",
     [
         ("dest=/archive/projects/NOPE_NO_SUCH", 404),
-        ("dest=/prearchive/projects/{p}", 400),
+        ("dest=/prearchive/projects/{p}/subjects/S", 400),
         ("dest=/archive/projects/{p}&overwrite=maybe", 400),
         ("dest=/archive/projects/{p}/subjects/..", 400),
         ("", 400),

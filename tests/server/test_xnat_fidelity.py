@@ -7,6 +7,8 @@ import logging
 
 import pytest
 import pyxnat
+import xnat
+from dicom_samples import write_series, zip_folder
 
 OWNER, OWNER_PASSWORD = "fidelity_owner", "fidelity-owner-pw"
 
@@ -96,3 +98,39 @@ def test_sharing_follows_xnat_rules_and_shared_data_is_read_only(xnat_server, tw
     outsider = xnat_server.session(B_OWNER, PASSWORD)
     assert outsider.get(experiment).status_code == 403
     assert admin.get(experiment).status_code == 200  # the session itself is untouched
+
+
+def test_prearchive_holds_imports_until_archived_or_deleted(xnat_server, project, tmp_path):
+    write_series(tmp_path / "one", patient="PRE1", slices=2)
+    write_series(tmp_path / "two", patient="PRE2", slices=1)
+    (tmp_path / "one.zip").write_bytes(zip_folder(tmp_path / "one"))
+    xnat_server.add_user("fidelity_collab", PASSWORD, project, "Collaborator")
+    with xnat.connect(xnat_server.url, user=xnat_server.user, password=xnat_server.password,
+                      loglevel="WARNING") as session:  # fmt: skip
+        waiting = session.services.import_(
+            tmp_path / "one.zip", project=project, destination=f"/prearchive/projects/{project}"
+        )
+        assert (waiting.subject, waiting.label, str(waiting.scan_date)) == (
+            "PRE1_Test", "PRE1", "2024-01-31")  # fmt: skip
+        assert list(session.projects[project].subjects) == []  # not archived yet
+        assert [s.label for s in session.prearchive.sessions(project)] == ["PRE1"]
+        experiment = waiting.archive(subject="PRE1S")
+        assert experiment.label == "PRE1" and experiment.subject.label == "PRE1S"
+        assert len(experiment.scans["1"].resources["DICOM"].files) == 2
+        assert session.prearchive.sessions(project) == []
+    assert not list((xnat_server.data_dir / "prearchive").iterdir())
+    # a second upload is thrown away with pyxnat's prearchive delete
+    http = xnat_server.session()
+    uri = http.post(f"{xnat_server.url}/data/services/import",
+                    params={"dest": f"/prearchive/projects/{project}"},
+                    data=zip_folder(tmp_path / "two")).text.strip()  # fmt: skip
+    collaborator = xnat_server.session("fidelity_collab", PASSWORD)
+    listing = f"{xnat_server.url}/data/prearchive/projects/{project}"
+    assert collaborator.get(listing).status_code == 403
+    assert collaborator.post(f"{xnat_server.url}/data/services/archive",
+                             params={"src": uri}).status_code == 403  # fmt: skip
+    rows = http.get(listing).json()["ResultSet"]["Result"]
+    assert [f"/data{r['url']}" for r in rows] == [uri]
+    _pyxnat(xnat_server).manage.prearchive.delete(uri)
+    assert http.get(listing).json()["ResultSet"]["Result"] == []
+    assert not list((xnat_server.data_dir / "prearchive").iterdir())

@@ -44,6 +44,7 @@ BLUEPRINT_MODULES = (
     "xnat_ml.server.api.containers",
     "xnat_ml.server.api.search",
     "xnat_ml.server.api.sharing",
+    "xnat_ml.server.api.prearchive",
 )
 
 

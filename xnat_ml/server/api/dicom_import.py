@@ -1,10 +1,12 @@
 """XNAT's session import service for DICOM zips: `POST /data/services/import`.
 
 A zip (or tar) of DICOM becomes subject → session (xsi type by modality) → one scan per series,
-each scan holding its instances in a `DICOM` resource, straight into the archive (this server has
-no prearchive). Files that are not DICOM are skipped: their count is in the `X-Skipped-Files`
-response header and their names in the server log. The response body is the session URI, one per
-line, as XNAT answers (xnatpy's `services.import_` turns it into a session object).
+each scan holding its instances in a `DICOM` resource, in the archive; with
+`dest=/prearchive[/projects/P]` the upload waits in the prearchive instead (store/prearchive.py;
+api/prearchive.py archives it later through `import_file`). Files that are not DICOM are
+skipped: their count is in the `X-Skipped-Files` response header and their names in the server
+log. The response body is the session URI, one per line, as XNAT answers (xnatpy's
+`services.import_` turns it into a session object, or a prearchive session).
 
 Nothing is half-imported: the upload is unpacked and read in staging; the archive changes in one
 transaction, and the files move in only after it commits (journal.py's write protocol).
@@ -13,7 +15,9 @@ transaction, and the files move in only after it commits (journal.py's write pro
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from flask import Blueprint, Response, request
@@ -38,6 +42,7 @@ from xnat_ml.server.store.filestore import FileStore, StoredFile
 from xnat_ml.server.store.journal import Publication, archive_files
 from xnat_ml.server.store.models import Experiment, Project, Scan, Subject
 from xnat_ml.server.store.objects import new_accession, resolve_object
+from xnat_ml.server.store.prearchive import PrearchiveSession
 from xnat_ml.server.store.resource_files import create_resource, find_resource, reload
 from xnat_ml.server.store.uploads import staged_upload, unpack_upload
 
@@ -54,25 +59,28 @@ class Destination:
     project: str
     subject: str | None = None
     session: str | None = None
+    prearchive: bool = False
 
 
 def _destination() -> Destination:
     """Project/subject/session from `dest=/archive/projects/P/...`, overridden by named params."""
     args = request.args
     parts: dict[str, str] = {}
+    prearchive = False
     if dest := args.get("dest"):
         segments = [s for s in dest.split("/") if s]
-        if segments[:1] == ["prearchive"]:
-            raise BadRequest("dest: this server has no prearchive; use dest=/archive/projects/P.")
+        prearchive = segments[:1] == ["prearchive"]
         pairs = dict(zip(segments[1::2], segments[2::2], strict=False))
         if (
-            segments[:1] != ["archive"]
+            segments[:1] not in (["archive"], ["prearchive"])
             or len(segments) % 2 == 0
-            or not pairs
+            or (not pairs and not prearchive)
             or list(pairs) != ["projects", "subjects", "experiments"][: len(pairs)]
+            or (prearchive and len(pairs) > 1)
         ):
-            raise BadRequest(f"dest {dest!r} is not /archive/projects/P[/subjects/S[/...]].")
-        parts = {"project": pairs["projects"], "subject": pairs.get("subjects", ""),
+            raise BadRequest(f"dest {dest!r} is not /archive/projects/P[/subjects/S[/...]] "
+                             "or /prearchive[/projects/P].")
+        parts = {"project": pairs.get("projects", ""), "subject": pairs.get("subjects", ""),
                  "session": pairs.get("experiments", "")}
     for name in ("project", "subject", "session"):
         if args.get(name):
@@ -83,6 +91,7 @@ def _destination() -> Destination:
         project=check_label("Project", parts["project"]),
         subject=check_label("Subject", parts["subject"]) if parts.get("subject") else None,
         session=check_label("Experiment", parts["session"]) if parts.get("session") else None,
+        prearchive=prearchive,
     )
 
 
@@ -101,30 +110,84 @@ def import_dicom() -> Response:
 
     store = archive_files.get()
     staged = staged_upload(store)[0]
+    try:
+        if where.prearchive:
+            uris, skipped = [_to_prearchive(db, store, project, where, staged)], 0
+            staged = None  # moved into the prearchive
+        else:
+            uris, skipped = import_file(db, store, project, where, overwrite, staged)
+    finally:
+        store.discard(staged)
+    response = Response("\n".join(uris) + "\n", 200, mimetype="text/plain")
+    response.headers["X-Skipped-Files"] = str(skipped)
+    return response
+
+
+def _read_upload(store: FileStore, upload: Path) -> tuple[Path, list, ImportContent]:
+    """Unpack an upload into a fresh staging folder and read its DICOM headers; 400 if it holds
+    none. The caller discards the folder (the first item)."""
     unpacked = store.staging_dir()
     try:
-        stored = unpack_upload(staged, unpacked, "", "Import upload")
+        stored = unpack_upload(upload, unpacked, "", "Import upload")
         content = read_folder(unpacked)
-        if content.skipped:
-            log.warning("import into %s skipped %d file(s): %s", project.id, len(content.skipped),
-                        "; ".join(f"{n} ({why})" for n, why in content.skipped.items()))
-        if not content.studies:
-            raise BadRequest(
-                f"Import upload holds no DICOM ({len(content.skipped)} file(s) skipped, e.g. "
-                f"{', '.join(list(content.skipped)[:3]) or 'none'})."
-            )
+    except BaseException:
+        store.discard(unpacked)
+        raise
+    if content.skipped:
+        log.warning("import skipped %d file(s): %s", len(content.skipped),
+                    "; ".join(f"{n} ({why})" for n, why in content.skipped.items()))
+    if not content.studies:
+        store.discard(unpacked)
+        raise BadRequest(
+            f"Import upload holds no DICOM ({len(content.skipped)} file(s) skipped, e.g. "
+            f"{', '.join(list(content.skipped)[:3]) or 'none'})."
+        )
+    return unpacked, stored, content
+
+
+def import_file(db: Session, store: FileStore, project: Project, where: Destination,
+                overwrite: str, upload: Path,
+                also: Callable[[Publication], None] | None = None) -> tuple[list[str], int]:
+    """Import an upload (a zip or tar of DICOM) into the archive in one transaction: the
+    session URIs and how many files were skipped. `also` adds its own changes (rows in `db`,
+    files to discard) to the same commit."""
+    unpacked, stored, content = _read_upload(store, upload)
+    try:
         if where.session and len(content.studies) > 1:
             raise BadRequest(f"Import upload holds {len(content.studies)} studies; one session "
                              f"label ({where.session}) cannot name them all.")
         digests = {unpacked.joinpath(*f.path.parts): f.md5 for f in stored}
         job = _Import(db, store, project, where, overwrite, digests)
+        if also is not None:
+            also(job.publication)
         job.run(content)
     finally:
-        store.discard(staged)
         store.discard(unpacked)
-    response = Response("\n".join(job.uris) + "\n", 200, mimetype="text/plain")
-    response.headers["X-Skipped-Files"] = str(len(content.skipped))
-    return response
+    return job.uris, len(content.skipped)
+
+
+def _to_prearchive(db: Session, store: FileStore, project: Project, where: Destination,
+                   staged: Path) -> str:
+    """Keep the upload in the prearchive (one study per upload); its /data/prearchive URI."""
+    unpacked, _stored, content = _read_upload(store, staged)
+    store.discard(unpacked)
+    if len(content.studies) > 1:
+        raise BadRequest(f"Import upload holds {len(content.studies)} studies; the prearchive "
+                         "takes one study per upload.")
+    study = next(iter(content.studies.values()))
+    folder = where.session or label_from(study.patient_id) or label_from(study.patient_name)
+    entry = PrearchiveSession(
+        project_pk=project.pk, timestamp=datetime.now(UTC).strftime("%Y%m%d_%H%M%S%f"),
+        folder_name=check_label("Experiment", folder or study.uid),
+        subject=where.subject or label_from(study.patient_name) or label_from(study.patient_id),
+        scan_date=study.date, scan_time=study.time, uploader=require_login().username,
+    )  # fmt: skip
+    db.add(entry)
+    db.flush()
+    publication = Publication(store, "prearchive")
+    publication.add(staged, store.data_dir.joinpath(*entry.relative_file.parts))
+    publication.commit(db)
+    return f"/data{entry.url}"
 
 
 def _series_order(series: SeriesHeaders) -> tuple:
