@@ -15,9 +15,9 @@ from sqlalchemy import select
 from werkzeug.exceptions import BadRequest, NotFound
 
 from xnat_ml.server import auth
-from xnat_ml.server.api.dicom_import import OVERWRITE_MODES, Destination, import_file
 from xnat_ml.server.formats.listing import result_set
 from xnat_ml.server.formats.validation import check_label
+from xnat_ml.server.session_import import OVERWRITE_MODES, Destination, import_file
 from xnat_ml.server.store.db import get_db
 from xnat_ml.server.store.journal import Publication, archive_files
 from xnat_ml.server.store.models import Project
