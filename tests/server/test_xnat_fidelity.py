@@ -134,3 +134,9 @@ def test_prearchive_holds_imports_until_archived_or_deleted(xnat_server, project
     _pyxnat(xnat_server).manage.prearchive.delete(uri)
     assert http.get(listing).json()["ResultSet"]["Result"] == []
     assert not list((xnat_server.data_dir / "prearchive").iterdir())
+    # deleting the project takes its waiting uploads along
+    http.post(f"{xnat_server.url}/data/services/import", params={
+        "dest": "/prearchive", "project": project}, data=zip_folder(tmp_path / "two"))  # fmt: skip
+    assert list((xnat_server.data_dir / "prearchive").iterdir())
+    assert http.delete(f"{xnat_server.url}/data/projects/{project}").status_code == 200
+    assert not list((xnat_server.data_dir / "prearchive").iterdir())

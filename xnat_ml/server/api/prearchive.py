@@ -5,7 +5,7 @@ project's Members and Owners, as XNAT shows the prearchive to those who may arch
 `POST /data/services/archive?src=...[&project=&subject=&session=&overwrite=]` imports one into
 the archive and removes it from the prearchive in the same commit; `POST
 /data/services/prearchive/delete?src=...` and `DELETE /data/prearchive/projects/{p}/{t}/{f}`
-throw one away.
+throw one away; deleting the project removes its uploads.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from xnat_ml.server import auth
 from xnat_ml.server.formats.listing import result_set
 from xnat_ml.server.formats.validation import check_label
 from xnat_ml.server.session_import import OVERWRITE_MODES, Destination, import_file
+from xnat_ml.server.store import signals
 from xnat_ml.server.store.db import get_db
 from xnat_ml.server.store.journal import Publication, archive_files
 from xnat_ml.server.store.models import Project
@@ -25,6 +26,27 @@ from xnat_ml.server.store.objects import resolve_object
 from xnat_ml.server.store.prearchive import PrearchiveSession
 
 bp = Blueprint("prearchive", __name__)
+
+
+@bp.record_once
+def _on_register(state) -> None:
+    signals.project_deleting.connect(_retire_project, sender=state.app, weak=False)
+
+
+def _retire_project(app, project: Project, db, **_):
+    """A deleted project's uploads go with it: rows in its commit, files after."""
+    store = archive_files.get(app)
+    entries = db.scalars(select(PrearchiveSession).where(
+        PrearchiveSession.project_pk == project.pk)).all()  # fmt: skip
+    files = [store.data_dir.joinpath(*entry.relative_file.parts) for entry in entries]
+    for entry in entries:
+        db.delete(entry)
+
+    def remove_files() -> None:
+        for path in files:
+            store.remove(path)
+
+    return remove_files
 
 
 def _entries(*clauses) -> list[PrearchiveSession]:
