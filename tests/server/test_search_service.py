@@ -88,6 +88,9 @@ def test_xnatpy_query_returns_objects(searched):
         assert sorted(e.label for e in found) == ["MRA1", "MRA2", "MRA3"]
         early = mr.query(mr.project == "SRCH_A", mr.date < "2024-03-01").all()
         assert [e.label for e in early] == ["MRA1"]
+        subjects = session.classes.SubjectData
+        found = subjects.query().filter(subjects.label == "A2").all()
+        assert [(s.label, s.project) for s in found] == [("A2", "SRCH_A")]
 
 
 def test_json_and_csv_carry_the_same_rows_and_operators_compare(searched):

@@ -79,7 +79,8 @@ def _columns(family: str) -> dict[str, Column]:
             "PROJECT": Column(Project.id), "INSERT_DATE": Column(Subject.created, "stamp"),
             "INSERT_USER": Column(Subject.insert_user),
         }  # fmt: skip
-        return {**table, "ID": table["SUBJECT_ID"], "LABEL": table["SUBJECT_LABEL"]}
+        return {**table, "ID": table["SUBJECT_ID"], "SUBJECTID": table["SUBJECT_ID"],
+                "LABEL": table["SUBJECT_LABEL"]}  # fmt: skip
     if family == "experiment":
         table = {
             "SESSION_ID": Column(Experiment.id), "LABEL": Column(Experiment.label),
@@ -113,7 +114,7 @@ def _columns(family: str) -> dict[str, Column]:
 # What a search shows when it names no fields.
 DEFAULT_FIELDS = {
     "project": ("ID", "SECONDARY_ID", "NAME", "PI"),
-    "subject": ("SUBJECT_ID", "SUBJECT_LABEL", "PROJECT", "INSERT_DATE"),
+    "subject": ("SUBJECTID", "SUBJECT_LABEL", "PROJECT", "INSERT_DATE"),  # xnatpy reads subjectid
     "experiment": ("SESSION_ID", "LABEL", "PROJECT", "SUBJECT_ID", "SUBJECT_LABEL", "DATE"),
     "scan": ("ID", "TYPE", "SERIES_DESCRIPTION", "QUALITY", "IMAGE_SESSION_ID", "PROJECT"),
     "assessor": ("ID", "LABEL", "XSI_TYPE", "PROJECT", "SESSION_ID", "DATE"),
