@@ -37,6 +37,12 @@ def searched(xnat_server):
                 f"{url}/data/projects/{project}/subjects/{subject}/experiments/{label}",
                 params={"xsiType": f"xnat:{kind}SessionData", "date": date},
             ).raise_for_status()
+    session_url = f"{url}/data/projects/SRCH_A/subjects/A1/experiments/MRA1"
+    for scan, scan_type in (("3", "T1w"), ("4", "T2w")):
+        http.put(f"{session_url}/scans/{scan}",
+                 params={"xsiType": "xnat:mrScanData", "type": scan_type}).raise_for_status()
+    http.put(f"{session_url}/assessors/ROI1", params={"xsiType": "icr:roiCollectionData",
+             "icr:roiCollectionData/name": "liver"}).raise_for_status()  # fmt: skip
     xnat_server.add_user(MEMBER, MEMBER_PASSWORD, "SRCH_A", "Member")
     xnat_server.add_user(OTHER, OTHER_PASSWORD)
     yield xnat_server
@@ -108,6 +114,21 @@ def test_json_and_csv_carry_the_same_rows_and_operators_compare(searched):
     ]
     as_csv = list(csv.DictReader(io.StringIO(_post(searched, document, "csv").text)))
     assert as_csv == as_json["Result"]
+
+
+def test_scans_and_roi_collections_are_searched_with_their_session(searched):
+    scans = build_search_document(
+        "xnat:mrScanData", ["xnat:mrScanData/ID", "xnat:mrSessionData/LABEL"],
+        [("xnat:mrScanData/TYPE", "LIKE", "T1%"), ("xnat:projectData/ID", "=", "SRCH_A"), "AND"],
+    )  # fmt: skip
+    rows = _post(searched, scans).json()["ResultSet"]["Result"]
+    assert rows == [{"id": "3", "xnat_mrsessiondata_label": "MRA1"}]
+    rois = build_search_document(
+        "icr:roiCollectionData", ["icr:roiCollectionData/LABEL", "icr:roiCollectionData/name"],
+        [("icr:roiCollectionData/name", "=", "liver"), "AND"],
+    )  # fmt: skip
+    rows = _post(searched, rois).json()["ResultSet"]["Result"]
+    assert rows == [{"label": "ROI1", "name": "liver"}]
 
 
 @pytest.mark.parametrize(
