@@ -92,6 +92,11 @@ def test_sharing_follows_xnat_rules_and_shared_data_is_read_only(xnat_server, tw
     assert b_owner.get(shared_path).status_code == 200
     assert b_owner.put(shared_path, params={"note": "mine"}).status_code == 403
     assert b_owner.delete(shared_path).status_code == 403
+    new_session = f"{url}/data/projects/{b}/experiments/E2"
+    assert b_owner.put(new_session, params={"subject_ID": "SHARED1",
+                       "xsiType": "xnat:mrSessionData"}).status_code == 403  # fmt: skip
+    assert b_owner.put(f"{url}/data/projects/{b}/subjects/SHARED1/experiments/E3",
+                       params={"xsiType": "xnat:mrSessionData"}).status_code == 403  # fmt: skip
     # unsharing: B's Owner may; then B's readers no longer see it
     assert member.delete(f"{experiment}/projects/{b}").status_code == 403
     assert b_owner.delete(f"{experiment}/projects/{b}").status_code == 200

@@ -368,6 +368,8 @@ def _create_experiment(parent, name: str, fields: dict, xsi_type: str | None) ->
         subject = lookup(parent, "subjects", subject_ref)
         if subject is None:
             raise NotFound(describe_missing(parent, "subjects", subject_ref))
+        if subject.project is not parent:  # shared in: the session goes to its own project
+            auth.require_project_role(subject.project, "edit")
     elif isinstance(parent, Subject):
         subject = parent
     else:
