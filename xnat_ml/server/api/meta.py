@@ -53,7 +53,8 @@ def root() -> Response:
 
 @bp.route("/data/version", methods=["GET"])
 def version() -> Response:
-    return Response(current_app.config["XNAT_VERSION"], mimetype="text/plain")
+    """Gone since XNAT 1.7: clients (pyxnat's `version()`, xnatpy) fall back to buildInfo."""
+    raise NotFound("/data/version is not served (XNAT >= 1.7); use /xapi/siteConfig/buildInfo.")
 
 
 @bp.route("/xapi/siteConfig/buildInfo", methods=["GET"])
