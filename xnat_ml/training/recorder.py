@@ -196,6 +196,7 @@ class RunRecorder:
             epoch=engine.epoch,
             max_epochs=engine.max_epochs,
             iteration=engine.iteration,
+            max_iterations=(engine.max_epochs or 0) * (engine.epoch_length or 0) or None,
             metric_name=self.key_metric,
             metric=float(last[self.key_metric]) if last.get(self.key_metric) not in
             (None, "") else None,
