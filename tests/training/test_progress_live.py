@@ -1,6 +1,6 @@
 """Live progress of a run: status.json reaches ML_RUNS between validations (throttled, from a
 thread of its own), `runs follow` draws it as a bar with the run's ETA and exits non-zero on a
-failed run, and the pictures (curves.png) stay current in ML_RUNS."""
+failed run, and the run's pictures (curves.png, validation.png) reach ML_RUNS."""
 
 from __future__ import annotations
 
@@ -107,8 +107,9 @@ def test_status_moves_in_xnat_between_validations_and_follow_draws_it(
     assert len({frame for frame in frames if "ETA 0:00" not in frame}) >= 2, err
     assert f"{2 * EPOCHS}/{2 * EPOCHS} it" in frames[-1] and "val_mean_dice" in frames[-1]
 
-    curves = xnat.get(f"/data/projects/{PROJECT}/resources/ML_RUNS/files/live1/curves.png")
-    assert Image.open(io.BytesIO(curves.content)).size == (900, 350)
+    for picture, size in (("curves.png", (900, 350)), ("validation.png", (500, 350))):
+        png = xnat.get(f"/data/projects/{PROJECT}/resources/ML_RUNS/files/live1/{picture}")
+        assert Image.open(io.BytesIO(png.content)).size == size, picture
 
 
 def test_follow_ends_non_zero_on_a_failed_run_and_names_a_missing_one(proglive, xnat, tmp_path):
