@@ -295,7 +295,8 @@ def complete(
         )
     except XnatMlError as exc:
         return Outcome("Failed (Upload)", str(exc), outcome.exit_code)
-    return Outcome("Complete", f"uploaded {len(uploaded)} output(s)", 0, uploaded)
+    message = f"uploaded {len(uploaded)} output(s)" if uploaded else "no output to upload"
+    return Outcome("Complete", message, 0, uploaded)
 
 
 def execute(

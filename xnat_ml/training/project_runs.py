@@ -4,6 +4,8 @@
 each checkpoint on its own and the other changed files in one atomic zip (every file replaced
 whole, never seen half-written), then that status, only if all of them were stored: a reader that
 sees a status also finds the checkpoints and metrics it speaks of (and their digests match).
+Inside a Container Service job, each stored status also becomes the step and percentage of the
+job's XNAT workflow (``xnat/workflow.py``), naming the run: ``ML_RUNS/<run>: epoch 3/10``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import RUNS_RESOURCE
 from xnat_ml.training.project_files import download, list_paths, read_text, upload_tree
 from xnat_ml.training.project_models import check_name
-from xnat_ml.training.run_folder import STATUS_FILE, RunFolder
+from xnat_ml.training.run_folder import (
+    COMPLETED,
+    FAILED,
+    KILLED,
+    NAN,
+    STATUS_FILE,
+    RunFolder,
+)
+from xnat_ml.xnat.workflow import WorkflowProgress
+
+FINISHED = (COMPLETED, FAILED, KILLED, NAN)  # run states no later sync changes
 
 
 class RunUploader:
@@ -28,6 +40,7 @@ class RunUploader:
 
     def __init__(self, session: XNATSession, project: str) -> None:
         self.session, self.project = session, project
+        self.progress = WorkflowProgress(session)
 
     def __call__(self, run: RunFolder, changed: Sequence[str]) -> None:
         with scratch.temporary("status-") as tmp:
@@ -43,6 +56,20 @@ class RunUploader:
                     self._upload(run, {path: run.file(path) for path in batch})
             if status is not None:
                 self._upload(run, {STATUS_FILE: status})
+                self._report(run, json.loads(status.read_text()))
+
+    def _report(self, run: RunFolder, status: dict[str, Any]) -> None:
+        """The stored status as the job's workflow step: what and where, epoch, percentage."""
+        state, epoch, last = status.get("state", ""), status.get("epoch"), status.get("max_epochs")
+        final = state in FINISHED
+        step = f"{'stored ' if final else ''}{RUNS_RESOURCE}/{run.run_id}: {state}"
+        percent = None
+        if isinstance(epoch, int) and isinstance(last, int) and last > 0:
+            step += f", epoch {epoch}/{last}"
+            percent = 100.0 * epoch / last
+        if status.get("best_metric") is not None:
+            step += f", best {status.get('metric_name') or 'metric'} {status['best_metric']:.4f}"
+        self.progress.report(step, percent, final=final)
 
     def _upload(self, run: RunFolder, files: dict[str, Path]) -> None:
         stored = {f"{run.run_id}/{path}": source for path, source in files.items()}

@@ -36,6 +36,7 @@ TABLE_MODULES = (
     "xnat_ml.server.store.event_store",
     "xnat_ml.server.store.job_writes",
     "xnat_ml.server.store.ml_assets",
+    "xnat_ml.containers.workflows",
     "xnat_ml.containers.jobs",
     "xnat_ml.containers.registry",
 )
