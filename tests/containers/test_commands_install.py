@@ -66,7 +66,8 @@ def test_admin_installs_and_enables_idempotently(site, capsys):
     assert set(commands) == {"train", "finetune"}
     for command in commands.values():  # --cpu-only: no GPU request left
         gpu_keys = [k for k in command.get("generic-resources") or {} if "gpu" in k.lower()]
-        assert "gpus" not in command and not gpu_keys, command
+        assert "gpus" not in command and not gpu_keys and "runtime" not in command, command
+        assert "NVIDIA_VISIBLE_DEVICES" not in (command.get("environment-variables") or {})
         for wrapper in command["xnat"]:
             assert _enabled(site, wrapper["id"]) and _enabled(site, wrapper["id"],
                                                               f"/projects/{PROJECT}")  # fmt: skip

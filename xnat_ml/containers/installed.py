@@ -16,7 +16,7 @@ from xnat.session import XNATSession
 
 from xnat_ml.assets import shipped_dir
 from xnat_ml.bounded_json import read_json
-from xnat_ml.containers.command import MAX_COMMAND_BYTES
+from xnat_ml.containers.command import GPU_RESOURCES, MAX_COMMAND_BYTES
 from xnat_ml.errors import XnatMlError
 from xnat_ml.xnat.responses import reported_as
 from xnat_ml.xnat.uris import segment
@@ -154,15 +154,17 @@ def _root_type(wrapper: dict[str, Any]) -> str | None:
 
 # ------------------------------------------------------------------ setting up a site
 
-GPU_KEYS = ("gpu", "nvidia.com/gpu", "amd.com/gpu")  # generic-resources that name GPUs
-
-
 def without_gpus(document: dict[str, Any]) -> dict[str, Any]:
     """The command as a site without GPUs installs it: no `gpus`, no GPU generic resources,
-    no `nvidia` runtime (a job would otherwise wait for, or refuse without, a GPU)."""
+    no `nvidia` runtime nor its NVIDIA_* variables (a job would otherwise wait for, or fail
+    without, a GPU)."""
     copy = {k: v for k, v in document.items() if k != "gpus"}
+    variables = {k: v for k, v in (copy.pop("environment-variables", None) or {}).items()
+                 if not str(k).startswith("NVIDIA_")}  # fmt: skip
+    if variables:
+        copy["environment-variables"] = variables
     resources = {k: v for k, v in (copy.pop("generic-resources", None) or {}).items()
-                 if str(k).lower() not in GPU_KEYS}  # fmt: skip
+                 if str(k).lower() not in GPU_RESOURCES}  # fmt: skip
     if resources:
         copy["generic-resources"] = resources
     if str(copy.get("runtime", "")).lower() == "nvidia":
@@ -224,7 +226,7 @@ def install_shipped(
 
 def _gpu_request(document: dict[str, Any]) -> tuple:
     resources = document.get("generic-resources") or {}
-    gpus = {str(k).lower(): str(v) for k, v in resources.items() if str(k).lower() in GPU_KEYS}
+    gpus = {str(k).lower(): str(v) for k, v in resources.items() if str(k).lower() in GPU_RESOURCES}
     return (str(document.get("gpus") or ""), tuple(sorted(gpus.items())))
 
 
