@@ -163,8 +163,9 @@ def test_a_deleted_project_takes_its_workflows(xnat_server, site, project):
 
 def test_a_training_job_reports_its_run_on_its_workflow_and_record(xnat_server, project,
                                                                     tmp_path):  # fmt: skip
-    """`train` launched on the local backend (two tiny epochs): the workflow's step names the
-    run it stored, at 100 %, and the container record ends with the same line."""
+    """`train` launched on the local backend (two tiny epochs): the container record names the
+    run from its first write there on; the workflow's step names the run it stored, at 100 %,
+    and the record ends with the same line."""
     with connect(xnat_server.url, xnat_server.user, xnat_server.password) as xnat:
         set_up(xnat, project, tmp_path, cases=6)
     wrappers = install_enabled(xnat_server, project, cpu_site_copy(json.loads(TRAIN.read_text())))
@@ -177,6 +178,8 @@ def test_a_training_job_reports_its_run_on_its_workflow_and_record(xnat_server, 
     job = wait_job(xnat_server, launched.json()["id"], timeout=540)
     assert job["status"] == "Complete", (job, job_logs(xnat_server, job["id"]))
     assert job["message"].startswith("stored ML_RUNS/followed: completed, epoch 2/2, best "), job
+    named = [(h["status"], h["message"]) for h in job["history"] if "ML_RUNS/" in h["message"]]
+    assert named[0] == ("Running", "writing run ML_RUNS/followed"), job["history"]
     workflow = xnat_server.session().get(
         f"{xnat_server.url}/xapi/workflows/{job['workflow-id']}").json()  # fmt: skip
     assert (workflow["status"], workflow["percentageComplete"]) == ("Complete", "100"), workflow
