@@ -103,6 +103,10 @@ class _Phases:
         started = time.perf_counter()
         try:
             yield
+        except NothingToDo as skipped:  # the job completes: its workflow says why with nothing
+            if self.progress is not None:
+                self.progress.report(f"infer: {skipped}", 100, final=True)
+            raise
         finally:
             spent = time.perf_counter() - started
             self.seconds[name] = self.seconds.get(name, 0.0) + spent
