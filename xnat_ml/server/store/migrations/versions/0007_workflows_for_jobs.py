@@ -61,20 +61,40 @@ def upgrade() -> None:
             ["id"],
             ondelete="SET NULL",
         )
-    if sequence is not None:
-        bind.execute(
-            sa.text("UPDATE sqlite_sequence SET seq = max(seq, :seq) WHERE name = 'cs_containers'"),
-            {"seq": sequence},
-        )
-        bind.execute(
-            sa.text(
-                "INSERT INTO sqlite_sequence (name, seq) SELECT 'cs_containers', :seq "
-                "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'cs_containers')"
-            ),
-            {"seq": sequence},
-        )
+    _keep_sequence(bind, sequence)
+
+
+def _keep_sequence(bind, sequence: int | None) -> None:
+    """cs_containers' AUTOINCREMENT sequence as it was before the table was rebuilt."""
+    if sequence is None:
+        return
+    bind.execute(
+        sa.text("UPDATE sqlite_sequence SET seq = max(seq, :seq) WHERE name = 'cs_containers'"),
+        {"seq": sequence},
+    )
+    bind.execute(
+        sa.text(
+            "INSERT INTO sqlite_sequence (name, seq) SELECT 'cs_containers', :seq "
+            "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'cs_containers')"
+        ),
+        {"seq": sequence},
+    )
 
 
 def downgrade() -> None:
-    """None: restore the copy of the data folder taken before upgrading (docs/server.md)."""
-    raise NotImplementedError("revision 0007 has no downgrade; restore the data folder's copy")
+    """Back to 0006 (tests replay older data folders; keep a copy of real ones): the column
+    and the table go, the job ids' sequence stays."""
+    bind = op.get_bind()
+    sequence = bind.execute(
+        sa.text("SELECT seq FROM sqlite_sequence WHERE name = 'cs_containers'")
+    ).scalar()
+    with op.batch_alter_table(
+        "cs_containers", recreate="always", table_kwargs={"sqlite_autoincrement": True}
+    ) as batch_op:
+        batch_op.drop_constraint("fk_cs_containers_workflow_id", type_="foreignkey")
+        batch_op.drop_column("workflow_id")
+    _keep_sequence(bind, sequence)
+    with op.batch_alter_table("wrk_workflowdata", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_wrk_workflowdata_project"))
+        batch_op.drop_index("ix_wrk_workflowdata_object")
+    op.drop_table("wrk_workflowdata")
