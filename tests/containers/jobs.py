@@ -9,6 +9,7 @@ from pathlib import Path
 from xnat_ml.containers.archive import ArchiveClient
 from xnat_ml.containers.backends import BackendState, JobStatus, LaunchSpec, MountSpec
 from xnat_ml.containers.command import load_command
+from xnat_ml.containers.installed import without_gpus
 from xnat_ml.containers.launch import build_spec, stage
 from xnat_ml.containers.resolve import resolve
 
@@ -77,8 +78,9 @@ def project_command_spec(command: dict, values: dict, root: Path) -> LaunchSpec:
 
 
 def cpu_site_copy(command: dict, memory_mb: int = 4096, cpus: int = 2) -> dict:
-    """The copy an admin of a site without GPUs installs: no GPU request, and limits its nodes
+    """The copy an admin of a site without GPUs installs (`commands install --cpu-only`: no GPU
+    request, no nvidia runtime), with limits its nodes
     can give (Slurm refuses a job asking for more memory or CPUs than any node has)."""
-    copy = {k: v for k, v in command.items() if k not in ("generic-resources", "gpus")}
+    copy = without_gpus(command)
     return {**copy, "reserve-memory": min(memory_mb, copy.get("reserve-memory", memory_mb)),
             "limit-memory": memory_mb, "limit-cpu": cpus}  # fmt: skip

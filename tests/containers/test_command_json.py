@@ -207,6 +207,13 @@ def test_as_a_child_of_property_not_uri(roi_to_mask):
         ),
         (lambda d: d["inputs"].append(d["inputs"][0]), "input name 'ROI_TYPE' is not unique"),
         (lambda d: d.update(xnat={"not": "a list"}), "xnat: expected a list"),
+        (lambda d: d.update(gpus="lots"), "gpus: 'lots' is neither 'all' nor a whole number"),
+        (lambda d: d.update(gpus=["1"]), "gpus: expected a string"),
+        (lambda d: d.update(runtime="nvidia; rm"), "runtime: 'nvidia; rm' is not a container"),
+        (
+            lambda d: d.update({"generic-resources": {"nvidia.com/gpu": "one"}}),
+            "generic-resources.nvidia.com/gpu: 'one' is not a whole number",
+        ),
     ],
 )
 def test_broken_commands(roi_to_mask, change, expected):
@@ -262,3 +269,17 @@ def test_matcher_wildcards_use_no_deprecated_jsonpath():
     assert matches("'NIFTI' in @.resources.*.label", scan)
     assert matches("'DICOM' in @..*.label", scan)
     assert not matches("'SEG' in @..*.label", scan)
+
+
+def test_gpu_fields_take_xnat_types(roi_to_mask):
+    """`gpus` is a string ("all" or a count; a JSON number is read as one, as Jackson does);
+    a GPU generic resource asking for another count than `gpus` is a warning."""
+    for gpus in ("all", "2", 2):
+        data = dict(copy.deepcopy(roi_to_mask), gpus=gpus, runtime="nvidia")
+        data["generic-resources"] = {"nvidia.com/gpu": "2"}
+        assert errors_of(data) == [], gpus
+    data = dict(copy.deepcopy(roi_to_mask), gpus="1")
+    data["generic-resources"] = {"nvidia.com/gpu": "2"}
+    command, problems = parse_command(json.dumps(data))
+    warnings = [str(p) for p in problems + validate(command) if p.warning]
+    assert any("asks for 2 GPU(s) and gpus for 1" in w for w in warnings), warnings

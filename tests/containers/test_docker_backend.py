@@ -249,13 +249,16 @@ def test_container_options_translate_the_spec(tmp_path):
 
 
 def test_shipped_train_command_asks_docker_for_one_gpu(tmp_path):
-    """train.json's "generic-resources": {"gpu": "1"} reaches Docker as a request for one GPU;
-    the copy a site without GPUs installs asks for none."""
+    """train.json's `"gpus": "1"` (beside `"generic-resources": {"gpu": "1"}` for Swarm and
+    Kubernetes, and the nvidia runtime a real XNAT's Docker needs) reaches Docker as a request
+    for one GPU; the copy a site without GPUs installs asks for none."""
     shipped = json.loads(TRAIN.read_text())
     values = {"CONFIG": "tiny", "RUN_ID": "r1"}
     options = container_options(project_command_spec(shipped, values, tmp_path / "gpu"))
     [request] = options["device_requests"]
     assert request["Count"] == 1 and request["Capabilities"] == [["gpu"]]
+    assert options["runtime"] == "nvidia"
+    assert options["environment"]["NVIDIA_VISIBLE_DEVICES"] == "all"
     assert options["mem_limit"] == "32768m" and options["nano_cpus"] == 8 * 10**9
     assert options["shm_size"] == 4 * 2**30  # loader workers and NCCL live in /dev/shm
     assert options["command"][-1] == (  # the empty DATASET leaves nothing, its flag included
@@ -269,3 +272,26 @@ def test_shipped_train_command_asks_docker_for_one_gpu(tmp_path):
 def test_binds_given_as_one_string(tmp_path):
     backend = DockerBackend(tmp_path, docker_binds="/a:/a:ro,/b:/c")
     assert backend.binds == ["/a:/a:ro", "/b:/c"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "count"),
+    [
+        ({"gpus": "all"}, -1),  # Docker's "every GPU"
+        ({"gpus": 2}, 2),
+        ({"generic-resources": {"nvidia.com/gpu": "3"}}, 3),  # no gpus: the generic resource
+        ({"generic-resources": {"gpu": "1"}}, 1),  # what the commands carried before
+        ({"gpus": "0", "generic-resources": {"nvidia.com/gpu": "1"}}, None),  # gpus decides
+    ],
+)
+def test_gpu_fields_become_a_device_request(tmp_path, fields, count):
+    """What a command's `gpus` and GPU `generic-resources` ask Docker for (no GPU needed)."""
+    command = {k: v for k, v in json.loads(TRAIN.read_text()).items()
+               if k not in ("gpus", "generic-resources")}  # fmt: skip
+    spec = project_command_spec({**command, **fields}, {"CONFIG": "c"}, tmp_path)
+    requests = container_options(spec).get("device_requests")
+    if count is None:
+        assert requests is None
+    else:
+        [request] = requests
+        assert request["Count"] == count and request["Capabilities"] == [["gpu"]]

@@ -238,8 +238,9 @@ def test_generic_resources_become_gres(tmp_path, resources, gpus, directive):
 
 
 def test_shipped_train_command_asks_slurm_for_one_gpu(tmp_path):
-    """train.json's "generic-resources": {"gpu": "1"} becomes --gres=gpu:1 (and --nv under
-    Apptainer); the copy a site without GPUs installs asks for no GRES."""
+    """train.json's GPU count (`"gpus": "1"`, `"generic-resources": {"gpu": "1"}`) becomes
+    --gres=gpu:1 (and --nv under Apptainer); the copy a site without GPUs installs asks for no
+    GRES."""
     shipped = json.loads(TRAIN.read_text())
     spec = project_command_spec(shipped, {"CONFIG": "tiny"}, tmp_path / "gpu")
     lines = sbatch_script(spec, tmp_path / "gpu").splitlines()
@@ -250,6 +251,7 @@ def test_shipped_train_command_asks_slurm_for_one_gpu(tmp_path):
     assert "apptainer exec --nv --bind" in sbatch_script(spec, tmp_path, runtime="apptainer")
     cpu = project_command_spec(cpu_site_copy(shipped), {"CONFIG": "tiny"}, tmp_path / "cpu")
     assert "--gres" not in sbatch_script(cpu, tmp_path / "cpu")
+    assert "NVIDIA_VISIBLE_DEVICES" not in cpu.env and cpu.runtime is None
 
 
 def test_script_in_an_apptainer_image(tmp_path):
@@ -333,3 +335,28 @@ def test_a_line_break_in_an_option_cannot_become_a_command(tmp_path):
     spec = make_spec(tmp_path, "true")
     with pytest.raises(XnatMlError, match="holds a line break"):
         sbatch_script(spec, tmp_path, partition="debug\ntouch /tmp/pwned")
+
+
+@pytest.mark.parametrize(
+    ("fields", "directive"),
+    [
+        ({"gpus": "2"}, "--gres=gpu:2"),
+        ({"generic-resources": {"nvidia.com/gpu": "3"}}, "--gres=gpu:3"),
+        ({"gpus": "2", "generic-resources": {"nvidia.com/gpu": "2", "fpga": "1"}},
+         "--gres=fpga:1,gpu:2"),
+    ],
+)
+def test_gpu_count_becomes_gres(tmp_path, fields, directive):
+    command = {k: v for k, v in json.loads(TRAIN.read_text()).items()
+               if k not in ("gpus", "generic-resources")}  # fmt: skip
+    spec = project_command_spec({**command, **fields}, {"CONFIG": "c"}, tmp_path / "job")
+    gres = [line for line in sbatch_script(spec, tmp_path).splitlines() if "--gres" in line]
+    assert gres == [f"#SBATCH {directive}"]
+
+
+def test_all_gpus_is_refused_on_slurm(tmp_path):
+    """Slurm reserves counts: `"gpus": "all"` fails the launch in one line."""
+    command = {**json.loads(TRAIN.read_text()), "gpus": "all"}
+    spec = project_command_spec(command, {"CONFIG": "c"}, tmp_path / "job")
+    with pytest.raises(XnatMlError, match="asks for all GPUs .* give it a count"):
+        sbatch_script(spec, tmp_path)

@@ -164,6 +164,10 @@ def test_new_session_gets_the_models_collection_from_its_dicom_event(site: Site,
     assert any("scan 2 of session EV_NEW_MR: not an input image of model tissues v1" in log
                for log in logs.values()), logs  # fmt: skip
     assert any("stored SEG collection" in log for log in logs.values()), logs
+    # each job's record (from its XNAT workflow's last step) says what it did
+    messages = sorted(j["message"] for j in jobs)
+    assert messages[0].startswith("infer: scan 2 of session EV_NEW_MR: not an input image"), jobs
+    assert messages[1].startswith("infer: stored SEG collection AI_tissues"), jobs
     session_id = site.http.get(session, params={"format": "json"}).json()["items"][0][
         "data_fields"]["ID"]  # fmt: skip
     rows = site.http.get(f"{site.url}/data/experiments/{session_id}/assessors",

@@ -408,6 +408,11 @@ def test_the_infer_command_on_the_local_backend(site: Site):
     files = site.files(f"/data/experiments/{site.session_id}/assessors/{row['ID']}/resources/"
                        "LABELMAP")  # fmt: skip
     assert "labels.nii.gz" in files
+    # its XNAT workflow followed it to the end, and its record says what it stored
+    workflow = site.http.get(f"{site.url}/xapi/workflows/{job['workflow-id']}").json()
+    done = f"infer: stored SEG collection {label}"
+    assert (workflow["status"], workflow["stepDescription"]) == ("Complete", done), workflow
+    assert workflow["percentageComplete"] == "100" and job["message"] == done
 
 
 def test_a_batch_runs_infer_over_sessions(site: Site):

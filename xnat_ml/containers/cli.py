@@ -1,4 +1,5 @@
-"""`xnat-ml commands ...`: check Container Service command JSON before installing it."""
+"""`xnat-ml commands ...`: check Container Service command JSON, install the shipped commands on
+an XNAT, run one by hand."""
 
 from __future__ import annotations
 
@@ -46,6 +47,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     label.add_argument("files", nargs="+", type=Path, metavar="FILE")
     label.set_defaults(func=_label)
+    install = verbs.add_parser(
+        "install",
+        help="install the shipped commands on an XNAT (site admin) and enable their wrappers",
+        description=(
+            "Install the commands of command_json/ (all, or those NAMEd) on the XNAT's Container "
+            "Service, one POST /xapi/commands each, skipping those already installed (same name "
+            "and version); with --enable, turn every wrapper of them on site-wide and, with "
+            "--project, in that project. --cpu-only installs them without GPU requests (gpus, "
+            "GPU generic-resources, the nvidia runtime), for sites with no GPU. Needs a site "
+            "administrator; running it again changes nothing. Server and user come from "
+            "--url/--user/--password or XNAT_HOST/XNAT_USER/XNAT_PASS."
+        ),
+    )
+    install.add_argument("names", nargs="*", metavar="NAME", help="command names (default: all)")
+    install.add_argument("--project", metavar="P", help="also enable the wrappers in project P")
+    install.add_argument("--enable", action="store_true", help="enable the wrappers")
+    install.add_argument("--cpu-only", action="store_true", help="drop the commands' GPU requests")
+    add_connection_arguments(install)
+    install.set_defaults(func=_install)
     run = verbs.add_parser(
         "run",
         help="run one command's wrapper by hand against an XNAT (no Container Service needed)",
@@ -111,6 +131,26 @@ def _label(args: argparse.Namespace) -> int:
         load_command(raw, f"command file {path}")  # refuses what XNAT would refuse
         documents.append(load_json(raw, f"command file {path}"))
     print(json.dumps(documents, separators=(",", ":"), ensure_ascii=False))
+    return 0
+
+
+def _install(args: argparse.Namespace) -> int:
+    from xnat_ml.containers.installed import install_shipped, shipped_commands
+    from xnat_ml.xnat.cliargs import connect_from_args
+    from xnat_ml.xnat.responses import reported_as
+    from xnat_ml.xnat.roles import require_site_admin
+    from xnat_ml.xnat.uris import segment
+
+    if args.project and not args.enable:
+        raise XnatMlError("commands install --project: only with --enable (it enables there)")
+    files = shipped_commands(args.names)  # unknown names refused before any call
+    with connect_from_args(args) as session:
+        require_site_admin(session, "commands install")
+        if args.project:
+            with reported_as(f"project {args.project}"):
+                session.get(f"/data/projects/{segment(args.project)}", accepted_status=[200])
+        for line in install_shipped(session, files, args.cpu_only, args.enable, args.project):
+            print(line)
     return 0
 
 

@@ -29,6 +29,12 @@ class Problem:
         return f"{'warning: ' if self.warning else ''}{self.path}: {self.message}"
 
 
+#: generic-resources that name GPUs: XNAT's Swarm and Kubernetes backends read `nvidia.com/gpu`;
+#: `gpu` is what xnat-ml's commands asked for before they carried `gpus`
+GPU_RESOURCES = ("gpu", "nvidia.com/gpu", "amd.com/gpu")
+ALL_GPUS = -1  # `"gpus": "all"`: every GPU of the host (Docker's count -1)
+
+
 def _f(key: str, kind: str = "str", default: Any = None, **kw: Any) -> Any:
     """A dataclass field that knows its JSON key and how to coerce the JSON value."""
     if isinstance(default, list | dict):
@@ -185,6 +191,18 @@ class Command:
     ulimits: dict[str, str] = _f("ulimits", "strmap", {})
     secrets: list[Any] = _f("secrets", "anylist", [])
     visibility: str | None = _f("visibility")
+
+    def gpu_count(self) -> int:
+        """GPUs asked for: `gpus` ("all": ALL_GPUS, a whole number), else the largest GPU entry
+        of `generic-resources` (what Swarm and Kubernetes read); 0 for none."""
+        asked = (self.gpus or "").strip().lower()
+        if asked == "all":
+            return ALL_GPUS
+        if asked.isdigit():
+            return int(asked)
+        counts = [int(count) for name, count in self.generic_resources.items()
+                  if name.lower() in GPU_RESOURCES and str(count).isdigit()]  # fmt: skip
+        return max(counts, default=0)
 
     def wrapper(self, name_or_id: str | int) -> Wrapper | None:
         for w in self.xnat:

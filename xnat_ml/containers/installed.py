@@ -16,7 +16,7 @@ from xnat.session import XNATSession
 
 from xnat_ml.assets import shipped_dir
 from xnat_ml.bounded_json import read_json
-from xnat_ml.containers.command import MAX_COMMAND_BYTES
+from xnat_ml.containers.command import GPU_RESOURCES, MAX_COMMAND_BYTES
 from xnat_ml.errors import XnatMlError
 from xnat_ml.xnat.responses import reported_as
 from xnat_ml.xnat.uris import segment
@@ -150,3 +150,99 @@ def _root_type(wrapper: dict[str, Any]) -> str | None:
     """The type of a listed wrapper's first external input (what a launch is on)."""
     external = wrapper.get("external-inputs") or [{}]
     return external[0].get("type")
+
+
+# ------------------------------------------------------------------ setting up a site
+
+def without_gpus(document: dict[str, Any]) -> dict[str, Any]:
+    """The command as a site without GPUs installs it: no `gpus`, no GPU generic resources,
+    no `nvidia` runtime nor its NVIDIA_* variables (a job would otherwise wait for, or fail
+    without, a GPU)."""
+    copy = {k: v for k, v in document.items() if k != "gpus"}
+    variables = {k: v for k, v in (copy.pop("environment-variables", None) or {}).items()
+                 if not str(k).startswith("NVIDIA_")}  # fmt: skip
+    if variables:
+        copy["environment-variables"] = variables
+    resources = {k: v for k, v in (copy.pop("generic-resources", None) or {}).items()
+                 if str(k).lower() not in GPU_RESOURCES}  # fmt: skip
+    if resources:
+        copy["generic-resources"] = resources
+    if str(copy.get("runtime", "")).lower() == "nvidia":
+        del copy["runtime"]
+    return copy
+
+
+def shipped_commands(names: list[str] | None = None) -> list[Path]:
+    """The command files of `command_json/` (those named, by command name, in that order)."""
+    files = {p.stem: p for p in sorted(COMMAND_DIR.glob("*.json"))}
+    if not names:
+        return list(files.values())
+    unknown = [n for n in names if n not in files]
+    if unknown:
+        raise XnatMlError(f"command {unknown[0]}: not shipped (shipped: {', '.join(files)})")
+    return [files[n] for n in dict.fromkeys(names)]
+
+
+def install_shipped(
+    session: XNATSession,
+    files: list[Path],
+    cpu_only: bool = False,
+    enable: bool = False,
+    project: str | None = None,
+) -> list[str]:
+    """Install each command file that the server lacks (one POST each: XNAT installs a command
+    with all its wrappers), and with `enable` turn its wrappers on site-wide and in `project`;
+    one line per command saying what was done. Running it again changes nothing."""
+    documents = []
+    for path in files:
+        document = read_json(path, f"command file {path}", max_bytes=MAX_COMMAND_BYTES)
+        if not isinstance(document, dict):
+            raise XnatMlError(f"command file {path}: expected a JSON object")
+        documents.append(without_gpus(document) if cpu_only else document)
+    installed = {(c.get("name"), c.get("version")): c for c in list_commands(session)}
+    lines = []
+    for document in documents:
+        name, version = document.get("name"), document.get("version")
+        found = installed.get((name, version))
+        if found is None:
+            with reported_as(f"command {name} {version}: installing it"):
+                session.post("/xapi/commands", json=document, accepted_status=[200, 201])
+            found = {(c.get("name"), c.get("version")): c for c in list_commands(session)}.get(
+                (name, version)
+            )
+            if found is None:
+                raise XnatMlError(f"command {name} {version}: installed, yet not listed after")
+            line = f"command {name} {version}: installed (id {found.get('id')})"
+        else:
+            line = f"command {name} {version}: already installed (id {found.get('id')})"
+            if _gpu_request(found) != _gpu_request(document):
+                line += (f"; its GPU request differs from this one: DELETE /xapi/commands/"
+                         f"{found.get('id')} and install again to change it")  # fmt: skip
+        if enable:
+            line += "; " + _enable_all(session, found, project)
+        lines.append(line)
+    return lines
+
+
+def _gpu_request(document: dict[str, Any]) -> tuple:
+    resources = document.get("generic-resources") or {}
+    gpus = {str(k).lower(): str(v) for k, v in resources.items() if str(k).lower() in GPU_RESOURCES}
+    return (str(document.get("gpus") or ""), tuple(sorted(gpus.items())))
+
+
+def _enable_all(session: XNATSession, command: dict[str, Any], project: str | None) -> str:
+    """Enable every wrapper of an installed command site-wide and in `project` (idempotent)."""
+    names = []
+    for wrapper in command.get("xnat") or []:
+        wrapper_id, wrapper_name = wrapper.get("id"), wrapper.get("name")
+        with reported_as(f"wrapper {command.get('name')}/{wrapper_name}: enabling it site-wide"):
+            session.put(f"/xapi/wrappers/{wrapper_id}/enabled", accepted_status=[200, 201, 204])
+        if project:
+            with reported_as(
+                f"wrapper {command.get('name')}/{wrapper_name}: enabling it in project {project}"
+            ):
+                session.put(f"/xapi/projects/{segment(project)}/wrappers/{wrapper_id}/enabled",
+                            accepted_status=[200, 201, 204])  # fmt: skip
+        names.append(str(wrapper_name))
+    where = "site-wide" + (f" and in project {project}" if project else "")
+    return f"enabled {', '.join(names) or 'no wrapper'} {where}"

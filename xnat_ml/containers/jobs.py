@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from xnat_ml.containers.workflows import QUEUED, Workflow
 from xnat_ml.store import Base, utcnow
 
 CREATED = "Created"
@@ -53,6 +54,11 @@ class Job(Base):
     outputs: Mapped[list] = mapped_column(JSON, default=list)  # URIs uploaded
     work_dir: Mapped[str] = mapped_column(default="")
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    workflow_id: Mapped[int | None] = mapped_column(
+        ForeignKey("wrk_workflowdata.id", ondelete="SET NULL")
+    )
+
+    workflow: Mapped[Workflow | None] = relationship()
 
     history: Mapped[list[JobEvent]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="JobEvent.id"
@@ -77,6 +83,8 @@ class Job(Base):
         if exit_code is not None:
             self.exit_code = exit_code
         self.history.append(JobEvent(status=status, time=now, message=message, exit_code=exit_code))
+        if self.workflow is not None:  # a requeued job waits again: Queued, as at its launch
+            self.workflow.mirror(QUEUED if status == CREATED else status, message)
 
     def to_json(self) -> dict:
         """The container as XNAT's /xapi/containers describes it (the fields clients read)."""
@@ -96,6 +104,7 @@ class Job(Base):
             "backend": self.backend,
             "container-id": self.backend_job_id,
             "bulk-launch-id": self.bulk_id,
+            "workflow-id": None if self.workflow_id is None else str(self.workflow_id),
             "root-uri": self.root_uri,
             "inputs": [{"name": k, "value": v} for k, v in (self.inputs or {}).items()],
             "command-line": (self.resolved or {}).get("command-line"),

@@ -76,7 +76,6 @@ def build_spec(
     log_dir: Path,
 ) -> LaunchSpec:
     c = resolution.command
-    gpus = c.generic_resources.get("gpu") or c.generic_resources.get("GPU") or c.gpus or "0"
     return LaunchSpec(
         image=c.image or "",
         command_line=resolution.command_line,
@@ -90,7 +89,7 @@ def build_spec(
         limit_memory_mb=c.limit_memory,
         reserve_memory_mb=c.reserve_memory,
         shm_size=c.shm_size,
-        gpus=int(gpus) if str(gpus).isdigit() else 0,
+        gpus=c.gpu_count(),
         generic_resources=dict(c.generic_resources),
         network=c.network,
         ipc_mode=c.ipc_mode,
@@ -295,7 +294,8 @@ def complete(
         )
     except XnatMlError as exc:
         return Outcome("Failed (Upload)", str(exc), outcome.exit_code)
-    return Outcome("Complete", f"uploaded {len(uploaded)} output(s)", 0, uploaded)
+    message = f"uploaded {len(uploaded)} output(s)" if uploaded else "no output to upload"
+    return Outcome("Complete", message, 0, uploaded)
 
 
 def execute(

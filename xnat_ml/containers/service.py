@@ -61,6 +61,7 @@ class _Loaded:
     backend: str
     backend_job_id: str | None
     job_dir: Path
+    workflow_id: int | None = None
 
 
 @dataclass
@@ -80,6 +81,12 @@ def parse_raw_inputs(entries: list[str] | tuple) -> dict[str, set[str]]:
             raise XnatMlError(f"raw input {entry!r}: expected COMMAND:INPUT")
         table.setdefault(command, set()).add(name)
     return table
+
+
+def _stored(step: str, uploaded: list[str] | None) -> str:
+    """A complete job's message: the last step it reported on its workflow (what a command that
+    stores its results itself says it stored), then what the output handlers uploaded."""
+    return f"{step}; uploaded {len(uploaded)} output(s)" if uploaded else step
 
 
 class ContainerService:
@@ -359,6 +366,7 @@ class ContainerService:
                     backend=job.backend,
                     backend_job_id=job.backend_job_id,
                     job_dir=Path(job.work_dir),
+                    workflow_id=job.workflow_id,
                 )
         if loaded is None:
             self._finish(job_id, jobs.FAILED, "its command was deleted before it ran")
@@ -371,12 +379,15 @@ class ContainerService:
         return loaded
 
     def _client(self, job: _Loaded) -> tuple[ArchiveClient, dict[str, str]]:
-        """A REST client and the container's XNAT_* variables, on a fresh alias token."""
+        """A REST client and the container's XNAT_* variables, on a fresh alias token, with
+        XNAT_WORKFLOW_ID as XNAT's Container Service sets it."""
         alias, secret = self.token_factory(job.username, job.job_id)
         client = ArchiveClient(
             job.host, alias, secret, renew=lambda: self.token_factory(job.username, job.job_id)
         )
         env = {"XNAT_HOST": job.host.rstrip("/"), "XNAT_USER": alias, "XNAT_PASS": secret}
+        if job.workflow_id is not None:  # where the job reports its step and percentage
+            env["XNAT_WORKFLOW_ID"] = str(job.workflow_id)
         return client, env
 
     def _resolve(self, job: _Loaded, client: ArchiveClient) -> Resolution:
@@ -542,6 +553,8 @@ class ContainerService:
             if job is not None and not job.finished:
                 if killed and status != jobs.COMPLETE:
                     status, message = jobs.KILLED, message or "killed on request"
+                if status == jobs.COMPLETE and job.workflow and job.workflow.step_description:
+                    message = _stored(job.workflow.step_description, uploaded)
                 job.set_status(status, message, exit_code)
                 if uploaded:
                     job.outputs = uploaded

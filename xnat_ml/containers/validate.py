@@ -15,6 +15,7 @@ import re
 from xnat_ml.bounded_json import load_json
 from xnat_ml.containers import xsitypes
 from xnat_ml.containers.command import (
+    GPU_RESOURCES,
     Command,
     CommandInput,
     DerivedInput,
@@ -102,6 +103,23 @@ class _Validator:
     def warn(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message, warning=True))
 
+    def _gpus(self, c: Command) -> None:
+        """`gpus` is XNAT's string: "all" or a count; `runtime` a plain name (e.g. nvidia). The
+        GPU generic resource should ask for as many as `gpus`: standalone Docker reads `gpus`,
+        Swarm and Kubernetes the generic resource."""
+        asked = (c.gpus or "").strip().lower()
+        if c.gpus is not None and asked != "all" and not asked.isdigit():
+            self.err("gpus", f"{c.gpus!r} is neither 'all' nor a whole number")
+        if c.runtime is not None and not re.fullmatch(r"[A-Za-z0-9][\w.-]*", c.runtime):
+            self.err("runtime", f"{c.runtime!r} is not a container runtime name")
+        for name, value in c.generic_resources.items():
+            if name.lower() in GPU_RESOURCES and asked.isdigit() and value.isdigit() and (
+                int(value) != int(asked)
+            ):
+                self.warn(f"generic-resources.{name}",
+                          f"asks for {value} GPU(s) and gpus for {c.gpus}: standalone Docker "
+                          "reads gpus, Swarm and Kubernetes this")  # fmt: skip
+
     def run(self) -> None:
         c = self.c
         if not c.name or not c.name.strip():
@@ -125,6 +143,7 @@ class _Validator:
         for name, value in c.generic_resources.items():
             if not value.isdigit():
                 self.err(f"generic-resources.{name}", f"{value!r} is not a whole number")
+        self._gpus(c)
         for name in c.environment_variables:
             if name in RESERVED_ENV:
                 self.err(f"environment-variables.{name}", "is reserved: XNAT sets it at launch")

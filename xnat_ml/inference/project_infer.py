@@ -59,6 +59,7 @@ from xnat_ml.xnat.responses import reported_as
 from xnat_ml.xnat.roi import upload_roi_collection
 from xnat_ml.xnat.roles import require_role
 from xnat_ml.xnat.uris import assessor_uri, experiment_uri, resource_uri, scan_uri
+from xnat_ml.xnat.workflow import WorkflowProgress
 
 log = logging.getLogger(__name__)
 
@@ -81,19 +82,31 @@ class Inferred:
     timings: dict[str, float] = field(default_factory=dict)  # phase -> wall seconds
 
 
+#: how far a run is when it enters each phase (the model's forward pass is the long one)
+PHASE_PERCENT = {"checks": 0, "pull": 10, "download": 20, "conversion": 40, "model": 50,
+                 "result": 80, "store": 90}  # fmt: skip
+
+
 class _Phases:
     """Wall seconds per phase of one run, in the order first entered: checks, pull, download,
     conversion, model (``infer`` and its NIfTI written), result (SEG and label map folder),
     store (upload, or the copy into --to)."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress: WorkflowProgress | None = None) -> None:
         self.seconds: dict[str, float] = {}
+        self.progress = progress
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
+        if self.progress is not None:  # a job's workflow step (xnat/workflow.py)
+            self.progress.report(f"infer: {name}", PHASE_PERCENT.get(name))
         started = time.perf_counter()
         try:
             yield
+        except NothingToDo as skipped:  # the job completes: its workflow says why with nothing
+            if self.progress is not None:
+                self.progress.report(f"infer: {skipped}", 100, final=True)
+            raise
         finally:
             spent = time.perf_counter() - started
             self.seconds[name] = self.seconds.get(name, 0.0) + spent
@@ -129,7 +142,8 @@ def infer_session(
     is one of the model's input scans and every channel has its scan, NothingToDo, so that of
     a session's DICOM uploads only the last input's runs the model.
     """
-    phases = _Phases()
+    progress = WorkflowProgress(session)
+    phases = _Phases(progress)
     with phases("checks"):
         if store:
             require_role(session, project, "Member", "infer (storing its SEG collection)")
@@ -175,6 +189,8 @@ def infer_session(
             else:
                 _deliver(work / "out", Path(to))
                 collection = None
+    done = f"stored SEG collection {label}" if collection else f"wrote {label} to {to}"
+    progress.report(f"infer: {done}", 100, final=True)
     return Inferred(name, number, session_id, session_label, scans, label, collection, replaced,
                     phases.seconds)  # fmt: skip
 

@@ -45,6 +45,7 @@ BLUEPRINT_MODULES = (
     "xnat_ml.server.api.search",
     "xnat_ml.server.api.sharing",
     "xnat_ml.server.api.prearchive",
+    "xnat_ml.server.api.workflows",
 )
 
 

@@ -21,6 +21,7 @@ from xnat_ml.containers.backends.base import option_list
 from xnat_ml.containers.jobs import Job
 from xnat_ml.containers.registry import WrapperSetting
 from xnat_ml.containers.service import ContainerService
+from xnat_ml.containers.workflows import Workflow
 from xnat_ml.server import auth, site
 from xnat_ml.server.extension import Extension
 from xnat_ml.server.faults import fault_point
@@ -83,7 +84,8 @@ def _with_data_hidden(app: Flask) -> dict[str, object]:
 
 
 def _retire_project_jobs(app: Flask, *, project, db: Session, **_extra) -> Callable[[], None]:
-    """`project_deleting`: the project's jobs (with their history) and wrapper switches go in
+    """`project_deleting`: the project's jobs (with their history and workflows) and wrapper
+    switches go in
     the deleting transaction; once it commits, running jobs are stopped and their files
     (logs included) removed."""
     retired = [
@@ -97,6 +99,7 @@ def _retire_project_jobs(app: Flask, *, project, db: Session, **_extra) -> Calla
     auth.revoke_project_job_tokens(project.id)  # before the job rows that name the tokens go
     job_writes.forget(db, [job_id for job_id, *_rest in retired])  # their objects go too
     db.execute(delete(Job).where(Job.project == project.id))
+    db.execute(delete(Workflow).where(Workflow.project == project.id))
     db.execute(delete(WrapperSetting).where(WrapperSetting.project == project.id))
     service = container_service.get(app)
 

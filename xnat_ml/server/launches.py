@@ -26,6 +26,7 @@ from xnat_ml.containers.resolve import (
     object_uri,
 )
 from xnat_ml.containers.validate import OBJECT_TYPES
+from xnat_ml.containers.workflows import Workflow
 from xnat_ml.server import auth
 from xnat_ml.server.container_service import container_service
 from xnat_ml.server.faults import fault_point
@@ -66,9 +67,11 @@ def create_job(
     if root not in {i.name for i in wrapper.external_inputs}:
         raise InputError(root, f"not an external input of wrapper {wrapper.name!r}")
     params = check_inputs(command, wrapper, values)
-    for inp in wrapper.external_inputs:
-        if inp.type in OBJECT_TYPES and params.get(inp.name):
-            _check_archive_object(project, inp.name, inp.type, params[inp.name])
+    objects = {
+        inp.name: _check_archive_object(project, inp.name, inp.type, params[inp.name])
+        for inp in wrapper.external_inputs
+        if inp.type in OBJECT_TYPES and params.get(inp.name)
+    }
     sensitive = {i.name for i in (*wrapper.inputs, *command.inputs) if i.sensitive}
     user = auth.require_login()
     db = get_db()
@@ -85,6 +88,7 @@ def create_job(
         bulk_id=bulk_id,
         params=params,
         inputs={k: ("*****" if k in sensitive else v) for k, v in params.items()},
+        workflow=_workflow(project, wrapper, objects.get(root), user.username, bulk_id),
     )
     job.set_status(jobs.CREATED, f"launched by {user.username}")
     db.add(job)
@@ -113,7 +117,27 @@ def launch_on(
     return job
 
 
-def _check_archive_object(project: str, name: str, kind: str, value: str) -> None:
+def _workflow(project: str, wrapper: Wrapper, root, username: str, bulk_id: str | None) -> Workflow:
+    """The launch's workflow, on its root object as XNAT's Container Service opens it: a
+    scan's is its session's (with the scan id), a resource's its holder's; a root that is no
+    archive object (a plain value) hangs it on the project."""
+    scan_id = ""
+    if root is None:
+        root = resolve_object(f"/data/projects/{project}", access="read")
+    if root.kind == "scan":
+        scan_id, root = root.id, root.experiment
+    return Workflow(
+        object_id=root.id,
+        scan_id=scan_id,
+        project=project,
+        data_type=root.xsi_type,
+        pipeline_name=wrapper.name,
+        job_id=bulk_id or "",
+        create_user=username,
+    )
+
+
+def _check_archive_object(project: str, name: str, kind: str, value: str):
     """A launch names objects of the launch project, of the input's type (InputError → 400):
     the job would otherwise be accepted only to fail, run on the wrong object, or read another
     project's data under this one (the worker checks again when it resolves)."""
@@ -125,3 +149,4 @@ def _check_archive_object(project: str, name: str, kind: str, value: str) -> Non
     if kind != "Resource":
         check_object_type(name, kind, obj.xsi_type)
     check_object_project(name, uri, obj.project_obj.id, project)
+    return obj

@@ -91,7 +91,8 @@ def check_gpus(run: str, processes: int, gpus: int) -> None:
     if seen < gpus:
         raise XnatMlError(
             f"run {run}: asks for {gpus} GPUs and this machine sees {seen} (a Container Service "
-            f'command needs "generic-resources": {{"gpu": "{gpus}"}})'
+            f'command needs "gpus": "{gpus}" and "generic-resources": {{"gpu": "{gpus}"}}; '
+            "docs/backends.md, GPUs)"
         )
 
 

@@ -7,6 +7,9 @@ sees a status also finds the checkpoints and metrics it speaks of (and their dig
 
 ``LiveStatus`` keeps ``status.json`` in ML_RUNS current between those syncs (iteration, loss,
 ETA), from a thread of its own: training never waits on the server for it.
+
+Inside a Container Service job, each stored status also becomes the step and percentage of the
+job's XNAT workflow (``xnat/workflow.py``), naming the run: ``ML_RUNS/<run>: epoch 3/10``.
 """
 
 from __future__ import annotations
@@ -25,10 +28,20 @@ from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import RUNS_RESOURCE
 from xnat_ml.training.project_files import download, list_paths, read_text, upload_tree
 from xnat_ml.training.project_models import check_name
-from xnat_ml.training.run_folder import RUNNING, STATUS_FILE, RunFolder
+from xnat_ml.training.run_folder import (
+    COMPLETED,
+    FAILED,
+    KILLED,
+    NAN,
+    RUNNING,
+    STATUS_FILE,
+    RunFolder,
+)
+from xnat_ml.xnat.workflow import WorkflowProgress
 
 log = logging.getLogger(__name__)
 LIVE_EVERY_S = 15.0  # status.json to ML_RUNS between validations: watchable, one small PUT
+FINISHED = (COMPLETED, FAILED, KILLED, NAN)  # run states no later sync changes
 
 
 class RunUploader:
@@ -43,6 +56,7 @@ class RunUploader:
         self.session, self.project = session, project
         self._lock = threading.Lock()  # one upload at a time: the sync's or the live status's
         self._stored_checkpoints = (stored or {}).get("checkpoints") or {}
+        self.progress = WorkflowProgress(session)
 
     def __call__(self, run: RunFolder, changed: Sequence[str]) -> None:
         with self._lock:
@@ -63,6 +77,7 @@ class RunUploader:
                 copy = Path(tmp) / STATUS_FILE
                 copy.write_bytes(data)
                 self._upload(run, {STATUS_FILE: copy})
+            self._report(run, status)
             return True
         finally:
             self._lock.release()
@@ -81,7 +96,25 @@ class RunUploader:
                     self._upload(run, {path: run.file(path) for path in batch})
             if status is not None:
                 self._upload(run, {STATUS_FILE: status})
-                self._stored_checkpoints = json.loads(status.read_bytes()).get("checkpoints") or {}
+                stored = json.loads(status.read_bytes())
+                self._stored_checkpoints = stored.get("checkpoints") or {}
+                self._report(run, stored)
+
+    def _report(self, run: RunFolder, status: dict[str, Any]) -> None:
+        """The stored status as the job's workflow step: what and where, epoch, percentage."""
+        state, epoch, last = status.get("state", ""), status.get("epoch"), status.get("max_epochs")
+        final = state in FINISHED
+        step = f"{'stored ' if final else ''}{RUNS_RESOURCE}/{run.run_id}: {state}"
+        percent = None
+        if isinstance(epoch, int) and isinstance(last, int) and last > 0:
+            step += f", epoch {epoch}/{last}"
+            percent = 100.0 * epoch / last
+        done, total = status.get("iteration"), status.get("max_iterations")
+        if isinstance(done, int) and isinstance(total, int) and total > 0:  # finer, between epochs
+            percent = 100.0 * min(done, total) / total
+        if isinstance(status.get("best_metric"), (int, float)):
+            step += f", best {status.get('metric_name') or 'metric'} {status['best_metric']:.4f}"
+        self.progress.report(step, percent, final=final)
 
     def _upload(self, run: RunFolder, files: dict[str, Path]) -> None:
         stored = {f"{run.run_id}/{path}": source for path, source in files.items()}

@@ -69,3 +69,14 @@ def require_role(session: XNATSession, project: str, needed: str, action: str) -
             f"(you are {role or 'not a member of the project'})"
         )
     return role
+
+
+def require_site_admin(session: XNATSession, action: str) -> None:
+    """XnatMlError naming the user unless they are a site administrator."""
+    with reported_as("your site roles"):
+        admin = _is_site_admin(session)
+    if not admin:
+        raise XnatMlError(
+            f"user {session.logged_in_user}: {action} needs a site administrator "
+            f"(XNAT's {ADMIN_ROLE} role)"
+        )

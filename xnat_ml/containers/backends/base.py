@@ -57,7 +57,7 @@ class LaunchSpec:
     limit_memory_mb: int | None = None
     reserve_memory_mb: int | None = None
     shm_size: int | None = None  # bytes
-    gpus: int = 0  # from generic-resources {"gpu": "N"}
+    gpus: int = 0  # Command.gpu_count(): `gpus`, else GPU generic-resources; -1 = all
     generic_resources: dict[str, str] = field(default_factory=dict)
     network: str | None = None
     ipc_mode: str | None = None

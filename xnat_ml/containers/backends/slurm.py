@@ -139,7 +139,13 @@ def _in_image(spec: LaunchSpec, runtime: str) -> list[str]:
 
 
 def _gres(spec: LaunchSpec) -> str:
-    """Slurm GRES from the generic-resources ({"gpu": "2"} -> gpu:2); whole counts only."""
+    """Slurm GRES from the generic-resources ({"gpu": "2"} -> gpu:2; whole counts, plain
+    names) and the GPU count (`gpus`, or `nvidia.com/gpu`) as gpu:N."""
+    if spec.gpus < 0:
+        raise XnatMlError(
+            "slurm backend: the command asks for all GPUs (gpus 'all'), which Slurm cannot "
+            "reserve; give it a count"
+        )
     counts = {
         name.lower(): int(count)
         for name, count in spec.generic_resources.items()

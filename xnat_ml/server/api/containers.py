@@ -45,7 +45,7 @@ def _report(job: Job) -> dict:
         "container-id": str(job.id),
         "command-id": job.command_id,
         "wrapper-id": job.wrapper_id,
-        "workflow-id": None,
+        "workflow-id": None if job.workflow_id is None else str(job.workflow_id),
         "type": "container",
     }
 

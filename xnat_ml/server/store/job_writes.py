@@ -46,7 +46,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from flask import Flask, has_request_context
-from sqlalchemy import JSON, DateTime, String, delete, event, insert, select
+from sqlalchemy import JSON, DateTime, String, delete, event, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from xnat_ml.atomic import fsync_path
@@ -192,6 +192,19 @@ def _note_run(db: Session, job_id: int, obj) -> None:
         db.execute(insert(JobWrite).values(job_id=job_id, action="progress", row_pk=obj.resource_pk,
                                            table_name=Resource.__tablename__, row={"run": run},
                                            kept=""))  # fmt: skip
+        _name_run(db, job_id, f"{RUNS_RESOURCE}/{run}")
+
+
+def _name_run(db: Session, job_id: int, run: str) -> None:
+    """The job's record names the run it writes, from its first write there on: its message
+    and a history entry (same status), so a training job's record says where its run is."""
+    status = db.scalar(select(Job.status).where(Job.id == job_id))
+    if status not in jobs.UNFINISHED:
+        return
+    message = f"writing run {run}"
+    db.execute(update(Job).where(Job.id == job_id).values(message=message))
+    db.execute(insert(jobs.JobEvent).values(job_id=job_id, status=status, time=utcnow(),
+                                            message=message))  # fmt: skip
 
 
 def _add(db: Session, job_id: int, action: str, obj, row: dict, kept: str) -> None:

@@ -39,6 +39,7 @@ TABLE_MODULES = (
     "xnat_ml.server.store.saved_searches",
     "xnat_ml.server.store.shares",
     "xnat_ml.server.store.prearchive",
+    "xnat_ml.containers.workflows",
     "xnat_ml.containers.jobs",
     "xnat_ml.containers.registry",
 )
