@@ -4,16 +4,16 @@
   and percentage as the job reports them); kept after the job, deleted with the project.
 - cs_containers.workflow_id: the job's workflow.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-05 01:50:44.290211
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
