@@ -29,6 +29,7 @@ from xnat_ml.server.formats.validation import (
     typed_fields,
 )
 from xnat_ml.server.formats.xml_documents import MAX_XML_BYTES, read_object_xml
+from xnat_ml.server.formats.xml_writer import render
 from xnat_ml.server.routing import archive_route, frees_disk_space
 from xnat_ml.server.store import serializers
 from xnat_ml.server.store.db import get_db
@@ -201,8 +202,11 @@ def list_children(parent: str, collection: str) -> Response:
 @archive_route(bp, "/<xnat:path>", methods=["GET"])
 def get_object(path: str) -> Response:
     obj = resolve_object(path, "read")
-    if (request.args.get("format") or "json").lower() not in ("json", "html"):
-        raise BadRequest("Only format=json is supported for single objects.")
+    wanted = (request.args.get("format") or "json").lower()
+    if wanted == "xml":
+        return Response(render(serializers.xml_doc(obj)), mimetype="text/xml")
+    if wanted not in ("json", "html"):
+        raise BadRequest("Single objects come as format=json or format=xml.")
     return jsonify(serializers.item(obj))
 
 

@@ -13,7 +13,8 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from xnat_ml.server.formats.datatypes import subtypes
-from xnat_ml.server.store.models import Assessor, Experiment, Project, Scan, Subject
+from xnat_ml.server.formats.xml_writer import Doc
+from xnat_ml.server.store.models import Assessor, Experiment, Project, Resource, Scan, Subject
 
 # Columns a listing shows when the client names none (XNAT's defaults, trimmed). Like XNAT,
 # project and subject rows carry no xsiType: pyxnat learns types from rows that have one.
@@ -284,3 +285,27 @@ def item(obj) -> dict:
             }
         ]
     }
+
+
+def _resource_doc(resource: Resource) -> Doc:
+    values = {"label": resource.label, "format": resource.format, "content": resource.content,
+              "tags": resource.tags, "description": resource.description, "URI": resource.uri}
+    return Doc(resource.xsi_type, values)  # fmt: skip
+
+
+def xml_doc(obj) -> Doc:
+    """The object as XNAT's XML document holds it: its fields, its resources and (as XNAT
+    nests them) a subject's experiments and a session's scans and assessors."""
+    values = {key.replace("/", "_"): value for key, value in data_fields(obj).items()}
+    resources = [_resource_doc(r) for r in sorted(obj.resources, key=lambda r: r.pk)]
+    children = {"file" if isinstance(obj, Scan) else "resources": resources}
+    if isinstance(obj, Subject):
+        children["experiments"] = [xml_doc(e) for e in sorted(obj.experiments, key=_pk)]
+    if isinstance(obj, Experiment):
+        children["scans"] = [xml_doc(scan) for scan in sorted(obj.scans, key=_pk)]
+        children["assessors"] = [xml_doc(a) for a in sorted(obj.assessors, key=_pk)]
+    return Doc(obj.xsi_type, values, children)
+
+
+def _pk(obj) -> int:
+    return obj.pk
