@@ -28,7 +28,7 @@ from xnat_ml.server.formats.validation import (
     take,
     typed_fields,
 )
-from xnat_ml.server.formats.xml_documents import MAX_XML_BYTES, read_object_xml
+from xnat_ml.server.formats.xml_documents import MAX_XML_BYTES, XmlObject, read_object_xml
 from xnat_ml.server.formats.xml_writer import render
 from xnat_ml.server.routing import archive_route, frees_disk_space
 from xnat_ml.server.store import serializers
@@ -212,17 +212,20 @@ def get_object(path: str) -> Response:
 
 @archive_route(bp, "/<xnat:path>", methods=["PUT"])
 def put_object(path: str) -> Response:
-    """Create the object named by the path (fields from the query string), or update it."""
+    """Create the object named by the path (fields from the query string and any XML document
+    sent), or update it."""
     auth.require_login()
     pairs = split_path(path)
     *parent_pairs, (collection, name) = pairs
-    parent = walk(parent_pairs, "edit") if parent_pairs else None
     fields = query_fields(request.args)
     xsi_type = request.args.get("xsiType")
-    if request.args.get("inbody", "").lower() == "true":  # an XML document of the object
-        xml_type, xml_fields = read_object_xml(request.stream.read(MAX_XML_BYTES + 1))
-        xsi_type = xsi_type or xml_type
-        fields = {**xml_fields, **fields}
+    document = _document_sent()
+    if document is not None:
+        xsi_type = xsi_type or document.xsi_type
+        named = dict(document.fields)
+        take(named, "project", "label")  # the path names the project and the object
+        fields = {**named, **fields}
+    parent = _parent(parent_pairs, collection, document)
     given_id = take(fields, "ID")  # server-assigned, except a scan's (xnatpy PUTs scans/{type})
     if collection == "scans" and given_id:
         name = given_id
@@ -240,6 +243,7 @@ def put_object(path: str) -> Response:
         if isinstance(existing, Project):
             auth.require_project_role(existing, "own")
         _update(existing, fields, xsi_type)
+        _put_scans(existing, document)
         db.commit()
         return Response(existing.id, 200, mimetype="text/plain")
     creators = {
@@ -250,6 +254,8 @@ def put_object(path: str) -> Response:
         "assessors": _create_assessor,
     }
     obj = creators[collection](parent, name, fields, xsi_type)
+    db.flush()
+    _put_scans(obj, document)
     db.commit()
     return Response(obj.id, 201, mimetype="text/plain")
 
@@ -281,6 +287,53 @@ def delete_object(path: str) -> Response:
 
 
 # ----------------------------------------------------------------------------- create / update
+
+
+def _document_sent() -> XmlObject | None:
+    """The XML document a PUT carries: with `inbody=true`, as a multipart file (pyxnat's
+    `create(xml=...)`), or as a non-empty text/xml body; None when it carries none."""
+    if request.mimetype == "multipart/form-data":
+        upload = next(iter(request.files.values()), None)
+        if upload is None:
+            raise BadRequest("XML document: the multipart body holds no file.")
+        return read_object_xml(upload.stream.read(MAX_XML_BYTES + 1))
+    as_xml = request.mimetype in ("text/xml", "application/xml") and request.content_length
+    if as_xml or request.args.get("inbody", "").lower() == "true":
+        return read_object_xml(request.stream.read(MAX_XML_BYTES + 1))
+    return None
+
+
+def _parent(parent_pairs: list, collection: str, document: XmlObject | None):
+    """The object the path puts the new one under; a session document PUT under a subject
+    that does not exist yet creates the subject first, as XNAT does."""
+    if not parent_pairs:
+        return None
+    try:
+        return walk(parent_pairs, "edit")
+    except NotFound:
+        if document is None or collection != "experiments" or parent_pairs[-1][0] != "subjects":
+            raise
+        project = walk(parent_pairs[:-1], "edit")
+        subject = _create_subject(project, parent_pairs[-1][1], {}, None)
+        get_db().flush()
+        return subject
+
+
+def _put_scans(session: ArchiveObject, document: XmlObject | None) -> None:
+    """Create or update the scans a session document lists (`<xnat:scans>`)."""
+    for scan in document.children.get("scans", []) if document else []:
+        if not isinstance(session, Experiment):
+            raise BadRequest(f"XML document: a {session.kind} has no scans.")
+        fields = dict(scan.fields)
+        scan_id = take(fields, "ID") or ""
+        take(fields, "project")
+        take(fields, "image_session_ID")
+        existing = lookup(session, "scans", scan_id)
+        fields = typed_fields(existing.xsi_type if existing else scan.xsi_type, fields)
+        if existing is not None:
+            _update(existing, fields, scan.xsi_type or None)
+        else:
+            _create_scan(session, scan_id, fields, scan.xsi_type or None)
 
 
 def _unique_label(model, project: Project, label: str, kind: str) -> None:
@@ -361,6 +414,7 @@ def _create_experiment(parent, name: str, fields: dict, xsi_type: str | None) ->
             raise NotFound(describe_missing(parent, "subjects", subject_ref))
     elif isinstance(parent, Subject):
         subject = parent
+        take(fields, "subject_ID", "subject_label", "subject")  # the path names the subject
     else:
         raise NotFound("Experiments are created under /data/projects/{p}/subjects/{s}/experiments.")
     xsi = check_type(xsi_type, "xnat:subjectAssessorData", "Experiment")

@@ -171,3 +171,10 @@ def _lowered(values: dict[str, str]) -> dict[str, str]:
         for key, value in values.items()
         if value not in (None, "")
     }
+
+
+def datatype_of(name: str) -> str:
+    """The datatype a document's root (or xsi:type) names: `xnat:MRSession` → `xnat:mrSessionData`;
+    a datatype name is returned as given."""
+    by_element = {element.lower(): kind for kind, element in _model()[1].items()}
+    return by_element.get(name.strip().lower(), name)
