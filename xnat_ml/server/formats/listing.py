@@ -137,8 +137,9 @@ def result_set(
     rows = page(rows, args)
     if args.get("columns"):
         columns = [c.strip() for c in args["columns"].split(",") if c.strip()]
-        if rows and "URI" in rows[0] and "URI" not in columns:
-            columns.append("URI")  # XNAT always adds it; pyxnat relies on that
+        for always in ("ID", "URI"):  # XNAT always adds them; pyxnat relies on that
+            if rows and always in rows[0] and always not in columns:
+                columns.append(always)
     else:
         columns = list(default_columns) if default_columns else list(rows[0]) if rows else []
     rows = select_columns(rows, columns, aliases)

@@ -39,7 +39,7 @@ class Doc:
 class _Slot:
     name: str
     kind: str  # simple | nested (fields under a prefix) | custom | items (sub-objects)
-    type: str = ""  # the declared type of nested/items slots
+    type: str = ""  # the declared type: xs:... for simple slots, a datatype for nested/items
     item: str = ""  # the element each item is written as (wrapper slots: the inner one)
 
 
@@ -47,7 +47,7 @@ class _Slot:
 class _Type:
     prefix: str
     base: str | None = None
-    attributes: list[str] = field(default_factory=list)
+    attributes: dict[str, str] = field(default_factory=dict)  # name → xs type
     slots: list[_Slot] = field(default_factory=list)
 
 
@@ -60,7 +60,8 @@ def _slot(decl, prefix: str) -> _Slot:
     name, kind = decl.get("name"), decl.get("type") or ""
     many = decl.get("maxOccurs") == "unbounded"
     if kind.startswith("xs:") or decl.find(f"{XS}simpleType") is not None:
-        return _Slot(name, "simple")
+        restriction = decl.find(f"{XS}simpleType/{XS}restriction")
+        return _Slot(name, "simple", kind or restriction.get("base", "xs:string"))
     if name == "fields":  # XNAT's custom fields: <field name="NAME">value</field>
         return _Slot(name, "custom")
     if kind:
@@ -80,7 +81,7 @@ def _read_type(node, prefix: str, types: dict[str, _Type], name: str) -> None:
     if extension is not None:
         info.base = _qualified(extension.get("base"), prefix)
         body = extension
-    info.attributes = [a.get("name") for a in body.findall(f"{XS}attribute")]
+    info.attributes = {a.get("name"): a.get("type") for a in body.findall(f"{XS}attribute")}
     for decl in body.findall(f"{XS}sequence/{XS}element"):
         slot = _slot(decl, prefix)
         info.slots.append(slot)
@@ -178,3 +179,17 @@ def datatype_of(name: str) -> str:
     a datatype name is returned as given."""
     by_element = {element.lower(): kind for kind, element in _model()[1].items()}
     return by_element.get(name.strip().lower(), name)
+
+
+def declared_fields(xsi_type: str, prefix: str = "") -> list[tuple[str, str]]:
+    """(field path, xs type) of every value a datatype's documents can hold, inherited ones
+    first: `investigator/firstname` for nested ones; custom fields and sub-objects left out."""
+    found = []
+    for info in _chain(xsi_type):
+        found += [(f"{prefix}{name}", kind) for name, kind in info.attributes.items()]
+        for slot in info.slots:
+            if slot.kind == "simple":
+                found.append((f"{prefix}{slot.name}", slot.type))
+            elif slot.kind == "nested":
+                found += declared_fields(slot.type, f"{prefix}{slot.name}/")
+    return found

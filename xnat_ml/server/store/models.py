@@ -134,6 +134,8 @@ class Project(Base):
     accessibility: Mapped[str] = mapped_column(String(16), default="private")
     insert_user: Mapped[str] = mapped_column(default="")
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    # XNAT's last_modified: set on every change of the row
+    last_modified: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
 
     roles: Mapped[list[ProjectRole]] = relationship(
         back_populates="project", cascade="all, delete-orphan"
@@ -179,6 +181,7 @@ class Subject(Base):
     fields: Mapped[dict] = mapped_column(JsonDict, default=dict)
     insert_user: Mapped[str] = mapped_column(default="")
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    last_modified: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
 
     project: Mapped[Project] = relationship(back_populates="subjects")
     experiments: Mapped[list[Experiment]] = relationship(
@@ -225,6 +228,7 @@ class Experiment(Base):
     fields: Mapped[dict] = mapped_column(JsonDict, default=dict)
     insert_user: Mapped[str] = mapped_column(default="")
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    last_modified: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
 
     project: Mapped[Project] = relationship(back_populates="experiments")
     subject: Mapped[Subject] = relationship(back_populates="experiments")
@@ -267,6 +271,7 @@ class Scan(Base):
     quality: Mapped[str] = mapped_column(String(32), default="usable")
     fields: Mapped[dict] = mapped_column(JsonDict, default=dict)
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    last_modified: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
 
     experiment: Mapped[Experiment] = relationship(back_populates="scans")
     resources: Mapped[list[Resource]] = relationship(
@@ -308,6 +313,7 @@ class Assessor(Base):
     fields: Mapped[dict] = mapped_column(JsonDict, default=dict)
     insert_user: Mapped[str] = mapped_column(default="")
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    last_modified: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
 
     experiment: Mapped[Experiment] = relationship(back_populates="assessors")
     resources: Mapped[list[Resource]] = relationship(

@@ -120,6 +120,7 @@ def project_row(project: Project) -> dict:
         "accessibility": project.accessibility,
         "insert_date": _stamp(project.created),
         "insert_user": project.insert_user,
+        "last_modified": _stamp(project.last_modified or project.created),
         "URI": project.uri,
     }
 
@@ -132,6 +133,7 @@ def subject_row(subject: Subject) -> dict:
             "label": subject.label,
             "insert_date": _stamp(subject.created),
             "insert_user": subject.insert_user,
+            "last_modified": _stamp(subject.last_modified or subject.created),
             "URI": subject.uri,
         },
         subject.fields,
@@ -153,6 +155,7 @@ def experiment_query() -> Select:
             Subject.label.label("subject_label"),
             Experiment.insert_user,
             Experiment.created,
+            Experiment.last_modified,
             Experiment.fields,
         )
         .join(Project, Experiment.project_pk == Project.pk)
@@ -176,6 +179,7 @@ def experiment_rows(db: Session, statement: Select) -> list[dict]:
             "subject_label": r.subject_label,
             "insert_date": _stamp(r.created),
             "insert_user": r.insert_user,
+            "last_modified": _stamp(r.last_modified or r.created),
             "URI": f"/data/experiments/{r.id}",
         }
         rows.append(_with_fields(row, r.fields))
@@ -194,6 +198,7 @@ def scan_row(scan: Scan) -> dict:
             "xsiType": scan.xsi_type,
             "image_session_ID": scan.experiment.id,
             "project": scan.experiment.project.id,
+            "last_modified": _stamp(scan.last_modified or scan.created),
             "URI": scan.uri,
         },
         scan.fields,
@@ -212,6 +217,7 @@ def assessor_row(assessor: Assessor) -> dict:
             "date": assessor.date,
             "insert_date": _stamp(assessor.created),
             "insert_user": assessor.insert_user,
+            "last_modified": _stamp(assessor.last_modified or assessor.created),
             "URI": assessor.uri,
         },
         assessor.fields,
