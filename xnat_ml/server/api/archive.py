@@ -39,6 +39,7 @@ from xnat_ml.server.store.models import (
     Experiment,
     Project,
     ProjectRole,
+    Reconstruction,
     Scan,
     Subject,
     User,
@@ -63,6 +64,7 @@ _BASE_TYPE_OF = {
     "experiments": "xnat:subjectAssessorData",
     "scans": "xnat:imageScanData",
     "assessors": "xnat:imageAssessorData",
+    "reconstructions": "xnat:reconstructedImageData",
 }
 
 # ----------------------------------------------------------------------------- listings
@@ -168,7 +170,9 @@ def list_all_experiments() -> Response:
 
 
 @archive_route(
-    bp, "/<xnat:parent>/<any(subjects, experiments, scans, assessors):collection>", methods=["GET"]
+    bp,
+    "/<xnat:parent>/<any(subjects, experiments, scans, assessors, reconstructions):collection>",
+    methods=["GET"],
 )
 def list_children(parent: str, collection: str) -> Response:
     owner = resolve_object(parent, "read")
@@ -181,6 +185,8 @@ def list_children(parent: str, collection: str) -> Response:
         objects = sorted(owner.scans, key=lambda s: s.pk)
         if xsi := args.get("xsiType"):
             objects = [s for s in objects if datatypes.is_a(s.xsi_type, xsi)]
+    elif collection == "reconstructions" and isinstance(owner, Experiment):
+        objects = sorted(owner.reconstructions, key=lambda r: r.pk)
     elif collection == "assessors" and isinstance(owner, Experiment):
         objects = sorted(owner.assessors, key=lambda a: a.pk)
         if xsi := args.get("xsiType"):
@@ -252,6 +258,7 @@ def put_object(path: str) -> Response:
         "experiments": _create_experiment,
         "scans": _create_scan,
         "assessors": _create_assessor,
+        "reconstructions": _create_reconstruction,
     }
     obj = creators[collection](parent, name, fields, xsi_type)
     db.flush()
@@ -497,6 +504,28 @@ def _create_assessor(parent, name: str, fields: dict, xsi_type: str | None) -> A
     return assessor
 
 
+def _create_reconstruction(parent, name: str, fields: dict, xsi_type: str | None):
+    if not isinstance(parent, Experiment):
+        raise NotFound(
+            "Reconstructions are created under .../experiments/{session}/reconstructions/{id}."
+        )
+    check_type(xsi_type, "xnat:reconstructedImageData", "Reconstruction")
+    reconstruction = Reconstruction(
+        experiment=parent, id=check_label("Reconstruction", name, SCAN_ID_RE), fields={}
+    )
+    _apply_reconstruction_fields(reconstruction, fields)
+    get_db().add(reconstruction)
+    return reconstruction
+
+
+def _apply_reconstruction_fields(reconstruction: Reconstruction, fields: dict) -> None:
+    if (kind := take(fields, "type")) is not None:
+        reconstruction.type = kind
+    if (base := take(fields, "baseScanType", "base_scan_type")) is not None:
+        reconstruction.base_scan_type = base
+    reconstruction.fields.update(fields)
+
+
 def _update(obj: ArchiveObject, fields: dict, xsi_type: str | None) -> None:
     if xsi_type and datatypes.canonical(xsi_type) != obj.xsi_type:
         raise Conflict(
@@ -508,6 +537,9 @@ def _update(obj: ArchiveObject, fields: dict, xsi_type: str | None) -> None:
         return
     if isinstance(obj, Scan):
         _apply_scan_fields(obj, fields)
+        return
+    if isinstance(obj, Reconstruction):
+        _apply_reconstruction_fields(obj, fields)
         return
     new_label = take(fields, "label")
     if new_label and new_label != obj.label:

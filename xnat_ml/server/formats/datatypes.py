@@ -38,6 +38,7 @@ BASE_TYPE: dict[str, str | None] = {
     "xnat:qcAssessmentData": "xnat:imageAssessorData",
     "xnat:mrAssessorData": "xnat:imageAssessorData",
     "xnat:petAssessorData": "xnat:imageAssessorData",
+    "xnat:reconstructedImageData": None,
     "xnat:abstractResource": None,
     "xnat:resourceCatalog": "xnat:abstractResource",
 }

@@ -14,7 +14,15 @@ from sqlalchemy.orm import Session
 
 from xnat_ml.server.formats.datatypes import subtypes
 from xnat_ml.server.formats.xml_writer import Doc
-from xnat_ml.server.store.models import Assessor, Experiment, Project, Resource, Scan, Subject
+from xnat_ml.server.store.models import (
+    Assessor,
+    Experiment,
+    Project,
+    Reconstruction,
+    Resource,
+    Scan,
+    Subject,
+)
 
 # Columns a listing shows when the client names none (XNAT's defaults, trimmed). Like XNAT,
 # project and subject rows carry no xsiType: pyxnat learns types from rows that have one.
@@ -32,6 +40,7 @@ DEFAULT_COLUMNS = {
         "URI",
     ),
     "assessor": ("ID", "label", "xsiType", "project", "session_ID", "insert_date", "URI"),
+    "reconstruction": ("xnat_reconstructedimagedata_id", "ID", "type", "baseScanType", "URI"),
 }
 
 # Other names clients use for the same columns (xpaths of the parent type, XNAT's lower-case ids).
@@ -48,6 +57,7 @@ ALIASES = {
         "xsi_type": "xsiType",
     },
     "scan": {"xnat:imagescandata/id": "ID", "uid": "UID", "xsi_type": "xsiType"},
+    "reconstruction": {"xnat:reconstructedimagedata/id": "ID", "xsi_type": "xsiType"},
     "assessor": {
         "xnat:imageassessordata/id": "ID",
         "session_id": "session_ID",
@@ -224,12 +234,30 @@ def assessor_row(assessor: Assessor) -> dict:
     )
 
 
+def reconstruction_row(reconstruction: Reconstruction) -> dict:
+    return _with_fields(
+        {
+            "xnat_reconstructedimagedata_id": str(reconstruction.pk),
+            "ID": reconstruction.id,
+            "type": reconstruction.type,
+            "baseScanType": reconstruction.base_scan_type,
+            "xsiType": reconstruction.xsi_type,
+            "image_session_ID": reconstruction.experiment.id,
+            "project": reconstruction.experiment.project.id,
+            "last_modified": _stamp(reconstruction.last_modified or reconstruction.created),
+            "URI": reconstruction.uri,
+        },
+        reconstruction.fields,
+    )
+
+
 def rows_of(objects: Iterable) -> list[dict]:
     builders = {
         Project: project_row,
         Subject: subject_row,
         Scan: scan_row,
         Assessor: assessor_row,
+        Reconstruction: reconstruction_row,
     }
     return [builders[type(obj)](obj) for obj in objects]
 
@@ -263,6 +291,13 @@ def data_fields(obj) -> dict:
             "quality": obj.quality,
             "image_session_ID": obj.experiment.id,
             "project": obj.experiment.project.id,
+        }
+    elif isinstance(obj, Reconstruction):
+        fields = {
+            "ID": obj.id,
+            "type": obj.type,
+            "baseScanType": obj.base_scan_type,
+            "image_session_ID": obj.experiment.id,
         }
     else:
         fields = {
@@ -304,11 +339,13 @@ def xml_doc(obj) -> Doc:
     nests them) a subject's experiments and a session's scans and assessors."""
     values = {key.replace("/", "_"): value for key, value in data_fields(obj).items()}
     resources = [_resource_doc(r) for r in sorted(obj.resources, key=lambda r: r.pk)]
-    children = {"file" if isinstance(obj, Scan) else "resources": resources}
+    holder = {Scan: "file", Reconstruction: "out"}.get(type(obj), "resources")
+    children = {holder: resources}
     if isinstance(obj, Subject):
         children["experiments"] = [xml_doc(e) for e in sorted(obj.experiments, key=_pk)]
     if isinstance(obj, Experiment):
         children["scans"] = [xml_doc(scan) for scan in sorted(obj.scans, key=_pk)]
+        children["reconstructions"] = [xml_doc(r) for r in sorted(obj.reconstructions, key=_pk)]
         children["assessors"] = [xml_doc(a) for a in sorted(obj.assessors, key=_pk)]
     return Doc(obj.xsi_type, values, children)
 
