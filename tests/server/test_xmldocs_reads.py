@@ -138,3 +138,13 @@ def test_xml_reads_keep_project_roles(xnat_server, project):
     reply = outsider.get(f"{xnat_server.url}/data/projects/{project}/subjects/S1",
                          params={"format": "xml"})  # fmt: skip
     assert reply.status_code in (403, 404) and "<xnat:" not in reply.text
+
+
+def test_a_value_no_xml_document_can_hold_is_refused(xnat_server, project):
+    http = xnat_server.session()
+    subject = f"{xnat_server.url}/data/projects/{project}/subjects/S1"
+    reply = http.put(subject, params={"xnat:subjectData/fields/field[name=x]/field": "a\x0bb"})
+    assert reply.status_code == 400 and "control character U+000B" in reply.text
+    assert http.put(subject, params={"group": "two\nlines\tand <&>"}).status_code == 201
+    root = etree.fromstring(http.get(subject, params={"format": "xml"}).content)
+    assert root.xpath("xnat:group/text()", namespaces=NS) == ["two\nlines\tand <&>"]

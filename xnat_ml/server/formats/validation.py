@@ -30,6 +30,8 @@ _TIME_RE = re.compile(r"(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?", re.ASCII)
 _INTEGER_RE = re.compile(r"[+-]?\d+", re.ASCII)
 _DECIMAL_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)", re.ASCII)
 _FLOAT_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|[+-]?INF|NaN", re.ASCII)
+# Characters XML 1.0 cannot hold: a value with one could not be written in the object's document.
+_NOT_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 MAX_LABEL = 64
 MAX_RESOURCE_LABEL = 255
 MAX_VALUE = 4096
@@ -182,6 +184,8 @@ def query_fields(args: Mapping[str, str]) -> dict[str, str]:
             raise BadRequest(f"Field name {raw_key!r} is not a legal XNAT field name.")
         if len(value) > MAX_VALUE:
             raise BadRequest(f"Field '{key}' is longer than {MAX_VALUE} characters.")
+        if bad := _NOT_XML_RE.search(value):
+            raise BadRequest(f"Field '{key}': contains control character U+{ord(bad[0]):04X}.")
         fields[key] = value
     return fields
 
