@@ -18,11 +18,15 @@ SESSION_XML = """<?xml version="1.0" encoding="UTF-8"?>
   <xnat:fields><xnat:field name="visit">baseline</xnat:field></xnat:fields>
   <xnat:subject_ID>ignored</xnat:subject_ID>
   <xnat:age>61</xnat:age>
+  <xnat:resources><xnat:resource label="R" URI="/etc/hosts"><xnat:file_count>1</xnat:file_count>
+  </xnat:resource></xnat:resources>
   <xnat:modality>MR</xnat:modality>
   <xnat:scans>
     <xnat:scan xsi:type="xnat:mrScanData" ID="1" type="T1">
       <xnat:series_description>MPRAGE</xnat:series_description>
       <xnat:quality>usable</xnat:quality>
+      <xnat:file xsi:type="xnat:resourceCatalog" label="DICOM" URI="/etc/passwd">
+        <xnat:file_count>3</xnat:file_count></xnat:file>
     </xnat:scan>
   </xnat:scans>
 </xnat:MRSession>
@@ -63,6 +67,13 @@ def test_pyxnat_create_xml_builds_subject_session_and_scans(xnat_server, project
     assert root.get("project") == project
     assert root.xpath("xnat:scans/xnat:scan/xnat:series_description/text()", namespaces=NS) == [
         "MPRAGE"]  # fmt: skip
+    # the document's resources and files are not read: no resource, no stray fields
+    session = f"{xnat_server.url}/data/projects/{project}/experiments/EX"
+    assert http.get(f"{session}/resources").json()["ResultSet"]["Result"] == []
+    assert http.get(f"{session}/scans/1/resources").json()["ResultSet"]["Result"] == []
+    for uri in (session, f"{session}/scans/1"):
+        fields = http.get(uri).json()["items"][0]["data_fields"]
+        assert not [key for key in fields if key.lower().startswith(("file", "resources"))]
 
 
 def test_xnatpy_puts_a_document_back_as_a_new_session(xnat_server, project):

@@ -5,7 +5,8 @@ Assessor and Scan output handlers), a session document as pyxnat's `create(xml=.
 The root element names the datatype, by type (`<icr:roiCollectionData>`) or by element
 (`<xnat:MRSession>`); attributes and leaves hold the fields, nested elements are flattened as
 the server stores them (`<xnat:investigator><xnat:firstname>` → `investigator_firstname`),
-`<xnat:fields><xnat:field name="N">` are custom fields and `<xnat:scans>` the session's scans.
+`<xnat:fields><xnat:field name="N">` are custom fields and `<xnat:scans>` the session's scans;
+resources, files and other sub-objects are not read (they have their own calls).
 Parsed with defusedxml: entity expansion, external entities and DTDs are refused, and nesting
 deeper than any XNAT document is a 400, so a hostile document costs nothing.
 """
@@ -28,6 +29,11 @@ MAX_DEPTH = 8  # XNAT's own session documents nest five deep (session/scans/scan
 NAMESPACES = {"http://nrg.wustl.edu/xnat": "xnat", "http://www.icr.ac.uk/icr": "icr"}
 _XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
 _LISTS = ("scans",)  # sub-objects read from a document (others are left to their own calls)
+# Sub-objects and references a document may hold that are not fields of the object: skipped
+# (resources, a scan's files, other objects), as is any element carrying an xsi:type.
+_NOT_FIELDS = frozenset(
+    {"resources", "file", "in", "out", "experiments", "assessors", "reconstructions", "sharing"}
+)
 
 
 @dataclass
@@ -72,6 +78,8 @@ def _read(element, prefix: str, into: XmlObject, depth: int) -> None:
         if not isinstance(child.tag, str):
             continue  # a comment or processing instruction
         name = _split(child.tag)[1]
+        if name in _NOT_FIELDS or child.get(_XSI_TYPE):
+            continue
         if not prefix and name == "fields":
             for custom in child:
                 if custom.get("name"):
