@@ -4,8 +4,9 @@
 
 Creates the sessions with plain REST PUTs, then times `list_experiments` (one
 `GET /data/experiments?project=&xsiType=&columns=...`) several times. Target: <= 0.5 s. For
-scale it prints, measured in the same run, the cost of a trivial request (`/data/version`)
-and of fetching sessions one request each, as a client walking the object tree would.
+scale it prints, measured in the same run, the cost of a trivial request
+(`/xapi/siteConfig/buildInfo`) and of fetching sessions one request each, as a client
+walking the object tree would.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def main() -> int:
                 lambda: list_experiments(session, "BENCH", "xnat:mrSessionData", COLUMNS),
                 args.repeat,
             )
-            trivial_s = median_time(lambda: session.get("/data/version"), args.repeat)
+            trivial_s = median_time(lambda: session.get("/xapi/siteConfig/buildInfo"), args.repeat)
             sample = rows[:50]
             one_by_one_s = median_time(
                 lambda: [session.get_json(row["URI"]) for row in sample], 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from shared_data import XNAT_COMMANDS, require
 
+from xnat_ml.containers.backends.local import DEFAULT_MIN_SLOTS
 from xnat_ml.sample.project import build_sample_project
 from xnat_ml.xnat import connect
 
@@ -285,6 +287,51 @@ def test_fifty_launches_at_once(site: Site):
     assert [j["status"] for j in jobs] == ["Complete"] * 50, [j["message"] for j in jobs]
     labels = site.resources(f"/data/experiments/{site.session_id}")
     assert {f"MANY_{n}" for n in range(50)} <= set(labels)
+    # They ran a few at a time (the local backend's slots), the others waiting their turn.
+    slots = max(DEFAULT_MIN_SLOTS, os.cpu_count() or 1)
+    assert any(h["message"] == f"waiting: all {slots} local job slots are in use"
+               for j in jobs for h in j["history"])  # fmt: skip
+    assert _most_at_once(jobs) <= slots
+
+
+def _most_at_once(jobs: list[dict]) -> int:
+    """The most jobs that were between Running and their end at one moment."""
+    moments = []
+    for job in jobs:
+        times = {h["status"]: h["time-recorded"] for h in job["history"]}
+        moments += [(times["Running"], 1), (times["Complete"], -1)]
+    running = most = 0
+    for _time, step in sorted(moments, key=lambda m: (m[0], m[1])):
+        running += step
+        most = max(most, running)
+    return most
+
+
+def test_a_job_waiting_for_a_slot_can_be_killed(start_xnat_server):
+    """With one slot the second job waits (`Created`); killed there, it never runs, and the
+    third runs once the first ends."""
+    server = start_xnat_server("one-slot", ["--backend-option", "local_slots=1"])
+    with connect(server.url, server.user, server.password) as session:
+        built = build_sample_project(session, "CS_SLOTS", subjects=1)
+    site = Site(server, "CS_SLOTS", built[0].session_id, built[0].roi_collection)
+    data = _command(
+        "queued", "sleep #S#; echo done > /output/x.txt",
+        [{"name": "o", "mount": "out", "required": True}], [_handler("h", "o", "Q_#S#")],
+        inputs=[{"name": "S", "type": "number", "required": True}],
+    )  # fmt: skip
+    wrapper = site.install(data)["queued-session"]
+    first, second, third = (
+        site.launch(wrapper, "session", {"session": site.session_id, "S": s}).json()["id"]
+        for s in (3, 1, 2)
+    )
+    waiting = site.http.get(f"{site.url}/xapi/containers/{second}").json()
+    assert waiting["status"] == "Created"
+    assert waiting["history"][-1]["message"] == "waiting: all 1 local job slots are in use"
+    assert site.http.post(f"{site.url}/xapi/containers/{second}/kill").text == "Killed"
+    assert [site.wait(i)["status"] for i in (first, second, third)] == [
+        "Complete", "Killed", "Complete"]  # fmt: skip
+    assert set(site.resources(f"/data/experiments/{site.session_id}")) >= {"Q_3", "Q_2"}
+    assert "Q_1" not in site.resources(f"/data/experiments/{site.session_id}")
 
 
 def test_kill_a_running_job(site: Site):

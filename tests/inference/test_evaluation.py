@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from inference_models import region_model, save
+from PIL import Image
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.inference import Case, evaluate, infer, label_scores, write_evaluation
@@ -36,7 +37,8 @@ def _case(folder: Path, name: str, top: float, shift: int) -> Case:
 def test_scores_are_label_scores_of_the_inferred_labels(tmp_path: Path) -> None:
     model = region_model(tmp_path / "regions")
     cases = [_case(tmp_path, "A", 3.0, 0), _case(tmp_path, "B", 2.0, 1)]
-    result = evaluate(model, cases, {0: "background", **LABELS})
+    overlays: dict[str, bytes] = {}
+    result = evaluate(model, cases, {0: "background", **LABELS}, overlays=overlays)
     assert result["labels"] == {"1": "Necrotic Core", "2": "Edema", "4": "Enhancing Tumour"}
     for case, row in zip(cases, result["cases"], strict=True):
         direct = label_scores(infer(model, case.images), nib.load(case.label), [1, 2, 4])
@@ -62,13 +64,17 @@ def test_scores_are_label_scores_of_the_inferred_labels(tmp_path: Path) -> None:
 
     record = {"model": {"name": "regions", "version": "1"},
               "dataset": {"name": "d", "version": "2"}, "split": "testing", **result}
-    files = write_evaluation(record, tmp_path / "out")
+    files = write_evaluation(record, tmp_path / "out", overlays)
     stored = json.loads(files["metrics.json"].read_text())
     assert stored["format"] == "xnat-ml-evaluation" and stored["cases"] == result["cases"]
     table = files["metrics.md"].read_text()
     assert "regions v1 on d v2 (testing, 2 cases)" in table
     assert "| A | Enhancing Tumour | 0.0000 | — |" in table and INFINITE_NOTE in table
-    assert files["dice.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Image.open(files["dice.png"]).format == "PNG"
+    assert sorted(overlays) == ["A", "B"]  # each case's prediction over its image
+    for case in ("A", "B"):
+        with Image.open(files[f"overlays/{case}.png"]) as overlay:
+            assert (overlay.format, overlay.size) == ("PNG", (256, 256))
 
 
 def test_no_cases_is_one_line(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ them; a Collaborator refused; each bad input one line with nothing stored."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from xnat_ml.datasets.fetch import fetch_dataset
 from xnat_ml.datasets.project_build import build_in_project
@@ -81,9 +83,15 @@ def test_evaluate_stores_scores_beside_the_version_and_show_prints_them(evalx, x
     for name in ("Grey Matter", "White Matter"):
         assert f"| **mean** | {name} |" in done.stdout
     stored = {p for p in list_paths(xnat, PROJECT, "ML_MODELS") if p.startswith(DERIVED)}
-    assert stored == {f"{EVALUATION}/{f}" for f in ("metrics.json", "metrics.md", "dice.png")}
     assert _version_files(xnat) == before  # nothing inside the write-once version
     metrics = json.loads(read_text(xnat, PROJECT, "ML_MODELS", f"{EVALUATION}/metrics.json"))
+    overlays = {f"{EVALUATION}/overlays/{row['case']}.png" for row in metrics["cases"]}
+    assert stored == {f"{EVALUATION}/{f}" for f in ("metrics.json", "metrics.md", "dice.png")
+                      } | overlays  # fmt: skip
+    for picture in (f"{EVALUATION}/dice.png", min(overlays)):
+        png = xnat.get(f"/data/projects/{PROJECT}/resources/ML_MODELS/files/{picture}").content
+        assert Image.open(io.BytesIO(png)).format == "PNG"
+    assert Image.open(io.BytesIO(png)).size == (256, 256)
     assert (metrics["model"], metrics["dataset"], metrics["split"]) == (
         {"name": MODEL, "version": "1"}, {"name": "heldout", "version": "1"}, "testing")
     assert metrics["labels"] == {"1": "Grey Matter", "2": "White Matter"}
@@ -204,6 +212,7 @@ def test_an_upload_broken_mid_write_stores_all_or_nothing(evalx, xnat_server, xn
     if fault == "hold":
         assert stored == []
         return
-    assert stored == ["dice.png", "metrics.json", "metrics.md"]
     metrics = json.loads(read_text(xnat, PROJECT, "ML_MODELS", f"{folder}metrics.json"))
     assert metrics["split"] == "validation" and metrics["cases"]
+    assert stored == ["dice.png", "metrics.json", "metrics.md",
+                      *sorted(f"overlays/{row['case']}.png" for row in metrics["cases"])]

@@ -251,7 +251,7 @@ def test_hostile_labels_are_400_and_nothing_is_created(xnat_server, http, projec
         assert 400 <= reply.status_code < 500, (label, url, reply.status_code, reply.text)
         assert "Traceback" not in reply.text
     assert [r["label"] for r in _rows(http.get(f"{base}/subjects"))] == ["OK"]
-    assert http.get(f"{xnat_server.url}/data/version").status_code == 200
+    assert http.get(f"{xnat_server.url}/xapi/siteConfig/buildInfo").status_code == 200
 
 
 def test_duplicate_labels_conflict(xnat_server, http, project):
@@ -326,7 +326,7 @@ def test_path_traversal_urls_are_4xx(xnat_server, http, path):
     answer = http.send(reply)
     assert 400 <= answer.status_code < 500
     assert "SQLite" not in answer.text and "Traceback" not in answer.text
-    assert http.get(f"{xnat_server.url}/data/version").status_code == 200
+    assert http.get(f"{xnat_server.url}/xapi/siteConfig/buildInfo").status_code == 200
 
 
 def test_concurrent_creations_all_succeed_with_distinct_ids(xnat_server, project):

@@ -33,7 +33,7 @@ def session_uri(xnat_server, project) -> str:
 
 
 def _alive(xnat_server) -> None:
-    assert xnat_server.session().get(f"{xnat_server.url}/data/version").ok
+    assert xnat_server.session().get(f"{xnat_server.url}/xapi/siteConfig/buildInfo").ok
 
 
 def _files(xnat_server, resource_uri: str) -> dict[str, dict]:

@@ -132,14 +132,14 @@ def test_bad_uploads_are_refused_and_leave_nothing(xnat_server, project, body, s
     assert listing["ResultSet"]["Result"] == []
     assert not any((xnat_server.data_dir / "staging").iterdir())
     assert not list(xnat_server.data_dir.parent.rglob("escape.dcm"))
-    assert http.get(f"{xnat_server.url}/data/version").ok
+    assert http.get(f"{xnat_server.url}/xapi/siteConfig/buildInfo").ok
 
 
 @pytest.mark.parametrize(
     "query,status",
     [
         ("dest=/archive/projects/NOPE_NO_SUCH", 404),
-        ("dest=/prearchive/projects/{p}", 400),
+        ("dest=/prearchive/projects/{p}/subjects/S", 400),
         ("dest=/archive/projects/{p}&overwrite=maybe", 400),
         ("dest=/archive/projects/{p}/subjects/..", 400),
         ("", 400),

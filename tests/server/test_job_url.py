@@ -102,4 +102,4 @@ def test_serve_refuses_a_backend_whose_jobs_cannot_reach_it(start_xnat_server):
     port = free_port()
     server = start_xnat_server("bridged-docker-site", ["--backend", "docker"],
                                env={"XNAT_ML_SITE_URL": f"http://10.9.8.7:{port}"})  # fmt: skip
-    assert requests.get(f"{server.url}/data/version", timeout=10).ok
+    assert requests.get(f"{server.url}/xapi/siteConfig/buildInfo", timeout=10).ok

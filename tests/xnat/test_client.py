@@ -52,7 +52,7 @@ def test_connect_from_environment(xnat_server, monkeypatch):
     monkeypatch.setenv("XNAT_PASS", xnat_server.password)
     with connect() as opened:
         assert opened.logged_in_user == xnat_server.user
-        assert opened.get("/data/version").ok
+        assert opened.get("/xapi/siteConfig/buildInfo").ok
 
 
 @pytest.mark.parametrize(
@@ -196,7 +196,7 @@ def test_download_retries_after_a_lost_answer(xnat_server, proxy, project, tmp_p
 def test_listing_of_something_that_is_not_a_table_is_one_clear_error(session, project):
     with pytest.raises(XnatMlError, match="not a ResultSet table"):
         list_rows(session, project_uri(project))  # one object: {"items": [...]}, no ResultSet
-    with pytest.raises(XnatMlError, match="/data/version"):
-        list_rows(session, "/data/version")  # plain text, not JSON
+    with pytest.raises(XnatMlError, match="/xapi/siteConfig/siteId"):
+        list_rows(session, "/xapi/siteConfig/siteId")  # plain text, not JSON
     with pytest.raises(XnatMlError, match="HTTP 404"):
         list_rows(session, f"{project_uri(project)}/subjects/NOBODY/experiments")

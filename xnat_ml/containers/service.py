@@ -33,6 +33,7 @@ from xnat_ml.containers.jobs import Job
 from xnat_ml.containers.launch import complete, outcome_of, start
 from xnat_ml.containers.registry import CommandRecord, with_ids
 from xnat_ml.containers.resolve import Resolution, resolve
+from xnat_ml.containers.slots import Slots
 from xnat_ml.errors import XnatMlError
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ class ContainerService:
         self.backend_options = backend_options or {}
         self.raw_inputs = parse_raw_inputs(raw_inputs)
         self._backends: dict[str, Backend] = {}
+        self._slots: dict[str, Slots] = {}
         self._lock = threading.Lock()
         self._kill_requested: set[int] = set()
         self._retired: set[int] = set()  # records deleted with their project: never upload
@@ -145,6 +147,20 @@ class ContainerService:
                     name, self.work_root / "backends" / name, **self.backend_options
                 )
             return self._backends[name]
+
+    def slots(self, name: str) -> Slots:
+        """The backend's job slots (its `slots` attribute: None, or absent, is no limit)."""
+        backend = self.backend(name)
+        with self._lock:
+            if name not in self._slots:
+                self._slots[name] = Slots(getattr(backend, "slots", None), self.submit)
+            return self._slots[name]
+
+    def _release_slot(self, job_id: int) -> None:
+        with self._lock:
+            held = list(self._slots.values())
+        for slots in held:
+            slots.release(job_id)
 
     # ------------------------------------------------------------------ requests
 
@@ -174,6 +190,7 @@ class ContainerService:
                     job.set_status(jobs.KILLED, "killed before it started")
                     db.commit()
                     self.revoke_tokens(job_id)
+                    self._release_slot(job_id)
                     return jobs.KILLED
                 status, backend_id = job.status, job.backend_job_id
             if status in jobs.FINAL_STATUSES:
@@ -370,6 +387,9 @@ class ContainerService:
         """Resolve, stage and start one job, then leave it to the monitor."""
         job = self._load(job_id)
         if job is None or job_id in self._kill_requested:
+            self._release_slot(job_id)
+            return
+        if not self._wait_turn(job):
             return
         client, env = self._client(job)
         try:
@@ -410,6 +430,25 @@ class ContainerService:
             self._running[job_id] = _Running(job, resolution, backend, backend_id)
         if job_id in self._kill_requested:  # killed while it was being staged
             backend.kill(backend_id)
+
+    def _wait_turn(self, job: _Loaded) -> bool:
+        """True when the job may start now; else it waits in line, `Created`, and is submitted
+        again when a job of its backend ends."""
+        try:
+            slots = self.slots(job.backend)
+        except XnatMlError:
+            return True  # the launch itself reports the backend's error
+        if slots.take(job.job_id):
+            return True
+        with self.sessions() as db:
+            record = db.get(Job, job.job_id)
+            if record is not None and record.status == jobs.CREATED:
+                record.history.append(jobs.JobEvent(
+                    status=jobs.CREATED,
+                    message=f"waiting: all {slots.limit} {job.backend} job slots are in use",
+                ))  # fmt: skip
+                db.commit()
+        return False
 
     def _reattach(self, job_id: int) -> None:
         """A job an earlier server process started (Docker, Slurm): watch it again."""
@@ -512,6 +551,7 @@ class ContainerService:
         self.revoke_tokens(job_id)  # also when it ended before: a token issued since then
         if final in jobs.FINAL_STATUSES:
             self._settle_writes(job_id, final)
+        self._release_slot(job_id)
 
     def _settle_writes(self, job_id: int, status: str) -> None:
         """Keep (Complete) or undo (any other end) what the job wrote with its tokens. A

@@ -9,8 +9,8 @@ of a label is over the cases where it is finite.
 
 from __future__ import annotations
 
-import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +20,15 @@ import nibabel as nib
 
 from xnat_ml.atomic import write_bytes_atomic, write_json_atomic
 from xnat_ml.errors import XnatMlError
+from xnat_ml.imaging.overlay import overlay_png
 from xnat_ml.inference.metrics import label_scores
 from xnat_ml.inference.predict import infer
 from xnat_ml.layout import EVALUATION_FILE as METRICS_FILE
+from xnat_ml.training.curves import plot_case_dice
 
 TABLE_FILE = "metrics.md"
 PLOT_FILE = "dice.png"
+OVERLAY_DIR = "overlays"  # <case>.png: the prediction over the case's image, mid-slice
 FORMAT = "xnat-ml-evaluation"
 INFINITE_NOTE = ("hd95_mm null: the label is in the prediction or the reference only "
                  "(infinite distance); mean hd95_mm is over the cases where it is finite")
@@ -42,9 +45,11 @@ class Case:
 
 def evaluate(
     model_dir: str | Path, cases: Sequence[Case], labels: Mapping[int, str], device: str = "cpu",
+    overlays: dict[str, bytes] | None = None,
 ) -> dict[str, Any]:
     """Scores of ``labels`` (value → name, background left out) per case and their means, as
-    the ``cases``/``mean`` part of ``metrics.json``.
+    the ``cases``/``mean`` part of ``metrics.json``; ``overlays``, when given, gets each case's
+    prediction over its first image (mid-slice PNG) by case id.
 
     The caller must have verified the model version's digests: this runs the bundle's code."""
     if not cases:
@@ -52,7 +57,9 @@ def evaluate(
     values = sorted(v for v in labels if v != 0)
     rows = []
     for case in cases:
-        scores = _case_scores(model_dir, case, values, device)
+        scores, pred = _case_scores(model_dir, case, values, device)
+        if overlays is not None:
+            overlays[case.id] = overlay_png(nib.load(str(case.images[0])), pred, title=case.id)
         rows.append({"case": case.id,
                      "scores": {str(v): _scores_json(s) for v, s in scores.items()}})
     return {"labels": {str(v): labels[v] for v in values}, "cases": rows,
@@ -61,8 +68,8 @@ def evaluate(
 
 def _case_scores(
     model_dir: str | Path, case: Case, values: list[int], device: str
-) -> dict[int, Any]:
-    """One case's scores; a failure names the case."""
+) -> tuple[dict[int, Any], nib.Nifti1Image]:
+    """One case's scores and prediction; a failure names the case."""
     try:
         pred = infer(model_dir, case.images, device)
         try:
@@ -70,7 +77,7 @@ def _case_scores(
         except Exception as exc:  # nibabel's and the decompressor's errors
             raise XnatMlError(f"label {case.label}: not a readable NIfTI "
                               f"({type(exc).__name__})") from exc  # fmt: skip
-        return label_scores(pred, ref, values)
+        return label_scores(pred, ref, values), pred
     except XnatMlError as exc:
         raise XnatMlError(f"case {case.id}: {exc}") from exc
 
@@ -126,33 +133,29 @@ def markdown_table(metrics: Mapping[str, Any]) -> str:
 
 def plot_dice(metrics: Mapping[str, Any], path: Path) -> None:
     """Per-case Dice, one group of bars per case and a bar per label, written as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    cases = [row["case"] for row in metrics["cases"]]
-    labels = metrics["labels"]
-    figure = Figure(figsize=(max(5.0, 0.6 * len(cases) * max(1, len(labels)) + 2), 3.5), dpi=100)
-    axes = figure.subplots()
-    width = 0.8 / max(1, len(labels))
-    for i, (value, name) in enumerate(labels.items()):
-        dice = [row["scores"][value]["dice"] for row in metrics["cases"]]
-        axes.bar([c + i * width for c in range(len(cases))], dice, width, label=name)
-    axes.set_xticks([c + width * (len(labels) - 1) / 2 for c in range(len(cases))], cases,
-                    rotation=45 if len(cases) > 8 else 0)  # fmt: skip
-    axes.set(ylim=(0, 1.05), ylabel="Dice", title=f"{metrics['split']} Dice per case")
-    axes.legend(loc="lower right")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    write_bytes_atomic(path, buffer.getvalue())
+    dice = {name: [row["scores"][value]["dice"] for row in metrics["cases"]]
+            for value, name in metrics["labels"].items()}  # fmt: skip
+    plot_case_dice([row["case"] for row in metrics["cases"]], dice,
+                   f"{metrics['split']} Dice per case", path)  # fmt: skip
 
 
-def write_evaluation(metrics: Mapping[str, Any], folder: Path) -> dict[str, Path]:
-    """The three files of an evaluation in ``folder``: file name → path."""
+def overlay_name(case: str) -> str:
+    """``overlays/<case>.png``, the case id kept to characters safe in a file name."""
+    return f"{OVERLAY_DIR}/{re.sub(r'[^A-Za-z0-9._-]', '_', case).lstrip('.') or 'case'}.png"
+
+
+def write_evaluation(
+    metrics: Mapping[str, Any], folder: Path, overlays: Mapping[str, bytes] | None = None
+) -> dict[str, Path]:
+    """The files of an evaluation in ``folder`` (the three, and ``overlays/<case>.png`` for
+    each overlay given): file name → path."""
     folder.mkdir(parents=True, exist_ok=True)
     plot_dice(metrics, folder / PLOT_FILE)
     write_bytes_atomic(folder / TABLE_FILE, markdown_table(metrics).encode())
     write_json_atomic(folder / METRICS_FILE, {"format": FORMAT, **metrics})
-    return {name: folder / name for name in (METRICS_FILE, TABLE_FILE, PLOT_FILE)}
+    names = [METRICS_FILE, TABLE_FILE, PLOT_FILE]
+    for case, png in (overlays or {}).items():
+        names.append(overlay_name(case))
+        (folder / OVERLAY_DIR).mkdir(exist_ok=True)
+        write_bytes_atomic(folder / names[-1], png)
+    return {name: folder / name for name in names}

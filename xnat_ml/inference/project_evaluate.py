@@ -2,8 +2,8 @@
 dataset version's split, and its TorchScript, stored BESIDE the version (model versions are
 write-once) in ``ML_MODELS/<name>/v<N>.derived/``:
 
-- ``evaluations/<dataset>-v<M>-<split>/`` holds ``metrics.json``, ``metrics.md`` and
-  ``dice.png`` (an evaluation run again replaces its own folder's files);
+- ``evaluations/<dataset>-v<M>-<split>/`` holds ``metrics.json``, ``metrics.md``,
+  ``dice.png``, ``overlays/<case>.png`` (an evaluation run again replaces its own folder's files);
 - ``export/`` holds ``model.ts`` and ``export.json`` (the check's input shape and largest
   output difference).
 
@@ -75,14 +75,15 @@ def evaluate_in_project(
         fetched = fetch_dataset(session, project, version.name, Path(tmp) / "data",
                                 number=version.number, cache=cache, progress=False)  # fmt: skip
         cases = _cases(parse_json(fetched.datalist.read_text(), data), split, fetched.datalist)
+        overlays: dict[str, bytes] = {}
         record = {
             "model": {"name": name, "version": str(number)},
             "dataset": {"name": version.name, "version": str(version.number)},
             "split": split, "device": device,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            **evaluate(model_dir, cases, labels, device),
+            **evaluate(model_dir, cases, labels, device, overlays),
         }  # fmt: skip
-        files = write_evaluation(record, Path(tmp) / "out")
+        files = write_evaluation(record, Path(tmp) / "out", overlays)
         upload_tree(session, project, MODELS_RESOURCE,
                     {f"{folder}/{f}": path for f, path in files.items()},
                     DERIVED_CONTENT)  # fmt: skip

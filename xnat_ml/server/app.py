@@ -42,6 +42,9 @@ BLUEPRINT_MODULES = (
     "xnat_ml.server.api.events",
     "xnat_ml.server.api.commands",
     "xnat_ml.server.api.containers",
+    "xnat_ml.server.api.search",
+    "xnat_ml.server.api.sharing",
+    "xnat_ml.server.api.prearchive",
 )
 
 

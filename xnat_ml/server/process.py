@@ -13,6 +13,9 @@ from pathlib import Path
 
 from xnat_ml.errors import XnatMlError
 
+# What the readiness probe asks: XNAT >= 1.7 answers it (and no longer /data/version).
+BUILD_INFO = "/xapi/siteConfig/buildInfo"
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now (the OS picks it)."""
@@ -55,7 +58,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start the server and return once it answers /data/version."""
+        """Start the server and return once it answers /xapi/siteConfig/buildInfo."""
         import requests
 
         command = [
@@ -73,7 +76,7 @@ class ServerProcess:
                 self.process = None
                 raise XnatMlError(f"xnat-ml serve: exited at start ({self._last_line()})")
             try:
-                if requests.get(f"{self.url}/data/version", timeout=2).ok:
+                if requests.get(f"{self.url}{BUILD_INFO}", timeout=2).ok:
                     return
             except requests.ConnectionError:
                 pass

@@ -6,7 +6,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from xnat_ml.xnat.cliargs import add_connection_arguments, connect_from_args
 # xnatpy, torch and MONAI are imported inside the handlers: `xnat-ml` registers every verb
 # module before dispatching.
 
-FINAL = ("completed", "nan", "failed", "killed")  # run_folder.FINAL_STATES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -179,7 +177,11 @@ def _register_runs(subparsers: argparse._SubParsersAction) -> None:
     _project(show)
     show.set_defaults(func=_runs_show)
 
-    follow = verbs.add_parser("follow", help="print a run's progress until it ends")
+    follow = verbs.add_parser(
+        "follow", help="show a run's progress bar (iterations, loss, metric, ETA) until it ends",
+        description="Polls the run's status.json in ML_RUNS (updated every few seconds while "
+        "it trains); prints the final state and exits 1 when the run did not complete.",
+    )  # fmt: skip
     follow.add_argument("run", metavar="RUN")
     _project(follow)
     follow.add_argument("--interval", type=float, default=5.0, metavar="S",
@@ -388,21 +390,19 @@ def _runs_show(args: argparse.Namespace) -> int:
 
 
 def _runs_follow(args: argparse.Namespace) -> int:
+    from xnat_ml.training.follow import follow_run
     from xnat_ml.training.project_runs import run_status
 
-    last = None
     with connect_from_args(args) as session:
-        while True:
+        def read() -> dict[str, Any]:
             status = run_status(session, args.project, args.run)
             if status is None:
                 raise XnatMlError(f"run {args.run}: not in project {args.project}'s ML_RUNS")
-            line = _status_line(status)
-            if line != last:
-                print(line, flush=True)
-                last = line
-            if status.get("state") in FINAL:
-                return 0 if status["state"] == "completed" else 1
-            time.sleep(args.interval)
+            return status
+
+        status = follow_run(read, args.run, args.interval)
+    print(_status_line(status), flush=True)
+    return 0 if status["state"] == "completed" else 1
 
 
 def _runs_tensorboard(args: argparse.Namespace) -> int:

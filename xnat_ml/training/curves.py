@@ -1,4 +1,5 @@
-"""The training-curves PNG of a run: loss and validation metrics per epoch."""
+"""A run's pictures: training curves (loss and validation metrics per epoch) and per-case Dice
+(a validation's, an evaluation's), written atomically as PNGs."""
 
 from __future__ import annotations
 
@@ -36,6 +37,37 @@ def plot_curves(rows: Sequence[dict[str, Any]], metric_columns: Sequence[str], p
     metric_axes.set(title="validation", xlabel="epoch")
     if metric_columns:
         metric_axes.legend(loc="lower right")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+VALIDATION_TITLE = "validation Dice per case (epoch {epoch})"
+
+
+def plot_case_dice(
+    cases: Sequence[str], dice: dict[str, Sequence[float | None]], title: str, path: Path
+) -> None:
+    """One group of bars per case, a bar per label (``dice``: label name -> a value per case,
+    None or NaN where there is none), written atomically as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    names = list(dice)
+    figure = Figure(figsize=(max(5.0, 0.6 * len(cases) * max(1, len(names)) + 2), 3.5), dpi=100)
+    axes = figure.subplots()
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        values = [float("nan") if v is None else float(v) for v in dice[name]]
+        axes.bar([c + i * width for c in range(len(cases))], values, width, label=name)
+    axes.set_xticks([c + width * (len(names) - 1) / 2 for c in range(len(cases))], list(cases),
+                    rotation=45 if len(cases) > 8 else 0)  # fmt: skip
+    axes.set(ylim=(0, 1.05), ylabel="Dice", title=title)
+    if names:
+        axes.legend(loc="lower right")
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

@@ -4,11 +4,16 @@
 each checkpoint on its own and the other changed files in one atomic zip (every file replaced
 whole, never seen half-written), then that status, only if all of them were stored: a reader that
 sees a status also finds the checkpoints and metrics it speaks of (and their digests match).
+
+``LiveStatus`` keeps ``status.json`` in ML_RUNS current between those syncs (iteration, loss,
+ETA), from a thread of its own: training never waits on the server for it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,16 +25,49 @@ from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import RUNS_RESOURCE
 from xnat_ml.training.project_files import download, list_paths, read_text, upload_tree
 from xnat_ml.training.project_models import check_name
-from xnat_ml.training.run_folder import STATUS_FILE, RunFolder
+from xnat_ml.training.run_folder import RUNNING, STATUS_FILE, RunFolder
+
+log = logging.getLogger(__name__)
+LIVE_EVERY_S = 15.0  # status.json to ML_RUNS between validations: watchable, one small PUT
 
 
 class RunUploader:
-    """``on_sync`` for a run: upload what changed to ``ML_RUNS/<run id>/``, status last."""
+    """``on_sync`` for a run: upload what changed to ``ML_RUNS/<run id>/``, status last.
 
-    def __init__(self, session: XNATSession, project: str) -> None:
+    ``stored`` is the status ML_RUNS holds already (a resumed run's); the live status pushed
+    between syncs must name the same checkpoints as the last status stored."""
+
+    def __init__(
+        self, session: XNATSession, project: str, stored: dict[str, Any] | None = None
+    ) -> None:
         self.session, self.project = session, project
+        self._lock = threading.Lock()  # one upload at a time: the sync's or the live status's
+        self._stored_checkpoints = (stored or {}).get("checkpoints") or {}
 
     def __call__(self, run: RunFolder, changed: Sequence[str]) -> None:
+        with self._lock:
+            self._sync(run, changed)
+
+    def push_status(self, run: RunFolder) -> bool:
+        """Upload status.json alone if it is a running status naming only checkpoints already
+        stored; False when it was not (a sync under way carries it, or the next one will)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            data = run.file(STATUS_FILE).read_bytes()
+            status = json.loads(data)
+            if (status.get("state") != RUNNING
+                    or (status.get("checkpoints") or {}) != self._stored_checkpoints):  # fmt: skip
+                return False
+            with scratch.temporary("live-") as tmp:
+                copy = Path(tmp) / STATUS_FILE
+                copy.write_bytes(data)
+                self._upload(run, {STATUS_FILE: copy})
+            return True
+        finally:
+            self._lock.release()
+
+    def _sync(self, run: RunFolder, changed: Sequence[str]) -> None:
         with scratch.temporary("status-") as tmp:
             status = None
             if STATUS_FILE in changed:  # as it is before the files it speaks of are taken
@@ -43,6 +81,7 @@ class RunUploader:
                     self._upload(run, {path: run.file(path) for path in batch})
             if status is not None:
                 self._upload(run, {STATUS_FILE: status})
+                self._stored_checkpoints = json.loads(status.read_bytes()).get("checkpoints") or {}
 
     def _upload(self, run: RunFolder, files: dict[str, Path]) -> None:
         stored = {f"{run.run_id}/{path}": source for path, source in files.items()}
@@ -56,6 +95,43 @@ class RunUploader:
             raise XnatMlError(
                 f"{RUNS_RESOURCE}/{what}: no space left on the XNAT server (507)"
             ) from exc
+
+
+class LiveStatus:
+    """While open, a thread pushes the run's status.json to ML_RUNS every ``every`` seconds
+    when it changed, so ``runs follow`` and the dashboard move during an epoch. A failed push
+    is logged once and tried again at the next tick; it never stops training."""
+
+    def __init__(self, uploader: RunUploader, run: RunFolder, every: float | None = None) -> None:
+        self.uploader, self.run = uploader, run
+        self.every = LIVE_EVERY_S if every is None else every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"live-{run.run_id}", daemon=True)
+        self._pushed: int | None = None  # st_mtime_ns of the status last pushed
+        self._warned = False
+
+    def __enter__(self) -> LiveStatus:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self.tick()
+
+    def tick(self) -> None:
+        try:
+            changed = self.run.file(STATUS_FILE).stat().st_mtime_ns
+            if changed != self._pushed and self.uploader.push_status(self.run):
+                self._pushed = changed
+        except Exception as exc:  # noqa: BLE001 - training matters more than one status
+            if not self._warned:
+                log.warning("run %s: live status not uploaded (%s); training goes on",
+                            self.run.run_id, exc)  # fmt: skip
+                self._warned = True
 
 
 def run_paths(session: XNATSession, project: str, run_id: str) -> list[str]:

@@ -43,7 +43,7 @@ from xnat_ml.training.project_models import (
     store_version,
     version_digests,
 )
-from xnat_ml.training.project_runs import RunUploader, pull_run, run_status
+from xnat_ml.training.project_runs import LiveStatus, RunUploader, pull_run, run_status
 from xnat_ml.training.promotion import promote
 from xnat_ml.training.run_folder import (
     BEST_FILE,
@@ -81,7 +81,7 @@ def train_in_project(session: XNATSession, request: TrainRequest) -> dict[str, A
         raise XnatMlError(
             f"run {run_id}: already completed in project {request.project}; choose another run id"
         )
-    uploader = RunUploader(session, request.project)
+    uploader = RunUploader(session, request.project, stored)
     if stored is None and not (local / RUN_FILE).exists():
         _prepare(session, request, local)
         try:  # the first upload: a server without room refuses the run before any training
@@ -94,7 +94,8 @@ def train_in_project(session: XNATSession, request: TrainRequest) -> dict[str, A
             ) from exc
     else:
         _ready_to_resume(session, request, local)
-    return execute_run(local, on_sync=uploader)
+    with LiveStatus(uploader, RunFolder(local)):
+        return execute_run(local, on_sync=uploader)
 
 
 def _default_run_id(config: str) -> str:

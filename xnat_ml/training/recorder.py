@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from xnat_ml.training.bundle import file_sha256
 from xnat_ml.training.checkpoint import Trainables, save_latest, save_weights
-from xnat_ml.training.curves import plot_curves
+from xnat_ml.training.curves import VALIDATION_TITLE, plot_case_dice, plot_curves
 from xnat_ml.training.distributed import SINGLE, Placement, all_agree
 from xnat_ml.training.run_folder import (
     BEST_FILE,
@@ -23,6 +24,7 @@ from xnat_ml.training.run_folder import (
     NAN,
     RUNNING,
     TENSORBOARD_DIR,
+    VALIDATION_FILE,
     RunFolder,
     RunSync,
     sync_run,
@@ -46,8 +48,11 @@ class RunRecorder:
         trainables: Trainables,
         on_sync: RunSync | None = None,
         place: Placement = SINGLE,
+        cases: Sequence[str] = (),
+        label_names: Sequence[str] = (),
     ) -> None:
         self.run, self.trainer, self.evaluator = run, trainer, evaluator
+        self.cases, self.label_names = list(cases), list(label_names)  # for validation.png
         self.trainables, self.on_sync, self.place = trainables, on_sync, place
         self.rows: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"metric": None, "epoch": None}
@@ -152,6 +157,7 @@ class RunRecorder:
             self.checkpoints[LATEST_FILE] = file_sha256(self.run.file(LATEST_FILE))
             self.latest_epoch = epoch
             plot_curves(self.rows, [self.key_metric], self.run.file(CURVES_FILE))
+            self._plot_validation(epoch)
         self.write_status(RUNNING)
         if validated:
             self.sync()
@@ -172,6 +178,22 @@ class RunRecorder:
             self.checkpoints[BEST_FILE] = file_sha256(self.run.file(BEST_FILE))
             # latest.pt keeps the best weights' digest too: promote checks the status by it.
             self.best = {"metric": current, "epoch": epoch, "sha256": self.checkpoints[BEST_FILE]}
+
+    def _plot_validation(self, epoch: int) -> None:
+        """validation.png: this validation's Dice per case and label, from the Dice metric's
+        per-image details (MONAI's ``save_details``); none when the key metric is not a Dice or
+        the details do not cover the validation list (one rank's share under data parallel)."""
+        details = getattr(self.evaluator.state, "metric_details", {}).get(self.key_metric)
+        if "dice" not in self.key_metric.lower() or not hasattr(details, "detach"):
+            return
+        rows = details.detach().float().cpu().numpy()
+        if rows.ndim != 2 or rows.shape[0] != len(self.cases) or not self.cases:
+            return
+        names = (self.label_names if len(self.label_names) == rows.shape[1]
+                 else [f"label {i + 1}" for i in range(rows.shape[1])])  # fmt: skip
+        dice = {name: rows[:, i].tolist() for i, name in enumerate(names)}
+        title = VALIDATION_TITLE.format(epoch=epoch)
+        plot_case_dice(self.cases, dice, title, self.run.file(VALIDATION_FILE))
 
     def _lr(self) -> float | str:
         groups = getattr(self.trainables.optimizer, "param_groups", None)
@@ -196,6 +218,7 @@ class RunRecorder:
             epoch=engine.epoch,
             max_epochs=engine.max_epochs,
             iteration=engine.iteration,
+            max_iterations=(engine.max_epochs or 0) * (engine.epoch_length or 0) or None,
             metric_name=self.key_metric,
             metric=float(last[self.key_metric]) if last.get(self.key_metric) not in
             (None, "") else None,

@@ -9,6 +9,7 @@
   the sha256 of the checkpoints it speaks of (``checkpoints``) |
 | ``metrics.csv`` | every epoch: epoch, iteration, train loss, validation metrics, lr, time |
 | ``train.log``, ``tensorboard/``, ``curves.png`` | while it runs |
+| ``validation.png`` | at each validation: Dice per validation case and label |
 | ``model.pt`` | at each validation that beats the best so far: the network's weights |
 | ``latest.pt`` | at each validation: weights, optimiser, scheduler, epoch, RNG states |
 | ``bundle_output/`` | whatever the bundle itself writes to ``ckpt_dir`` and ``output_dir`` |
@@ -41,6 +42,7 @@ METRICS_FILE = "metrics.csv"
 LOG_FILE = "train.log"
 TENSORBOARD_DIR = "tensorboard"
 CURVES_FILE = "curves.png"
+VALIDATION_FILE = "validation.png"
 BEST_FILE = "model.pt"
 LATEST_FILE = "latest.pt"
 BUNDLE_OUTPUT_DIR = "bundle_output"

@@ -186,6 +186,15 @@ def _bindings(run: RunFolder, datalist: Path) -> dict[str, Any]:
     }
 
 
+def _label_names(datalist: Path) -> list[str]:
+    """The data list's label names in value order, background left out (for validation.png)."""
+    labels = read_json_file(datalist, f"data list {datalist}").get("labels")
+    if not isinstance(labels, dict):
+        return []
+    values = sorted(int(v) for v in labels if str(v).isdigit() and int(v))
+    return [str(labels[str(v)]) for v in values if str(v) in labels]
+
+
 def _lr_scheduler(parser: Any) -> Any:
     """The scheduler the bundle's ``LrScheduleHandler`` steps, if it has one."""
     if not has_id(parser.config, "train#handlers"):
@@ -478,7 +487,12 @@ def _start(
     if not place.primary:  # the bundle's StatsHandlers log through the engines' loggers
         for engine in (trainer, evaluator):
             engine.logger.setLevel(logging.WARNING)
-    recorder = RunRecorder(run, trainer, evaluator, trainables, on_sync, place)
+    recorder = RunRecorder(
+        run, trainer, evaluator, trainables, on_sync, place,
+        cases=[str(item.get("session") or item.get("subject") or f"case{i}")
+               for i, item in enumerate(bindings["validate#dataset#data"])],
+        label_names=_label_names(datalist_path(run)),
+    )  # fmt: skip
     if run.file(LATEST_FILE).exists():
         recorder.restore(load_latest(run.file(LATEST_FILE), trainables))
     elif record["finetune"]:

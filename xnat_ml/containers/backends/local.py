@@ -10,7 +10,7 @@ restart the engine marks such jobs Failed.
 
 Options: `local_user` (run jobs as this user; needs a root server with `unshare`), `local_hide`
 (folders covered in each job's mount namespace, a JSON list or comma-separated; the server passes
-its data folder).
+its data folder), `local_slots` (how many jobs run at once; the others wait, `Created`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,21 @@ from xnat_ml.errors import XnatMlError
 _OOM = "killed for running out of memory (limit {} MB)"  # as the Docker backend says it
 KILL_GRACE_S = 10.0
 WATCH_S = 0.2  # how often the memory watchdog reads the job's memory
+DEFAULT_MIN_SLOTS = 4
+
+
+def slot_count(option: int | str | None) -> int:
+    """`local_slots`, else the machine's CPU count but at least DEFAULT_MIN_SLOTS: every job is
+    an interpreter of its own (a few hundred MB with torch), and a batch must not start them all."""
+    if option is None:
+        return max(DEFAULT_MIN_SLOTS, os.cpu_count() or 1)
+    try:
+        count = int(option)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise XnatMlError(f"local backend: local_slots {option!r} must be a whole number >= 1")
+    return count
 
 
 @dataclass
@@ -57,9 +72,11 @@ class LocalBackend:
         work_dir: Path,
         local_user: str | None = None,
         local_hide: list[str] | tuple | str = (),
+        local_slots: int | str | None = None,
         **_options: object,
     ) -> None:
         self.work_dir = Path(work_dir)
+        self.slots = slot_count(local_slots)
         self.containment = Containment(local_user, option_list(local_hide))
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()

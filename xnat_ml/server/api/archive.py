@@ -31,7 +31,7 @@ from xnat_ml.server.formats.validation import (
 from xnat_ml.server.formats.xml_documents import MAX_XML_BYTES, XmlObject, read_object_xml
 from xnat_ml.server.formats.xml_writer import render
 from xnat_ml.server.routing import archive_route, frees_disk_space
-from xnat_ml.server.store import serializers
+from xnat_ml.server.store import serializers, shares
 from xnat_ml.server.store.db import get_db
 from xnat_ml.server.store.models import (
     ArchiveObject,
@@ -101,15 +101,19 @@ def _list_experiments(parent: ArchiveObject | None, args: Mapping[str, str]) -> 
 def _scope(model, parent: ArchiveObject | None, user: User, args: Mapping[str, str]) -> list:
     """WHERE clauses limiting an experiment or assessor listing to what the path names and
     the caller may read."""
+    shared = model is Experiment  # sessions shared into a project are listed there too
     if parent is None:
         if project_id := args.get("project"):
             project = walk([("projects", project_id)], "read")
-            return [model.project_pk == project.pk]
+            return [shares.in_projects(model, [project.pk]) if shared else
+                    model.project_pk == project.pk]  # fmt: skip
         if (readable := auth.readable_project_pks(user)) is not None:
-            return [model.project_pk.in_(readable)]
+            return [shares.in_projects(model, readable) if shared else
+                    model.project_pk.in_(readable)]  # fmt: skip
         return []
     if isinstance(parent, Project):
-        return [model.project_pk == parent.pk]
+        return [shares.in_projects(model, [parent.pk]) if shared else
+                model.project_pk == parent.pk]  # fmt: skip
     if model is Assessor:
         return [Assessor.experiment_pk.in_(select(Experiment.pk).where(
             Experiment.subject_pk == parent.pk))]  # fmt: skip
@@ -135,10 +139,10 @@ def _readable(model, user: User, args: Mapping[str, str]):
     statement = select(model).order_by(model.pk)
     if project_id := args.get("project"):
         project = walk([("projects", project_id)], "read")
-        return statement.where(model.project_pk == project.pk)
+        return statement.where(shares.in_projects(model, [project.pk]))
     readable = auth.readable_project_pks(user)
     if readable is not None:
-        statement = statement.where(model.project_pk.in_(readable))
+        statement = statement.where(shares.in_projects(model, readable))
     return statement
 
 
@@ -180,7 +184,8 @@ def list_children(parent: str, collection: str) -> Response:
     if collection == "experiments" and isinstance(owner, Project | Subject):
         return _list_experiments(owner, args)
     if collection == "subjects" and isinstance(owner, Project):
-        objects = sorted(owner.subjects, key=lambda s: s.pk)
+        shared = get_db().scalars(select(Subject).where(shares.in_projects(Subject, [owner.pk])))
+        objects = sorted(shared, key=lambda s: s.pk)
     elif collection == "scans" and isinstance(owner, Experiment):
         objects = sorted(owner.scans, key=lambda s: s.pk)
         if xsi := args.get("xsiType"):
@@ -194,8 +199,13 @@ def list_children(parent: str, collection: str) -> Response:
     else:
         raise NotFound(f"A {owner.kind} has no {collection}.")
     kind = collection.removesuffix("s")
+    rows = serializers.rows_of(objects)
+    if collection == "subjects":  # a shared subject shows the label it has in this project
+        labels = shares.labels_in(get_db(), owner, Subject)
+        for obj, row in zip(objects, rows, strict=True):
+            row["label"] = labels.get(obj.pk, row["label"])
     return result_set(
-        serializers.rows_of(objects),
+        rows,
         args,
         serializers.DEFAULT_COLUMNS[kind],
         serializers.ALIASES[kind],
@@ -236,6 +246,9 @@ def put_object(path: str) -> Response:
     if collection == "scans" and given_id:
         name = given_id
     existing = lookup(parent, collection, name)
+    if existing is not None and parent is not None:
+        if existing.project_obj is not parent.project_obj:  # shared in: read-only here
+            auth.require_project_role(existing.project_obj, "edit")
     if parent is None and collection != "projects":
         if existing is None:
             raise NotFound(describe_missing(None, collection, name))
@@ -419,6 +432,8 @@ def _create_experiment(parent, name: str, fields: dict, xsi_type: str | None) ->
         subject = lookup(parent, "subjects", subject_ref)
         if subject is None:
             raise NotFound(describe_missing(parent, "subjects", subject_ref))
+        if subject.project is not parent:  # shared in: the session goes to its own project
+            auth.require_project_role(subject.project, "edit")
     elif isinstance(parent, Subject):
         subject = parent
         take(fields, "subject_ID", "subject_label", "subject")  # the path names the subject

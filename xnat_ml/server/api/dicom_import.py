@@ -1,78 +1,55 @@
 """XNAT's session import service for DICOM zips: `POST /data/services/import`.
 
 A zip (or tar) of DICOM becomes subject → session (xsi type by modality) → one scan per series,
-each scan holding its instances in a `DICOM` resource, straight into the archive (this server has
-no prearchive). Files that are not DICOM are skipped: their count is in the `X-Skipped-Files`
-response header and their names in the server log. The response body is the session URI, one per
-line, as XNAT answers (xnatpy's `services.import_` turns it into a session object).
-
-Nothing is half-imported: the upload is unpacked and read in staging; the archive changes in one
-transaction, and the files move in only after it commits (journal.py's write protocol).
+each scan holding its instances in a `DICOM` resource, in the archive; with
+`dest=/prearchive[/projects/P]` the upload waits in the prearchive instead (store/prearchive.py;
+api/prearchive.py archives it later). Files that are not DICOM are skipped: their count is in
+the `X-Skipped-Files` response header and their names in the server log. The response body is
+the session URI, one per line, as XNAT answers (xnatpy's `services.import_` turns it into a
+session object, or a prearchive session). The work itself is session_import.py's.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-
 from flask import Blueprint, Response, request
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-from werkzeug.exceptions import BadRequest, Conflict
+from werkzeug.exceptions import BadRequest
 
-from xnat_ml.layout import DICOM_RESOURCE
-from xnat_ml.server.auth import require_login
-from xnat_ml.server.formats import datatypes
-from xnat_ml.server.formats.dicom_headers import (
-    ImportContent,
-    SeriesHeaders,
-    StudyHeaders,
-    label_from,
-    read_folder,
-)
 from xnat_ml.server.formats.validation import check_label
-from xnat_ml.server.store import catalog
+from xnat_ml.server.session_import import (
+    OVERWRITE_MODES,
+    Destination,
+    import_file,
+    to_prearchive,
+)
 from xnat_ml.server.store.db import get_db
-from xnat_ml.server.store.filestore import FileStore, StoredFile
-from xnat_ml.server.store.journal import Publication, archive_files
-from xnat_ml.server.store.models import Experiment, Project, Scan, Subject
-from xnat_ml.server.store.objects import new_accession, resolve_object
-from xnat_ml.server.store.resource_files import create_resource, find_resource, reload
-from xnat_ml.server.store.uploads import staged_upload, unpack_upload
-
-log = logging.getLogger(__name__)
+from xnat_ml.server.store.journal import archive_files
+from xnat_ml.server.store.objects import resolve_object
+from xnat_ml.server.store.uploads import staged_upload
 
 bp = Blueprint("dicom_import", __name__)
 
 HANDLERS = ("DICOM-zip", "dicom-zip", "SI", "")
-OVERWRITE_MODES = ("none", "append", "delete")
-
-
-@dataclass
-class Destination:
-    project: str
-    subject: str | None = None
-    session: str | None = None
 
 
 def _destination() -> Destination:
     """Project/subject/session from `dest=/archive/projects/P/...`, overridden by named params."""
     args = request.args
     parts: dict[str, str] = {}
+    prearchive = False
     if dest := args.get("dest"):
         segments = [s for s in dest.split("/") if s]
-        if segments[:1] == ["prearchive"]:
-            raise BadRequest("dest: this server has no prearchive; use dest=/archive/projects/P.")
+        prearchive = segments[:1] == ["prearchive"]
         pairs = dict(zip(segments[1::2], segments[2::2], strict=False))
         if (
-            segments[:1] != ["archive"]
+            segments[:1] not in (["archive"], ["prearchive"])
             or len(segments) % 2 == 0
-            or not pairs
+            or (not pairs and not prearchive)
             or list(pairs) != ["projects", "subjects", "experiments"][: len(pairs)]
+            or (prearchive and len(pairs) > 1)
         ):
-            raise BadRequest(f"dest {dest!r} is not /archive/projects/P[/subjects/S[/...]].")
-        parts = {"project": pairs["projects"], "subject": pairs.get("subjects", ""),
+            raise BadRequest(f"dest {dest!r} is not /archive/projects/P[/subjects/S[/...]] "
+                             "or /prearchive[/projects/P].")
+        parts = {"project": pairs.get("projects", ""), "subject": pairs.get("subjects", ""),
                  "session": pairs.get("experiments", "")}
     for name in ("project", "subject", "session"):
         if args.get(name):
@@ -83,6 +60,7 @@ def _destination() -> Destination:
         project=check_label("Project", parts["project"]),
         subject=check_label("Subject", parts["subject"]) if parts.get("subject") else None,
         session=check_label("Experiment", parts["session"]) if parts.get("session") else None,
+        prearchive=prearchive,
     )
 
 
@@ -101,164 +79,14 @@ def import_dicom() -> Response:
 
     store = archive_files.get()
     staged = staged_upload(store)[0]
-    unpacked = store.staging_dir()
     try:
-        stored = unpack_upload(staged, unpacked, "", "Import upload")
-        content = read_folder(unpacked)
-        if content.skipped:
-            log.warning("import into %s skipped %d file(s): %s", project.id, len(content.skipped),
-                        "; ".join(f"{n} ({why})" for n, why in content.skipped.items()))
-        if not content.studies:
-            raise BadRequest(
-                f"Import upload holds no DICOM ({len(content.skipped)} file(s) skipped, e.g. "
-                f"{', '.join(list(content.skipped)[:3]) or 'none'})."
-            )
-        if where.session and len(content.studies) > 1:
-            raise BadRequest(f"Import upload holds {len(content.studies)} studies; one session "
-                             f"label ({where.session}) cannot name them all.")
-        digests = {unpacked.joinpath(*f.path.parts): f.md5 for f in stored}
-        job = _Import(db, store, project, where, overwrite, digests)
-        job.run(content)
+        if where.prearchive:
+            uris, skipped = [to_prearchive(db, store, project, where, staged)], 0
+            staged = None  # moved into the prearchive
+        else:
+            uris, skipped = import_file(db, store, project, where, overwrite, staged)
     finally:
         store.discard(staged)
-        store.discard(unpacked)
-    response = Response("\n".join(job.uris) + "\n", 200, mimetype="text/plain")
-    response.headers["X-Skipped-Files"] = str(len(content.skipped))
+    response = Response("\n".join(uris) + "\n", 200, mimetype="text/plain")
+    response.headers["X-Skipped-Files"] = str(skipped)
     return response
-
-
-def _series_order(series: SeriesHeaders) -> tuple:
-    number = series.number
-    return (0, int(number), series.uid) if number.isdigit() else (1, 0, series.uid)
-
-
-def _scan_id(session: Experiment, series: SeriesHeaders) -> str:
-    """SeriesNumber, made unique as XNAT does (`4-MR1`, `4-MR2`); the next free number if none."""
-    taken = {scan.id for scan in session.scans}
-    if series.number.isdigit():
-        if series.number not in taken:
-            return series.number
-        k = 1
-        while f"{series.number}-{series.modality or 'OT'}{k}" in taken:
-            k += 1
-        return f"{series.number}-{series.modality or 'OT'}{k}"
-    n = 1
-    while str(n) in taken:
-        n += 1
-    return str(n)
-
-
-class _Import:
-    """One import's archive changes: one transaction, then the files move in."""
-
-    def __init__(self, db: Session, store: FileStore, project: Project, where: Destination,
-                 overwrite: str, digests: dict[Path, str]) -> None:
-        self.db, self.store, self.project = db, store, project
-        self.where, self.overwrite, self.digests = where, overwrite, digests
-        self.user = require_login().username
-        self.uris: list[str] = []
-        self.publication = Publication(store, "import")
-        self.labels: set[str] = set()
-
-    def run(self, content: ImportContent) -> None:
-        try:
-            reload(self.db, self.project)
-            for study in content.studies.values():
-                self._study(study)
-        except BaseException:
-            self.db.rollback()
-            raise
-        self.publication.commit(self.db)
-
-    def _subject(self, study: StudyHeaders) -> Subject:
-        label = self.where.subject or label_from(study.patient_name) or label_from(study.patient_id)
-        if not label:
-            raise BadRequest(f"Study {study.uid} has no PatientName/PatientID; pass subject=.")
-        subject = self.db.scalar(
-            select(Subject).where(Subject.project_pk == self.project.pk, Subject.label == label)
-        )
-        if subject is None:
-            subject = Subject(id=new_accession("S"), project=self.project, label=label, fields={},
-                              insert_user=self.user)
-            self.db.add(subject)
-        return subject
-
-    def _session_label(self, study: StudyHeaders) -> str:
-        """XNAT's default session label is the PatientID; further studies get _2, _3, ..."""
-        base = self.where.session or label_from(study.patient_id) or label_from(study.patient_name)
-        label, n = base, 1
-        while label in self.labels:
-            n += 1
-            label = f"{base}_{n}"
-        self.labels.add(label)
-        return label
-
-    def _study(self, study: StudyHeaders) -> None:
-        subject = self._subject(study)
-        label = self._session_label(study)
-        session = self.db.scalar(
-            select(Experiment).where(Experiment.project_pk == self.project.pk,
-                                     Experiment.label == label)
-        )
-        if session is not None:
-            if self.overwrite == "none":
-                raise Conflict(f"Session '{label}' already exists in project '{self.project.id}'; "
-                               "import with overwrite=append or overwrite=delete.")
-            if session.subject_pk != subject.pk:
-                raise Conflict(f"Session '{label}' belongs to subject '{session.subject.label}', "
-                               f"not '{subject.label}'.")
-            if self.overwrite == "delete":
-                self._clear_scans(session)
-        else:
-            session = Experiment(
-                id=new_accession("E"), project=self.project, subject=subject, label=label,
-                xsi_type=datatypes.session_type_for(study.modality), date=study.date,
-                time=study.time, modality=study.modality, fields=dict(study.fields),
-                insert_user=self.user,
-            )
-            self.db.add(session)
-        self.db.flush()
-        for series in sorted(study.series.values(), key=_series_order):
-            self._series(session, series)
-        self.uris.append(
-            f"/data/archive/projects/{self.project.id}/subjects/{subject.label}"
-            f"/experiments/{label}"
-        )
-
-    def _clear_scans(self, session: Experiment) -> None:
-        """overwrite=delete: the session's scans go, their files once that has committed (by
-        resource folder: a new scan of the same ID reuses the scan folder, never a resource's)."""
-        for scan in list(session.scans):
-            for resource in scan.resources:
-                self.publication.discard(self.store.resource_dir(resource.relative_dir))
-            self.db.delete(scan)
-        self.db.flush()
-        self.db.expire(session, ["scans"])
-
-    def _series(self, session: Experiment, series: SeriesHeaders) -> None:
-        scan = next((s for s in session.scans if s.uid == series.uid), None)
-        if scan is None:
-            scan = Scan(
-                experiment=session, id=_scan_id(session, series),
-                xsi_type=datatypes.scan_type_for(series.modality), type=series.description,
-                series_description=series.description, uid=series.uid,
-                fields={**series.fields, "modality": series.modality},
-            )
-            self.db.add(scan)
-            self.db.flush()
-        resource = find_resource(self.db, scan, DICOM_RESOURCE)
-        if resource is None:
-            resource = create_resource(self.db, scan, DICOM_RESOURCE, format="DICOM",
-                                       content="RAW")
-        folder = self.store.resource_dir(resource.relative_dir)
-        new_frames = 0
-        for instance in series.instances:
-            rel = PurePosixPath(f"{instance.sop_uid}.dcm")
-            target = folder / rel.name
-            if not target.exists():  # an instance sent again (append) replaces its file
-                new_frames += instance.frames
-            size = instance.path.stat().st_size
-            self.publication.add(instance.path, target)
-            catalog.record(self.db, resource, StoredFile(rel, size, self.digests[instance.path]),
-                           "DICOM", "RAW", "")
-        scan.fields["frames"] = str(int(scan.fields.get("frames") or 0) + new_frames)

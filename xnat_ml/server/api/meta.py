@@ -61,7 +61,8 @@ def root() -> Response:
 
 @bp.route("/data/version", methods=["GET"])
 def version() -> Response:
-    return Response(current_app.config["XNAT_VERSION"], mimetype="text/plain")
+    """Gone since XNAT 1.7: clients (pyxnat's `version()`, xnatpy) fall back to buildInfo."""
+    raise NotFound("/data/version is not served (XNAT >= 1.7); use /xapi/siteConfig/buildInfo.")
 
 
 @bp.route("/xapi/siteConfig/buildInfo", methods=["GET"])
@@ -142,8 +143,8 @@ def search_element_fields(datatype: str) -> Response:
     rows = [
         {
             "FIELD_ID": field,
-            "HEADER": field.replace("_", " ").replace("/", " ").title(),
-            "SUMMARY": field.replace("_", " ").replace("/", " ").lower(),
+            "HEADER": field.replace("_", " ").title(),
+            "SUMMARY": field.replace("_", " ").lower(),
             "TYPE": _SEARCH_TYPES.get(kind, "string"),
             "REQUIRES_VALUE": "false",
             "DESC": "",

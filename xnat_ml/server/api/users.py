@@ -294,9 +294,7 @@ def remove_member(project_id: str, group: str, username: str) -> Response:
     )
     if membership is None:
         raise NotFound(f"User '{username}' is not among the {role}s of project '{project.id}'.")
-    owners = [r for r in project.roles if r.role == "Owner"]
-    if role == "Owner" and len(owners) == 1:
-        raise Conflict(f"User '{username}' is the last Owner of project '{project.id}'.")
+    # As in XNAT, the last Owner may go: site admins still manage the project.
     db.delete(membership)
     db.commit()
     return Response("", 200)

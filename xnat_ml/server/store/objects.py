@@ -13,6 +13,7 @@ from sqlalchemy import or_, select
 from werkzeug.exceptions import BadRequest, NotFound
 
 from xnat_ml.server import auth
+from xnat_ml.server.store import shares
 from xnat_ml.server.store.db import get_db
 from xnat_ml.server.store.models import (
     Accession,
@@ -46,10 +47,13 @@ def lookup(parent: ArchiveObject | None, collection: str, name: str) -> ArchiveO
     if isinstance(parent, Project) and collection == "subjects":
         return db.scalar(
             select(Subject).where(Subject.project_pk == parent.pk, _named(Subject, name))
-        )
+        ) or shares.shared_into(db, parent, Subject, name)
     if isinstance(parent, Project | Subject) and collection == "experiments":
         owner = Experiment.project_pk if isinstance(parent, Project) else Experiment.subject_pk
-        return db.scalar(select(Experiment).where(owner == parent.pk, _named(Experiment, name)))
+        found = db.scalar(select(Experiment).where(owner == parent.pk, _named(Experiment, name)))
+        if found is None and isinstance(parent, Project):
+            found = shares.shared_into(db, parent, Experiment, name)
+        return found
     if isinstance(parent, Experiment) and collection == "scans":
         return db.scalar(select(Scan).where(Scan.experiment_pk == parent.pk, Scan.id == name))
     if isinstance(parent, Experiment) and collection == "reconstructions":
@@ -101,17 +105,33 @@ def resolve_object(path: str | ObjectPath, access: str | None = "read") -> Archi
 
 
 def walk(pairs: list[tuple[str, str]], access: str | None) -> ArchiveObject:
-    """Follow (collection, name) steps from the top; 404 at the first missing one."""
+    """Follow (collection, name) steps from the top; 404 at the first missing one.
+
+    An object shared into the project of the path is read there with that project's role;
+    anything more needs the role in the project that owns it."""
     obj: ArchiveObject | None = None
     for collection, name in pairs:
         found = lookup(obj, collection, name)
         if found is None:
             raise NotFound(describe_missing(obj, collection, name))
         if obj is None and access is not None:
-            auth.require_project_role(found.project_obj, access)
+            _require_top_level(found, access)
+        elif access not in (None, "read") and isinstance(obj, Project):
+            if found.project_obj is not obj:  # shared in: the owner's role decides
+                auth.require_project_role(found.project_obj, access)
         obj = found
     assert obj is not None
     return obj
+
+
+def _require_top_level(found: ArchiveObject, access: str) -> None:
+    """`access` to an object named without its project (/data/experiments/E): reading is also
+    allowed through a project it is shared into."""
+    user = auth.require_login()
+    if access == "read" and isinstance(found, Subject | Experiment):
+        if any(auth.may(user, p, "read") for p in shares.sharing_projects(get_db(), found)):
+            return
+    auth.require_project_role(found.project_obj, access)
 
 
 def new_accession(kind_letter: str) -> str:

@@ -36,6 +36,9 @@ TABLE_MODULES = (
     "xnat_ml.server.store.event_store",
     "xnat_ml.server.store.job_writes",
     "xnat_ml.server.store.ml_assets",
+    "xnat_ml.server.store.saved_searches",
+    "xnat_ml.server.store.shares",
+    "xnat_ml.server.store.prearchive",
     "xnat_ml.containers.jobs",
     "xnat_ml.containers.registry",
 )

@@ -4,16 +4,16 @@
 - resources.reconstruction_pk: a resource may belong to a reconstruction. Adding a foreign key
   rebuilds the table in SQLite; it keeps AUTOINCREMENT (see 0002).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-05 02:07:35.300089
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
@@ -51,4 +51,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """None: restore the copy of the data folder taken before upgrading (docs/server.md)."""
-    raise NotImplementedError("revision 0008 has no downgrade; restore the data folder's copy")
+    raise NotImplementedError("revision 0011 has no downgrade; restore the data folder's copy")

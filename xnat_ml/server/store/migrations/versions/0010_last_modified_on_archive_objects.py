@@ -3,16 +3,16 @@
 - projects, subjects, experiments, scans, assessors: `last_modified`, set on every change of the
   row; rows made before this revision start with their creation time.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-05 01:57:23.445782
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
