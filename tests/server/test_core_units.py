@@ -33,7 +33,7 @@ def _declared_types() -> dict[str, str | None]:
         root = ET.fromstring(text)
         prefix = "icr" if "icr.ac.uk" in root.get("targetNamespace", "") else "xnat"
         for node in root.findall(f"{XS}complexType"):
-            extension = node.find(f".//{XS}extension")
+            extension = node.find(f"{XS}complexContent/{XS}extension")
             found[f"{prefix}:{node.get('name')}"] = (
                 extension.get("base") if extension is not None else None
             )

@@ -77,7 +77,7 @@ XXE = (
         (b"not xml at all", "XML document: not accepted"),
         (b"", "XML document: not accepted"),
         (b'<roiCollectionData label="a"/>', "is not in an XNAT schema namespace"),
-        (f'<xnat:qcAssessmentData {XNAT} label="a"/>'.encode(), "is not supported here"),
+        (f'<xnat:fooAssessmentData {XNAT} label="a"/>'.encode(), "is not supported here"),
         (f'<xnat:mrScanData {XNAT} ID="9"/>'.encode(), "is not supported here"),
         (f'<icr:roiCollectionData {ICR} label="a" bad-name!="1"/>'.encode(), "not accepted"),
         (f'<icr:roiCollectionData {ICR} label="a">'.encode() + b"<x>y</x>" * 200_000

@@ -90,7 +90,7 @@ MAX_NAME = 255  # characters of one name (a file system's NAME_MAX)
 MAX_PATH = 4096  # characters of a whole path (PATH_MAX)
 
 _NAME = r"[^/]+"
-_SESSION = rf"experiments/{_NAME}(?:/(?:scans|assessors)/{_NAME})?"
+_SESSION = rf"experiments/{_NAME}(?:/(?:scans|assessors|reconstructions)/{_NAME})?"
 #: an archive object path below /data/ (or /data/archive/), e.g. projects/P/subjects/S
 OBJECT_PATTERN = (
     rf"(?:projects/{_NAME}(?:/subjects/{_NAME}(?:/{_SESSION})?|/{_SESSION})?"
@@ -102,7 +102,8 @@ _PATH = re.compile(
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 KINDS = {"projects": "Project", "subjects": "Subject", "experiments": "Experiment",
-         "scans": "Scan", "assessors": "Assessor"}  # fmt: skip
+         "scans": "Scan", "assessors": "Assessor",
+         "reconstructions": "Reconstruction"}  # fmt: skip
 
 
 class UriError(XnatMlError):

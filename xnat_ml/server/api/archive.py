@@ -28,7 +28,8 @@ from xnat_ml.server.formats.validation import (
     take,
     typed_fields,
 )
-from xnat_ml.server.formats.xml_documents import MAX_XML_BYTES, read_object_xml
+from xnat_ml.server.formats.xml_documents import MAX_XML_BYTES, XmlObject, read_object_xml
+from xnat_ml.server.formats.xml_writer import render
 from xnat_ml.server.routing import archive_route, frees_disk_space
 from xnat_ml.server.store import serializers, shares
 from xnat_ml.server.store.db import get_db
@@ -38,6 +39,7 @@ from xnat_ml.server.store.models import (
     Experiment,
     Project,
     ProjectRole,
+    Reconstruction,
     Scan,
     Subject,
     User,
@@ -62,6 +64,7 @@ _BASE_TYPE_OF = {
     "experiments": "xnat:subjectAssessorData",
     "scans": "xnat:imageScanData",
     "assessors": "xnat:imageAssessorData",
+    "reconstructions": "xnat:reconstructedImageData",
 }
 
 # ----------------------------------------------------------------------------- listings
@@ -171,7 +174,9 @@ def list_all_experiments() -> Response:
 
 
 @archive_route(
-    bp, "/<xnat:parent>/<any(subjects, experiments, scans, assessors):collection>", methods=["GET"]
+    bp,
+    "/<xnat:parent>/<any(subjects, experiments, scans, assessors, reconstructions):collection>",
+    methods=["GET"],
 )
 def list_children(parent: str, collection: str) -> Response:
     owner = resolve_object(parent, "read")
@@ -185,6 +190,8 @@ def list_children(parent: str, collection: str) -> Response:
         objects = sorted(owner.scans, key=lambda s: s.pk)
         if xsi := args.get("xsiType"):
             objects = [s for s in objects if datatypes.is_a(s.xsi_type, xsi)]
+    elif collection == "reconstructions" and isinstance(owner, Experiment):
+        objects = sorted(owner.reconstructions, key=lambda r: r.pk)
     elif collection == "assessors" and isinstance(owner, Experiment):
         objects = sorted(owner.assessors, key=lambda a: a.pk)
         if xsi := args.get("xsiType"):
@@ -211,24 +218,30 @@ def list_children(parent: str, collection: str) -> Response:
 @archive_route(bp, "/<xnat:path>", methods=["GET"])
 def get_object(path: str) -> Response:
     obj = resolve_object(path, "read")
-    if (request.args.get("format") or "json").lower() not in ("json", "html"):
-        raise BadRequest("Only format=json is supported for single objects.")
+    wanted = (request.args.get("format") or "json").lower()
+    if wanted == "xml":
+        return Response(render(serializers.xml_doc(obj)), mimetype="text/xml")
+    if wanted not in ("json", "html"):
+        raise BadRequest("Single objects come as format=json or format=xml.")
     return jsonify(serializers.item(obj))
 
 
 @archive_route(bp, "/<xnat:path>", methods=["PUT"])
 def put_object(path: str) -> Response:
-    """Create the object named by the path (fields from the query string), or update it."""
+    """Create the object named by the path (fields from the query string and any XML document
+    sent), or update it."""
     auth.require_login()
     pairs = split_path(path)
     *parent_pairs, (collection, name) = pairs
-    parent = walk(parent_pairs, "edit") if parent_pairs else None
     fields = query_fields(request.args)
     xsi_type = request.args.get("xsiType")
-    if request.args.get("inbody", "").lower() == "true":  # an XML document of the object
-        xml_type, xml_fields = read_object_xml(request.stream.read(MAX_XML_BYTES + 1))
-        xsi_type = xsi_type or xml_type
-        fields = {**xml_fields, **fields}
+    document = _document_sent()
+    if document is not None:
+        xsi_type = xsi_type or document.xsi_type
+        named = dict(document.fields)
+        take(named, "project", "label")  # the path names the project and the object
+        fields = {**named, **fields}
+    parent = _parent(parent_pairs, collection, document)
     given_id = take(fields, "ID")  # server-assigned, except a scan's (xnatpy PUTs scans/{type})
     if collection == "scans" and given_id:
         name = given_id
@@ -249,6 +262,7 @@ def put_object(path: str) -> Response:
         if isinstance(existing, Project):
             auth.require_project_role(existing, "own")
         _update(existing, fields, xsi_type)
+        _put_scans(existing, document)
         db.commit()
         return Response(existing.id, 200, mimetype="text/plain")
     creators = {
@@ -257,8 +271,11 @@ def put_object(path: str) -> Response:
         "experiments": _create_experiment,
         "scans": _create_scan,
         "assessors": _create_assessor,
+        "reconstructions": _create_reconstruction,
     }
     obj = creators[collection](parent, name, fields, xsi_type)
+    db.flush()
+    _put_scans(obj, document)
     db.commit()
     return Response(obj.id, 201, mimetype="text/plain")
 
@@ -290,6 +307,53 @@ def delete_object(path: str) -> Response:
 
 
 # ----------------------------------------------------------------------------- create / update
+
+
+def _document_sent() -> XmlObject | None:
+    """The XML document a PUT carries: with `inbody=true`, as a multipart file (pyxnat's
+    `create(xml=...)`), or as a non-empty text/xml body; None when it carries none."""
+    if request.mimetype == "multipart/form-data":
+        upload = next(iter(request.files.values()), None)
+        if upload is None:
+            raise BadRequest("XML document: the multipart body holds no file.")
+        return read_object_xml(upload.stream.read(MAX_XML_BYTES + 1))
+    as_xml = request.mimetype in ("text/xml", "application/xml") and request.content_length
+    if as_xml or request.args.get("inbody", "").lower() == "true":
+        return read_object_xml(request.stream.read(MAX_XML_BYTES + 1))
+    return None
+
+
+def _parent(parent_pairs: list, collection: str, document: XmlObject | None):
+    """The object the path puts the new one under; a session document PUT under a subject
+    that does not exist yet creates the subject first, as XNAT does."""
+    if not parent_pairs:
+        return None
+    try:
+        return walk(parent_pairs, "edit")
+    except NotFound:
+        if document is None or collection != "experiments" or parent_pairs[-1][0] != "subjects":
+            raise
+        project = walk(parent_pairs[:-1], "edit")
+        subject = _create_subject(project, parent_pairs[-1][1], {}, None)
+        get_db().flush()
+        return subject
+
+
+def _put_scans(session: ArchiveObject, document: XmlObject | None) -> None:
+    """Create or update the scans a session document lists (`<xnat:scans>`)."""
+    for scan in document.children.get("scans", []) if document else []:
+        if not isinstance(session, Experiment):
+            raise BadRequest(f"XML document: a {session.kind} has no scans.")
+        fields = dict(scan.fields)
+        scan_id = take(fields, "ID") or ""
+        take(fields, "project")
+        take(fields, "image_session_ID")
+        existing = lookup(session, "scans", scan_id)
+        fields = typed_fields(existing.xsi_type if existing else scan.xsi_type, fields)
+        if existing is not None:
+            _update(existing, fields, scan.xsi_type or None)
+        else:
+            _create_scan(session, scan_id, fields, scan.xsi_type or None)
 
 
 def _unique_label(model, project: Project, label: str, kind: str) -> None:
@@ -372,6 +436,7 @@ def _create_experiment(parent, name: str, fields: dict, xsi_type: str | None) ->
             auth.require_project_role(subject.project, "edit")
     elif isinstance(parent, Subject):
         subject = parent
+        take(fields, "subject_ID", "subject_label", "subject")  # the path names the subject
     else:
         raise NotFound("Experiments are created under /data/projects/{p}/subjects/{s}/experiments.")
     xsi = check_type(xsi_type, "xnat:subjectAssessorData", "Experiment")
@@ -454,6 +519,28 @@ def _create_assessor(parent, name: str, fields: dict, xsi_type: str | None) -> A
     return assessor
 
 
+def _create_reconstruction(parent, name: str, fields: dict, xsi_type: str | None):
+    if not isinstance(parent, Experiment):
+        raise NotFound(
+            "Reconstructions are created under .../experiments/{session}/reconstructions/{id}."
+        )
+    check_type(xsi_type, "xnat:reconstructedImageData", "Reconstruction")
+    reconstruction = Reconstruction(
+        experiment=parent, id=check_label("Reconstruction", name, SCAN_ID_RE), fields={}
+    )
+    _apply_reconstruction_fields(reconstruction, fields)
+    get_db().add(reconstruction)
+    return reconstruction
+
+
+def _apply_reconstruction_fields(reconstruction: Reconstruction, fields: dict) -> None:
+    if (kind := take(fields, "type")) is not None:
+        reconstruction.type = kind
+    if (base := take(fields, "baseScanType", "base_scan_type")) is not None:
+        reconstruction.base_scan_type = base
+    reconstruction.fields.update(fields)
+
+
 def _update(obj: ArchiveObject, fields: dict, xsi_type: str | None) -> None:
     if xsi_type and datatypes.canonical(xsi_type) != obj.xsi_type:
         raise Conflict(
@@ -465,6 +552,9 @@ def _update(obj: ArchiveObject, fields: dict, xsi_type: str | None) -> None:
         return
     if isinstance(obj, Scan):
         _apply_scan_fields(obj, fields)
+        return
+    if isinstance(obj, Reconstruction):
+        _apply_reconstruction_fields(obj, fields)
         return
     new_label = take(fields, "label")
     if new_label and new_label != obj.label:

@@ -8,7 +8,8 @@ from werkzeug.exceptions import NotFound
 from xnat_ml import __version__
 from xnat_ml.server import auth
 from xnat_ml.server.formats.datatypes import BASE_TYPE, SCHEMAS
-from xnat_ml.server.formats.listing import result_set
+from xnat_ml.server.formats.listing import result_set, stored_key
+from xnat_ml.server.formats.xml_writer import declared_fields
 
 bp = Blueprint("meta", __name__)
 
@@ -29,6 +30,13 @@ _SEARCH_FIELDS = {
     "xnat:imageScanData": ("ID", "TYPE", "SERIES_DESCRIPTION", "QUALITY"),
     "xnat:imageAssessorData": ("ID", "LABEL", "PROJECT", "SESSION_ID"),
 }
+
+
+# XSD types → the TYPE column's words.
+_SEARCH_TYPES = {"xs:date": "date", "xs:time": "time", "xs:dateTime": "timestamp",
+                 "xs:integer": "integer", "xs:int": "integer", "xs:long": "integer",
+                 "xs:decimal": "float", "xs:float": "float", "xs:double": "float",
+                 "xs:boolean": "boolean"}  # fmt: skip
 
 
 @bp.route("/", methods=["GET"])
@@ -126,17 +134,23 @@ def search_element_fields(datatype: str) -> Response:
     auth.require_login()
     if datatype not in BASE_TYPE:
         raise NotFound(f"Datatype '{datatype}' is not implemented by this server.")
+    # then every field the served XSD declares, named as XNAT names display fields (upper case:
+    # xnatpy makes each a class attribute) by the key it is stored under (INVESTIGATOR_FIRSTNAME,
+    # which listings take as a column: xnat:subjectData/INVESTIGATOR_FIRSTNAME)
+    declared = {stored_key(path).upper(): kind for path, kind in declared_fields(datatype)}
+    fields = [(name, declared.pop(name, "xs:string")) for name in _search_fields(datatype)]
+    fields += declared.items()
     rows = [
         {
             "FIELD_ID": field,
             "HEADER": field.replace("_", " ").title(),
             "SUMMARY": field.replace("_", " ").lower(),
-            "TYPE": "string",
+            "TYPE": _SEARCH_TYPES.get(kind, "string"),
             "REQUIRES_VALUE": "false",
             "DESC": "",
             "ELEMENT_NAME": datatype,
             "SRC": "0",
         }
-        for field in _search_fields(datatype)
+        for field, kind in fields
     ]
     return result_set(rows, request.args)

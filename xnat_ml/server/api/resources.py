@@ -328,8 +328,8 @@ def _zip_folder(resource: Resource) -> str:
     parts: list[str]
     if owner.kind in ("project", "subject", "experiment"):
         parts = [owner.label]
-    elif owner.kind == "scan":
-        parts = [owner.experiment.label, "scans", owner.id]
+    elif owner.kind in ("scan", "reconstruction"):
+        parts = [owner.experiment.label, f"{owner.kind}s", owner.id]
     else:
         parts = [owner.experiment.label, "assessors", owner.label]
     parts += ["resources", resource.label, "files"]

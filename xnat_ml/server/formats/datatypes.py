@@ -12,9 +12,9 @@ from importlib import resources
 
 from defusedxml.ElementTree import fromstring
 
-_XS = "{http://www.w3.org/2001/XMLSchema}"
+XS = "{http://www.w3.org/2001/XMLSchema}"
 SCHEMAS = resources.files(__package__) / "schemas"  # the XSDs we serve (GET /xapi/schemas)
-_SCHEMA_FILES = {"xnat": "xnat.xsd", "icr": "icr.xsd"}  # prefix → file in schemas/
+SCHEMA_FILES = {"xnat": "xnat.xsd", "icr": "icr.xsd"}  # prefix → file in schemas/
 
 # datatype → its base datatype (None for roots); mirrors the extension chain in schemas/*.xsd.
 BASE_TYPE: dict[str, str | None] = {
@@ -35,6 +35,10 @@ BASE_TYPE: dict[str, str | None] = {
     "xnat:derivedData": "xnat:experimentData",
     "xnat:imageAssessorData": "xnat:derivedData",
     "icr:roiCollectionData": "xnat:imageAssessorData",
+    "xnat:qcAssessmentData": "xnat:imageAssessorData",
+    "xnat:mrAssessorData": "xnat:imageAssessorData",
+    "xnat:petAssessorData": "xnat:imageAssessorData",
+    "xnat:reconstructedImageData": None,
     "xnat:abstractResource": None,
     "xnat:resourceCatalog": "xnat:abstractResource",
 }
@@ -93,15 +97,15 @@ def scan_type_for(modality: str) -> str:
 def _declared_field_types() -> dict[str, dict[str, str]]:
     """datatype → {field: xs type} as its own complexType in schemas/*.xsd declares them."""
     declared: dict[str, dict[str, str]] = {}
-    for prefix, name in _SCHEMA_FILES.items():
+    for prefix, name in SCHEMA_FILES.items():
         root = fromstring((SCHEMAS / name).read_bytes())
-        for complex_type in root.iter(f"{_XS}complexType"):
+        for complex_type in root.iter(f"{XS}complexType"):
             if complex_type.get("name") is None:
                 continue  # an anonymous wrapper (resources, references): no typed leaves
             fields = declared.setdefault(f"{prefix}:{complex_type.get('name')}", {})
             for decl in complex_type.iter():
                 kind = decl.get("type") or ""
-                if decl.tag in (f"{_XS}element", f"{_XS}attribute") and kind.startswith("xs:"):
+                if decl.tag in (f"{XS}element", f"{XS}attribute") and kind.startswith("xs:"):
                     fields[decl.get("name").lower()] = kind
     return declared
 

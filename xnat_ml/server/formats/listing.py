@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import fnmatch
 import io
+import re
 from collections.abc import Iterable, Mapping
 
 from flask import Response, jsonify
@@ -42,6 +43,20 @@ RESERVED_PARAMS = frozenset(
 )
 
 
+# A custom field's xpath (after the datatype) and the key it is stored under (`field:NAME`).
+_CUSTOM_FIELD_RE = re.compile(r"fields/field\[name=([^\]/]+)\]/field", re.IGNORECASE)
+CUSTOM_FIELD = "field:"
+
+
+def stored_key(path: str) -> str:
+    """The field key a datatype-relative xpath is stored under: nested steps joined with '_'
+    (`investigator/firstname` → `investigator_firstname`), a custom field
+    (`fields/field[name=NAME]/field`) as `field:NAME`."""
+    if custom := _CUSTOM_FIELD_RE.fullmatch(path):
+        return CUSTOM_FIELD + custom.group(1)
+    return path.replace("/", "_")
+
+
 def _lookup_key(column: str, keys: Mapping[str, str], aliases: Mapping[str, str]) -> str | None:
     """The row key a requested column refers to (keys: lower-cased key → key)."""
     lowered = column.lower()
@@ -54,7 +69,7 @@ def _lookup_key(column: str, keys: Mapping[str, str], aliases: Mapping[str, str]
         # else its last step
         head, rest = lowered.split("/", 1)
         if ":" in head:  # stored as sent by /xapi/roi, or as a PUT's query string stores it
-            found = aliases.get(rest) or keys.get(rest) or keys.get(rest.replace("/", "_"))
+            found = aliases.get(rest) or keys.get(rest) or keys.get(stored_key(rest))
             if found:
                 return found
         leaf = lowered.rsplit("/", 1)[1]
@@ -122,8 +137,9 @@ def result_set(
     rows = page(rows, args)
     if args.get("columns"):
         columns = [c.strip() for c in args["columns"].split(",") if c.strip()]
-        if rows and "URI" in rows[0] and "URI" not in columns:
-            columns.append("URI")  # XNAT always adds it; pyxnat relies on that
+        for always in ("ID", "URI"):  # XNAT always adds them; pyxnat relies on that
+            if rows and always in rows[0] and always not in columns:
+                columns.append(always)
     else:
         columns = list(default_columns) if default_columns else list(rows[0]) if rows else []
     rows = select_columns(rows, columns, aliases)

@@ -16,7 +16,7 @@ from datetime import date, datetime
 from werkzeug.exceptions import BadRequest
 
 from xnat_ml.server.formats import datatypes
-from xnat_ml.server.formats.listing import RESERVED_PARAMS
+from xnat_ml.server.formats.listing import RESERVED_PARAMS, stored_key
 from xnat_ml.server.formats.names import unsafe_character
 
 # Used with fullmatch: `$` alone would let a trailing newline through.
@@ -30,6 +30,8 @@ _TIME_RE = re.compile(r"(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?", re.ASCII)
 _INTEGER_RE = re.compile(r"[+-]?\d+", re.ASCII)
 _DECIMAL_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)", re.ASCII)
 _FLOAT_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|[+-]?INF|NaN", re.ASCII)
+# Characters XML 1.0 cannot hold: a value with one could not be written in the object's document.
+_NOT_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 MAX_LABEL = 64
 MAX_RESOURCE_LABEL = 255
 MAX_VALUE = 4096
@@ -108,6 +110,20 @@ def _lexical(pattern: re.Pattern) -> Callable[[str], str]:
     return check
 
 
+def _number(pattern: re.Pattern) -> Callable[[str], str]:
+    """A decimal or floating-point number as XNAT gives it back: always with a fraction
+    (42 → 42.0, 1e3 → 1000.0), the special values INF and NaN as sent."""
+
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(value)
+        if value.lstrip("+-") in ("INF", "NaN") or ("." in value and "e" not in value.lower()):
+            return value
+        return repr(float(value)) if "e" in value.lower() else f"{value}.0"
+
+    return check
+
+
 def _boolean(value: str) -> str:
     if value not in ("true", "false", "1", "0"):
         raise ValueError(value)
@@ -122,9 +138,9 @@ _TYPED: dict[str, tuple[Callable[[str], str], str]] = {
     "xs:integer": (_lexical(_INTEGER_RE), "a whole number"),
     "xs:int": (_lexical(_INTEGER_RE), "a whole number"),
     "xs:long": (_lexical(_INTEGER_RE), "a whole number"),
-    "xs:decimal": (_lexical(_DECIMAL_RE), "a decimal number"),
-    "xs:float": (_lexical(_FLOAT_RE), "a number"),
-    "xs:double": (_lexical(_FLOAT_RE), "a number"),
+    "xs:decimal": (_number(_DECIMAL_RE), "a decimal number"),
+    "xs:float": (_number(_FLOAT_RE), "a number"),
+    "xs:double": (_number(_FLOAT_RE), "a number"),
     "xs:boolean": (_boolean, "true, false, 1 or 0"),
 }
 
@@ -154,21 +170,22 @@ def typed_fields(xsi_type: str, fields: Mapping[str, str]) -> dict[str, str]:
 def query_fields(args: Mapping[str, str]) -> dict[str, str]:
     """Object fields from the query string: `xnat:mrSessionData/date=..` and `date=..` alike.
 
-    The datatype prefix is dropped and nested xpaths joined with '_' (PI/firstname →
-    PI_firstname); steering parameters (format, xsiType, event_reason, ...) are left out.
+    The datatype prefix is dropped and the rest stored as listing.stored_key says
+    (PI/firstname → PI_firstname); steering parameters (format, xsiType, event_reason, ...)
+    are left out.
     """
     fields: dict[str, str] = {}
     for raw_key, value in args.items():
-        parts = raw_key.split("/")
-        if ":" in parts[0] and len(parts) > 1:
-            parts = parts[1:]
-        key = "_".join(parts)
+        head, _, rest = raw_key.partition("/")
+        key = stored_key(rest if ":" in head and rest else raw_key)
         if key.lower() in RESERVED_PARAMS or key.lower() == "xsitype":
             continue
         if not _FIELD_KEY_RE.fullmatch(key) or len(key) > 128:
             raise BadRequest(f"Field name {raw_key!r} is not a legal XNAT field name.")
         if len(value) > MAX_VALUE:
             raise BadRequest(f"Field '{key}' is longer than {MAX_VALUE} characters.")
+        if bad := _NOT_XML_RE.search(value):
+            raise BadRequest(f"Field '{key}': contains control character U+{ord(bad[0]):04X}.")
         fields[key] = value
     return fields
 

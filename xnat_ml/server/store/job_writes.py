@@ -63,6 +63,7 @@ from xnat_ml.server.store.models import (
     Base,
     Experiment,
     Project,
+    Reconstruction,
     Resource,
     Scan,
     Subject,
@@ -77,7 +78,8 @@ UNFINISHED = ("running", "prepared")  # run states only a live job may leave
 ENDED = "its job ended before the run could say how (killed or lost); relaunch to resume"
 # Rows whose creation and change a job's log records (deletions: resources and files only).
 TRACKED = {model.__tablename__: model
-           for model in (Subject, Experiment, Scan, Assessor, Resource, ResourceFile)}  # fmt: skip
+           for model in (Subject, Experiment, Scan, Assessor, Reconstruction, Resource,
+                         ResourceFile)}  # fmt: skip
 
 
 class JobWrite(Base):
@@ -381,7 +383,7 @@ def _undo_one(db: Session, store: FileStore, publication: Publication, entry: Jo
 
 
 def _owner_of(db: Session, row: dict):
-    for model in (Subject, Experiment, Scan, Assessor):
+    for model in (Subject, Experiment, Scan, Assessor, Reconstruction):
         if row.get(f"{model.kind}_pk") is not None:
             return db.get(model, row[f"{model.kind}_pk"])
     return db.get(Project, row["project_pk"]) if row.get("project_pk") is not None else None

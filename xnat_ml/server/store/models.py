@@ -134,6 +134,8 @@ class Project(Base):
     accessibility: Mapped[str] = mapped_column(String(16), default="private")
     insert_user: Mapped[str] = mapped_column(default="")
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    # XNAT's last_modified: set on every change of the row
+    last_modified: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
 
     roles: Mapped[list[ProjectRole]] = relationship(
         back_populates="project", cascade="all, delete-orphan"
@@ -179,6 +181,7 @@ class Subject(Base):
     fields: Mapped[dict] = mapped_column(JsonDict, default=dict)
     insert_user: Mapped[str] = mapped_column(default="")
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    last_modified: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
 
     project: Mapped[Project] = relationship(back_populates="subjects")
     experiments: Mapped[list[Experiment]] = relationship(
@@ -225,6 +228,7 @@ class Experiment(Base):
     fields: Mapped[dict] = mapped_column(JsonDict, default=dict)
     insert_user: Mapped[str] = mapped_column(default="")
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    last_modified: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
 
     project: Mapped[Project] = relationship(back_populates="experiments")
     subject: Mapped[Subject] = relationship(back_populates="experiments")
@@ -232,6 +236,9 @@ class Experiment(Base):
         back_populates="experiment", cascade="all, delete-orphan"
     )
     assessors: Mapped[list[Assessor]] = relationship(
+        back_populates="experiment", cascade="all, delete-orphan"
+    )
+    reconstructions: Mapped[list[Reconstruction]] = relationship(
         back_populates="experiment", cascade="all, delete-orphan"
     )
     resources: Mapped[list[Resource]] = relationship(
@@ -267,6 +274,7 @@ class Scan(Base):
     quality: Mapped[str] = mapped_column(String(32), default="usable")
     fields: Mapped[dict] = mapped_column(JsonDict, default=dict)
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    last_modified: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
 
     experiment: Mapped[Experiment] = relationship(back_populates="scans")
     resources: Mapped[list[Resource]] = relationship(
@@ -308,6 +316,7 @@ class Assessor(Base):
     fields: Mapped[dict] = mapped_column(JsonDict, default=dict)
     insert_user: Mapped[str] = mapped_column(default="")
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    last_modified: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
 
     experiment: Mapped[Experiment] = relationship(back_populates="assessors")
     resources: Mapped[list[Resource]] = relationship(
@@ -329,7 +338,48 @@ class Assessor(Base):
         return self.experiment.relative_dir / "assessors" / self.id
 
 
-ArchiveObject = Project | Subject | Experiment | Scan | Assessor
+class Reconstruction(Base):
+    """An image reconstructed from a session's scans (xnat:reconstructedImageData): an ID, a
+    type and the scan type it was built from; its files sit in resources."""
+
+    __tablename__ = "reconstructions"
+    __table_args__ = (UniqueConstraint("experiment_pk", "id"),)
+
+    pk: Mapped[int] = mapped_column(primary_key=True)
+    experiment_pk: Mapped[int] = mapped_column(ForeignKey("experiments.pk", ondelete="CASCADE"))
+    id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(default="")
+    base_scan_type: Mapped[str] = mapped_column(default="")
+    fields: Mapped[dict] = mapped_column(JsonDict, default=dict)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    last_modified: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    experiment: Mapped[Experiment] = relationship(back_populates="reconstructions")
+    resources: Mapped[list[Resource]] = relationship(
+        back_populates="reconstruction", cascade="all, delete-orphan"
+    )
+
+    xsi_type = "xnat:reconstructedImageData"
+    kind = "reconstruction"
+
+    @property
+    def label(self) -> str:
+        return self.id
+
+    @property
+    def project_obj(self) -> Project:
+        return self.experiment.project
+
+    @property
+    def uri(self) -> str:
+        return f"{self.experiment.uri}/reconstructions/{self.id}"
+
+    @property
+    def relative_dir(self) -> PurePosixPath:
+        return self.experiment.relative_dir / "reconstructions" / self.id
+
+
+ArchiveObject = Project | Subject | Experiment | Scan | Assessor | Reconstruction
 
 
 class Resource(Base):
@@ -364,6 +414,9 @@ class Resource(Base):
     assessor_pk: Mapped[int | None] = mapped_column(
         ForeignKey("assessors.pk", ondelete="CASCADE"), index=True
     )
+    reconstruction_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("reconstructions.pk", ondelete="CASCADE"), index=True
+    )
     created: Mapped[datetime] = mapped_column(default=utcnow)
 
     project: Mapped[Project | None] = relationship(back_populates="resources")
@@ -371,13 +424,15 @@ class Resource(Base):
     experiment: Mapped[Experiment | None] = relationship(back_populates="resources")
     scan: Mapped[Scan | None] = relationship(back_populates="resources")
     assessor: Mapped[Assessor | None] = relationship(back_populates="resources")
+    reconstruction: Mapped[Reconstruction | None] = relationship(back_populates="resources")
 
     xsi_type = "xnat:resourceCatalog"
     kind = "resource"
 
     @property
     def owner(self) -> ArchiveObject:
-        return self.project or self.subject or self.experiment or self.scan or self.assessor
+        return (self.project or self.subject or self.experiment or self.scan or self.assessor
+                or self.reconstruction)  # fmt: skip
 
     @property
     def project_obj(self) -> Project:

@@ -21,6 +21,7 @@ from xnat_ml.server.store.models import (
     Assessor,
     Experiment,
     Project,
+    Reconstruction,
     Scan,
     Subject,
 )
@@ -55,6 +56,9 @@ def lookup(parent: ArchiveObject | None, collection: str, name: str) -> ArchiveO
         return found
     if isinstance(parent, Experiment) and collection == "scans":
         return db.scalar(select(Scan).where(Scan.experiment_pk == parent.pk, Scan.id == name))
+    if isinstance(parent, Experiment) and collection == "reconstructions":
+        return db.scalar(select(Reconstruction).where(
+            Reconstruction.experiment_pk == parent.pk, Reconstruction.id == name))  # fmt: skip
     if isinstance(parent, Experiment) and collection == "assessors":
         return db.scalar(
             select(Assessor).where(Assessor.experiment_pk == parent.pk, _named(Assessor, name))
@@ -69,6 +73,7 @@ def describe_missing(parent: ArchiveObject | None, collection: str, name: str) -
         "experiments": "Experiment",
         "scans": "Scan",
         "assessors": "Assessor",
+        "reconstructions": "Reconstruction",
     }.get(collection, collection)
     where = f" in {parent.kind} '{parent.label}'" if parent is not None else ""
     return f"{kind} {name!r} does not exist{where}."  # repr: odd characters stay visible

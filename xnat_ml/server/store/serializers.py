@@ -13,7 +13,16 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from xnat_ml.server.formats.datatypes import subtypes
-from xnat_ml.server.store.models import Assessor, Experiment, Project, Scan, Subject
+from xnat_ml.server.formats.xml_writer import Doc
+from xnat_ml.server.store.models import (
+    Assessor,
+    Experiment,
+    Project,
+    Reconstruction,
+    Resource,
+    Scan,
+    Subject,
+)
 
 # Columns a listing shows when the client names none (XNAT's defaults, trimmed). Like XNAT,
 # project and subject rows carry no xsiType: pyxnat learns types from rows that have one.
@@ -31,6 +40,7 @@ DEFAULT_COLUMNS = {
         "URI",
     ),
     "assessor": ("ID", "label", "xsiType", "project", "session_ID", "insert_date", "URI"),
+    "reconstruction": ("xnat_reconstructedimagedata_id", "ID", "type", "baseScanType", "URI"),
 }
 
 # Other names clients use for the same columns (xpaths of the parent type, XNAT's lower-case ids).
@@ -47,6 +57,7 @@ ALIASES = {
         "xsi_type": "xsiType",
     },
     "scan": {"xnat:imagescandata/id": "ID", "uid": "UID", "xsi_type": "xsiType"},
+    "reconstruction": {"xnat:reconstructedimagedata/id": "ID", "xsi_type": "xsiType"},
     "assessor": {
         "xnat:imageassessordata/id": "ID",
         "session_id": "session_ID",
@@ -119,6 +130,7 @@ def project_row(project: Project) -> dict:
         "accessibility": project.accessibility,
         "insert_date": _stamp(project.created),
         "insert_user": project.insert_user,
+        "last_modified": _stamp(project.last_modified or project.created),
         "URI": project.uri,
     }
 
@@ -131,6 +143,7 @@ def subject_row(subject: Subject) -> dict:
             "label": subject.label,
             "insert_date": _stamp(subject.created),
             "insert_user": subject.insert_user,
+            "last_modified": _stamp(subject.last_modified or subject.created),
             "URI": subject.uri,
         },
         subject.fields,
@@ -152,6 +165,7 @@ def experiment_query() -> Select:
             Subject.label.label("subject_label"),
             Experiment.insert_user,
             Experiment.created,
+            Experiment.last_modified,
             Experiment.fields,
         )
         .join(Project, Experiment.project_pk == Project.pk)
@@ -175,6 +189,7 @@ def experiment_rows(db: Session, statement: Select) -> list[dict]:
             "subject_label": r.subject_label,
             "insert_date": _stamp(r.created),
             "insert_user": r.insert_user,
+            "last_modified": _stamp(r.last_modified or r.created),
             "URI": f"/data/experiments/{r.id}",
         }
         rows.append(_with_fields(row, r.fields))
@@ -193,6 +208,7 @@ def scan_row(scan: Scan) -> dict:
             "xsiType": scan.xsi_type,
             "image_session_ID": scan.experiment.id,
             "project": scan.experiment.project.id,
+            "last_modified": _stamp(scan.last_modified or scan.created),
             "URI": scan.uri,
         },
         scan.fields,
@@ -211,9 +227,27 @@ def assessor_row(assessor: Assessor) -> dict:
             "date": assessor.date,
             "insert_date": _stamp(assessor.created),
             "insert_user": assessor.insert_user,
+            "last_modified": _stamp(assessor.last_modified or assessor.created),
             "URI": assessor.uri,
         },
         assessor.fields,
+    )
+
+
+def reconstruction_row(reconstruction: Reconstruction) -> dict:
+    return _with_fields(
+        {
+            "xnat_reconstructedimagedata_id": str(reconstruction.pk),
+            "ID": reconstruction.id,
+            "type": reconstruction.type,
+            "baseScanType": reconstruction.base_scan_type,
+            "xsiType": reconstruction.xsi_type,
+            "image_session_ID": reconstruction.experiment.id,
+            "project": reconstruction.experiment.project.id,
+            "last_modified": _stamp(reconstruction.last_modified or reconstruction.created),
+            "URI": reconstruction.uri,
+        },
+        reconstruction.fields,
     )
 
 
@@ -223,6 +257,7 @@ def rows_of(objects: Iterable) -> list[dict]:
         Subject: subject_row,
         Scan: scan_row,
         Assessor: assessor_row,
+        Reconstruction: reconstruction_row,
     }
     return [builders[type(obj)](obj) for obj in objects]
 
@@ -257,6 +292,13 @@ def data_fields(obj) -> dict:
             "image_session_ID": obj.experiment.id,
             "project": obj.experiment.project.id,
         }
+    elif isinstance(obj, Reconstruction):
+        fields = {
+            "ID": obj.id,
+            "type": obj.type,
+            "baseScanType": obj.base_scan_type,
+            "image_session_ID": obj.experiment.id,
+        }
     else:
         fields = {
             "ID": obj.id,
@@ -284,3 +326,29 @@ def item(obj) -> dict:
             }
         ]
     }
+
+
+def _resource_doc(resource: Resource) -> Doc:
+    values = {"label": resource.label, "format": resource.format, "content": resource.content,
+              "tags": resource.tags, "description": resource.description, "URI": resource.uri}
+    return Doc(resource.xsi_type, values)  # fmt: skip
+
+
+def xml_doc(obj) -> Doc:
+    """The object as XNAT's XML document holds it: its fields, its resources and (as XNAT
+    nests them) a subject's experiments and a session's scans and assessors."""
+    values = {key.replace("/", "_"): value for key, value in data_fields(obj).items()}
+    resources = [_resource_doc(r) for r in sorted(obj.resources, key=lambda r: r.pk)]
+    holder = {Scan: "file", Reconstruction: "out"}.get(type(obj), "resources")
+    children = {holder: resources}
+    if isinstance(obj, Subject):
+        children["experiments"] = [xml_doc(e) for e in sorted(obj.experiments, key=_pk)]
+    if isinstance(obj, Experiment):
+        children["scans"] = [xml_doc(scan) for scan in sorted(obj.scans, key=_pk)]
+        children["reconstructions"] = [xml_doc(r) for r in sorted(obj.reconstructions, key=_pk)]
+        children["assessors"] = [xml_doc(a) for a in sorted(obj.assessors, key=_pk)]
+    return Doc(obj.xsi_type, values, children)
+
+
+def _pk(obj) -> int:
+    return obj.pk
