@@ -42,6 +42,7 @@ BLUEPRINT_MODULES = (
     "xnat_ml.server.api.events",
     "xnat_ml.server.api.commands",
     "xnat_ml.server.api.containers",
+    "xnat_ml.server.api.launch_ui",
 )
 
 
