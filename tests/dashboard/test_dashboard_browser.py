@@ -105,12 +105,13 @@ def bundle_zip(tmp_path_factory) -> Path:
                                     shipped_dir("training_configs") / "sample-tissues-cpu"))
 
 
-def log_in(page, base: str, user: str) -> None:
+def log_in(page, base: str, user: str, password: str = PASSWORD) -> None:
     page.goto(f"{base}/ml/")
     page.fill("input[name=username]", user)
-    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=password]", password)
     page.click("button[type=submit]")
-    page.wait_for_selector("#who")
+    page.wait_for_load_state()
+    assert page.locator("#who").count() == 1, page.locator("main").inner_text()
 
 
 def wait_for_job(page, base: str, command: str, timeout: float = 240) -> str:
@@ -270,7 +271,7 @@ def test_another_port_and_a_path_prefix(start_xnat_server, browser, shots, tmp_p
     server = start_xnat_server("dash-moved")
     server.session().put(f"{server.url}/data/projects/MOVED").raise_for_status()
     page = browser.new_page()
-    log_in(page, server.url, "admin")
+    log_in(page, server.url, "admin", "admin")
     first = server.port
     server.stop()
     server.port = free_port()
@@ -301,7 +302,7 @@ def test_another_port_and_a_path_prefix(start_xnat_server, browser, shots, tmp_p
         try:
             assert re.search(r"ML dashboard for .* at http", standalone.stdout.readline())
             page = browser.new_page()
-            log_in(page, f"http://127.0.0.1:{port}", "admin")
+            log_in(page, f"http://127.0.0.1:{port}", "admin", "admin")
             assert page.locator("#projects", has_text="MOVED").count() == 1
             shots(page, "11-standalone")
             page.close()
