@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -55,6 +56,14 @@ def browser():
         launched.close()
 
 
+def new_page(browser):
+    """A page of its own (cookies too); a server-side step such as a model install loads MONAI
+    in the server on a busy 2-core machine, so waits are generous."""
+    page = browser.new_page()
+    page.set_default_timeout(120_000)
+    return page
+
+
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory):
     """`shots(page, name)`: a screenshot kept as a test artefact."""
@@ -74,8 +83,8 @@ def shots(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dash_project(xnat_server, tmp_path_factory) -> str:
-    """Six labelled 16³ synthetic sessions and one sample subject with DICOM (to infer on),
-    the label map, three users and the train, promote and infer commands enabled."""
+    """Six labelled 16³ synthetic sessions, the label map, three users and the train, promote
+    and infer commands enabled."""
     with connect(xnat_server.url, xnat_server.user, xnat_server.password) as session:
         session.put(f"/data/projects/{PROJECT}", accepted_status=[200, 201])
         session.put(f"/data/projects/{PROJECT}/resources/ML_MODELS/files/region2MaskValueMap.txt",
@@ -87,7 +96,6 @@ def dash_project(xnat_server, tmp_path_factory) -> str:
             add_session(session, PROJECT, f"S{i}", f"S{i}_MR",
                         [SynthScan("1", "T1w", f"1.2.3.{i}", image)],
                         [SynthRoi(f"R{i}", f"1.2.3.{i}", label)])  # fmt: skip
-        build_sample_project(session, PROJECT, 1)
         for command in COMMANDS:
             if find_wrapper(session, command) is None:
                 install_command(session, shipped_dir("command_json") / f"{command}.json")
@@ -103,6 +111,27 @@ def bundle_zip(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("dash-bundle")
     return Path(shutil.make_archive(str(folder / "tissues"), "zip",
                                     shipped_dir("training_configs") / "sample-tissues-cpu"))
+
+
+def definition() -> dict:
+    """The training tests' definition, its images matched by a LIKE pattern: the synthetic
+    scans are `T1w`, the sample subject's (added later, to infer on) `T1w MPRAGE`."""
+    images = {**DEFINITION["criteria"][0]["payload"]["Images"], "SeriesDescription": "T1w%"}
+    payload = {**DEFINITION["criteria"][0]["payload"], "Images": images}
+    return {**DEFINITION, "criteria": [{"payload": payload}]}
+
+
+def add_sample_subject(xnat_server) -> threading.Thread:
+    """A subject with DICOM (what infer reads) arriving in the background, as a new scan
+    would; the synthetic sessions have NIfTI only."""
+
+    def build() -> None:
+        with connect(xnat_server.url, xnat_server.user, xnat_server.password) as session:
+            build_sample_project(session, PROJECT, 1)
+
+    thread = threading.Thread(target=build, daemon=True)
+    thread.start()
+    return thread
 
 
 def log_in(page, base: str, user: str, password: str = PASSWORD) -> None:
@@ -133,7 +162,7 @@ def job_log_text(page, base: str) -> str:
 
 def test_owner_runs_the_whole_loop(xnat_server, dash_project, browser, shots, bundle_zip):
     base = xnat_server.url
-    page = browser.new_page()
+    page = new_page(browser)
     log_in(page, base, OWNER)
     assert page.locator("#projects", has_text=PROJECT).count() == 1
     page.click(f"text={PROJECT}")
@@ -151,11 +180,13 @@ def test_owner_runs_the_whole_loop(xnat_server, dash_project, browser, shots, bu
     page.goto(f"{base}/ml/p/{PROJECT}/")
     page.click("#datasets summary")
     page.fill("#datasets input[name=name]", "blobs")
-    page.fill("#datasets textarea[name=definition]", json.dumps(DEFINITION))
+    page.fill("#datasets textarea[name=definition]", json.dumps(definition()))
     page.click("#build-dataset")
-    assert "Dataset blobs v1" in page.locator("h1").inner_text(), page.locator("main").inner_text()
+    flashes = page.locator(".flash").all_inner_texts()
+    assert "Dataset blobs v1" in page.locator("h1").inner_text(), flashes
     assert page.locator("#report table").count() >= 1
     shots(page, "03-dataset")
+    sample_subject = add_sample_subject(xnat_server)
 
     # a training config, then training launched from the form the launch UI describes
     page.goto(f"{base}/ml/p/{PROJECT}/")
@@ -205,12 +236,11 @@ def test_owner_runs_the_whole_loop(xnat_server, dash_project, browser, shots, bu
     shots(page, "06-promoted")
 
     # infer with it on the sample subject's session: an AI SEG collection with an overlay
+    sample_subject.join(timeout=300)
     page.goto(f"{base}/ml/p/{PROJECT}/")
-    row = page.locator("#sessions tr", has_text="sub-")  # the sample subject (with DICOM)
-    if row.count() == 0:
-        row = page.locator("#sessions tr").filter(has_not_text="S0_MR").nth(1)
-    session_label = row.first.locator("td").first.inner_text()
-    row.first.locator("a", has_text="Infer").click()
+    row = page.locator("#sessions tr", has_text="sub-01")
+    session_label = row.locator("td").first.inner_text()
+    row.locator("a", has_text="Infer").click()
     page.fill("input[name=MODEL]", "tissues:2")
     page.click("#launch")
     assert wait_for_job(page, base, "infer") == "Complete", job_log_text(page, base)
@@ -228,7 +258,7 @@ def test_owner_runs_the_whole_loop(xnat_server, dash_project, browser, shots, bu
 
 def test_collaborator_cannot_launch_training(xnat_server, dash_project, browser, shots):
     base = xnat_server.url
-    page = browser.new_page()
+    page = new_page(browser)
     log_in(page, base, COLLAB)
     page.goto(f"{base}/ml/p/{PROJECT}/")
     assert page.locator("#launch-train").count() == 0  # no button for what the role lacks
@@ -249,7 +279,7 @@ def test_collaborator_cannot_launch_training(xnat_server, dash_project, browser,
 
 def test_outsider_cannot_see_the_project(xnat_server, dash_project, browser, shots):
     base = xnat_server.url
-    page = browser.new_page()
+    page = new_page(browser)
     log_in(page, base, OUTSIDER)
     assert page.locator("#projects", has_text=PROJECT).count() == 0
     page.goto(f"{base}/ml/p/{PROJECT}/")
@@ -258,7 +288,7 @@ def test_outsider_cannot_see_the_project(xnat_server, dash_project, browser, sho
     shots(page, "09-outsider")
     page.close()
     # and nobody sees a page without logging in, nor posts without the form's token
-    anonymous = browser.new_page()
+    anonymous = new_page(browser)
     anonymous.goto(f"{base}/ml/p/{PROJECT}/jobs")
     assert "/ml/login" in anonymous.url
     assert anonymous.request.post(f"{base}/ml/logout", max_redirects=0).status == 302
@@ -270,7 +300,7 @@ def test_another_port_and_a_path_prefix(start_xnat_server, browser, shots, tmp_p
     proxy at /xnat/, and `xnat-ml dashboard` for that XNAT as the proxy serves it."""
     server = start_xnat_server("dash-moved")
     server.session().put(f"{server.url}/data/projects/MOVED").raise_for_status()
-    page = browser.new_page()
+    page = new_page(browser)
     log_in(page, server.url, "admin", "admin")
     first = server.port
     server.stop()
@@ -283,7 +313,7 @@ def test_another_port_and_a_path_prefix(start_xnat_server, browser, shots, tmp_p
     page.close()
 
     with PrefixProxy(server.url) as proxy:
-        page = browser.new_page()
+        page = new_page(browser)
         page.goto(f"{proxy.url}/ml/")
         assert page.url.startswith(f"{proxy.url}/ml/login")
         page.fill("input[name=username]", "admin")
@@ -301,7 +331,7 @@ def test_another_port_and_a_path_prefix(start_xnat_server, browser, shots, tmp_p
              str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
         try:
             assert re.search(r"ML dashboard for .* at http", standalone.stdout.readline())
-            page = browser.new_page()
+            page = new_page(browser)
             log_in(page, f"http://127.0.0.1:{port}", "admin", "admin")
             assert page.locator("#projects", has_text="MOVED").count() == 1
             shots(page, "11-standalone")

@@ -249,7 +249,7 @@ def dataset(project: str, name: str, number: int) -> str:
 @bp.post("/p/<project>/datasets")
 @shows_errors
 def build_dataset(project: str) -> Response:
-    from xnat_ml.datasets.project_build import build_in_project
+    from xnat_ml.datasets.project_build import BuildRefused, build_in_project
     from xnat_ml.xnat.roles import require_role
 
     name = request.form.get("name", "").strip()
@@ -258,7 +258,11 @@ def build_dataset(project: str) -> Response:
         raise XnatMlError("dataset build: give a name and a definition (JSON)")
     xnat = login.client()
     require_role(xnat, project, "Member", "dataset build")
-    built = build_in_project(xnat, project, definition, name, source="the definition given")
+    try:
+        built = build_in_project(xnat, project, definition, name, source="the definition given")
+    except BuildRefused as exc:  # say why, from the report, rather than point to a file
+        reasons = sorted({r.message for o in exc.build.outcomes for r in o.reasons})
+        raise XnatMlError(f"{exc}; sessions left out because: {'; '.join(reasons[:5])}") from None
     if built.version is None:
         flash(f"dataset {name}: nothing changed since its latest version", "ok")
         return redirect(url_for("dashboard.project", project=project))
