@@ -60,8 +60,12 @@ def log_out() -> None:
             found = _open.pop((xnat_url(), alias), None)
         try:
             xnat = found.session if found else connect(xnat_url(), alias, secret)
-            xnat.get(f"/data/services/tokens/invalidate/{alias}/{secret}",
-                     accepted_status=[200, 204, 401, 403, 404])  # fmt: skip
+            ok = [200, 204, 401, 403, 404]
+            # XNAT's form names the secret; the embedded server's takes the alias alone
+            answer = xnat.get(f"/data/services/tokens/invalidate/{alias}/{secret}",
+                              accepted_status=ok)  # fmt: skip
+            if answer.status_code == 404:
+                xnat.get(f"/data/services/tokens/invalidate/{alias}", accepted_status=ok)
             xnat.disconnect()
         except XnatMlError:
             pass  # XNAT gone or the token expired: nothing left to invalidate
