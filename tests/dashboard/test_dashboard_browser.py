@@ -162,11 +162,16 @@ def job_log_text(page, base: str) -> str:
 
 def test_owner_runs_the_whole_loop(xnat_server, dash_project, browser, shots, bundle_zip):
     base = xnat_server.url
+    start = time.monotonic()
+
+    def step(name: str) -> None:  # where the time goes (shown with -s, or on failure)
+        print(f"{time.monotonic() - start:6.1f} s  {name}", flush=True)
     page = new_page(browser)
     log_in(page, base, OWNER)
     assert page.locator("#projects", has_text=PROJECT).count() == 1
     page.click(f"text={PROJECT}")
     shots(page, "01-project")
+    step("01-project")
 
     # install a model (an Owner's right)
     page.click("#models summary")
@@ -175,6 +180,7 @@ def test_owner_runs_the_whole_loop(xnat_server, dash_project, browser, shots, bu
     page.click("#install-model")
     assert "Model tissues v1" in page.locator("h1").inner_text()
     shots(page, "02-model")
+    step("02-model")
 
     # build a dataset from a definition; the report is a table, the DICOM-only subject excluded
     page.goto(f"{base}/ml/p/{PROJECT}/")
@@ -186,19 +192,21 @@ def test_owner_runs_the_whole_loop(xnat_server, dash_project, browser, shots, bu
     assert "Dataset blobs v1" in page.locator("h1").inner_text(), flashes
     assert page.locator("#report table").count() >= 1
     shots(page, "03-dataset")
+    step("03-dataset")
     sample_subject = add_sample_subject(xnat_server)
 
     # a training config, then training launched from the form the launch UI describes
     page.goto(f"{base}/ml/p/{PROJECT}/")
     page.click("#configs summary")
     page.fill("#configs input[name=name]", "tiny")
-    page.fill("#configs textarea[name=config]", json.dumps(tiny_config(epochs=4)))
+    page.fill("#configs textarea[name=config]", json.dumps(tiny_config(epochs=3)))
     page.click("#push-config")
     assert "tiny" in page.locator("#configs").inner_text(), page.locator("main").inner_text()
     page.click("#launch-train")
     page.fill("input[name=CONFIG]", "tiny")
     page.fill("input[name=RUN_ID]", "dashrun")
     shots(page, "04-launch-train")
+    step("04-launch-train")
     page.click("#launch")
     assert "launched" in page.locator(".flash.ok").inner_text()
 
@@ -220,6 +228,7 @@ def test_owner_runs_the_whole_loop(xnat_server, dash_project, browser, shots, bu
         assert time.monotonic() < deadline, seen
         time.sleep(0.5)
     shots(page, "05-run")
+    step("05-run")
     assert seen[-1][0] == "completed", (seen, job_log_text(page, base))
     assert len(seen) >= 2, seen  # the page changed on its own while the run went on
     assert "xnat-ml runs tensorboard" in page.locator("#tensorboard").inner_text()
@@ -234,6 +243,7 @@ def test_owner_runs_the_whole_loop(xnat_server, dash_project, browser, shots, bu
     assert "Model tissues v2" in page.locator("h1").inner_text()
     assert "dashrun" in page.locator("#card").inner_text()
     shots(page, "06-promoted")
+    step("06-promoted")
 
     # infer with it on the sample subject's session: an AI SEG collection with an overlay
     sample_subject.join(timeout=300)
@@ -253,6 +263,7 @@ def test_owner_runs_the_whole_loop(xnat_server, dash_project, browser, shots, bu
     loaded = "img => img.complete && img.naturalWidth > 0"
     page.wait_for_function(loaded, arg=image.element_handle())
     shots(page, "07-session")
+    step("07-session")
     page.close()
 
 

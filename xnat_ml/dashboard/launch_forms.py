@@ -51,11 +51,15 @@ def launch_form(xnat: XNATSession, project: str, command: str, root: str | None)
     with reported_as(f"command {command}: launch form"):
         ui = xnat.get_json(f"/xapi/projects/{segment(project)}/wrappers/"
                            f"{wrapper.wrapper_id}/launch", query=query)  # fmt: skip
-    values = {}
+    if not isinstance(ui, dict):
+        raise XnatMlError(f"command {command}: the launch form XNAT sent is not a JSON object")
+    values: dict[str, list[str]] = {}
     _collect_values(ui.get("input-values") or [], values)
     fields, fixed = [], []
     for config in _flatten(ui.get("input-config") or []):
-        name = config["name"]
+        name = config.get("name")
+        if not isinstance(name, str) or not name:
+            continue
         current = values.get(name, [])
         if name == wrapper.root_input:
             continue
@@ -65,13 +69,13 @@ def launch_form(xnat: XNATSession, project: str, command: str, root: str | None)
             continue
         if config.get("input-type") not in EDITABLE:
             continue
-        options = list(config.get("select-values") or [])
+        options = [str(o) for o in config.get("select-values") or [] if isinstance(o, str | int)]
         if not options and len(current) > 1:
             options = current
         fields.append(Field(name, config.get("label") or name, config["input-type"],
                             config.get("description") or "", bool(config.get("required")),
                             current[0] if len(current) == 1 else "", options))  # fmt: skip
-    meta = ui.get("meta") or {}
+    meta = ui.get("meta") if isinstance(ui.get("meta"), dict) else {}
     return LaunchForm(
         command,
         wrapper,
@@ -82,19 +86,24 @@ def launch_form(xnat: XNATSession, project: str, command: str, root: str | None)
     )
 
 
-def _flatten(trees: list[dict]) -> list[dict]:
+def _dicts(items: Any) -> list[dict]:
+    """The JSON objects of a list from XNAT (anything else in it is skipped)."""
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
+
+def _flatten(trees: Any, depth: int = 0) -> list[dict]:
     out = []
-    for tree in trees:
+    for tree in _dicts(trees) if depth < 16 else []:
         out.append(tree)
-        out.extend(_flatten(tree.get("children") or []))
+        out.extend(_flatten(tree.get("children"), depth + 1))
     return out
 
 
-def _collect_values(trees: list[dict], into: dict[str, list[str]]) -> None:
-    for tree in trees:
-        for value in tree.get("values") or []:
-            into.setdefault(tree["name"], []).append(str(value.get("value")))
-            _collect_values(value.get("children") or [], into)
+def _collect_values(trees: Any, into: dict[str, list[str]], depth: int = 0) -> None:
+    for tree in _dicts(trees) if depth < 16 else []:
+        for value in _dicts(tree.get("values")):
+            into.setdefault(str(tree.get("name")), []).append(str(value.get("value")))
+            _collect_values(value.get("children"), into, depth + 1)
 
 
 def submit(xnat: XNATSession, project: str, form: LaunchForm, posted: Mapping[str, Any]) -> int:
@@ -126,6 +135,8 @@ def _launch(xnat: XNATSession, project: str, wrapper_id: int, root: str, values:
     try:
         body = answer.json()
     except ValueError:
+        body = {}
+    if not isinstance(body, dict):
         body = {}
     if answer.status_code >= 400 or body.get("status") == "failure":
         reason = body.get("message") or answer.text.strip().splitlines()[0][:200]
