@@ -12,7 +12,8 @@ function drawCurves(canvas, rows) {
   const ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   if (!rows.length) return;
-  const keys = Object.keys(rows[0]).filter((k) => k !== "epoch" && k !== "time" &&
+  // the loss and the validation metrics (metrics.csv also holds iteration, lr, elapsed_s)
+  const keys = Object.keys(rows[0]).filter((k) => /loss|dice|metric|val_/i.test(k) &&
     rows.some((r) => r[k] !== "" && !isNaN(Number(r[k]))));
   const colours = ["#2b6cb0", "#c53030", "#2f855a", "#b7791f", "#6b46c1"];
   const pad = 30;
