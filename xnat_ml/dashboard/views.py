@@ -151,8 +151,8 @@ def project(project: str) -> str:
         "project.html", project=project, role=role, models=list_models(xnat, project),
         datasets=list_versions(xnat, project), configs=list_configs(xnat, project), runs=runs,
         labelmap=_labelmap_text(project) if labelmap else None, launchable=LAUNCHABLE,
-        sessions=list_experiments(xnat, project, "xnat:mrSessionData") + list_experiments(
-            xnat, project, "xnat:ctSessionData"),
+        sessions=[e for e in list_experiments(xnat, project)
+                  if str(e.get("xsiType", "")).endswith("SessionData")],
     )  # fmt: skip
 
 
