@@ -32,7 +32,8 @@ ALLOWED: dict[str, set[str] | None] = {
     "inference": {"xnat", "training", "datasets", "imaging"},  # dataset criteria; evaluate fetches
     "containers": {"xnat"},
     "events": {"containers"},
-    "dashboard": {"xnat", "datasets", "training", "annotations"},  # + the stages' read models
+    "dashboard": {"xnat", "datasets", "training", "annotations", "containers", "imaging"},  # + the
+    # stages' read models: installed commands (containers), label maps (imaging)
     "sample": {"xnat", "imaging"},  # builds a sample project and uploads it through xnat/
     "server": EVERYTHING,
     "cli": EVERYTHING,  # loads the verb modules by name (importlib), so nothing shows here

@@ -17,7 +17,8 @@ from flask import Flask, Response, after_this_request, current_app, request
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from xnat_ml.server import auth, config
+from xnat_ml.dashboard import app as dashboard
+from xnat_ml.server import auth, config, site
 from xnat_ml.server.container_service import container_service
 from xnat_ml.server.event_worker import event_service
 from xnat_ml.server.formats.json_body import BoundedJSONProvider
@@ -46,6 +47,7 @@ BLUEPRINT_MODULES = (
     "xnat_ml.server.api.sharing",
     "xnat_ml.server.api.prearchive",
     "xnat_ml.server.api.workflows",
+    "xnat_ml.server.api.launch_ui",
 )
 
 
@@ -82,6 +84,7 @@ def create_app(data_dir: Path, **settings: Any) -> Flask:
     app.before_request(_announce_ready)
     for name in BLUEPRINT_MODULES:
         app.register_blueprint(importlib.import_module(name).bp)
+    dashboard.init_app(app, lambda: site.own_url(app))  # /ml/: a client of the REST API
     app.before_request(_room_for_deletes)
     app.after_request(_log_request)
     app.register_error_handler(HTTPException, _http_error)

@@ -64,3 +64,18 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a name: only `localhost` is known to mean this machine
         return host == "localhost"
+
+
+def own_url(app: Flask) -> str:
+    """Where this server's own clients in the process (the ML dashboard) call it: SITE_URL, else
+    the first address it listens on (a wildcard at the loopback address)."""
+    if app.config["SITE_URL"]:
+        return app.config["SITE_URL"].rstrip("/")
+    bound = app.config.get(BOUND)
+    if not bound:
+        raise XnatMlError(
+            "this server's address is unknown (it is not served by `xnat-ml serve`); set SITE_URL"
+        )
+    host, port = bound[0]
+    host = WILDCARDS.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
