@@ -33,6 +33,7 @@ ALLOWED: dict[str, set[str] | None] = {
     "containers": {"xnat"},
     "events": {"containers"},
     "dashboard": {"xnat", "datasets", "training", "annotations"},  # + the stages' read models
+    "monailabel": {"xnat", "inference", "datasets", "training", "imaging", "containers"},
     "sample": {"xnat", "imaging"},  # builds a sample project and uploads it through xnat/
     "server": EVERYTHING,
     "cli": EVERYTHING,  # loads the verb modules by name (importlib), so nothing shows here

@@ -24,6 +24,7 @@ VERB_MODULES = (
     "xnat_ml.training.cli",
     "xnat_ml.inference.cli",
     "xnat_ml.inference.model_cli",  # adds to training's `model` group: after it
+    "xnat_ml.monailabel.cli",
 )
 
 

@@ -42,6 +42,7 @@ BLUEPRINT_MODULES = (
     "xnat_ml.server.api.events",
     "xnat_ml.server.api.commands",
     "xnat_ml.server.api.containers",
+    "xnat_ml.monailabel.blueprint",  # at /monailabel/<project>/; authenticates callers itself
 )
 
 

@@ -150,8 +150,15 @@ PUBLIC_ENDPOINTS = frozenset({
 })  # fmt: skip
 
 
+# Blueprints that take their callers' credentials themselves and pass them on to this server's
+# REST API, where these checks apply (the MONAI Label API's Bearer tokens are alias tokens).
+SELF_AUTHENTICATING_BLUEPRINTS = frozenset({"monailabel"})
+
+
 def login_unless_public() -> None:
     """`before_request` hook: authenticate every request to a non-public endpoint."""
+    if request.blueprint in SELF_AUTHENTICATING_BLUEPRINTS:
+        return
     if request.endpoint is not None and request.endpoint not in PUBLIC_ENDPOINTS:
         require_login()
 
