@@ -22,7 +22,7 @@ import pytest
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
-from inference_models import tissues_model_with_lineage  # noqa: E402
+from inference_models import tissues_model, tissues_model_with_lineage  # noqa: E402
 
 from xnat_ml.events.install import default_handlers, install_handler  # noqa: E402
 from xnat_ml.imaging.series import load_series  # noqa: E402
@@ -282,3 +282,57 @@ def test_unknown_endpoints_404_in_monailabel_shape(site: Site):
         answer = http.get(f"{site.url}/{path}")
         assert answer.status_code in (404, 405), path
         assert answer.json() == {"detail": "Not Found"} or answer.status_code == 405
+
+
+@pytest.fixture(scope="module")
+def trainable(xnat_server, tmp_path_factory) -> str:
+    """A second project set up for training (tests/training/xnat_project.py: the tiny `blobs`
+    dataset, the tissues model, the `tiny` config; tissues v2 with weights), finetune installed
+    and enabled."""
+    sys.path.insert(0, str(REPO / "tests" / "training"))
+    from xnat_project import set_up
+
+    project = "MLAPI2"
+    http = xnat_server.session()
+    http.put(f"{xnat_server.url}/data/projects/{project}").raise_for_status()
+    xnat_server.add_user(USERS["Member"], password(USERS["Member"]), project, "Member")
+    work = tmp_path_factory.mktemp("mlapi-train")
+    with connect(xnat_server.url, xnat_server.user, xnat_server.password) as session:
+        set_up(session, project, work, cases=3)
+        # fine-tuning starts from weights: v2, the template with a small random network
+        assert install_model(session, project, tissues_model(work / "model"), "tissues")[0] == 2
+    command = json.loads((REPO / "command_json" / "finetune.json").read_text())
+    if not [c for c in http.get(f"{xnat_server.url}/xapi/commands").json()
+            if c["name"] == command["name"]]:  # fmt: skip
+        http.post(f"{xnat_server.url}/xapi/commands", json=command).raise_for_status()
+    [installed] = [c for c in http.get(f"{xnat_server.url}/xapi/commands").json()
+                   if c["name"] == command["name"]]  # fmt: skip
+    wrapper = installed["xnat"][0]["id"]
+    http.put(f"{xnat_server.url}/xapi/wrappers/{wrapper}/enabled").raise_for_status()
+    http.put(f"{xnat_server.url}/xapi/projects/{project}/wrappers/{wrapper}/enabled"
+             ).raise_for_status()  # fmt: skip
+    return project
+
+
+def test_train_makes_a_run_in_ml_runs(site: Site, trainable: str):
+    site.url = site.url.replace(f"/{PROJECT}", f"/{trainable}")
+    try:
+        started = site.client('out = client.train_start("tissues", {"config": "tiny"})')
+        assert started["status"] == "SUBMITTED" and started["id"].startswith("monailabel-")
+        deadline = time.monotonic() + 900
+        while True:
+            status = site.client("out = client.train_status()")
+            if status.get("status") != "RUNNING" or time.monotonic() > deadline:
+                break
+            time.sleep(3)
+        if status["status"] != "DONE":  # say why: the job's log
+            job = started["container"]
+            logs = site.server.session().get(f"{site.server.url}/xapi/containers/{job}/logs/stderr")
+            raise AssertionError(f"{status}\n{logs.text[-3000:]}")
+        assert status["id"] == started["id"], status
+        assert status["status"] == "DONE", status
+        assert status["details"]["state"] == "completed"
+        info = site.client("out = client.info()")
+        assert info["train_stats"]["finetune"]["id"] == started["id"]
+    finally:
+        site.url = site.url.replace(f"/{trainable}", f"/{PROJECT}")
