@@ -336,3 +336,36 @@ def test_train_makes_a_run_in_ml_runs(site: Site, trainable: str):
         assert info["train_stats"]["finetune"]["id"] == started["id"]
     finally:
         site.url = site.url.replace(f"/{trainable}", f"/{PROJECT}")
+
+
+def test_xnat_ml_monailabel_serves_the_project_alone(site: Site):
+    from xnat_ml.server.process import free_port
+
+    port = free_port()
+    member = USERS["Member"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "xnat_ml", "monailabel", "--project", PROJECT, "--port", str(port),
+         "--models", "tissues:1", "--xnat", site.server.url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                requests.get(f"{url}/auth/", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.5)
+        assert requests.get(f"{url}/info/").status_code == 401  # no --user: callers log in
+        token = requests.post(f"{url}/auth/token",
+                              data={"username": member, "password": password(member)}).json()
+        bearer = {"Authorization": f"{token['token_type']} {token['access_token']}"}
+        info = requests.get(f"{url}/info/", headers=bearer)
+        assert info.status_code == 200 and set(info.json()["models"]) == {"tissues", "tissues_v1"}
+        missing = requests.get(f"{url}/nothing/here", headers=bearer)
+        assert (missing.status_code, missing.json()) == (404, {"detail": "Not Found"})
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
