@@ -319,6 +319,7 @@ def test_train_makes_a_run_in_ml_runs(site: Site, trainable: str):
     try:
         started = site.client('out = client.train_start("tissues", {"config": "tiny"})')
         assert started["status"] == "SUBMITTED" and started["id"].startswith("monailabel-")
+        assert started["dataset"] == "blobs:1"  # built again first: nothing new, so v1
         deadline = time.monotonic() + 900
         while True:
             status = site.client("out = client.train_status()")

@@ -1,7 +1,8 @@
 """``/train/``: fine-tuning a model version through the Container Service as the caller (the
-``finetune`` command's wrapper, enabled in the project), its run mirrored to ML_RUNS as any
-other; ``GET`` reports the latest run this API started, ``DELETE`` kills its job. An Owner
-promotes the run as usual (``xnat-ml promote``).
+``finetune`` command's wrapper, enabled in the project) on the config's dataset built again
+first (labels saved since are in it), its run mirrored to ML_RUNS as any other; ``GET``
+reports the latest run this API started, ``DELETE`` kills its job. An Owner promotes the run
+as usual (``xnat-ml promote``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import Any
 from xnat.session import XNATSession
 
 from xnat_ml.containers.installed import find_wrapper
+from xnat_ml.datasets.project_build import build_in_project
+from xnat_ml.datasets.versions import DEFINITION_FILE, find_version, read_file
 from xnat_ml.errors import XnatMlError
 from xnat_ml.monailabel.models import ModelName
-from xnat_ml.training.project_configs import list_configs
+from xnat_ml.training.project_configs import list_configs, read_config
 from xnat_ml.training.project_runs import list_runs, run_status
 from xnat_ml.xnat.responses import reported_as
 from xnat_ml.xnat.uris import project_uri, segment
@@ -48,15 +51,25 @@ def start(
     wrapper = find_wrapper(session, COMMAND)
     if wrapper is None:
         raise NotReady(f"command {COMMAND}: not installed on the XNAT server")
+    dataset = _rebuilt(session, project, read_config(session, project, config).dataset.name)
     run_id = f"{RUN_PREFIX}{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}"
     body = {wrapper.root_input: project_uri(project), "FROM": f"{model.name}:{model.number}",
-            "CONFIG": config, "RUN_ID": run_id}  # fmt: skip
+            "CONFIG": config, "DATASET": dataset, "RUN_ID": run_id}  # fmt: skip
     uri = (f"/xapi/projects/{segment(project)}/wrappers/{wrapper.wrapper_id}/root/"
            f"{segment(wrapper.root_input)}/launch")  # fmt: skip
     with reported_as(f"fine-tuning {model} with config {config}"):
         answer = session.post(uri, json=body, accepted_status=[200, 201]).json()
     return {"id": run_id, "name": str(model), "type": "train", "status": "SUBMITTED",
-            "container": answer.get("id"), "config": config}  # fmt: skip
+            "container": answer.get("id"), "config": config, "dataset": dataset}  # fmt: skip
+
+
+def _rebuilt(session: XNATSession, project: str, name: str) -> str:
+    """``NAME:N``: the config's dataset built again from its latest definition, so labels
+    saved since are in it (a new version only when something changed)."""
+    latest = find_version(session, project, name)
+    definition = read_file(session, project, latest, DEFINITION_FILE)
+    built = build_in_project(session, project, definition, name)
+    return f"{name}:{(built.version or latest).number}"
 
 
 def _jobs(session: XNATSession, project: str) -> list[dict[str, Any]]:
