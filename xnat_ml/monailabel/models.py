@@ -35,13 +35,14 @@ def resolve(versions: dict[str, list[int]], text: str, allowed: list[str] | None
     name, number = text, None
     if text not in versions and (match := _VERSIONED.fullmatch(text)):
         name, number = match[1], int(match[2])
-    numbers = versions.get(name, [])
+    numbers = [n for n in versions.get(name, []) if _served(allowed, name, n)]
     if not numbers or (number is not None and number not in numbers):
-        raise UnknownModel(f"model {text[:200]!r}: not a model version of the project")
-    number = number or numbers[-1]
-    if allowed and not any(a in (name, f"{name}:{number}") for a in allowed):
-        raise UnknownModel(f"model {text[:200]!r}: not served here (--models)")
-    return ModelName(name, number)
+        raise UnknownModel(f"model {text[:200]!r}: not a model version served here")
+    return ModelName(name, number or numbers[-1])
+
+
+def _served(allowed: list[str] | None, name: str, number: int) -> bool:
+    return not allowed or any(a in (name, f"{name}:{number}") for a in allowed)
 
 
 def served(
@@ -52,7 +53,7 @@ def served(
     infos: dict[str, dict] = {}
     for name, numbers in versions.items():
         for number in numbers:
-            if allowed and not any(a in (name, f"{name}:{number}") for a in allowed):
+            if not _served(allowed, name, number):
                 continue
             card = read_model_card(session, project, name, number)
             info = {"type": "segmentation", "dimension": 3,
