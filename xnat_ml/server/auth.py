@@ -147,17 +147,19 @@ def require_login() -> User:
 PUBLIC_ENDPOINTS = frozenset({
     "static", "meta.root", "meta.version", "meta.build_info", "meta.site_id",
     "login.delete_jsession", "login.services_auth",
+    "monailabel.auth_enabled", "monailabel.auth_token",  # MONAI Label's login (docs/monailabel.md)
 })  # fmt: skip
 
 
 # Blueprints that take their callers' credentials themselves and pass them on to this server's
-# REST API, where these checks apply (the MONAI Label API's Bearer tokens are alias tokens).
+# REST API, where these checks apply (the MONAI Label API's Bearer tokens are alias tokens):
+# a request to them with an Authorization header goes on; one without is refused here as usual.
 SELF_AUTHENTICATING_BLUEPRINTS = frozenset({"monailabel"})
 
 
 def login_unless_public() -> None:
     """`before_request` hook: authenticate every request to a non-public endpoint."""
-    if request.blueprint in SELF_AUTHENTICATING_BLUEPRINTS:
+    if request.blueprint in SELF_AUTHENTICATING_BLUEPRINTS and "Authorization" in request.headers:
         return
     if request.endpoint is not None and request.endpoint not in PUBLIC_ENDPOINTS:
         require_login()
