@@ -370,3 +370,25 @@ def test_xnat_ml_monailabel_serves_the_project_alone(site: Site):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_infer_outputs_json_nifti_and_dicom_seg(site: Site, inferred):
+    import pydicom
+
+    http = site.http(USERS["Collaborator"])
+    url, uid = f"{site.url}/infer/tissues_v1", site.uid
+    answer = http.post(url, params={"image": uid, "output": "json"})
+    assert answer.status_code == 200 and answer.json()["label_names"]
+    params = {"params": (None, json.dumps({"result_extension": ".nii.gz"}))}
+    nifti = http.post(url, params={"image": uid, "output": "image"}, files=params)
+    (site.tmp / "result.nii.gz").write_bytes(nifti.content)
+    expected, _ = nrrd.read(str(inferred[0]), index_order="F")
+    result = nib.load(site.tmp / "result.nii.gz")
+    assert np.array_equal(np.asanyarray(result.dataobj), expected)
+    assert np.allclose(result.affine, site.series.affine)
+    seg = http.post(url, params={"image": uid, "output": "dicom_seg"})
+    (site.tmp / "seg.dcm").write_bytes(seg.content)
+    ds = pydicom.dcmread(site.tmp / "seg.dcm")
+    assert ds.Modality == "SEG"
+    assert {s.SegmentAlgorithmType for s in ds.SegmentSequence} == {"AUTOMATIC"}
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == uid
