@@ -7,7 +7,7 @@ TORCH := torch==2.13.0
 WHEELS := container_images/xnat-ml/wheels
 IMAGE ?= xnat-ml/xnat-ml:0.1.0
 
-.PHONY: venv demo test lint bench wheelhouse image clean migration
+.PHONY: venv demo test lint bench wheelhouse image clean migration monailabel-client
 
 venv: $(STAMP)
 
@@ -41,7 +41,18 @@ image: $(STAMP)
 	docker build -f container_images/xnat-ml/Dockerfile -t $(IMAGE) $(DOCKER_BUILD_ARGS) \
 	    --build-arg XNAT_COMMANDS="$$($(VENV)/bin/xnat-ml commands label command_json/*.json)" .
 
-test: $(STAMP) $(WHEELS)/.built
+# MONAI Label's own client for the monailabel tests, unmodified, beside (not in) .venv: its full
+# dependencies cannot install with this project's numpy and CPU torch, and the client needs none.
+MONAILABEL_VENV := .venv-monailabel
+monailabel-client: $(MONAILABEL_VENV)/.installed
+
+$(MONAILABEL_VENV)/.installed:
+	test -x $(MONAILABEL_VENV)/bin/python || $(PYTHON) -m venv $(MONAILABEL_VENV)
+	$(MONAILABEL_VENV)/bin/pip install --quiet --no-deps monailabel==0.8.5
+	$(MONAILABEL_VENV)/bin/pip install --quiet requests
+	touch $@
+
+test: $(STAMP) $(WHEELS)/.built $(MONAILABEL_VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -51,4 +62,4 @@ bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info $(WHEELS)/*.whl $(WHEELS)/.built
+	rm -rf $(VENV) $(MONAILABEL_VENV) build *.egg-info $(WHEELS)/*.whl $(WHEELS)/.built

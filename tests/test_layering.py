@@ -34,6 +34,7 @@ ALLOWED: dict[str, set[str] | None] = {
     "events": {"containers"},
     "dashboard": {"xnat", "datasets", "training", "annotations", "containers", "imaging"},  # + the
     # stages' read models: installed commands (containers), label maps (imaging)
+    "monailabel": {"xnat", "inference", "datasets", "training", "imaging", "containers"},
     "sample": {"xnat", "imaging"},  # builds a sample project and uploads it through xnat/
     "server": EVERYTHING,
     "cli": EVERYTHING,  # loads the verb modules by name (importlib), so nothing shows here

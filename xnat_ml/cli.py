@@ -25,6 +25,7 @@ VERB_MODULES = (
     "xnat_ml.inference.cli",
     "xnat_ml.inference.model_cli",  # adds to training's `model` group: after it
     "xnat_ml.dashboard.cli",
+    "xnat_ml.monailabel.cli",
 )
 
 

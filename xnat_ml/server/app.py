@@ -48,6 +48,7 @@ BLUEPRINT_MODULES = (
     "xnat_ml.server.api.prearchive",
     "xnat_ml.server.api.workflows",
     "xnat_ml.server.api.launch_ui",
+    "xnat_ml.monailabel.blueprint",  # at /monailabel/<project>/; authenticates callers itself
 )
 
 

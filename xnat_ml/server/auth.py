@@ -147,6 +147,7 @@ def require_login() -> User:
 PUBLIC_ENDPOINTS = frozenset({
     "static", "meta.root", "meta.version", "meta.build_info", "meta.site_id",
     "login.delete_jsession", "login.services_auth",
+    "monailabel.auth_enabled", "monailabel.auth_token",  # MONAI Label's login (docs/monailabel.md)
 })  # fmt: skip
 
 
@@ -154,10 +155,17 @@ PUBLIC_ENDPOINTS = frozenset({
 # calls this server's REST API with their alias token, as it calls any XNAT.
 OWN_LOGIN_BLUEPRINTS = frozenset({"dashboard"})
 
+# Blueprints that take their callers' credentials themselves and pass them on to this server's
+# REST API, where these checks apply (the MONAI Label API's Bearer tokens are alias tokens):
+# a request to them with an Authorization header goes on; one without is refused here as usual.
+SELF_AUTHENTICATING_BLUEPRINTS = frozenset({"monailabel"})
+
 
 def login_unless_public() -> None:
     """`before_request` hook: authenticate every request to a non-public endpoint."""
     if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
+        return
+    if request.blueprint in SELF_AUTHENTICATING_BLUEPRINTS and "Authorization" in request.headers:
         return
     if request.blueprint not in OWN_LOGIN_BLUEPRINTS:
         require_login()
