@@ -1,13 +1,16 @@
 """The one training run of the test session: `python -m xnat_ml.demo` (the whole loop) run once,
 on its own archive. With XNAT_ML_TRAIN_QUALITY=1 (as .ci/run sets) it trains for the quality
 benchmark's 600 s budget, so the same run shows the quality target; otherwise a short budget,
-enough for the tests that check plumbing and agreement rather than quality. Tests read its output, its summary file
-and its archive (`serve()` starts a server on it)."""
+enough for the tests that check plumbing and agreement rather than quality. Tests read its
+output, its summary file and its archive (`serve()` starts a server on it).
+XNAT_ML_DEMO_DATA=DIR (a developer's shortcut) copies a finished demo's archive instead of
+starting from nothing."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -34,6 +37,7 @@ class DemoLoop:
     stderr: str
     summary: dict
     wall_s: float
+    first_run: bool  # False with XNAT_ML_DEMO_DATA: the output is a second run's
 
     def run_again(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
         """The demo once more on the same archive (no server of the tests may hold it)."""
@@ -53,10 +57,13 @@ def run_demo(data: Path, *args: str, timeout: float = DEMO_TIMEOUT_S - 200) -> A
 @pytest.fixture(scope="session")
 def demo_loop(tmp_path_factory) -> DemoLoop:
     data = tmp_path_factory.mktemp("demo-loop") / "demo-data"
+    reuse = os.environ.get("XNAT_ML_DEMO_DATA")
+    if reuse:  # a finished demo's archive, copied: the demo runs again there (nothing to train)
+        shutil.copytree(reuse, data)
     started = time.monotonic()
     done = run_demo(data, "--train-budget", str(BUDGET_S))
     wall = time.monotonic() - started
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((data / SUMMARY_FILE).read_text())
     print(f"demo loop: {wall:.0f} s, steps {summary['steps_s']}, Dice {summary['dice']}")
-    return DemoLoop(data, done.stdout, done.stderr, summary, wall)
+    return DemoLoop(data, done.stdout, done.stderr, summary, wall, first_run=not reuse)
