@@ -78,9 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def epochs_for(budget_s: float, val_interval: int) -> int:
-    """Whole validation intervals that fit the budget at SECONDS_PER_EPOCH; at least one."""
-    return max(1, round(budget_s / SECONDS_PER_EPOCH / val_interval)) * val_interval
+def epochs_for(budget_s: float, val_interval: int) -> tuple[int, int]:
+    """Epochs that fit the budget at SECONDS_PER_EPOCH, whole validation intervals of
+    `val_interval` (a shorter interval when fewer epochs fit), and that interval."""
+    epochs = max(1, round(budget_s / SECONDS_PER_EPOCH))
+    if epochs < val_interval:
+        return epochs, epochs
+    return round(epochs / val_interval) * val_interval, val_interval
 
 
 class Steps:
@@ -118,22 +122,26 @@ def _install_subscriptions(session, project: str) -> None:
         print(f"Event subscription {handler.document['name']!r}: {outcome}")
 
 
-def _wait_for_jobs(session, project: str, expected: int, timeout: float = 900) -> list[dict]:
-    """Poll the project's containers until `expected` exist and none is still running."""
+def _wait_for_jobs(
+    session, project: str, before: set, new: int, timeout: float = 900
+) -> list[dict]:
+    """Poll the project's containers until `new` jobs beyond those in `before` (ids) exist and
+    all of them ended; those jobs. Older jobs (a training the server resumed) are not waited for."""
     from xnat_ml.containers.jobs import FINAL_STATUSES
 
     deadline = time.monotonic() + timeout
-    with _bar(total=expected, desc="roi-to-mask jobs", unit="job") as bar:
+    with _bar(total=new, desc="roi-to-mask jobs", unit="job") as bar:
         while True:
-            jobs = session.get_json("/xapi/containers", query={"project": project})
+            jobs = [j for j in session.get_json("/xapi/containers", query={"project": project})
+                    if j["id"] not in before]  # fmt: skip
             running = [j for j in jobs if j["status"] not in FINAL_STATUSES]
             bar.update(len(jobs) - len(running) - bar.n)
-            if len(jobs) >= expected and not running:
+            if len(jobs) >= new and not running:
                 return jobs
             if time.monotonic() > deadline:
                 raise XnatMlError(
                     f"project {project}: {len(running)} roi-to-mask jobs still running after "
-                    f"{timeout:.0f} s ({len(jobs)} of {expected} launched)"
+                    f"{timeout:.0f} s ({len(jobs)} of {new} launched)"
                 )
             time.sleep(0.5)
 
@@ -212,15 +220,15 @@ def _wait_job(session, job_id: int, tick: Callable[[], None] | None = None, ever
     return job
 
 
-def _push_config(session, project: str, epochs: int) -> None:
-    """The template as a project config: its model and dataset, `epochs` for the budget."""
+def _push_config(session, project: str, epochs: int, val_interval: int) -> None:
+    """The template as a project config: its model and dataset, epochs for the budget."""
     from xnat_ml import scratch
     from xnat_ml.assets import shipped_dir
     from xnat_ml.training.config import load_config
     from xnat_ml.training.project_configs import check_references, push_config
 
     value = json.loads((shipped_dir("training_configs") / f"{TEMPLATE}.json").read_text())
-    value["training"]["epochs"] = epochs
+    value["training"].update(epochs=epochs, val_interval=val_interval)
     value["model"], value["dataset"] = {"name": TEMPLATE, "version": ""}, {"name": DATASET,
                                                                            "version": ""}
     with scratch.temporary("demo-config-") as tmp:
@@ -315,8 +323,7 @@ def _run(args: argparse.Namespace, password: str) -> int:
                     built = build_sample_project(session, project, args.subjects,
                                                  progress=lambda _: bar.update(1))  # fmt: skip
                 new = sum(1 for b in built if b.created)
-                jobs = _wait_for_jobs(session, project, len(before) + new)
-                _report_jobs(session, [j for j in jobs if j["id"] not in before])
+                _report_jobs(session, _wait_for_jobs(session, project, before, new))
                 print(f"project {project}: {len(built)} subjects ({new} new), label maps made")
             with steps("dataset (8/2/2 by subject)"):
                 done = build_in_project(session, project, json.dumps(DEFINITION), DATASET)
@@ -336,8 +343,8 @@ def _run(args: argparse.Namespace, password: str) -> int:
                                   TEMPLATE)  # fmt: skip
                 print(f"model {TEMPLATE} v{list_models(session, project)[TEMPLATE][-1]}: the "
                       "template's bundle, initial weights")  # fmt: skip
-                epochs = epochs_for(args.train_budget, 4)
-                _push_config(session, project, epochs)
+                epochs, val_interval = epochs_for(args.train_budget, 4)
+                _push_config(session, project, epochs, val_interval)
                 wrappers = _enable_commands(session, project)
             run_id = None
             promoted = list_models(session, project).get(MODEL)
