@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -241,11 +242,22 @@ def _push_config(session, project: str, epochs: int, val_interval: int) -> None:
 
 def _train(session, project: str, wrappers: dict, epochs: int) -> str:
     """The train command on the project, its bar driven by the run's status.json; the run id."""
+    from xnat_ml.containers.jobs import FINAL_STATUSES
     from xnat_ml.training.project_runs import run_status
 
-    run_id = f"demo-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
-    job = _launch(session, project, wrappers["train"], {"CONFIG": CONFIG, "RUN_ID": run_id})
-    print(f"run {run_id}: job {job} (mirrored to ML_RUNS/{run_id}/)")
+    # A demo stopped during training: the restarted server resumed its job; follow that one.
+    resumed = [j for j in session.get_json("/xapi/containers", query={"project": project})
+               if j["wrapper-name"] == wrappers["train"].wrapper_name
+               and j["status"] not in FINAL_STATUSES
+               and re.search(r"--run-id (demo-\S+)", j.get("command-line") or "")]  # fmt: skip
+    if resumed:
+        job = int(resumed[0]["id"])
+        run_id = re.search(r"--run-id (demo-\S+)", resumed[0]["command-line"])[1]
+        print(f"run {run_id}: job {job}, resumed by the server: following it")
+    else:
+        run_id = f"demo-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+        job = _launch(session, project, wrappers["train"], {"CONFIG": CONFIG, "RUN_ID": run_id})
+        print(f"run {run_id}: job {job} (mirrored to ML_RUNS/{run_id}/)")
     with _bar(total=epochs, desc="train", unit="epoch") as bar:
 
         def tick() -> None:
