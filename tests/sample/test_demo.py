@@ -53,7 +53,7 @@ def test_a_second_run_reuses_everything_and_a_failed_step_is_one_line(demo_loop)
     again = demo_loop.run_again()
     assert again.returncode == 0, again.stderr[-3000:]
     out = again.stdout
-    assert "already in project SAMPLE, left as it is" in out
+    assert "project SAMPLE: 12 subjects (0 new), label maps made" in out
     assert f"dataset {DATASET} v1: unchanged" in out
     assert f"model {MODEL} v1 is already promoted: no training (--retrain trains again)" in out
     assert f"{MODEL}:1 was evaluated on {DATASET}:1 already" in out
