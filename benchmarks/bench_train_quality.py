@@ -58,9 +58,9 @@ def make_dataset(work: Path, subjects: int) -> Path:
     started = time.monotonic()
     with ServerProcess(work / "archive") as server, connect(server.url, "admin", "admin") as xs:
         _install_subscriptions(xs, PROJECT)
-        before = len(xs.get_json("/xapi/containers", query={"project": PROJECT}))
+        before = {j["id"] for j in xs.get_json("/xapi/containers", query={"project": PROJECT})}
         built = build_sample_project(xs, PROJECT, subjects, progress=lambda _: None)
-        jobs = _wait_for_jobs(xs, PROJECT, before + sum(1 for b in built if b.created))
+        jobs = _wait_for_jobs(xs, PROJECT, before, sum(1 for b in built if b.created))
         _report_jobs(xs, [j for j in jobs if j["status"] != "Complete"])  # raises on one
         print(f"sample project: {subjects} subjects with label maps in "
               f"{time.monotonic() - started:.0f} s ({load()})")  # fmt: skip

@@ -9,6 +9,7 @@ import itertools
 import time
 
 import pytest
+from demo_loop import demo_loop  # noqa: F401 - the session's one training run, as a fixture
 from servers import XnatServer
 
 SAMPLE_PROJECT, SAMPLE_SUBJECTS = "SAMPLE12", 12

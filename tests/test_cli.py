@@ -34,3 +34,9 @@ def test_every_shipped_verb_module_loads():
     assert {"serve", "sample-data", "convert", "commands", "batch", "events", "roi-to-mask"} <= set(
         verbs
     )
+
+
+def test_sample_data_defaults_to_twelve_subjects():
+    """Enough for an 8/2/2 split by subject: a smaller default left the testing split empty."""
+    args = cli.build_parser().parse_args(["sample-data"])
+    assert args.subjects == 12

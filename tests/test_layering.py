@@ -39,7 +39,8 @@ ALLOWED: dict[str, set[str] | None] = {
     "server": EVERYTHING,
     "cli": EVERYTHING,  # loads the verb modules by name (importlib), so nothing shows here
     "__main__": {"cli"},
-    "demo": {"xnat", "sample", "containers", "events"},  # + server.process, see EXCEPTIONS
+    # the whole loop through each stage's client code; + server.process, see EXCEPTIONS
+    "demo": {"xnat", "sample", "containers", "events", "datasets", "training", "imaging"},
     **{leaf.removeprefix("xnat_ml.").removeprefix("xnat_ml"): set() for leaf in LEAVES},
 }
 

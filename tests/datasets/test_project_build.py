@@ -187,6 +187,16 @@ def test_cli_build_list_show_fetch_and_a_broken_definition(xnat_server, xnat, la
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("ML_DATASETS/brain/v1: written (3 sessions in "
                                         "(3 subjects), 0 out)")  # fmt: skip
+    # 3 subjects at 60/20/20: training 2, validation 1, testing none; built, with a warning
+    assert done.stderr == ("xnat-ml: warning: dataset brain: no subject in split testing "
+                           "(3 subjects in all); add subjects or change the definition's split\n")
+    definition.write_text(json.dumps({**DEFINITION, "split": {"training": 80, "validation": 10,
+                                                              "testing": 10, "seed": 3}}))
+    lopsided = _cli(xnat_server, "build", "--project", labelled, "--definition",
+                    str(definition), "--name", "brain", "--dry-run")  # fmt: skip
+    assert lopsided.returncode == 0 and lopsided.stderr == (
+        "xnat-ml: warning: dataset brain: no subject in split validation, testing (3 subjects "
+        "in all); add subjects or change the definition's split\n"), lopsided.stderr
     listed = _cli(xnat_server, "list", "--project", labelled)
     assert listed.stdout.strip() == "brain: v1"
     shown = _cli(xnat_server, "show", "brain", "--project", labelled)

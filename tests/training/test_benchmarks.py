@@ -1,5 +1,5 @@
 """The training benchmarks run: the GPU check on a machine without CUDA, and (opt-in) the
-10-minute quality run on the sample project."""
+quality target on the demo loop's training run (the `demo_loop` fixture)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from demo_loop import DEMO_TIMEOUT_S
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -42,18 +43,17 @@ def test_gpu_check_falls_back_to_the_cpu(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)
 @pytest.mark.skipif(
     os.environ.get("XNAT_ML_TRAIN_QUALITY") != "1",
-    reason="the 10-minute quality run: set XNAT_ML_TRAIN_QUALITY=1 (see docs/training.md)",
+    reason="the quality target needs the full training run: set XNAT_ML_TRAIN_QUALITY=1 "
+    "(see docs/training.md)",
 )
-def test_sample_tissues_reaches_the_target_dice(tmp_path: Path) -> None:
-    """sample-tissues-cpu on the 12-subject sample project: testing-split Dice >= 0.88 within
-    10 minutes of training (docs/training.md, Performance)."""
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "bench_train_quality.py"), "--work", str(tmp_path),
-         "--budget", "600", "--target", "0.88"],
-        capture_output=True, text=True, timeout=1400,
-    )  # fmt: skip
-    print(done.stdout)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+@pytest.mark.timeout(DEMO_TIMEOUT_S)
+def test_sample_tissues_reaches_the_target_dice(demo_loop):
+    """sample-tissues-cpu on the 12-subject sample project, trained by the demo loop (a 600 s
+    budget on 2 idle cores, about 116 epochs): the testing-split Dice that
+    `model evaluate` stored, mean over grey and white matter, is >= 0.88 (docs/training.md,
+    Performance). benchmarks/bench_train_quality.py measures the curve and time to Dice."""
+    dice = demo_loop.summary["dice"]
+    print(f"testing Dice {dice} after {demo_loop.summary['steps_s']}")
+    assert dice["mean_dice"] >= 0.88, dice

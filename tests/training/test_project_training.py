@@ -24,7 +24,7 @@ from xnat_project import TrainingProject, archive_file, set_up, tiny_config
 
 from xnat_ml.errors import XnatMlError
 from xnat_ml.training.bundle import bundle_digests
-from xnat_ml.training.project_configs import push_config
+from xnat_ml.training.project_configs import list_configs, push_config
 from xnat_ml.training.project_files import list_paths, read_text
 from xnat_ml.training.project_models import (
     install_model,
@@ -136,8 +136,28 @@ def test_config_verbs(trainx, xnat, tmp_path):
     bad.write_text(json.dumps({**tiny_config(), "trainig": {}}))
     refused = trainx.cli("config", "push", str(bad), "--project", PROJECT)
     assert refused.returncode == 1 and "trainig" in refused.stderr
-    assert trainx.cli("config", "push", str(template), "--project", PROJECT, "--name", "cpu") \
-        .returncode == 0  # fmt: skip
+    # the template names model sample-tissues-cpu and dataset tissues; this project installed
+    # the bundle as `tissues` and built `blobs`: refused in one line naming what it has
+    refused = trainx.cli("config", "push", str(template), "--project", PROJECT, "--name", "cpu")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert f"xnat-ml: error: config {template}: model sample-tissues-cpu is not in project " \
+        f"{PROJECT} (its models: " in refused.stderr and "tissues v1" in refused.stderr
+    template_value = json.loads(template.read_text())
+    fixed = tmp_path / "cpu.json"
+    for model, dataset, message in (
+        ("tissues:9", "blobs", "model tissues:9 is not in project"),
+        ("tissues", "tissues", "dataset tissues is not in project TRAINX (its datasets: blobs v1"),
+        ("tissues", "blobs:5", "dataset blobs:5 is not in project"),
+    ):
+        (name, _, version), (dname, _, dversion) = model.partition(":"), dataset.partition(":")
+        fixed.write_text(json.dumps({**template_value, "model": {"name": name, "version": version},
+                                     "dataset": {"name": dname, "version": dversion}}))
+        refused = trainx.cli("config", "push", str(fixed), "--project", PROJECT)
+        assert refused.returncode == 1 and message in refused.stderr, refused.stderr
+    assert "cpu" not in list_configs(xnat, PROJECT)
+    fixed.write_text(json.dumps({**template_value, "model": {"name": "tissues", "version": "1"},
+                                 "dataset": {"name": "blobs", "version": ""}}))
+    assert trainx.cli("config", "push", str(fixed), "--project", PROJECT).returncode == 0
     listed = trainx.cli("config", "list", "--project", PROJECT).stdout.split()
     assert {"cpu", "tiny"} <= set(listed) and "bad" not in listed
 
@@ -273,6 +293,15 @@ def test_refusals_leave_nothing_in_runs_or_models(xnat_server, trainx, xnat, tmp
                       "--work-dir", str(tmp_path / "w"), "--cache", str(tmp_path / "c"))
     assert done.returncode == 1 and done.stderr.strip().count("\n") == 0, done.stderr
     assert "no version v7" in done.stderr
+    # --model stands in for the config's model: `nomodel` names a model the project lacks
+    for model, message in (("tissues:9", "model tissues: no version v9"),
+                           ("tissues", "dataset blobs: no version v7")):  # fmt: skip
+        done = trainx.cli("train", "--project", PROJECT, "--config", "nomodel", "--model", model,
+                          "--dataset", "blobs:7", "--work-dir", str(tmp_path / "w"))
+        assert done.returncode == 1 and message in done.stderr, done.stderr
+    done = trainx.cli("finetune", "--project", PROJECT, "--config", "tiny", "--model", "tissues",
+                      "--work-dir", str(tmp_path / "w"))  # finetune's --from, also --model
+    assert done.returncode == 1 and "has no weights" in done.stderr, done.stderr
     assert list_paths(xnat, PROJECT, "ML_MODELS") == models_before
     assert list_paths(xnat, PROJECT, "ML_RUNS") == runs_before
 

@@ -67,6 +67,12 @@ class Build:
     def report_markdown(self) -> str:
         return report_markdown(self.report)
 
+    def empty_splits(self) -> list[str]:
+        """Splits the definition asks for (a share above zero) that got no subject: a testing
+        split left empty by too few subjects would pass unnoticed until evaluation."""
+        got = self.report["summary"]["perSplit"]
+        return [name for name, share in self.definition.split.shares if share and not got.get(name)]
+
     def check(self, strict: bool = False) -> None:
         """Raise when the dataset is unusable: no session in, or (``strict``) any excluded.
         Write the report first: the message points to it."""

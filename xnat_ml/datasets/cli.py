@@ -94,6 +94,10 @@ def _build(args: argparse.Namespace) -> int:
             sys.stdout.write(exc.build.report_markdown())
             raise
     summary = done.build.report["summary"]
+    if empty := done.build.empty_splits():
+        print(f"xnat-ml: warning: dataset {args.name}: no subject in split "
+              f"{', '.join(empty)} ({summary['subjects']} subjects in all); add subjects or "
+              "change the definition's split", file=sys.stderr)  # fmt: skip
     counts = (f"{summary['included']} sessions in ({summary['subjects']} subjects), "
               f"{summary['excluded']} out")  # fmt: skip
     reads = done.reads or {}

@@ -6,7 +6,7 @@ xnatpy just because this package registers a verb.
 """
 
 DEFAULT_PROJECT = "SAMPLE"
-DEFAULT_SUBJECTS = 4
+DEFAULT_SUBJECTS = 12
 
 __all__ = ["DEFAULT_PROJECT", "DEFAULT_SUBJECTS", "SampleSession", "build_sample_project"]
 

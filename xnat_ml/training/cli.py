@@ -37,8 +37,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help="training config in the project's ML_CONFIGS")  # fmt: skip
         if verb == "finetune":
             parser.add_argument(
-                "--from", dest="from_model", required=True, metavar="MODEL[:VERSION]",
-                help="model version to start from (default: its latest)",
+                "--from", "--model", dest="from_model", required=True, metavar="NAME[:N]",
+                help="model version to start from, its bundle and weights, instead of the "
+                "config's model (default version: the latest)",
+            )  # fmt: skip
+        else:
+            parser.add_argument(
+                "--model", metavar="NAME[:N]",
+                help="model (bundle) to train instead of the config's (default version: the "
+                "latest)",
             )  # fmt: skip
         parser.add_argument("--dataset", metavar="NAME[:VERSION]",
                             help="dataset instead of the config's")  # fmt: skip
@@ -286,12 +293,13 @@ def _config_validate(args: argparse.Namespace) -> int:
 
 def _config_push(args: argparse.Namespace) -> int:
     from xnat_ml.training.config import load_config
-    from xnat_ml.training.project_configs import push_config
+    from xnat_ml.training.project_configs import check_references, push_config
     from xnat_ml.xnat.roles import require_role
 
-    load_config(args.file)  # a bad file is refused before any login
+    config = load_config(args.file)  # a bad file is refused before any login
     with connect_from_args(args) as session:
         require_role(session, args.project, "Owner", "config push")
+        check_references(session, args.project, config, f"config {args.file}")
         name = push_config(session, args.project, args.file, args.name)
     print(f"project {args.project} ML_CONFIGS/{name}.json: stored")
     return 0
@@ -324,7 +332,8 @@ def _train(args: argparse.Namespace) -> int:
 
     request = TrainRequest(
         project=args.project, config=args.config, run_id=args.run_id,
-        from_model=getattr(args, "from_model", None), dataset=args.dataset,
+        from_model=getattr(args, "from_model", None), model=getattr(args, "model", None),
+        dataset=args.dataset,
         work_dir=args.work_dir or DEFAULT_WORK,
     )  # fmt: skip
     if args.cache:

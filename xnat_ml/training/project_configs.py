@@ -11,12 +11,13 @@ from pathlib import Path
 from xnat.session import XNATSession
 
 from xnat_ml import scratch
+from xnat_ml.datasets.versions import list_versions
 from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import CONFIGS_RESOURCE
 from xnat_ml.training.config import TrainingConfig, load_config, parse_config
 from xnat_ml.training.limits import parse_json
 from xnat_ml.training.project_files import list_paths, read_text, upload_tree
-from xnat_ml.training.project_models import check_name
+from xnat_ml.training.project_models import check_name, list_models, parse_version
 
 SUFFIX = ".json"
 
@@ -35,6 +36,27 @@ def push_config(session: XNATSession, project: str, path: Path, name: str | None
         copy.write_bytes(path.read_bytes())
         upload_tree(session, project, CONFIGS_RESOURCE, {copy.name: copy}, content="ML_CONFIG")
     return name
+
+
+def check_references(session: XNATSession, project: str, config: TrainingConfig, what: str) -> None:
+    """Refuse a config whose model or dataset (at the version it names, or any) the project
+    lacks, naming what it has: otherwise the mistake shows only at the first `train`."""
+    for kind, ref, have in (
+        ("model", config.model, {n: [f"v{v}" for v in vs]
+                                 for n, vs in list_models(session, project).items()}),
+        ("dataset", config.dataset, {n: [f"v{v.number}" for v in vs]
+                                     for n, vs in list_versions(session, project).items()}),
+    ):  # fmt: skip
+        number = parse_version(f"{what} {kind}", ref.version)
+        versions = have.get(ref.name, [])
+        if versions and (number is None or f"v{number}" in versions):
+            continue
+        wanted = ref.name if number is None else f"{ref.name}:{number}"
+        held = "; ".join(f"{n} {', '.join(vs)}" for n, vs in sorted(have.items())) or "none"
+        raise XnatMlError(
+            f"{what}: {kind} {wanted} is not in project {project} (its {kind}s: {held}); "
+            f"give the config's {kind} a name the project has, or add it first"
+        )
 
 
 def read_config(session: XNATSession, project: str, name: str) -> TrainingConfig:

@@ -67,6 +67,7 @@ class TrainRequest:
     config: str
     run_id: str | None = None
     from_model: str | None = None  # NAME[:N]: a fine-tune from that model version
+    model: str | None = None  # NAME[:N]: train that model's bundle instead of the config's
     dataset: str | None = None  # NAME[:N]: instead of the config's dataset
     work_dir: Path = DEFAULT_WORK
     cache: Path | None = None  # the dataset cache root (files/ in it); None: the user's
@@ -107,8 +108,8 @@ def _prepare(session: XNATSession, request: TrainRequest, local: Path) -> None:
     project = request.project
     config = read_config(session, project, request.config)
     check_gpus(local.name, config.resources.processes, config.resources.gpus)  # before the fetch
-    if request.from_model:
-        model_name, model_number = split_ref("model", request.from_model)
+    if request.from_model or request.model:
+        model_name, model_number = split_ref("model", request.from_model or request.model)
     else:
         model_name = config.model.name
         model_number = parse_version(f"config {request.config} model", config.model.version)
