@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from xnat_ml.containers.backends import JobStatus, LaunchSpec, MountSpec, get_backend
 from xnat_ml.containers.backends.base import read_logs
+from xnat_ml.errors import XnatMlError
 
 
 def _spec(tmp_path: Path, line: str) -> LaunchSpec:
@@ -89,3 +93,24 @@ def test_orphans_are_found_by_their_marker_only(tmp_path: Path):
     assert later.stop_orphan(forged) is False
     assert later.stop_orphan(job) is True
     assert _wait(first, job).status in (JobStatus.EXITED, JobStatus.KILLED)
+
+
+def test_local_slots_hold_further_jobs_until_one_ends(tmp_path: Path):
+    """With local_slots=1 a second launch waits (the server's staging worker holds it, the job
+    stays Created) until the running job's process has ended; a bad value is one line."""
+    backend = get_backend("local", tmp_path / "work", local_slots=1)
+    (tmp_path / "first").mkdir()
+    first = backend.launch(_spec(tmp_path / "first", "sleep 1.5"))
+    second: list[str] = []
+    (tmp_path / "second").mkdir()
+    waiting = threading.Thread(
+        target=lambda: second.append(backend.launch(_spec(tmp_path / "second", "true"))))
+    waiting.start()
+    waiting.join(0.7)
+    assert not second and backend.state(first).status == JobStatus.RUNNING
+    waiting.join(30)
+    assert backend.state(first).finished and second
+    assert _wait(backend, second[0]).exit_code == 0
+    for bad in (0, "two", -1):
+        with pytest.raises(XnatMlError, match=rf"backend option local_slots={bad!r}: not a whole"):
+            get_backend("local", tmp_path / "work", local_slots=bad)

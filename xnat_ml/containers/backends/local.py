@@ -10,7 +10,9 @@ restart the engine marks such jobs Failed.
 
 Options: `local_user` (run jobs as this user; needs a root server with `unshare`), `local_hide`
 (folders covered in each job's mount namespace, a JSON list or comma-separated; the server passes
-its data folder).
+its data folder), `local_slots` (how many jobs run at once, default `default_slots()`: a batch of
+50 started at once on a 2-core host starved the server until jobs timed out; the rest wait,
+Created, each holding a staging worker, until a running job ends).
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ class _Job:
     reason: str | None = None  # set when the backend itself ended the job (memory)
 
 
+def default_slots() -> int:
+    """Jobs at once by default: the host's CPUs, at least 4 (a job mostly waits on the server
+    at its start and end, so a few more than the CPUs keep them busy)."""
+    return max(4, os.cpu_count() or 1)
+
+
 class LocalBackend:
     name = "local"
     can_reattach = False
@@ -57,12 +65,21 @@ class LocalBackend:
         work_dir: Path,
         local_user: str | None = None,
         local_hide: list[str] | tuple | str = (),
+        local_slots: int | str | None = None,
         **_options: object,
     ) -> None:
         self.work_dir = Path(work_dir)
         self.containment = Containment(local_user, option_list(local_hide))
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
+        try:
+            slots = default_slots() if local_slots in (None, "") else int(local_slots)
+        except (TypeError, ValueError):
+            slots = 0
+        if slots < 1:
+            raise XnatMlError(f"backend option local_slots={local_slots!r}: not a whole number "
+                              "of jobs ≥ 1")  # fmt: skip
+        self._slots = threading.BoundedSemaphore(slots)
 
     def reaches_loopback(self) -> bool:
         return True  # a process on this host
@@ -71,6 +88,15 @@ class LocalBackend:
         return self.containment.describe()
 
     def launch(self, spec: LaunchSpec) -> str:
+        """Start the job once a slot is free (waits while `local_slots` jobs run)."""
+        self._slots.acquire()
+        try:
+            return self._start(spec)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _start(self, spec: LaunchSpec) -> str:
         spec.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             guard = self.containment.guard(spec)
@@ -122,6 +148,7 @@ class LocalBackend:
                 job.reason = _OOM.format(job.spec.limit_memory_mb)
             job.guard.release()
             job.done.set()
+            self._slots.release()
 
     def state(self, job_id: str) -> BackendState:
         with self._lock:
