@@ -44,8 +44,10 @@ def write_series(
     number: int | None = 1,
     description: str = "T1 axial",
     slices: int = 3,
+    size: int = 4,
 ) -> dict:
-    """Write a series of `slices` files into folder; returns its UIDs and paths."""
+    """Write a series of `slices` files of size×size pixels into folder; returns its UIDs and
+    paths."""
     folder.mkdir(parents=True, exist_ok=True)
     study_uid = study_uid or generate_uid()
     series_uid = series_uid or generate_uid()
@@ -71,13 +73,13 @@ def write_series(
         ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
         ds.PixelSpacing = [1.0, 1.0]
         ds.SliceThickness = 1.0
-        ds.Rows = ds.Columns = 4
+        ds.Rows = ds.Columns = size
         ds.BitsAllocated = ds.BitsStored = 16
         ds.HighBit = 15
         ds.PixelRepresentation = 0
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.PixelData = (np.arange(16, dtype=np.uint16) + k).tobytes()
+        ds.PixelData = (np.arange(size * size, dtype=np.uint16) + k).tobytes()
         path = folder / f"slice{k:03d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

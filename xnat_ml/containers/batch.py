@@ -330,6 +330,48 @@ def rerun_failed(session: XNATSession, project: str, batch_id: str) -> tuple[Bat
     return record, attempt
 
 
+@dataclass(frozen=True)
+class ItemState:
+    """Where one object of a batch stands: its latest job's status, and why it failed."""
+
+    label: str
+    container: str | None
+    status: str  # the job's status; "Refused" when its launch was; "Queued" before a job shows
+    reason: str = ""
+
+
+REFUSED, QUEUED = "Refused", "Queued"
+
+
+def batch_states(session: XNATSession, project: str, batch_id: str) -> list[ItemState]:
+    """Each object's latest attempt, from one container listing; a failed job's reason is the
+    last line of its stderr (the job's own one-line error), else the server's message."""
+    record = load_record(session, project, batch_id)
+    containers = {key: c for c in list_containers(session) for key in job_keys_of(c)}
+    states = []
+    for item in sorted(record.latest_items().values(), key=lambda i: i["label"]):
+        if item.get("error"):
+            states.append(ItemState(item["label"], None, REFUSED, str(item["error"])))
+            continue
+        job = next((containers[k] for k in sorted(_item_keys(item)) if k in containers), None)
+        if job is None:
+            states.append(ItemState(item["label"], item.get("container"), QUEUED))
+            continue
+        status = str(job.get("status", ""))
+        reason = _failure_reason(session, job) if status.startswith(FAILED_PREFIX) else ""
+        states.append(ItemState(item["label"], str(job.get("id")), status, reason))
+    return states
+
+
+def _failure_reason(session: XNATSession, job: dict[str, Any]) -> str:
+    response = session.get(f"/xapi/containers/{segment(str(job.get('id')))}/logs/stderr",
+                           accepted_status=[200, 404])  # fmt: skip
+    lines = [line.strip() for line in response.text.splitlines() if line.strip()]
+    if response.status_code == 200 and lines:
+        return lines[-1][:500]
+    return str(job.get("message") or "no reason recorded")
+
+
 # ----------------------------------------------------------------------------- records
 
 

@@ -101,6 +101,25 @@ def _register_batch(subparsers: argparse._SubParsersAction) -> None:
     add_connection_arguments(rerun)
     rerun.set_defaults(func=_rerun)
 
+    status = verbs.add_parser(
+        "status",
+        help="how far a batch is: each object's latest job, and why failed ones failed",
+        description=(
+            "Print one line per object of batch BATCH (its latest attempt): the job, its status "
+            "and, for a failed job, the last line of its stderr (the job's one-line error); then "
+            "a count per status. With --wait, poll until every job has ended. Exits 0 when every "
+            "object's job is Complete, 1 otherwise."
+        ),
+    )
+    status.add_argument("batch", metavar="BATCH", help="batch id printed by `batch run`")
+    status.add_argument("--project", required=True, metavar="P", help="project ID of the batch")
+    status.add_argument("--wait", action="store_true", help="wait until every job has ended")
+    status.add_argument(
+        "--interval", type=float, default=2.0, metavar="S", help="seconds between polls (2)"
+    )
+    add_connection_arguments(status)
+    status.set_defaults(func=_status)
+
 
 def _register_jobs(subparsers: argparse._SubParsersAction) -> None:
     jobs = subparsers.add_parser(
@@ -187,6 +206,30 @@ def _rerun(args: argparse.Namespace) -> int:
     with connect_from_args(args) as session:
         record, attempt = rerun_failed(session, args.project, args.batch)
     return _print_attempt(record, attempt)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from xnat_ml.containers.batch import REFUSED, batch_states
+    from xnat_ml.containers.jobs import COMPLETE, FAILED, FINAL_STATUSES
+
+    def ended(status: str) -> bool:  # a real XNAT has more failures ("Failed (Rejected)")
+        return status in (*FINAL_STATUSES, REFUSED) or status.startswith(FAILED)
+
+    with connect_from_args(args) as session:
+        while True:
+            states = batch_states(session, args.project, args.batch)
+            if not args.wait or all(ended(s.status) for s in states):
+                break
+            time.sleep(args.interval)
+    for s in states:
+        job = f"job {s.container}" if s.container else "no job"
+        print(f"  {s.label}: {job} {s.status}" + (f": {s.reason}" if s.reason else ""))
+    counts = Counter(s.status for s in states)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    print(f"batch {args.batch}: {summary}")
+    return 0 if counts.get(COMPLETE, 0) == len(states) else 1
 
 
 def _jobs(args: argparse.Namespace) -> int:

@@ -172,6 +172,9 @@ def infer_session(
         work = Path(tmp)
         with phases("checks"):
             replaced = store and _own_collection(session, session_id, label, work)
+        if replaced and trigger_scan is not None:
+            raise NothingToDo(f"session {session_label}: has collection {label} already (another "
+                              "scan's DICOM set it off); nothing to do")  # fmt: skip
         with phases("pull"):
             model_dir = _pulled(session, project, name, number, cache or default_root())
         images, series = _images(session, session_id, scans, work, phases)
@@ -185,7 +188,8 @@ def infer_session(
             _write_result(labels, model_dir, series, name, number, label, work / "out")
         with phases("store"):
             if store:
-                collection = _store(session, project, session_id, label, work / "out", replaced)
+                collection = _store(session, project, session_id, label, work / "out", replaced,
+                                    triggered=trigger_scan is not None)  # fmt: skip
             else:
                 _deliver(work / "out", Path(to))
                 collection = None
@@ -363,12 +367,23 @@ def _own_collection(session: XNATSession, session_id: str, label: str, work: Pat
 
 
 def _store(
-    session: XNATSession, project: str, session_id: str, label: str, out: Path, replaced: bool
-) -> str:
+    session: XNATSession, project: str, session_id: str, label: str, out: Path, replaced: bool,
+    triggered: bool = False,
+) -> str:  # fmt: skip
     """PUT the SEG through /xapi/roi, then its LABELMAP; a collection whose LABELMAP failed is
-    removed, or with a Member's rights, left for a rerun to replace (one line says so)."""
-    collection = upload_roi_collection(session, project, session_id, label, out / SEG_FILE,
-                                       "SEG", overwrite=replaced)  # fmt: skip
+    removed, or with a Member's rights, left for a rerun to replace (one line says so).
+
+    ``triggered``: one of several jobs set off by one import (each input scan's DICOM sets one
+    off) may find the label taken by another that stored first; it then stores nothing (the
+    collection is stored once, never overwritten by a twin) and stops as a no-op."""
+    try:
+        collection = upload_roi_collection(session, project, session_id, label, out / SEG_FILE,
+                                           "SEG", overwrite=replaced)  # fmt: skip
+    except XnatMlError:
+        if triggered and not replaced and label in _collections(session, session_id):
+            raise NothingToDo(f"session {session_id}: collection {label} was stored meanwhile "
+                              "by a job another scan's DICOM set off; nothing to do") from None
+        raise
     try:
         upload_directory(session, assessor_uri(session_id, collection), LABELMAP_RESOURCE,
                          out / LABELMAP_FOLDER, format="NIFTI", content="labelmap")  # fmt: skip
