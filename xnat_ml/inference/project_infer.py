@@ -176,7 +176,7 @@ def infer_session(
             raise NothingToDo(f"session {session_label}: has collection {label} already (another "
                               "scan's DICOM set it off); nothing to do")  # fmt: skip
         with phases("pull"):
-            model_dir = _pulled(session, project, name, number, cache or default_root())
+            model_dir = cached_model(session, project, name, number, cache or default_root())
         images, series = _images(session, session_id, scans, work, phases)
         from xnat_ml.inference.predict import infer
 
@@ -269,7 +269,7 @@ def _require_dicom(session: XNATSession, session_id: str, scans: dict[str, str])
             )
 
 
-def _pulled(session: XNATSession, project: str, name: str, number: int, cache: Path) -> Path:
+def cached_model(session: XNATSession, project: str, name: str, number: int, cache: Path) -> Path:
     """The model version's folder in the cache, named by the version's digests (so another
     server's or a re-made version's files never stand in for these) and checked against them at
     every use; pulled (each file digest-checked) when absent or no longer as recorded."""

@@ -19,7 +19,7 @@ from xnat_ml.imaging.ai_collections import algorithm_name
 from xnat_ml.imaging.labelmap import load_labelmap, read_labels
 from xnat_ml.imaging.seg_write import write_seg
 from xnat_ml.imaging.series import Series
-from xnat_ml.inference.project_infer import _pulled
+from xnat_ml.inference.project_infer import cached_model
 from xnat_ml.layout import LABELMAP_FILE
 from xnat_ml.monailabel.images import Image
 from xnat_ml.monailabel.models import ModelName
@@ -48,7 +48,7 @@ def infer_image(
         channels = ", ".join(card.input_channels)
         raise XnatMlError(f"model {model}: needs {len(card.input_channels)} input channels "
                           f"({channels}); MONAI Label sends one image")  # fmt: skip
-    model_dir = _pulled(session, project, model.name, model.number, cache or default_root())
+    model_dir = cached_model(session, project, model.name, model.number, cache or default_root())
     nifti, series = scan_image(session, xnat_url, image)
     pre = time.perf_counter()
     prediction = infer(model_dir, [nifti], device)
