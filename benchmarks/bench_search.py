@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import statistics
+import sys
 import tempfile
 import time
 from datetime import date, timedelta
@@ -27,6 +27,9 @@ from xnat_ml.server.process import ServerProcess
 from xnat_ml.server.store.db import session_factory
 from xnat_ml.server.store.models import Experiment, Project, ProjectRole, Subject, User
 from xnat_ml.xnat import connect
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_listing import median_time  # noqa: E402
 
 TARGET_S = 0.5
 CUT_OFF = "2024-07-01"
@@ -60,15 +63,6 @@ def seed(data_dir: Path, sessions: int, subjects: int) -> float:
         )
         db.commit()
     return time.perf_counter() - started
-
-
-def median_time(action, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> int:
