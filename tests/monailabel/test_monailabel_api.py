@@ -202,6 +202,30 @@ def test_saved_label_becomes_a_human_seg_with_its_label_map(site: Site, inferred
     assert [r["label"] for r in rows].count(label) == 1
 
 
+def test_tags_follow_the_seg_not_the_name(site: Site, inferred, tmp_path: Path):
+    """A model's collection an annotator corrected and saved again in OHIF (its segments now
+    MANUAL, its AI_ label kept) is a person's label (``final``); the same SEG with AUTOMATIC
+    segments is a model's (``original``), whatever its name."""
+    from xnat_ml.imaging.seg_write import write_seg
+    from xnat_ml.monailabel.labels import segments_of
+    from xnat_ml.monailabel.volumes import read_uploaded
+    from xnat_ml.xnat.roi import upload_roi_collection
+
+    labels = read_uploaded(inferred[2], site.series, tmp_path)  # the series grid
+    with connect(site.server.url, site.server.user, site.server.password) as session:
+        for label, manual in ((f"AI_tissues_v1_{site.session_id}", True), ("ML_MODEL_OUT", False)):
+            seg = write_seg(labels, segments_of({"grey matter": 1, "white matter": 2}),
+                            site.series, tmp_path / f"{label}.dcm", algorithm_name="tissues v1",
+                            manual=manual, series_description=label)  # fmt: skip
+            upload_roi_collection(session, PROJECT, site.session_id, label, seg, "SEG")
+    _wait_label_map(site, f"AI_tissues_v1_{site.session_id}")  # roi-to-mask: origin human
+    out = site.client("out = client.datastore()")
+    tags = {c["label"]: tag for tag, entry in out["objects"][site.uid]["labels"].items()
+            for c in entry["info"]["collections"]}  # fmt: skip
+    assert tags[f"AI_tissues_v1_{site.session_id}"] == "final"
+    assert tags["ML_MODEL_OUT"] == "original"
+
+
 def test_activelearning_gives_an_image_without_a_final_label(site: Site):
     out = site.client('out = [client.next_sample("first", {}), client.next_sample("random", {})]')
     assert out[0]["id"] != site.uid  # the T1w has final labels; the T2w has none

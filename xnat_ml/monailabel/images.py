@@ -1,20 +1,32 @@
 """The project's images as MONAI Label's datastore names them: one per scan of an image
 session, its id the scan's SeriesInstanceUID (what OHIF sends), ``SESSION_SCAN`` accepted too;
 and the ROI collections drawn on each, under MONAI Label's tags (a person's ``final``, a
-model's ``original``: AI collections are the ones named ``AI_<model>_v<N>_<session>``).
+model's ``original``). Who made a collection is read from the record beside its label map
+(``masks.json``'s ``origin``, taken from the SEG's segments: an AI collection an annotator
+corrected and saved again in OHIF is a person's), else from the SEG's own segments (a model's
+SEG gets no label map from roi-to-mask); RTSTRUCTs are drawn by people.
 
-Two bulk listings per call, whatever the project's size (docs/monailabel.md).
+Two bulk listings per call, then one small read per SEG collection (docs/monailabel.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from xnat.session import XNATSession
 
+from xnat_ml import scratch
+from xnat_ml.datasets.definition import ORIGINS
 from xnat_ml.errors import XnatMlError
-from xnat_ml.layout import ROI_COLLECTION_XSI
+from xnat_ml.imaging.ai_collections import collection_origin
+from xnat_ml.imaging.mask_folder import INDEX_NAME
+from xnat_ml.layout import LABELMAP_RESOURCE, ROI_COLLECTION_XSI
+from xnat_ml.xnat import download_resource
 from xnat_ml.xnat.queries import list_rows
+from xnat_ml.xnat.uris import assessor_uri, resource_uri
 
 _SCAN = "xnat:imageScanData"
 _SCAN_COLUMNS = ("ID", "label", "subject_label", f"{_SCAN}/ID", f"{_SCAN}/type",
@@ -22,6 +34,7 @@ _SCAN_COLUMNS = ("ID", "label", "subject_label", f"{_SCAN}/ID", f"{_SCAN}/type",
 _ROI_COLUMNS = ("ID", "label", "imageSession_ID", f"{ROI_COLLECTION_XSI}/collectionType",
                 f"{ROI_COLLECTION_XSI}/references/seriesUID")  # fmt: skip
 FINAL, ORIGINAL = "final", "original"  # MONAI Label's tags: a person's label, a model's
+READERS = 8  # label-map records read at once
 
 
 class UnknownImage(XnatMlError):
@@ -55,10 +68,12 @@ class Collection:
     session_id: str
     series_uid: str
     collection_type: str
+    origin: str = ""  # its label map record's: human, ai or mixed; "" without one
 
     @property
     def tag(self) -> str:
-        return ORIGINAL if self.label.startswith("AI_") else FINAL
+        """A person's (RTSTRUCT, or every SEG segment MANUAL/SEMIAUTOMATIC), else a model's."""
+        return FINAL if self.collection_type == "RTSTRUCT" or self.origin == "human" else ORIGINAL
 
 
 def list_images(session: XNATSession, project: str) -> list[Image]:
@@ -101,7 +116,34 @@ def list_collections(session: XNATSession, project: str) -> list[Collection]:
             row.get(f"{xsi}/references/seriesuid") or row.get("seriesuid", ""),
             row.get(f"{xsi}/collectiontype") or row.get("collectiontype", ""),
         ))  # fmt: skip
+    segs = [i for i, c in enumerate(found) if c.collection_type == "SEG"]
+    with ThreadPoolExecutor(READERS) as pool:
+        origins = pool.map(lambda i: _origin(session, found[i]), segs)
+        for i, origin in zip(segs, list(origins), strict=True):
+            found[i] = replace(found[i], origin=origin)
     return found
+
+
+def _origin(session: XNATSession, collection: Collection) -> str:
+    """The ``origin`` its label map's record gives (roi-to-mask and infer write it), else what
+    the SEG's segments say; "" when neither can be read."""
+    collection_uri = assessor_uri(collection.session_id, collection.id)
+    answer = session.get(f"{resource_uri(collection_uri, LABELMAP_RESOURCE)}/files/{INDEX_NAME}",
+                         accepted_status=[200, 404])  # fmt: skip
+    if answer.status_code == 200:
+        try:
+            origin = json.loads(answer.content).get("origin", "")
+        except (ValueError, AttributeError):
+            origin = ""
+        if origin in ORIGINS:
+            return origin
+    with scratch.temporary("monailabel-seg-") as tmp:
+        try:
+            files = download_resource(session, resource_uri(collection_uri, "SEG"), Path(tmp))
+            origins = {collection_origin(path, "SEG") for path in files}
+        except XnatMlError:
+            return ""
+    return origins.pop() if len(origins) == 1 else ""
 
 
 def labels_by_image(images: list[Image], collections: list[Collection]) -> dict[str, dict]:
