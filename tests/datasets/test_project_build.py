@@ -201,6 +201,18 @@ def test_cli_build_list_show_fetch_and_a_broken_definition(xnat_server, xnat, la
     assert listed.stdout.strip() == "brain: v1"
     shown = _cli(xnat_server, "show", "brain", "--project", labelled)
     assert "| SUB000_MR | SUB000 | yes |" in shown.stdout
+    assert "Changes since" not in shown.stdout  # a first version
+    add_good(xnat, labelled, 3)  # v2: one more session; the others keep their splits
+    definition.write_text(json.dumps(DEFINITION))
+    again = _cli(xnat_server, "build", "--project", labelled, "--definition", str(definition),
+                 "--name", "brain")  # fmt: skip
+    assert again.returncode == 0 and "ML_DATASETS/brain/v2: written" in again.stdout
+    shown = _cli(xnat_server, "show", "brain", "--project", labelled)
+    report, changes = shown.stdout.split("## Changes since v1\n\n")
+    assert "| SUB003_MR | SUB003 | yes |" in report
+    assert changes.startswith("1 session(s) in, 0 out, 0 moved")
+    [added] = [line for line in changes.splitlines() if line.startswith("| SUB003_MR")]
+    assert added.startswith("| SUB003_MR | SUB003 | not in | ")
     fetched = _cli(xnat_server, "fetch", "brain", "--project", labelled, "--to",
                    str(tmp_path / "out"), "--cache", str(tmp_path / "cache"))  # fmt: skip
     assert fetched.returncode == 0, fetched.stderr

@@ -19,6 +19,7 @@ from xnat.session import XNATSession
 from xnat_ml import scratch
 from xnat_ml.bounded_json import load_json
 from xnat_ml.datasets.cache import default_root
+from xnat_ml.datasets.changes import Change, version_changes
 from xnat_ml.datasets.datalist import dumps
 from xnat_ml.errors import XnatMlError
 from xnat_ml.layout import DATASETS_RESOURCE
@@ -137,3 +138,17 @@ def _content_id(contents: dict[str, str]) -> str:
 def definition_text(doc: Any) -> str:
     """The stored definition: canonical JSON of what the user gave."""
     return dumps(doc)
+
+
+def changes_before(
+    session: XNATSession, project: str, name: str, number: int
+) -> tuple[list[Change], int] | None:
+    """What version ``number`` changed against the version before it, and that version's
+    number; None for a first version."""
+    earlier = [v for v in list_versions(session, project).get(name, []) if v.number < number]
+    if not earlier:
+        return None
+    before = read_json(session, project, earlier[-1], DATALIST_FILE)
+    after = read_json(session, project, find_version(session, project, name, number),
+                      DATALIST_FILE)  # fmt: skip
+    return version_changes(before, after), earlier[-1].number
