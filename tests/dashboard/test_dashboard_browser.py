@@ -242,6 +242,8 @@ def test_owner_runs_the_whole_loop(xnat_server, dash_project, browser, shots, bu
     page.goto(f"{base}/ml/p/{PROJECT}/models/tissues/v2")
     assert "Model tissues v2" in page.locator("h1").inner_text()
     assert "dashrun" in page.locator("#card").inner_text()
+    graph = page.locator("#lineage .lineage-row").first.inner_text()  # this version's own row
+    assert "run dashrun" in graph and graph.strip().endswith("model tissues v2"), graph
     shots(page, "06-promoted")
     step("06-promoted")
 
