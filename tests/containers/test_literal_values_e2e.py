@@ -42,7 +42,7 @@ PROBE = {
 }  # fmt: skip
 # What the job's own programs set: /bin/sh, and Python in a C locale (PEP 538 coercion).
 SHELL_SET = {"PWD", "OLDPWD", "SHLVL", "_", "LC_CTYPE"}
-JOB_ENV = {"XNAT_HOST", "XNAT_USER", "XNAT_PASS", "PROBE_VALUE"}
+JOB_ENV = {"XNAT_HOST", "XNAT_USER", "XNAT_PASS", "XNAT_WORKFLOW_ID", "PROBE_VALUE"}
 
 
 @pytest.fixture(
