@@ -116,6 +116,22 @@ def test_json_and_csv_carry_the_same_rows_and_operators_compare(searched):
     assert as_csv == as_json["Result"]
 
 
+def test_a_field_listed_by_search_elements_can_be_searched_on(searched):
+    """search/elements names stored nested fields by ID (INVESTIGATOR_FIRSTNAME): a client that
+    found one there gets rows when it searches on it, as on its xpath."""
+    http, url = searched.session(), searched.url
+    http.put(f"{url}/data/projects/SRCH_A/subjects/A2",
+             params={"xnat:subjectData/investigator/firstname": "Ann"}).raise_for_status()
+    listed = http.get(f"{url}/data/search/elements/xnat:subjectData", params={"format": "json"})
+    assert "INVESTIGATOR_FIRSTNAME" in {r["FIELD_ID"] for r in listed.json()["ResultSet"]["Result"]}
+    for field in ("INVESTIGATOR_FIRSTNAME", "investigator/firstname"):
+        document = build_search_document(
+            "xnat:subjectData", ["xnat:subjectData/SUBJECT_LABEL"],
+            [(f"xnat:subjectData/{field}", "=", "Ann"), "AND"])  # fmt: skip
+        assert _post(searched, document).json()["ResultSet"]["Result"] == [
+            {"subject_label": "A2"}], field  # fmt: skip
+
+
 def test_scans_and_roi_collections_are_searched_with_their_session(searched):
     scans = build_search_document(
         "xnat:mrScanData", ["xnat:mrScanData/ID", "xnat:mrSessionData/LABEL"],

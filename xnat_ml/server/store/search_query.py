@@ -22,7 +22,9 @@ from sqlalchemy.types import Float
 from werkzeug.exceptions import BadRequest
 
 from xnat_ml.server.formats import datatypes
+from xnat_ml.server.formats.listing import stored_key
 from xnat_ml.server.formats.search_xml import CriteriaSet, Criterion, FieldRef, SearchDocument
+from xnat_ml.server.formats.xml_writer import declared_fields
 from xnat_ml.server.store import shares
 from xnat_ml.server.store.models import Assessor, Experiment, Project, Scan, Subject
 
@@ -173,7 +175,9 @@ def resolve_field(root: str, ref: FieldRef) -> Resolved:
 def _stored_field(family: str, element: str, name: str) -> Column:
     """A field the XSD declares that the store keeps in the object's `fields` (JSON)."""
     leaf = name.rsplit("/", 1)[-1]
-    kind = datatypes.field_type(element, leaf)
+    kind = datatypes.field_type(element, leaf) or _declared_by_id(element).get(
+        name.replace("/", "_").upper()
+    )
     if family == "project" or kind is None:
         raise BadRequest(f"Search: {element} has no field {name[:100]!r}.")
     key = name.replace("/", "_").lower()
@@ -186,6 +190,12 @@ def _stored_field(family: str, element: str, name: str) -> Column:
     )
     numeric = kind in ("xs:integer", "xs:int", "xs:float", "xs:double", "xs:decimal", "xs:long")
     return Column(value, "number" if numeric else "date" if kind == "xs:date" else "string")
+
+
+def _declared_by_id(element: str) -> dict[str, str]:
+    """XSD type by the field ID `search/elements` lists for it (`INVESTIGATOR_FIRSTNAME` for
+    `investigator/firstname`), so that a field a client found there can be searched on."""
+    return {stored_key(path).upper(): kind for path, kind in declared_fields(element)}
 
 
 def _base_statement(family: str) -> Select:
