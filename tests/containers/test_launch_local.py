@@ -334,6 +334,32 @@ def test_a_job_waiting_for_a_slot_can_be_killed(start_xnat_server):
     assert "Q_1" not in site.resources(f"/data/experiments/{site.session_id}")
 
 
+def test_a_project_deleted_under_its_job_frees_the_slot(start_xnat_server):
+    """With one slot, a job whose project is deleted while it runs (its record goes with it)
+    gives its slot back: the next project's job runs to its end instead of waiting for ever."""
+    server = start_xnat_server("one-slot-retire", ["--backend-option", "local_slots=1"])
+    with connect(server.url, server.user, server.password) as session:
+        gone = build_sample_project(session, "CS_GONE", subjects=1)[0]
+        kept = build_sample_project(session, "CS_KEPT", subjects=1)[0]
+    data = _command(
+        "lingers", "sleep #S#; echo done > /output/x.txt",
+        [{"name": "o", "mount": "out", "required": True}], [_handler("h", "o", "L_#S#")],
+        inputs=[{"name": "S", "type": "number", "required": True}],
+    )  # fmt: skip
+    first = Site(server, "CS_GONE", gone.session_id, gone.roi_collection)
+    second = Site(server, "CS_KEPT", kept.session_id, kept.roi_collection)
+    wrapper = first.install(data)["lingers-session"]
+    second.install(data)
+    doomed = first.launch(wrapper, "session", {"session": gone.session_id, "S": 600}).json()["id"]
+    deadline = time.monotonic() + 120
+    while first.http.get(f"{server.url}/xapi/containers/{doomed}").json()["status"] != "Running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    first.http.delete(f"{server.url}/data/projects/CS_GONE").raise_for_status()
+    job = second.launch(wrapper, "session", {"session": kept.session_id, "S": 1}).json()["id"]
+    assert second.wait(job, timeout=120)["status"] == "Complete"
+
+
 def test_kill_a_running_job(site: Site):
     data = _command(
         "sleeper", "sleep 60; echo late > /output/x.txt",

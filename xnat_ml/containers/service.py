@@ -223,6 +223,8 @@ class ContainerService:
                 backend.cleanup(backend_id)
             if work_dir:
                 shutil.rmtree(work_dir, ignore_errors=True)
+        for job_id, *_rest in retired:  # after the kill: the next job in line may start now
+            self._release_slot(job_id)
 
     def recover(self) -> None:
         """At start, before the server listens: settle the jobs the last server process left
@@ -425,6 +427,7 @@ class ContainerService:
                 backend.kill(backend_id)
                 backend.cleanup(backend_id)
                 shutil.rmtree(job.job_dir, ignore_errors=True)
+                self._release_slot(job_id)
                 return
             record.backend_job_id = backend_id
             record.host = job.host
@@ -501,6 +504,7 @@ class ContainerService:
     def _done(self, entry: _Running, state: BackendState) -> None:
         job = entry.job
         if job.job_id in self._retired:
+            self._release_slot(job.job_id)
             return
         if outcome_of(state).status == jobs.COMPLETE:
             self._finalizing(job.job_id)
