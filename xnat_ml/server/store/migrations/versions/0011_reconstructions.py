@@ -50,5 +50,17 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """None: restore the copy of the data folder taken before upgrading (docs/server.md)."""
-    raise NotImplementedError("revision 0011 has no downgrade; restore the data folder's copy")
+    """Back to 0010 (tests replay older data folders; keep a copy of real ones): the
+    reconstructions' resources (their file rows first) and the reconstructions go, then the
+    column. Their files stay on disk."""
+    held = "SELECT pk FROM resources WHERE reconstruction_pk IS NOT NULL"
+    op.execute(f"DELETE FROM resource_files WHERE resource_pk IN ({held})")
+    op.execute(f"DELETE FROM ml_run_owners WHERE resource_pk IN ({held})")
+    op.execute("DELETE FROM resources WHERE reconstruction_pk IS NOT NULL")
+    with op.batch_alter_table(
+        "resources", recreate="always", table_kwargs={"sqlite_autoincrement": True}
+    ) as batch_op:
+        batch_op.drop_constraint("fk_resources_reconstruction_pk", type_="foreignkey")
+        batch_op.drop_index(batch_op.f("ix_resources_reconstruction_pk"))
+        batch_op.drop_column("reconstruction_pk")
+    op.drop_table("reconstructions")
