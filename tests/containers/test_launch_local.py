@@ -334,6 +334,35 @@ def test_a_job_waiting_for_a_slot_can_be_killed(start_xnat_server):
     assert "Q_1" not in site.resources(f"/data/experiments/{site.session_id}")
 
 
+def test_jobs_waiting_for_a_slot_survive_a_kill_9_of_the_server(start_xnat_server):
+    """The line of waiting jobs lives in memory only: killed -9 with one job running and two
+    waiting (`Created`), the restarted server runs all three to their end, one at a time."""
+    server = start_xnat_server("one-slot-kill", ["--backend-option", "local_slots=1"])
+    with connect(server.url, server.user, server.password) as session:
+        built = build_sample_project(session, "CS_KILL9", subjects=1)[0]
+    site = Site(server, "CS_KILL9", built.session_id, built.roi_collection)
+    data = _command(
+        "lined", "sleep #S#; echo done > /output/x.txt",
+        [{"name": "o", "mount": "out", "required": True}], [_handler("h", "o", "K_#N#")],
+        inputs=[{"name": "S", "type": "number", "required": True},
+                {"name": "N", "type": "number", "required": True}],
+    )  # fmt: skip
+    wrapper = site.install(data)["lined-session"]
+    ids = [site.launch(wrapper, "session", {"session": built.session_id, "S": 3, "N": n})
+           .json()["id"] for n in range(3)]  # fmt: skip
+    deadline = time.monotonic() + 60
+    while site.http.get(f"{server.url}/xapi/containers/{ids[0]}").json()["status"] != "Running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    server.process.kill()  # SIGKILL: no shutdown code runs
+    server.process.wait()
+    server.process = None
+    server.start()
+    site.http = server.session()
+    assert [site.wait(i, timeout=180)["status"] for i in ids] == ["Complete"] * 3
+    assert {"K_0", "K_1", "K_2"} <= set(site.resources(f"/data/experiments/{built.session_id}"))
+
+
 def test_a_project_deleted_under_its_job_frees_the_slot(start_xnat_server):
     """With one slot, a job whose project is deleted while it runs (its record goes with it)
     gives its slot back: the next project's job runs to its end instead of waiting for ever."""
