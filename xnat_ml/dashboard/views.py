@@ -241,7 +241,7 @@ def dataset(project: str, name: str, number: int) -> str:
     report = read_json(xnat, project, version, "report.json")
     versions = list_versions(xnat, project).get(name, [])
     definition = json.dumps(read_json(xnat, project, version, "definition.json"), indent=2)
-    changes, since = changes_before(xnat, project, name, number) or (None, None)
+    changes, since = changes_before(xnat, project, name, version) or (None, None)
     return render_template("dataset.html", project=project, role=role, name=name,
                            number=number, report=report, versions=versions,
                            definition=definition, changes=changes, since=since)  # fmt: skip

@@ -134,7 +134,7 @@ def _show(args: argparse.Namespace) -> int:
         version = find_version(session, args.project, args.name, args.version)
         sys.stdout.write(f"<!-- {args.name} v{version.number} -->\n")
         sys.stdout.write(read_file(session, args.project, version, REPORT_MD_FILE))
-        changed = changes_before(session, args.project, args.name, version.number)
+        changed = changes_before(session, args.project, args.name, version)
         if changed is not None:
             sys.stdout.write("\n" + changes_markdown(*changed))
     return 0

@@ -141,14 +141,13 @@ def definition_text(doc: Any) -> str:
 
 
 def changes_before(
-    session: XNATSession, project: str, name: str, number: int
+    session: XNATSession, project: str, name: str, version: Version
 ) -> tuple[list[Change], int] | None:
-    """What version ``number`` changed against the version before it, and that version's
-    number; None for a first version."""
-    earlier = [v for v in list_versions(session, project).get(name, []) if v.number < number]
+    """What ``version`` changed against the version before it, and that version's number; None
+    for a first version."""
+    versions = list_versions(session, project).get(name, [])
+    earlier = [v for v in versions if v.number < version.number]
     if not earlier:
         return None
-    before = read_json(session, project, earlier[-1], DATALIST_FILE)
-    after = read_json(session, project, find_version(session, project, name, number),
-                      DATALIST_FILE)  # fmt: skip
+    before, after = (read_json(session, project, v, DATALIST_FILE) for v in (earlier[-1], version))
     return version_changes(before, after), earlier[-1].number
