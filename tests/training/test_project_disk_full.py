@@ -65,7 +65,7 @@ def test_no_room_for_the_run_refuses_it_and_writes_nothing(mount, tmp_path):
             message = str(refused.value)
             assert "run nospace: cannot be stored in project FULLRUN's ML_RUNS" in message
             assert "no space left on the XNAT server (507)" in message and "\n" not in message
-            assert not (tmp_path / "work" / "runs" / PROJECT / "nospace").exists()
+            assert not list((tmp_path / "work" / "runs").rglob("nospace"))
             (mount / "filler").unlink()
             assert list_paths(session, PROJECT, "ML_RUNS") == []
     finally:

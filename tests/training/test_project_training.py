@@ -32,7 +32,12 @@ from xnat_ml.training.project_models import (
     read_model_card,
 )
 from xnat_ml.training.project_runs import list_runs, run_paths, run_status
-from xnat_ml.training.project_train import TrainRequest, promote_in_project, train_in_project
+from xnat_ml.training.project_train import (
+    TrainRequest,
+    local_run_folder,
+    promote_in_project,
+    train_in_project,
+)
 from xnat_ml.xnat import connect
 
 PROJECT = "TRAINX"
@@ -212,8 +217,15 @@ def test_train_through_the_container_service(xnat_server, trainx, xnat):
 
 
 def test_promote_then_finetune_from_the_promoted_model(trainx, xnat, tmp_path):
+    # a dead local run of the same project and run id on another XNAT is not this server's run
+    other = "http://other.example:8080/xnat"
+    elsewhere = local_run_folder(tmp_path / "work", other, PROJECT, "base")
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "run.json").write_text('{"model": {"name": "someone-elses", "version": "9"}}')
     status = train_in_project(xnat, request(tmp_path, run_id="base"))
     assert status["state"] == "completed"
+    here = local_run_folder(tmp_path / "work", xnat.server, PROJECT, "base")
+    assert here != elsewhere and json.loads((here / "run.json").read_text())["model"]["version"]
     assert RUN_FILES <= stored_files(xnat, "base")
     number, card = promote_in_project(xnat, PROJECT, "base", "tissues-ft")
     assert number == 1
@@ -284,7 +296,7 @@ def test_refusals_leave_nothing_in_runs_or_models(xnat_server, trainx, xnat, tmp
         with pytest.raises(XnatMlError) as refused:
             train_in_project(xnat, request(tmp_path, config=name, run_id=f"refused-{name}"))
         assert message in str(refused.value) and "\n" not in str(refused.value)
-        assert not (tmp_path / "work" / "runs" / PROJECT / f"refused-{name}").exists()
+        assert not list((tmp_path / "work" / "runs").rglob(f"refused-{name}"))
     with pytest.raises(XnatMlError, match="config absent: not in project"):
         train_in_project(xnat, request(tmp_path, config="absent"))
     with pytest.raises(XnatMlError, match="has no weights"):  # nothing to fine-tune from

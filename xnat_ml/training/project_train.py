@@ -11,12 +11,15 @@ ML_RUNS when the local folder is gone).
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from xnat.session import XNATSession
 
@@ -76,7 +79,7 @@ class TrainRequest:
 def train_in_project(session: XNATSession, request: TrainRequest) -> dict[str, Any]:
     """Start (or resume) the run; its final status. Raises XnatMlError when refused or failed."""
     run_id = check_name("run", request.run_id or _default_run_id(request.config))
-    local = request.work_dir / "runs" / request.project / run_id
+    local = local_run_folder(request.work_dir, session.server, request.project, run_id)
     stored = run_status(session, request.project, run_id)
     if stored is not None and stored.get("state") == COMPLETED:
         raise XnatMlError(
@@ -97,6 +100,16 @@ def train_in_project(session: XNATSession, request: TrainRequest) -> dict[str, A
         _ready_to_resume(session, request, local)
     with LiveStatus(uploader, RunFolder(local)):
         return execute_run(local, on_sync=uploader)
+
+
+def local_run_folder(work_dir: Path, server: str, project: str, run_id: str) -> Path:
+    """Where a run is trained: ``WORK/runs/<server>/<project>/<run id>``. The server is part of
+    it because a run folder found there is resumed: the same project and run id on another
+    XNAT (or on a server started afresh) is another run."""
+    where = urlsplit(server)
+    readable = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{where.netloc}{where.path}").strip("_")
+    key = f"{readable}-{sha256(server.encode()).hexdigest()[:8]}"
+    return work_dir / "runs" / key / project / run_id
 
 
 def _default_run_id(config: str) -> str:
