@@ -52,8 +52,12 @@ $(MONAILABEL_VENV)/.installed:
 	$(MONAILABEL_VENV)/bin/pip install --quiet requests
 	touch $@
 
+# Two pytest-xdist workers: the suite waits on servers, jobs and daemons more than it computes.
+# tests/conftest.py keeps a module on one worker and runs the demo's training run, dockerd and
+# Slurm once each (TEST_WORKERS=0: one process).
+TEST_WORKERS ?= 2
 test: $(STAMP) $(WHEELS)/.built $(MONAILABEL_VENV)/.installed
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check xnat_ml tests benchmarks

@@ -14,6 +14,36 @@ from servers import XnatServer
 
 SAMPLE_PROJECT, SAMPLE_SUBJECTS = "SAMPLE12", 12
 
+# Session fixtures that cost minutes or own a machine-wide resource: made once a test session.
+SHARED_ONCE = ("demo_loop", "dockerd", "slurm")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """`make test` runs two pytest-xdist workers (`--dist loadgroup`), each with its own session
+    fixtures. So a module's tests run on one worker (its module fixtures are made once), modules
+    that use one of SHARED_ONCE run together on one worker (the demo's training run, dockerd and
+    Slurm are each started once), and those groups come first: the longest work starts at once
+    while the other worker takes the rest."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        for name in SHARED_ONCE:  # a backend test asks for its daemon by name: marked instead
+            marker = name.removesuffix("d")
+            if name in getattr(item, "fixturenames", ()) or item.get_closest_marker(marker):
+                parent[root(module)] = root(name)
+    shared = {root(name): name for name in reversed(SHARED_ONCE) if name in parent}
+    for item in items:
+        group = root(item.nodeid.split("::")[0])
+        item.add_marker(pytest.mark.xdist_group(shared.get(group, group)))
+    rank = {name: i for i, name in enumerate(SHARED_ONCE)}
+    items.sort(key=lambda item: rank.get(shared.get(root(item.nodeid.split("::")[0])), len(rank)))
+
 
 @pytest.fixture(scope="session")
 def xnat_server(tmp_path_factory) -> XnatServer:
