@@ -269,6 +269,35 @@ def test_owner_runs_the_whole_loop(xnat_server, dash_project, browser, shots, bu
     page.close()
 
 
+def test_a_rebuilt_dataset_shows_what_changed(xnat_server, dash_project, browser, shots):
+    """A dataset built from the form, a newly labelled session, the same definition built again:
+    the second version's page lists that session as new, and only it (subjects placed before
+    keep their split)."""
+    page = new_page(browser)
+    log_in(page, xnat_server.url, OWNER)
+    built = []
+    for _ in range(2):
+        page.goto(f"{xnat_server.url}/ml/p/{PROJECT}/")
+        page.click("#datasets summary")
+        page.fill("#datasets input[name=name]", "grown")
+        page.fill("#datasets textarea[name=definition]", json.dumps(definition()))
+        page.click("#build-dataset")
+        built.append(page.locator("h1").inner_text())
+        if len(built) == 1:
+            with connect(xnat_server.url, xnat_server.user, xnat_server.password) as session:
+                image, label = _case(np.random.default_rng(1))
+                add_session(session, PROJECT, "S9", "S9_MR",
+                            [SynthScan("1", "T1w", "1.2.3.9", image)],
+                            [SynthRoi("R9", "1.2.3.9", label)])  # fmt: skip
+    assert built == ["Dataset grown v1", "Dataset grown v2"], page.locator("main").inner_text()
+    assert "Changes since v1" in page.locator("#changes h2").inner_text()
+    rows = [r.locator("td").all_inner_texts() for r in page.locator("#changes tr:has(td)").all()]
+    assert len(rows) == 1 and "S9" in rows[0][1] and rows[0][2] == "not in", rows
+    assert rows[0][3] in ("training", "validation"), rows
+    shots(page, "08-dataset-changes")
+    page.close()
+
+
 def test_collaborator_cannot_launch_training(xnat_server, dash_project, browser, shots):
     base = xnat_server.url
     page = new_page(browser)

@@ -5,27 +5,21 @@ behind; reads and deletes keep working at 100 %."""
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 from archive_state import assert_consistent
 from dicom_samples import zip_bytes
 from servers import XnatServer
+from small_disk import fill, free_bytes, small_tmpfs
 
 PROJECT = "FULL"
 
 
 @pytest.fixture(scope="module")
 def mount(tmp_path_factory):
-    where = tmp_path_factory.mktemp("small-fs")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(where)],
-                          capture_output=True)
-    if done.returncode != 0:  # CI runs as root, where a skip would hide a broken set-up
-        why = f"cannot mount a tmpfs here: {done.stderr.decode().strip()}"
-        pytest.fail(why) if os.environ.get("CI") else pytest.skip(why)
-    yield where
-    subprocess.run(["umount", "-l", str(where)], check=False)
+    with small_tmpfs(tmp_path_factory.mktemp("small-fs")) as where:
+        yield where
 
 
 @pytest.fixture(scope="module")
@@ -36,27 +30,6 @@ def server(mount):
     srv.session().put(f"{srv.url}/data/projects/{PROJECT}").raise_for_status()
     yield srv
     srv.stop()
-
-
-def _fill(mount: Path, leave: int = 0) -> Path:
-    """A file taking all free space of the mount but `leave` bytes."""
-    filler = mount / f"filler-{len(list(mount.glob('filler-*')))}"
-    with open(filler, "wb", buffering=0) as out:
-        want = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize - leave
-        if want > 0:
-            os.posix_fallocate(out.fileno(), 0, want)
-        if leave == 0:
-            try:
-                while True:
-                    out.write(b"\0" * 4096)
-            except OSError:
-                pass
-    return filler
-
-
-def _free(mount: Path) -> int:
-    stat = os.statvfs(mount)
-    return stat.f_bavail * stat.f_frsize
 
 
 def _clear(mount: Path) -> None:
@@ -99,9 +72,9 @@ def test_reads_and_deletes_work_at_100_percent(server, mount):
     base = f"{server.url}/data/projects/{PROJECT}/resources/KEEP/files"
     for n in range(3):
         assert http.put(f"{base}/k{n}.bin", data=os.urandom(100_000)).ok
-    _fill(mount)
+    fill(mount)
     try:
-        assert _free(mount) < 4096
+        assert free_bytes(mount) < 4096
         assert http.put(f"{base}/more.bin", data=b"x" * 10_000).status_code == 507
         created = http.put(f"{server.url}/data/projects/{PROJECT}/subjects/FULLSUBJ")
         assert created.status_code in (201, 507), created.text  # never a 500
@@ -118,9 +91,9 @@ def test_reads_and_deletes_work_at_100_percent(server, mount):
 def test_upload_that_exactly_fills_the_disk_leaves_nothing_half_done(server, mount):
     http = server.session()
     url = f"{server.url}/data/projects/{PROJECT}/resources/EXACT/files/exact.bin"
-    _fill(mount, leave=1_000_000)
+    fill(mount, leave=1_000_000)
     try:
-        size = _free(mount)
+        size = free_bytes(mount)
         reply = http.put(url, data=b"\2" * size)
         assert reply.status_code in (200, 507), reply.text
         listed = http.get(url.rsplit("/", 1)[0] + "?format=json")
@@ -138,7 +111,7 @@ def test_overwrite_refused_for_space_keeps_the_old_file(server, mount):
     http = server.session()
     url = f"{server.url}/data/projects/{PROJECT}/resources/OLD/files/keep.bin"
     assert http.put(url, data=b"old bytes").ok
-    _fill(mount, leave=200_000)
+    fill(mount, leave=200_000)
     try:
         reply = http.put(url + "?overwrite=true", data=b"\3" * 2_000_000)
         assert reply.status_code == 507, reply.text
@@ -158,9 +131,9 @@ def test_logout_on_a_nearly_full_disk_keeps_the_reserve(server, mount):
     reserve = server.data_dir / "reserve.bin"
     size = reserve.stat().st_size
     assert size == 4 * 2**20
-    _fill(mount, leave=2**20)
+    fill(mount, leave=2**20)
     try:
-        assert _free(mount) < size
+        assert free_bytes(mount) < size
         login = http.get(f"{server.url}/data/JSESSION")
         assert login.ok, login.text
         assert http.delete(f"{server.url}/data/JSESSION").status_code == 200

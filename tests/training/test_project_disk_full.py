@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from servers import XnatServer
+from small_disk import fill, small_tmpfs
 from synthetic import tiny_config as local_config
 from synthetic import write_dataset
 from template_paths import TISSUES
@@ -37,15 +37,9 @@ PROJECT = "FULLRUN"
 
 @pytest.fixture
 def mount(tmp_path):
-    where = tmp_path / "small-fs"
-    where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(where)],
-                          capture_output=True)  # fmt: skip
-    if done.returncode != 0:  # CI runs as root, where a skip would hide a broken set-up
-        why = f"cannot mount a tmpfs here: {done.stderr.decode().strip()}"
-        pytest.fail(why) if os.environ.get("CI") else pytest.skip(why)
-    yield where
-    subprocess.run(["umount", "-l", str(where)], check=False)
+    (tmp_path / "small-fs").mkdir()
+    with small_tmpfs(tmp_path / "small-fs") as where:
+        yield where
 
 
 def test_no_room_for_the_run_refuses_it_and_writes_nothing(mount, tmp_path):
@@ -55,9 +49,7 @@ def test_no_room_for_the_run_refuses_it_and_writes_nothing(mount, tmp_path):
         server.session().put(f"{server.url}/data/projects/{PROJECT}").raise_for_status()
         with connect(server.url, server.user, server.password) as session:
             set_up(session, PROJECT, tmp_path, cases=3)
-            with open(mount / "filler", "wb") as out:  # every free byte taken
-                stat = os.statvfs(mount)
-                os.posix_fallocate(out.fileno(), 0, stat.f_bavail * stat.f_frsize)
+            filler = fill(mount)  # every free byte taken
             request = TrainRequest(PROJECT, "tiny", run_id="nospace", work_dir=tmp_path / "work",
                                    cache=tmp_path / "cache")  # fmt: skip
             with pytest.raises(XnatMlError) as refused:
@@ -66,7 +58,7 @@ def test_no_room_for_the_run_refuses_it_and_writes_nothing(mount, tmp_path):
             assert "run nospace: cannot be stored in project FULLRUN's ML_RUNS" in message
             assert "no space left on the XNAT server (507)" in message and "\n" not in message
             assert not list((tmp_path / "work" / "runs").rglob("nospace"))
-            (mount / "filler").unlink()
+            filler.unlink()
             assert list_paths(session, PROJECT, "ML_RUNS") == []
     finally:
         server.stop()
@@ -74,24 +66,18 @@ def test_no_room_for_the_run_refuses_it_and_writes_nothing(mount, tmp_path):
 
 class FillingUploader(RunUploader):
     """The run's uploader, filling the server's disk (once) before the first upload whose
-    status has a checkpoint of epoch ``fill_at`` (the test sets ``filler`` and ``fill_at``)."""
+    status has a checkpoint of epoch ``fill_at`` (the test sets ``mount`` and ``fill_at``)."""
 
-    filler: Path
+    mount: Path
     fill_at: int
     filled = False
 
     def __call__(self, run, changed):
         if (STATUS_FILE in changed and not FillingUploader.filled
                 and (run.status().get("latest_epoch") or 0) >= self.fill_at):  # fmt: skip
-            _fill(self.filler)
+            fill(self.mount)
             FillingUploader.filled = True
         super().__call__(run, changed)
-
-
-def _fill(filler: Path) -> None:
-    with open(filler, "wb") as out:  # every free byte taken
-        stat = os.statvfs(filler.parent)
-        os.posix_fallocate(out.fileno(), 0, stat.f_bavail * stat.f_frsize)
 
 
 def _stored_run(session, run_id: str, dest: Path) -> tuple[dict, dict[str, str]]:
@@ -112,7 +98,7 @@ def test_full_disk_never_stored_as_completed_and_relaunch_completes(
     when that is gone) completes with digests that match what is stored."""
     server = XnatServer(mount / "data")
     server.start()
-    monkeypatch.setattr(FillingUploader, "filler", mount / "filler", raising=False)
+    monkeypatch.setattr(FillingUploader, "mount", mount, raising=False)
     monkeypatch.setattr(FillingUploader, "fill_at", fill_at, raising=False)
     monkeypatch.setattr(FillingUploader, "filled", False)
     monkeypatch.setattr(project_train, "RunUploader", FillingUploader)
@@ -138,7 +124,8 @@ def test_full_disk_never_stored_as_completed_and_relaunch_completes(
             else:
                 assert status["latest_epoch"] == fill_at - 1, status
                 assert {k: status["checkpoints"][k] for k in digests} == digests
-            (mount / "filler").unlink()
+            for filler in mount.glob("filler-*"):
+                filler.unlink()
             if fill_at == 1:  # the local folder is lost too: everything comes from ML_RUNS
                 shutil.rmtree(tmp_path / "work" / "runs")
             status = train_in_project(session, request)
@@ -158,7 +145,7 @@ def test_full_local_disk_is_one_line_naming_the_file(mount, tmp_path):
     traceback."""
     data = write_dataset(tmp_path / "data", n_train=2, n_val=1)
     run = prepare_run(mount / "runs" / "local", local_config(epochs=2), TISSUES, data)
-    _fill(mount / "filler")
+    fill(mount)
     done = subprocess.run([sys.executable, "-m", "xnat_ml.training.runner", str(run.path)],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 1

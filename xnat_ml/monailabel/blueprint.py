@@ -44,7 +44,7 @@ DEVICE = "MONAILABEL_DEVICE"  # torch device for inference
 MAX_UPLOAD = "MONAILABEL_MAX_UPLOAD_BYTES"
 DEFAULT_MAX_UPLOAD = 512 * 1024 * 1024
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
-_HTTP_STATUS = re.compile(r"answered HTTP (4\d\d)")
+_HTTP_STATUS = re.compile(r"answered HTTP ([45]\d\d)")
 STRATEGIES = {"random": "a random image without a final label",
               "first": "the first image without a final label"}  # fmt: skip
 
@@ -104,8 +104,9 @@ def _status(exc: XnatMlError) -> int:
     if isinstance(exc, training.NotReady):
         return 409
     found = _HTTP_STATUS.search(str(exc))
-    if found:
-        return 404 if found[1] == "403" else int(found[1])
+    if found:  # XNAT's refusal as it is (403 hides what exists), a full disk as 507, else 502
+        status = int(found[1])
+        return {403: 404, 507: 507}.get(status, status if status < 500 else 502)
     return 422 if "cannot reach" not in str(exc) else 502
 
 
