@@ -18,6 +18,7 @@ SAMPLE_PROJECT, SAMPLE_SUBJECTS = "SAMPLE12", 12
 SHARED_ONCE = ("demo_loop", "dockerd", "slurm")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items) -> None:
     """`make test` runs two pytest-xdist workers (`--dist loadgroup`), each with its own session
     fixtures. So a module's tests run on one worker (its module fixtures are made once), modules
