@@ -115,7 +115,8 @@ def test_rtstruct_finds_its_scan_among_several_and_uses_the_label_map(site, run,
     written = sorted(p.name for p in (tmp_path / "labels").iterdir())
     assert written == ["Grey_Matter.nii.gz", "White_Matter.nii.gz", "labels.json",
                        "labels.nii.gz", "masks.json"]  # fmt: skip
-    assert json.loads((tmp_path / "labels" / "masks.json").read_text())["origin"] == "human"
+    record = json.loads((tmp_path / "labels" / "masks.json").read_text())
+    assert record["origin"] == "human" and "/" not in record["rtstruct"]  # a name, not a path
     niftis = site.nifti_files()
     assert "image.nii.gz" in niftis[t1]
     assert all("image.nii.gz" not in files for scan, files in niftis.items() if scan != t1)
@@ -150,7 +151,8 @@ def test_seg_annotating_the_second_scan(site, run, tmp_path):
     assert int(np.asarray(mask.dataobj).sum()) == labels.sum()
     image = site.image(t2)
     assert image.shape == mask.shape and np.allclose(image.affine, mask.affine)
-    assert json.loads((tmp_path / "labels" / "masks.json").read_text())["origin"] == "human"
+    record = json.loads((tmp_path / "labels" / "masks.json").read_text())
+    assert record["origin"] == "human" and record["seg"] == "lesion.dcm"
 
 
 def test_seg_with_manual_and_automatic_segments_is_recorded_mixed(site, run, tmp_path):

@@ -171,10 +171,12 @@ def image_record(path: Path, scan_id: str) -> dict[str, Any]:
 def _masks(
     roi_type: str, path: Path, series: Series
 ) -> tuple[Mapping[str, np.ndarray], dict[str, Any]]:
+    """The masks and masks.json's record; it names the ROI file, not where the job saw it (a
+    path inside the server's container folders is nobody's business over REST)."""
     if roi_type == "RTSTRUCT":
         result = rtstruct_to_masks(read_rtstruct(path), series)
-        return result.masks(), result.report()
-    return read_seg(path, series), {"seg": str(path), "series_uid": series.series_uid}
+        return result.masks(), result.report() | {"rtstruct": path.name}
+    return read_seg(path, series), {"seg": path.name, "series_uid": series.series_uid}
 
 
 def roi_to_mask(
