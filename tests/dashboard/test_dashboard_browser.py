@@ -7,6 +7,7 @@ and when a reverse proxy serves it under /xnat/. Screenshots go to the test's tm
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -16,9 +17,11 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
 import numpy as np
 import pytest
+from PIL import Image
 from prefix_proxy import PrefixProxy
 
 from xnat_ml.assets import shipped_dir
@@ -264,6 +267,11 @@ def test_owner_runs_the_whole_loop(xnat_server, dash_project, browser, shots, bu
     image.scroll_into_view_if_needed()
     loaded = "img => img.complete && img.naturalWidth > 0"
     page.wait_for_function(loaded, arg=image.element_handle())
+    # the session has DICOM only (no NIfTI): the scan under the labels is read from its series
+    png = page.request.get(urljoin(page.url, image.get_attribute("src"))).body()
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    grey = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2]) & (rgb[..., 0] > 0)
+    assert grey.sum() > 0.05 * grey.size, "no image drawn under the labels"
     shots(page, "07-session")
     step("07-session")
     page.close()

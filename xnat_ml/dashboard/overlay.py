@@ -2,19 +2,20 @@
 
 The collection's LABELMAP resource holds its label NIfTI on the grid of the scan it was drawn
 on (roi-to-mask and infer write it so); the image is the NIFTI resource of the session's scan
-with that grid. The axial slice through the middle of the labelled voxels is drawn, labels in
-colour over the image in grey.
+with that grid, else (a session that only ever had a model run on it) that scan's DICOM series
+read here. Drawn by ``imaging.overlay``: the axial slice through the middle of the labelled
+voxels, labels in colour over the image in grey (black where the session has no image).
 """
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from xnat.session import XNATSession
 
+from xnat_ml import scratch
 from xnat_ml.errors import XnatMlError
-from xnat_ml.layout import LABELMAP_RESOURCE, NIFTI_RESOURCE
+from xnat_ml.imaging.overlay import overlay_png
+from xnat_ml.layout import DICOM_RESOURCE, LABELMAP_RESOURCE, NIFTI_RESOURCE
 from xnat_ml.xnat.queries import list_rows
 from xnat_ml.xnat.responses import reported_as
 from xnat_ml.xnat.uris import segment
@@ -30,14 +31,39 @@ def mid_slice_png(xnat: XNATSession, project: str, session_id: str, collection: 
                                    f"{LABELMAP_RESOURCE}", what)  # fmt: skip
         if label is None:
             raise XnatMlError(f"{what}: the collection has no {LABELMAP_RESOURCE} NIfTI yet")
+        scans = [f"{base}/scans/{segment(str(s['ID']))}/resources"
+                 for s in list_rows(xnat, f"{base}/scans", columns="ID")]  # fmt: skip
         image = None
-        for scan in list_rows(xnat, f"{base}/scans", columns="ID"):
-            found = _first_nifti(xnat, f"{base}/scans/{segment(str(scan['ID']))}/resources/"
-                                       f"{NIFTI_RESOURCE}", what)  # fmt: skip
+        for scan in scans:
+            found = _first_nifti(xnat, f"{scan}/{NIFTI_RESOURCE}", what)
             if found is not None and found.shape[:3] == label.shape[:3]:
-                image = found
+                image = np.asarray(found.dataobj)
                 break
-    return _draw(np.asarray(label.dataobj), None if image is None else np.asarray(image.dataobj))
+        for scan in scans if image is None else ():
+            image = _dicom_pixels(xnat, f"{scan}/{DICOM_RESOURCE}", label.shape[:3])
+            if image is not None:
+                break
+    labels = np.asarray(label.dataobj).reshape(label.shape[:3])
+    return overlay_png(np.zeros(labels.shape) if image is None else image, labels)
+
+
+def _dicom_pixels(xnat: XNATSession, resource: str, shape: tuple) -> np.ndarray | None:
+    """The scan's DICOM series as a NIfTI-ordered array when it is on the label's grid."""
+    from xnat_ml.imaging.series import load_series
+    from xnat_ml.xnat.transfer import download_resource
+
+    answer = xnat.get(f"{resource}/files", query={"format": "json"},
+                      accepted_status=[200, 404])  # fmt: skip
+    rows = answer.json()["ResultSet"]["Result"] if answer.status_code == 200 else []
+    if not rows or sum(int(r.get("Size") or 0) for r in rows) > MAX_BYTES:
+        return None
+    with scratch.temporary("overlay-") as tmp:
+        download_resource(xnat, resource, tmp)
+        try:
+            series = load_series(tmp)
+        except XnatMlError:
+            return None  # not one readable series: no picture under the labels
+        return series.load_pixels() if series.shape == tuple(shape) else None
 
 
 def _first_nifti(xnat: XNATSession, resource: str, what: str):
@@ -64,30 +90,3 @@ def _plain(data: bytes) -> bytes:
     import gzip
 
     return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-
-
-def _draw(label: np.ndarray, image: np.ndarray | None) -> bytes:
-    from PIL import Image
-
-    label = label.reshape(label.shape[:3])
-    zs = np.nonzero(label.any(axis=(0, 1)))[0]
-    z = int(zs[len(zs) // 2]) if len(zs) else label.shape[2] // 2
-    shown = label[:, :, z].T[::-1]
-    if image is not None:
-        plane = image.reshape(image.shape[:3])[:, :, z].T[::-1].astype(float)
-        low, high = np.percentile(plane, (1, 99)) if plane.size else (0, 1)
-        grey = np.clip((plane - low) / max(high - low, 1e-6), 0, 1) * 255
-    else:
-        grey = np.zeros(shown.shape)
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    palette = np.array([[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48],
-                        [145, 30, 180], [70, 240, 240]], float)  # fmt: skip
-    for i, value in enumerate(v for v in np.unique(shown) if v):
-        mask = shown == value
-        rgb[mask] = 0.5 * rgb[mask] + 0.5 * palette[i % len(palette)]
-    picture = Image.fromarray(rgb.astype(np.uint8))
-    scale = max(1, 256 // max(picture.size))
-    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    out = io.BytesIO()
-    picture.save(out, format="PNG")
-    return out.getvalue()
