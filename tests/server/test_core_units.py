@@ -68,6 +68,15 @@ def test_columns_are_picked_by_name_case_or_xpath_and_echoed():
     }
 
 
+def test_a_nested_field_is_read_under_either_stored_spelling_row_by_row():
+    # /xapi/roi stores `references/seriesUID`, a PUT's query string `references_seriesUID`
+    rows = [{"ID": "A", "references/seriesUID": "1.2"}, {"ID": "B", "references_seriesUID": "3.4"}]
+    for order in (rows, rows[::-1]):
+        picked = select_columns(order, ["ID", "icr:roiCollectionData/references/seriesUID"])
+        uids = {r["ID"]: r["icr:roiCollectionData/references/seriesUID"] for r in picked}
+        assert uids == {"A": "1.2", "B": "3.4"}
+
+
 def test_filters_and_paging():
     assert [r["ID"] for r in filter_rows(ROWS, {"label": "b", "format": "json"})] == ["E2"]
     assert [r["ID"] for r in filter_rows(ROWS, {"date": "2024-*"})] == ["E1", "E2"]

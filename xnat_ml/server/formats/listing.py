@@ -57,24 +57,28 @@ def stored_key(path: str) -> str:
     return path.replace("/", "_")
 
 
-def _lookup_key(column: str, keys: Mapping[str, str], aliases: Mapping[str, str]) -> str | None:
-    """The row key a requested column refers to (keys: lower-cased key → key)."""
+def _lookup_keys(column: str, keys: Mapping[str, str], aliases: Mapping[str, str]) -> list[str]:
+    """The row keys a requested column refers to, most likely first (keys: lower-cased key →
+    key). A nested field has two spellings in storage, `references/seriesUID` as /xapi/roi
+    stores it and `references_seriesUID` as a PUT's query string does, so each row takes the
+    first of them it has: one listing often mixes both kinds of rows."""
     lowered = column.lower()
     if lowered in aliases:
-        return aliases[lowered]
+        return [aliases[lowered]]
     if lowered in keys:
-        return keys[lowered]
-    if "/" in lowered:
-        # `icr:roiCollectionData/references/seriesUID`: the field path after the datatype,
-        # else its last step
-        head, rest = lowered.split("/", 1)
-        if ":" in head:  # stored as sent by /xapi/roi, or as a PUT's query string stores it
-            found = aliases.get(rest) or keys.get(rest) or keys.get(stored_key(rest))
-            if found:
-                return found
-        leaf = lowered.rsplit("/", 1)[1]
-        return aliases.get(leaf) or keys.get(leaf)
-    return None
+        return [keys[lowered]]
+    if "/" not in lowered:
+        return []
+    # `icr:roiCollectionData/references/seriesUID`: the field path after the datatype, else
+    # its last step
+    head, rest = lowered.split("/", 1)
+    if ":" in head:
+        found = [aliases.get(rest), keys.get(rest), keys.get(stored_key(rest))]
+        found = list(dict.fromkeys(k for k in found if k))
+        if found:
+            return found
+    leaf = lowered.rsplit("/", 1)[1]
+    return [k for k in (aliases.get(leaf) or keys.get(leaf),) if k]
 
 
 def select_columns(
@@ -86,12 +90,14 @@ def select_columns(
     for row in rows:
         for key in row:
             keys.setdefault(key.lower(), key)
-    wanted = [(name, _lookup_key(name, keys, aliases)) for name in columns]
+    wanted = [(name, _lookup_keys(name, keys, aliases)) for name in columns]
     # An xpath column also comes back under its field's own name (pyxnat reads `subject_ID`
     # after asking for `xnat:mrSessionData/subject_id`).
     named = {name for name, _ in wanted}
-    wanted += [(key, key) for name, key in list(wanted) if key and "/" in name and key not in named]
-    return [{name: _text(row.get(key, "")) if key else "" for name, key in wanted} for row in rows]
+    wanted += [(found[0], found) for name, found in list(wanted)
+               if found and "/" in name and found[0] not in named]  # fmt: skip
+    return [{name: _text(next((row[k] for k in found if k in row), "")) for name, found in wanted}
+            for row in rows]  # fmt: skip
 
 
 def filter_rows(rows: list[dict], args: Mapping[str, str]) -> list[dict]:
