@@ -20,11 +20,11 @@ SHARED_ONCE = ("demo_loop", "dockerd", "slurm")
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items) -> None:
-    """`make test` runs two pytest-xdist workers (`--dist loadgroup`), each with its own session
-    fixtures. So a module's tests run on one worker (its module fixtures are made once), modules
-    that use one of SHARED_ONCE run together on one worker (the demo's training run, dockerd and
-    Slurm are each started once), and those groups come first: the longest work starts at once
-    while the other worker takes the rest."""
+    """`make test` runs the demo loop's tests first, alone (marked `demo_loop`: its training
+    run wants both cores), then the rest on two pytest-xdist workers (`--dist loadgroup`), each
+    with its own session fixtures. So a module's tests run on one worker (its module fixtures
+    are made once), and modules that use one of SHARED_ONCE run together on one worker (dockerd
+    and Slurm are each started once), those groups first: the longest work starts at once."""
     parent: dict[str, str] = {}
 
     def root(key: str) -> str:
@@ -42,6 +42,8 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         group = root(item.nodeid.split("::")[0])
         item.add_marker(pytest.mark.xdist_group(shared.get(group, group)))
+        if shared.get(group) == "demo_loop":
+            item.add_marker(pytest.mark.demo_loop)
     rank = {name: i for i, name in enumerate(SHARED_ONCE)}
     items.sort(key=lambda item: rank.get(shared.get(root(item.nodeid.split("::")[0])), len(rank)))
 
