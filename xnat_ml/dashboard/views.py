@@ -233,15 +233,15 @@ def labelmap(project: str) -> Response:
 @bp.get("/p/<project>/datasets/<name>/v<int:number>")
 @shows_errors
 def dataset(project: str, name: str, number: int) -> str:
-    from xnat_ml.datasets.versions import changes_before, find_version, list_versions, read_json
+    from xnat_ml.datasets.versions import changes_before, list_versions, pick_version, read_json
 
     role = _role(project)
     xnat = login.client()
-    version = find_version(xnat, project, name, number)
+    versions = list_versions(xnat, project).get(name, [])  # listed once for the whole page
+    version = pick_version(versions, project, name, number)
     report = read_json(xnat, project, version, "report.json")
-    versions = list_versions(xnat, project).get(name, [])
     definition = json.dumps(read_json(xnat, project, version, "definition.json"), indent=2)
-    changes, since = changes_before(xnat, project, name, version) or (None, None)
+    changes, since = changes_before(xnat, project, version, versions) or (None, None)
     return render_template("dataset.html", project=project, role=role, name=name,
                            number=number, report=report, versions=versions,
                            definition=definition, changes=changes, since=since)  # fmt: skip

@@ -128,13 +128,20 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from xnat_ml.datasets.changes import changes_markdown
-    from xnat_ml.datasets.versions import REPORT_MD_FILE, changes_before, find_version, read_file
+    from xnat_ml.datasets.versions import (
+        REPORT_MD_FILE,
+        changes_before,
+        list_versions,
+        pick_version,
+        read_file,
+    )
 
     with connect_from_args(args) as session:
-        version = find_version(session, args.project, args.name, args.version)
+        versions = list_versions(session, args.project).get(args.name, [])
+        version = pick_version(versions, args.project, args.name, args.version)
         sys.stdout.write(f"<!-- {args.name} v{version.number} -->\n")
         sys.stdout.write(read_file(session, args.project, version, REPORT_MD_FILE))
-        changed = changes_before(session, args.project, args.name, version)
+        changed = changes_before(session, args.project, version, versions)
         if changed is not None:
             sys.stdout.write("\n" + changes_markdown(*changed))
     return 0

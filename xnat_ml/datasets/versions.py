@@ -80,7 +80,14 @@ def list_versions(session: XNATSession, project: str) -> dict[str, list[Version]
 def find_version(
     session: XNATSession, project: str, name: str, number: int | None = None
 ) -> Version:
-    versions = list_versions(session, project).get(name, [])
+    return pick_version(list_versions(session, project).get(name, []), project, name, number)
+
+
+def pick_version(
+    versions: list[Version], project: str, name: str, number: int | None = None
+) -> Version:
+    """Version ``number`` (default: the latest) among dataset ``name``'s ``versions``, for a
+    caller that has the listing already."""
     if not versions:
         raise XnatMlError(f"dataset {name}: no version in project {project}'s {DATASETS_RESOURCE}")
     if number is None:
@@ -141,11 +148,10 @@ def definition_text(doc: Any) -> str:
 
 
 def changes_before(
-    session: XNATSession, project: str, name: str, version: Version
+    session: XNATSession, project: str, version: Version, versions: list[Version]
 ) -> tuple[list[Change], int] | None:
-    """What ``version`` changed against the version before it, and that version's number; None
-    for a first version."""
-    versions = list_versions(session, project).get(name, [])
+    """What ``version`` changed against the one before it among the dataset's ``versions``, and
+    that version's number; None for a first version."""
     earlier = [v for v in versions if v.number < version.number]
     if not earlier:
         return None
