@@ -16,7 +16,7 @@ from xnat_ml import scratch
 from xnat_ml.errors import XnatMlError
 from xnat_ml.imaging.overlay import overlay_png
 from xnat_ml.layout import DICOM_RESOURCE, LABELMAP_RESOURCE, NIFTI_RESOURCE
-from xnat_ml.xnat.queries import list_rows
+from xnat_ml.xnat.queries import list_rows, resource_files
 from xnat_ml.xnat.responses import reported_as
 from xnat_ml.xnat.uris import segment
 
@@ -52,9 +52,7 @@ def _dicom_pixels(xnat: XNATSession, resource: str, shape: tuple) -> np.ndarray 
     from xnat_ml.imaging.series import load_series
     from xnat_ml.xnat.transfer import download_resource
 
-    answer = xnat.get(f"{resource}/files", query={"format": "json"},
-                      accepted_status=[200, 404])  # fmt: skip
-    rows = answer.json()["ResultSet"]["Result"] if answer.status_code == 200 else []
+    rows = resource_files(xnat, resource, f"scan resource {resource}")
     if not rows or sum(int(r.get("Size") or 0) for r in rows) > MAX_BYTES:
         return None
     with scratch.temporary("overlay-") as tmp:
@@ -69,11 +67,7 @@ def _dicom_pixels(xnat: XNATSession, resource: str, shape: tuple) -> np.ndarray 
 def _first_nifti(xnat: XNATSession, resource: str, what: str):
     import nibabel as nib
 
-    answer = xnat.get(f"{resource}/files", query={"format": "json"},
-                      accepted_status=[200, 404])  # fmt: skip
-    if answer.status_code == 404:
-        return None
-    rows = answer.json()["ResultSet"]["Result"]
+    rows = resource_files(xnat, resource, what)
     names = [r["Name"] for r in rows if str(r.get("Name", "")).endswith((".nii", ".nii.gz"))]
     if not names:
         return None

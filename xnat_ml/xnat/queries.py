@@ -63,15 +63,18 @@ def list_files(session: XNATSession, resource_uri: str) -> list[dict[str, Any]]:
     return list_rows(session, f"{resource_uri.rstrip('/')}/files")
 
 
-def resource_paths(session: XNATSession, resource_uri: str, what: str) -> list[str]:
-    """Every file's path inside one resource, sorted; none when the resource does not exist."""
+def resource_files(session: XNATSession, resource_uri: str, what: str) -> list[dict[str, Any]]:
+    """The file rows of one resource (Name, URI, Size, ...); none when it does not exist."""
     with reported_as(what):
         listed = session.get(f"{resource_uri.rstrip('/')}/files", query={"format": "json"},
                              accepted_status=[200, 404])  # fmt: skip
-    if listed.status_code == 404:
-        return []
+    return [] if listed.status_code == 404 else listed.json()["ResultSet"]["Result"]
+
+
+def resource_paths(session: XNATSession, resource_uri: str, what: str) -> list[str]:
+    """Every file's path inside one resource, sorted; none when the resource does not exist."""
     paths = []
-    for row in listed.json()["ResultSet"]["Result"]:
+    for row in resource_files(session, resource_uri, what):
         found = row.get("URI", "")
         path = found.split("/files/", 1)[1] if "/files/" in found else row.get("Name", "")
         paths.append(unquote(path))
